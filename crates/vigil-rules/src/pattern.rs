@@ -1,0 +1,224 @@
+//! One Sigma value with its modifiers, compiled to a matcher.
+
+use crate::event::FieldValue;
+use regex::{Regex, RegexBuilder};
+
+/// Upper bound on a compiled regex (the regex crate's own limit), so a rule
+/// cannot make the engine allocate without bound.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Anchor {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pattern {
+    /// Literal comparison after optional lower-casing.
+    Literal { needle: String, anchor: Anchor, cased: bool },
+    /// Wildcards that are not a plain prefix/suffix/contains.
+    Regex(Regex),
+    /// A YAML number: equal as number, or as its decimal text.
+    Number(i64),
+    Bool(bool),
+    /// `null`: the field is absent or null.
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Star,
+    Question,
+}
+
+/// Splits a Sigma string into literal runs and wildcards; `\*`, `\?` and `\\`
+/// escape, any other backslash is literal (spec: "Escaping").
+fn pieces(s: &str) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    lit.push(n);
+                    chars.next();
+                }
+                _ => lit.push('\\'),
+            },
+            '*' | '?' => {
+                if !lit.is_empty() {
+                    out.push(Piece::Lit(std::mem::take(&mut lit)));
+                }
+                out.push(if c == '*' { Piece::Star } else { Piece::Question });
+            }
+            _ => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    out
+}
+
+impl Pattern {
+    /// Compiles a string value. `anchor` comes from contains/startswith/endswith.
+    pub(crate) fn string(value: &str, anchor: Anchor, cased: bool) -> Result<Pattern, String> {
+        let mut p = pieces(value);
+        match anchor {
+            Anchor::Contains => {
+                p.insert(0, Piece::Star);
+                p.push(Piece::Star);
+            }
+            Anchor::Prefix => p.push(Piece::Star),
+            Anchor::Suffix => p.insert(0, Piece::Star),
+            Anchor::Exact => {}
+        }
+        p.dedup_by(|a, b| *a == Piece::Star && *b == Piece::Star);
+        let fold = |s: &str| if cased { s.to_owned() } else { s.to_lowercase() };
+        let literal = |s: &str, anchor| Pattern::Literal { needle: fold(s), anchor, cased };
+        Ok(match p.as_slice() {
+            [] => literal("", Anchor::Exact),
+            [Piece::Star] => literal("", Anchor::Contains),
+            [Piece::Lit(s)] => literal(s, Anchor::Exact),
+            [Piece::Lit(s), Piece::Star] => literal(s, Anchor::Prefix),
+            [Piece::Star, Piece::Lit(s)] => literal(s, Anchor::Suffix),
+            [Piece::Star, Piece::Lit(s), Piece::Star] => literal(s, Anchor::Contains),
+            _ => {
+                let mut re = String::from("^");
+                for piece in &p {
+                    match piece {
+                        Piece::Lit(s) => re.push_str(&regex::escape(s)),
+                        Piece::Star => re.push_str(".*"),
+                        Piece::Question => re.push('.'),
+                    }
+                }
+                re.push('$');
+                Pattern::Regex(build_regex(&re, !cased, false, true)?)
+            }
+        })
+    }
+
+    pub(crate) fn regex(value: &str, i: bool, m: bool, s: bool) -> Result<Pattern, String> {
+        Ok(Pattern::Regex(build_regex(value, i, m, s)?))
+    }
+
+    /// Whether this pattern wants the lower-cased form of the value.
+    fn folds(&self) -> bool {
+        matches!(self, Pattern::Literal { cased: false, .. })
+    }
+
+    pub(crate) fn matches(&self, value: Option<&FieldValue<'_>>) -> bool {
+        let value = match (self, value) {
+            (Pattern::Null, None | Some(FieldValue::Null)) => return true,
+            (_, None | Some(FieldValue::Null)) => return false,
+            (Pattern::Null, Some(_)) => return false,
+            (_, Some(v)) => v,
+        };
+        match (self, value) {
+            (Pattern::Number(n), FieldValue::Int(i)) => n == i,
+            (Pattern::Number(n), FieldValue::Str(s)) => s.trim().parse::<i64>().is_ok_and(|i| i == *n),
+            (Pattern::Bool(b), FieldValue::Bool(v)) => b == v,
+            (Pattern::Bool(b), FieldValue::Str(s)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+            (Pattern::Number(_) | Pattern::Bool(_), _) => false,
+            _ => {
+                let text = value.as_text();
+                self.matches_str(&text)
+            }
+        }
+    }
+
+    pub(crate) fn matches_str(&self, text: &str) -> bool {
+        match self {
+            Pattern::Literal { needle, anchor, .. } => {
+                let folded;
+                let hay = if self.folds() {
+                    folded = text.to_lowercase();
+                    folded.as_str()
+                } else {
+                    text
+                };
+                match anchor {
+                    Anchor::Exact => hay == needle,
+                    Anchor::Prefix => hay.starts_with(needle.as_str()),
+                    Anchor::Suffix => hay.ends_with(needle.as_str()),
+                    Anchor::Contains => hay.contains(needle.as_str()),
+                }
+            }
+            Pattern::Regex(re) => re.is_match(text),
+            Pattern::Number(n) => text.trim().parse::<i64>().is_ok_and(|i| i == *n),
+            Pattern::Bool(_) | Pattern::Null => false,
+        }
+    }
+}
+
+fn build_regex(re: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {
+    RegexBuilder::new(re)
+        .case_insensitive(i)
+        .multi_line(m)
+        .dot_matches_new_line(s)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn s(v: &str) -> FieldValue<'_> {
+        FieldValue::Str(Cow::Borrowed(v))
+    }
+
+    #[test]
+    fn plain_value_is_whole_and_case_insensitive() {
+        let p = Pattern::string("/usr/bin/Cat", Anchor::Exact, false).unwrap();
+        assert!(p.matches(Some(&s("/USR/bin/cat"))));
+        assert!(!p.matches(Some(&s("/usr/bin/cat2"))));
+        assert!(!p.matches(None));
+    }
+
+    #[test]
+    fn wildcards_and_escapes() {
+        let p = Pattern::string(r"*\etc\*shadow?", Anchor::Exact, false).unwrap();
+        assert!(p.matches_str(r"x\etc*shadowZ"));
+        assert!(!p.matches_str(r"x\etcXshadowZ"));
+        let q = Pattern::string(r"a\\*", Anchor::Exact, false).unwrap();
+        assert!(q.matches_str(r"a\anything"));
+        assert!(!q.matches_str("ab"));
+    }
+
+    #[test]
+    fn anchors() {
+        assert!(Pattern::string("/etc/shadow", Anchor::Contains, false).unwrap().matches_str("cat /ETC/shadow"));
+        assert!(Pattern::string("/cat", Anchor::Suffix, false).unwrap().matches_str("/bin/cat"));
+        assert!(!Pattern::string("/cat", Anchor::Suffix, false).unwrap().matches_str("/bin/catx"));
+        assert!(Pattern::string("/bin", Anchor::Prefix, false).unwrap().matches_str("/bin/cat"));
+        assert!(!Pattern::string("abc", Anchor::Contains, true).unwrap().matches_str("xABCx"));
+    }
+
+    #[test]
+    fn null_number_bool() {
+        assert!(Pattern::Null.matches(None));
+        assert!(Pattern::Null.matches(Some(&FieldValue::Null)));
+        assert!(!Pattern::Null.matches(Some(&s(""))));
+        assert!(Pattern::Number(4).matches(Some(&FieldValue::Int(4))));
+        assert!(Pattern::Number(4).matches(Some(&s("4"))));
+        assert!(!Pattern::Number(4).matches(Some(&s("40"))));
+        assert!(Pattern::Bool(true).matches(Some(&FieldValue::Bool(true))));
+        // An empty string is present: it matches '' but not null.
+        assert!(Pattern::string("", Anchor::Exact, false).unwrap().matches(Some(&s(""))));
+    }
+
+    #[test]
+    fn regex_is_case_sensitive_unless_i() {
+        assert!(!Pattern::regex("^A", false, false, false).unwrap().matches_str("abc"));
+        assert!(Pattern::regex("^A", true, false, false).unwrap().matches_str("abc"));
+        assert!(Pattern::regex("(", false, false, false).is_err());
+    }
+}

@@ -1,0 +1,209 @@
+use crate::error::{Rejection, RuleError};
+use crate::event::Event;
+use crate::logsource::LogSource;
+use crate::rule::Rule;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A rule file larger than this is rejected unread.
+pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
+/// Directory walks stop this deep (symlink loops, runaway trees).
+const MAX_DIR_DEPTH: usize = 32;
+
+/// The result of loading rules: what loaded and, for each rule that did not, why.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub loaded: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} loaded, {} rejected", self.loaded, self.rejected.len())
+    }
+}
+
+/// A rule that matched an event.
+#[derive(Debug, Clone, Copy)]
+pub struct Match<'a> {
+    pub rule: &'a Rule,
+}
+
+/// A set of compiled rules, evaluated together.
+#[derive(Debug, Default, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Loads every `.yml`/`.yaml` file under `paths` (files or directories).
+    /// Bad rules are reported; the good ones load regardless.
+    pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {
+        let mut set = RuleSet::new();
+        let mut report = LoadReport::default();
+        for p in paths {
+            let mut files = Vec::new();
+            collect_files(p.as_ref(), 0, &mut files, &mut report);
+            files.sort();
+            for f in files {
+                set.load_file(&f, &mut report);
+            }
+        }
+        (set, report)
+    }
+
+    fn load_file(&mut self, path: &Path, report: &mut LoadReport) {
+        let reject = |report: &mut LoadReport, error| {
+            report.rejected.push(Rejection { path: path.to_owned(), line: 1, id: None, error })
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
+                return reject(report, RuleError::Io(format!("larger than {MAX_RULE_FILE_BYTES} bytes")));
+            }
+            Err(e) => return reject(report, RuleError::Io(e.to_string())),
+            Ok(_) => {}
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.load_str(path, &text, report),
+            Err(e) => reject(report, RuleError::Io(e.to_string())),
+        }
+    }
+
+    /// Loads rules from YAML text (one rule per document); `path` names them in reports.
+    pub fn load_str(&mut self, path: &Path, text: &str, report: &mut LoadReport) {
+        let docs: Vec<Value> = match serde_saphyr::from_multiple(text) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = e.to_string();
+                report.rejected.push(Rejection {
+                    path: path.to_owned(),
+                    line: yaml_error_line(&msg).unwrap_or(1),
+                    id: None,
+                    error: RuleError::Yaml(first_line(&msg)),
+                });
+                return;
+            }
+        };
+        let starts = document_starts(text);
+        for (i, doc) in docs.iter().enumerate() {
+            if doc.is_null() {
+                continue;
+            }
+            let start = starts.get(i).copied().unwrap_or(1);
+            match Rule::from_value(doc) {
+                Ok(rule) => {
+                    self.rules.push(rule);
+                    report.loaded += 1;
+                }
+                Err(error) => {
+                    let id = doc.get("id").and_then(Value::as_str).map(str::to_owned);
+                    let line = error_line(text, start, &error).unwrap_or(start);
+                    report.rejected.push(Rejection { path: path.to_owned(), line, id, error });
+                }
+            }
+        }
+    }
+
+    /// The rules whose log source covers `source` and whose detection matches `event`.
+    pub fn evaluate<'a>(&'a self, source: &LogSource, event: &dyn Event) -> Vec<Match<'a>> {
+        self.rules
+            .iter()
+            .filter(|r| r.logsource.covers(source) && r.matches(event))
+            .map(|rule| Match { rule })
+            .collect()
+    }
+}
+
+fn collect_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>, report: &mut LoadReport) {
+    if depth > MAX_DIR_DEPTH {
+        report.rejected.push(Rejection {
+            path: path.to_owned(),
+            line: 1,
+            id: None,
+            error: RuleError::Io(format!("directory nesting deeper than {MAX_DIR_DEPTH}")),
+        });
+        return;
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    collect_files(&p, depth + 1, out, report);
+                } else if is_rule_file(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        Err(_) if path.is_file() => out.push(path.to_owned()),
+        Err(e) => report.rejected.push(Rejection {
+            path: path.to_owned(),
+            line: 1,
+            id: None,
+            error: RuleError::Io(e.to_string()),
+        }),
+    }
+}
+
+fn is_rule_file(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// 1-based line where each YAML document begins.
+fn document_starts(text: &str) -> Vec<usize> {
+    let mut starts = vec![1];
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("---") && i > 0 {
+            starts.push(i + 2);
+        } else if line.starts_with("---") && i == 0 {
+            starts[0] = 2;
+        }
+    }
+    starts
+}
+
+/// Points an error at the line of the construct it names, searching from the
+/// document's first line.
+fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
+    let needle = match error {
+        RuleError::UnknownModifier { field, modifier } | RuleError::UnsupportedModifier { field, modifier } => {
+            format!("{field}|{}", modifier.split('|').next().unwrap_or_default())
+        }
+        RuleError::MissingField(_) => return None,
+        RuleError::Condition(_) | RuleError::UnknownSelection(_) => "condition".to_owned(),
+        RuleError::Correlation => "correlation".to_owned(),
+        RuleError::WrongType { field, .. } | RuleError::Regex { field, .. } => field.clone(),
+        _ => return None,
+    };
+    text.lines()
+        .enumerate()
+        .skip(start.saturating_sub(1))
+        .find(|(_, l)| l.contains(needle.as_str()))
+        .map(|(i, _)| i + 1)
+}
+
+/// serde-saphyr errors say "line N"; pull N out for the report.
+fn yaml_error_line(msg: &str) -> Option<usize> {
+    let idx = msg.find("line ")?;
+    msg[idx + 5..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}

@@ -1,0 +1,88 @@
+//! Vigil's server-side store.
+//!
+//! What it is: a control database (tenants, enrollment and API tokens, devices)
+//! and one database file per tenant (records and alerts), all redb. Every value
+//! in a tenant's file is sealed with that tenant's own AES-256-GCM key; the
+//! keys are stored wrapped by a master key kept beside the store.
+//!
+//! What it is not: it knows nothing of protobuf or gRPC. Records and alerts are
+//! opaque bytes to it; the server decides what they mean.
+//!
+//! Isolation is structural: a [`TenantStore`] can only be obtained for one
+//! tenant id and only reads that tenant's file with that tenant's key.
+
+mod control;
+mod crypto;
+mod tenant;
+
+pub use control::{ApiTokenInfo, ControlStore, DeviceRecord, EnrollmentToken, Redeemed, TenantRecord};
+pub use tenant::{BatchOutcome, TenantStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(String),
+    #[error("I/O on {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("encryption: {0}")]
+    Crypto(&'static str),
+    #[error("corrupt entry in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    #[error("tenant `{0}` already exists")]
+    TenantExists(String),
+    #[error("invalid identifier `{0}`")]
+    BadIdentifier(String),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Current time in nanoseconds since the Unix epoch.
+pub fn now_unix_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// SHA-256 of a secret, hex: how tokens are stored (never in clear).
+pub fn token_digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random secret: 32 bytes, hex, with a readable prefix.
+pub fn new_secret(prefix: &str) -> Result<String, StoreError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|_| StoreError::Crypto("no randomness"))?;
+    Ok(format!("{prefix}_{}", hex::encode(b)))
+}
+
+/// A new random identifier (128 bits, hex).
+pub fn new_id() -> Result<String, StoreError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|_| StoreError::Crypto("no randomness"))?;
+    Ok(hex::encode(b))
+}
+
+fn check_id(s: &str) -> Result<(), StoreError> {
+    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(StoreError::BadIdentifier(s.to_owned()));
+    }
+    Ok(())
+}
