@@ -1,0 +1,224 @@
+//! The sensor's configuration file (TOML), validated at load with errors that
+//! name the field.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    /// Where the sensor keeps its identity, certificates and spool.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub enrollment: EnrollmentConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub uplink: UplinkConfig,
+    #[serde(default)]
+    pub collect: CollectConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `https://host:port` of the server's ingest service.
+    pub endpoint: String,
+    /// PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+    /// Name to verify in the server certificate (defaults to the endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// Enrollment token, inline. Prefer `token_file`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the enrollment token (read once, at first enrollment).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Rule files or directories of Sigma YAML.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Disk the spool may use before it evicts the oldest unsent records.
+    #[serde(default = "default_spool_mb")]
+    pub capacity_mb: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { capacity_mb: default_spool_mb() }
+    }
+}
+
+fn default_spool_mb() -> u64 {
+    512
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// Records per batch sent to the server.
+    #[serde(default = "default_batch")]
+    pub batch_max_records: usize,
+    /// How long events may wait before they are spooled and sent.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Largest gRPC message, both ways.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            batch_max_records: default_batch(),
+            flush_interval_ms: default_flush_ms(),
+            max_message_bytes: default_max_message(),
+        }
+    }
+}
+
+fn default_batch() -> usize {
+    512
+}
+fn default_flush_ms() -> u64 {
+    100
+}
+fn default_max_message() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Use the kernel audit subsystem for process execution (recommended).
+    #[serde(default = "yes")]
+    pub audit: bool,
+    /// Use the proc connector for exits (and execs when audit is off).
+    #[serde(default = "yes")]
+    pub proc_connector: bool,
+    /// Report running processes at start.
+    #[serde(default = "yes")]
+    pub inventory: bool,
+    /// Executables larger than this are not hashed.
+    #[serde(default = "default_hash_mb")]
+    pub hash_max_mb: u64,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig { audit: true, proc_connector: true, inventory: true, hash_max_mb: default_hash_mb() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_hash_mb() -> u64 {
+    256
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+impl SensorConfig {
+    pub fn load(path: &Path) -> Result<SensorConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<SensorConfig, ConfigError> {
+        let cfg: SensorConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        cfg.validate().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.server.endpoint.starts_with("https://") {
+            return Err(("server.endpoint", "must start with https:// (the sensor only speaks TLS)".into()));
+        }
+        if self.spool.capacity_mb == 0 || self.spool.capacity_mb > 1024 * 1024 {
+            return Err(("spool.capacity_mb", "must be between 1 and 1048576".into()));
+        }
+        if self.uplink.batch_max_records == 0 || self.uplink.batch_max_records > 10_000 {
+            return Err(("uplink.batch_max_records", "must be between 1 and 10000".into()));
+        }
+        if self.uplink.flush_interval_ms == 0 || self.uplink.flush_interval_ms > 60_000 {
+            return Err(("uplink.flush_interval_ms", "must be between 1 and 60000".into()));
+        }
+        if self.uplink.max_message_bytes < 64 * 1024 || self.uplink.max_message_bytes > 64 * 1024 * 1024 {
+            return Err(("uplink.max_message_bytes", "must be between 65536 and 67108864".into()));
+        }
+        if self.enrollment.token.is_some() && self.enrollment.token_file.is_some() {
+            return Err(("enrollment", "set `token` or `token_file`, not both".into()));
+        }
+        Ok(())
+    }
+
+    /// The server name to verify in its certificate.
+    pub fn server_name(&self) -> String {
+        self.server.server_name.clone().unwrap_or_else(|| {
+            let rest = self.server.endpoint.trim_start_matches("https://");
+            let host = rest.split('/').next().unwrap_or(rest);
+            match host.rsplit_once(':') {
+                Some((h, _)) => h.trim_matches(['[', ']']).to_owned(),
+                None => host.to_owned(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+data_dir = "/tmp/x"
+[server]
+endpoint = "https://127.0.0.1:4443"
+ca_file = "/tmp/ca.pem"
+"#;
+
+    #[test]
+    fn defaults_and_server_name() {
+        let c = SensorConfig::parse(Path::new("s.toml"), OK).unwrap();
+        assert_eq!(c.spool.capacity_mb, 512);
+        assert_eq!(c.server_name(), "127.0.0.1");
+        assert!(c.collect.audit);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = SensorConfig::parse(Path::new("s.toml"), &OK.replace("https", "http")).unwrap_err();
+        assert!(e.to_string().contains("server.endpoint"), "{e}");
+        let e = SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\n[spool]\ncapacity_mb = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("spool.capacity_mb"), "{e}");
+        let e = SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\nbogus = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

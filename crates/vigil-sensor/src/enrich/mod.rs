@@ -1,0 +1,337 @@
+//! Enrichment: turns raw collector events into schema records — process GUIDs,
+//! the parent link, user names and executable hashes — and keeps the process
+//! table that makes the tree.
+
+pub mod hash;
+
+use crate::collect::{ExecInfo, RawEvent};
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::ffi::OsStrExt;
+use vigil_proto::v1::{record::Payload, Path as PbPath, ProcessExit, ProcessRef, ProcessStart};
+
+/// Bound on tracked processes (a fork bomb cannot grow the table without end).
+pub const MAX_PROCESSES: usize = 65_536;
+/// Exits seen before their exec (two kernel sources race) wait this long.
+const PENDING_EXIT_NS: i64 = 2_000_000_000;
+const MAX_PENDING_EXITS: usize = 4096;
+
+/// A path from raw bytes: lossless when UTF-8, raw bytes kept otherwise.
+pub fn path_from_bytes(b: &[u8]) -> PbPath {
+    match std::str::from_utf8(b) {
+        Ok(s) => PbPath { text: s.to_owned(), raw: Vec::new(), lossy: false },
+        Err(_) => PbPath { text: String::from_utf8_lossy(b).into_owned(), raw: b.to_vec(), lossy: true },
+    }
+}
+
+/// argv joined with spaces, as rules and analysts read a command line.
+pub fn command_line(argv: &[Vec<u8>]) -> String {
+    let mut s = String::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&String::from_utf8_lossy(a));
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    guid: String,
+    pid: u32,
+    exe: PbPath,
+    command_line: String,
+    ppid: u32,
+}
+
+impl Entry {
+    fn as_ref(&self) -> ProcessRef {
+        ProcessRef { guid: self.guid.clone(), pid: self.pid, executable: Some(self.exe.clone()), command_line: self.command_line.clone() }
+    }
+}
+
+pub struct Enricher {
+    machine_id: String,
+    boot_id: String,
+    table: HashMap<u32, Entry>,
+    users: HashMap<u32, String>,
+    hasher: hash::Hasher,
+    pending_exits: VecDeque<(u32, i32, i32, i64)>,
+    /// Events that could not be enriched fully (e.g. table full), for health.
+    pub evicted: u64,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher").field("processes", &self.table.len()).finish_non_exhaustive()
+    }
+}
+
+/// A process GUID: stable for one exec image of one process, unique across
+/// PID reuse (start time, exec time) and reboots and hosts (boot id, machine id).
+pub fn process_guid(machine_id: &str, boot_id: &str, pid: u32, start_ticks: u64, exec_ns: i64) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(machine_id.as_bytes());
+    h.update(b"\0");
+    h.update(boot_id.as_bytes());
+    h.update(&pid.to_le_bytes());
+    h.update(&start_ticks.to_le_bytes());
+    h.update(&exec_ns.to_le_bytes());
+    let b = h.finalize();
+    let x = hex::encode(&b.as_bytes()[..16]);
+    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+}
+
+impl Enricher {
+    pub fn new(machine_id: String, boot_id: String, max_hash_bytes: u64) -> Enricher {
+        Enricher {
+            machine_id,
+            boot_id,
+            table: HashMap::new(),
+            users: HashMap::new(),
+            hasher: hash::Hasher::new(max_hash_bytes),
+            pending_exits: VecDeque::new(),
+            evicted: 0,
+        }
+    }
+
+    fn user_name(&mut self, uid: u32) -> String {
+        if let Some(n) = self.users.get(&uid) {
+            return n.clone();
+        }
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name);
+        if self.users.len() < 4096 {
+            self.users.insert(uid, name.clone());
+        }
+        name
+    }
+
+    /// The table entry for a parent we never saw exec (it predates us and was
+    /// missed by the snapshot, or forked without exec): built from /proc.
+    fn parent_entry(&mut self, ppid: u32) -> Option<Entry> {
+        if ppid == 0 {
+            return None;
+        }
+        if let Some(e) = self.table.get(&ppid) {
+            return Some(e.clone());
+        }
+        let info = crate::collect::procfs::exec_info(ppid, 0, crate::collect::Origin::Snapshot)?;
+        let ticks = crate::collect::procfs::start_ticks(ppid).unwrap_or(0);
+        let entry = Entry {
+            guid: process_guid(&self.machine_id, &self.boot_id, ppid, ticks, 0),
+            pid: ppid,
+            exe: path_from_bytes(&info.exe),
+            command_line: command_line(&info.argv),
+            ppid: info.ppid,
+        };
+        self.insert(entry.clone());
+        Some(entry)
+    }
+
+    fn insert(&mut self, e: Entry) {
+        if self.table.len() >= MAX_PROCESSES && !self.table.contains_key(&e.pid) {
+            // Drop an arbitrary entry; a process we lose track of only loses its parent link.
+            if let Some(&k) = self.table.keys().next() {
+                self.table.remove(&k);
+                self.evicted += 1;
+            }
+        }
+        self.table.insert(e.pid, e);
+    }
+
+    /// Turns one raw event into zero or more record payloads (with their time).
+    pub fn enrich(&mut self, ev: RawEvent, out: &mut Vec<(i64, Payload)>) {
+        match ev {
+            RawEvent::Exec(info) => self.exec(info, out),
+            RawEvent::Exit { pid, exit_code, exit_signal, unix_ns } => {
+                if self.table.contains_key(&pid) {
+                    self.exit(pid, exit_code, exit_signal, unix_ns, out);
+                } else {
+                    if self.pending_exits.len() >= MAX_PENDING_EXITS {
+                        self.pending_exits.pop_front();
+                    }
+                    self.pending_exits.push_back((pid, exit_code, exit_signal, unix_ns));
+                }
+            }
+            RawEvent::Fork { parent, child } => {
+                // The child runs the parent's image until it execs: same tree position.
+                if let Some(p) = self.table.get(&parent).cloned() {
+                    let ticks = crate::collect::procfs::start_ticks(child).unwrap_or(0);
+                    let guid = process_guid(&self.machine_id, &self.boot_id, child, ticks, 0);
+                    self.insert(Entry { guid, pid: child, ppid: parent, ..p });
+                }
+            }
+            RawEvent::Lost { .. } => {}
+        }
+    }
+
+    /// Emits exits that waited for an exec that never came, once they are old.
+    pub fn expire(&mut self, now_ns: i64) {
+        while let Some(&(_, _, _, t)) = self.pending_exits.front() {
+            if now_ns - t < PENDING_EXIT_NS {
+                break;
+            }
+            // A process that exited without our seeing its exec (a fork that
+            // never exec'd, or one that predates the sensor): nothing to link.
+            self.pending_exits.pop_front();
+        }
+    }
+
+    fn exit(&mut self, pid: u32, exit_code: i32, exit_signal: i32, unix_ns: i64, out: &mut Vec<(i64, Payload)>) {
+        if let Some(e) = self.table.remove(&pid) {
+            out.push((
+                unix_ns,
+                Payload::ProcessExit(ProcessExit { guid: e.guid, pid, exit_code, exit_signal, exit_time_unix_ns: unix_ns }),
+            ));
+        }
+    }
+
+    fn exec(&mut self, info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
+        let ticks = crate::collect::procfs::start_ticks(info.pid).unwrap_or(0);
+        let snapshot = info.origin == crate::collect::Origin::Snapshot;
+        let guid = process_guid(&self.machine_id, &self.boot_id, info.pid, ticks, if snapshot { 0 } else { info.unix_ns });
+        let parent = self.parent_entry(info.ppid);
+        let exe = path_from_bytes(&info.exe);
+        let cmd = command_line(&info.argv);
+        let hashes = if info.exe.is_empty() {
+            None
+        } else {
+            Some(self.hasher.hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe))))
+        };
+        let entry = Entry {
+            guid: guid.clone(),
+            pid: info.pid,
+            exe: exe.clone(),
+            command_line: cmd.clone(),
+            ppid: info.ppid,
+        };
+        self.insert(entry);
+        let start = ProcessStart {
+            guid,
+            pid: info.pid,
+            parent_pid: info.ppid,
+            parent_guid: parent.as_ref().map(|p| p.guid.clone()).unwrap_or_default(),
+            executable: Some(exe),
+            argv: info.argv,
+            command_line: cmd,
+            cwd: Some(path_from_bytes(&info.cwd)),
+            uid: info.uid,
+            euid: info.euid,
+            gid: info.gid,
+            egid: info.egid,
+            user_name: self.user_name(info.uid),
+            login_uid: info.login_uid,
+            start_time_unix_ns: info.unix_ns,
+            executable_hashes: hashes,
+            parent: parent.as_ref().map(Entry::as_ref),
+            origin: info.origin.as_str().to_owned(),
+            tty: info.tty,
+            session_id: info.session_id,
+        };
+        out.push((info.unix_ns, Payload::ProcessStart(start)));
+        // An exit that raced ahead of this exec (same pid, later time) follows it now.
+        if let Some(i) = self.pending_exits.iter().position(|&(p, _, _, t)| p == info.pid && t >= info.unix_ns) {
+            if let Some((pid, code, sig, t)) = self.pending_exits.remove(i) {
+                self.exit(pid, code, sig, t, out);
+            }
+        }
+    }
+
+    /// The parent and grandparent of `pid`, for rules that look up the tree.
+    pub fn ancestry(&self, pid: u32) -> Vec<ProcessRef> {
+        let mut out = Vec::new();
+        let mut cur = self.table.get(&pid).map(|e| e.ppid);
+        while let Some(p) = cur {
+            if out.len() >= 8 || p == 0 {
+                break;
+            }
+            match self.table.get(&p) {
+                Some(e) => {
+                    out.push(e.as_ref());
+                    cur = Some(e.ppid);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Origin;
+
+    fn exec(pid: u32, ppid: u32, t: i64, argv: &[&str]) -> RawEvent {
+        RawEvent::Exec(ExecInfo {
+            pid,
+            ppid,
+            unix_ns: t,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            egid: 0,
+            login_uid: u32::MAX,
+            session_id: 0,
+            tty: String::new(),
+            exe: b"/nonexistent/x".to_vec(),
+            cwd: b"/".to_vec(),
+            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            argv_truncated: false,
+            origin: Origin::Kernel,
+        })
+    }
+
+    #[test]
+    fn tree_links_and_guids_differ_on_pid_reuse() {
+        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut out = Vec::new();
+        // pid 4000000 and up do not exist on this host, so /proc lookups miss.
+        e.enrich(exec(4_000_001, 1, 10, &["sh", "-c", "x"]), &mut out);
+        e.enrich(exec(4_000_002, 4_000_001, 20, &["cat", "/etc/shadow"]), &mut out);
+        let starts: Vec<_> = out
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Payload::ProcessStart(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts[1].parent_guid, starts[0].guid);
+        assert_eq!(starts[1].parent.as_ref().unwrap().command_line, "sh -c x");
+        assert_eq!(starts[1].command_line, "cat /etc/shadow");
+        assert_eq!(starts[1].executable_hashes.as_ref().unwrap().error, "vanished");
+        assert_eq!(e.ancestry(4_000_002)[0].guid, starts[0].guid);
+        out.clear();
+        e.enrich(RawEvent::Exit { pid: 4_000_002, exit_code: 0, exit_signal: 0, unix_ns: 30 }, &mut out);
+        e.enrich(exec(4_000_002, 4_000_001, 40, &["cat"]), &mut out);
+        match (&out[0].1, &out[1].1) {
+            (Payload::ProcessExit(x), Payload::ProcessStart(s)) => {
+                assert_eq!(x.guid, starts[1].guid);
+                assert_ne!(s.guid, starts[1].guid, "a reused pid gets a new GUID");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exit_before_exec_is_reordered() {
+        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut out = Vec::new();
+        e.enrich(RawEvent::Exit { pid: 4_000_010, exit_code: 1, exit_signal: 0, unix_ns: 50 }, &mut out);
+        assert!(out.is_empty());
+        e.enrich(exec(4_000_010, 1, 40, &["true"]), &mut out);
+        assert!(matches!(out[0].1, Payload::ProcessStart(_)));
+        assert!(matches!(&out[1].1, Payload::ProcessExit(x) if x.exit_code == 1));
+    }
+
+    #[test]
+    fn non_utf8_paths_keep_their_bytes() {
+        let p = path_from_bytes(b"/tmp/\xff");
+        assert!(p.lossy);
+        assert_eq!(p.raw, b"/tmp/\xff");
+        assert_eq!(path_from_bytes(b"/ok").raw, b"");
+    }
+}

@@ -1,0 +1,290 @@
+//! Vigil's endpoint sensor.
+//!
+//! What it is: the library behind the `vigil-sensor` binary and `vigil up`.
+//! Data path, one module each: `collect` (kernel sources) → `enrich` (process
+//! tree, GUIDs, hashes) → `evaluate` (Sigma rules, offline) → spool (the
+//! `vigil-spool` crate, on disk) → `uplink` (gRPC over mutual TLS).
+//!
+//! What it is not: it stores nothing beyond its spool and identity, and raises
+//! no alerts itself; detections travel to the server as records (and are
+//! offered locally through [`Sensor::detections`]).
+
+pub mod collect;
+pub mod config;
+pub mod enrich;
+pub mod evaluate;
+mod pipeline;
+pub mod uplink;
+
+use collect::{audit::AuditSource, inventory, proc_connector::ProcConnector, procfs, Origin, RawEvent};
+pub use config::SensorConfig;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+use vigil_proto::v1::{record::Payload, Detection};
+use vigil_rules::RuleSet;
+
+/// Raw events queued between the kernel readers and the pipeline.
+const EVENT_QUEUE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("enrollment failed: {0}")]
+    Enroll(String),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("I/O: {0}")]
+    Io(String),
+    #[error("spool: {0}")]
+    Spool(#[from] vigil_spool::SpoolError),
+}
+
+/// A running sensor. Drop or [`Sensor::shutdown`] stops it.
+pub struct Sensor {
+    stop: Arc<AtomicBool>,
+    stop_tx: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+    uplink: Option<tokio::task::JoinHandle<()>>,
+    detections: broadcast::Sender<Detection>,
+    evaluator: evaluate::Evaluator,
+    /// What each source is doing, for the operator.
+    pub sources: Vec<String>,
+    /// Sources that fell back or are off, with why.
+    pub degraded: Vec<String>,
+    pub identity: uplink::DeviceIdentity,
+}
+
+impl std::fmt::Debug for Sensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sensor").field("sources", &self.sources).finish_non_exhaustive()
+    }
+}
+
+/// Sends from a kernel reader thread; a full queue counts as loss, never blocks the reader forever.
+fn forward(tx: &SyncSender<RawEvent>, ev: RawEvent, source: &'static str) {
+    match tx.try_send(ev) {
+        Ok(()) => {}
+        Err(TrySendError::Full(ev)) => {
+            // Back-pressure briefly, then count.
+            std::thread::sleep(Duration::from_millis(5));
+            if tx.try_send(ev).is_err() {
+                let _ = tx.try_send(RawEvent::Lost { source, count: 1 });
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+impl Sensor {
+    /// Loads rules, enrolls if needed, starts the collectors, pipeline and uplink.
+    pub async fn start(cfg: SensorConfig) -> Result<Sensor, SensorError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| SensorError::Io(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
+        let (rules, report) = RuleSet::load_paths(&cfg.rules.paths);
+        for r in &report.rejected {
+            tracing::warn!(rejection = %r, "Rule rejected");
+        }
+        tracing::info!(%report, "Rules loaded");
+        let evaluator = evaluate::Evaluator::new(rules);
+
+        let (machine_id, boot_id) = procfs::machine_and_boot_id();
+        let host = inventory::host_info(&machine_id, &boot_id);
+        let identity = uplink::ensure_enrolled(&cfg, &host).await?;
+        let spool = Arc::new(vigil_spool::Spool::open(
+            &cfg.data_dir.join("spool.redb"),
+            cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
+        )?);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel::<RawEvent>(EVENT_QUEUE);
+        let mut threads = Vec::new();
+        let mut sources = Vec::new();
+        let mut degraded = Vec::new();
+
+        // Process execution: audit first, proc connector as the fallback.
+        let mut exec_from_connector = false;
+        if cfg.collect.audit {
+            match AuditSource::start() {
+                Ok(src) => {
+                    sources.push(format!("process exec: audit netlink ({:?} mode)", src.mode()));
+                    let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+                    threads.push(spawn("vigil-audit", move || {
+                        let lost_tx = tx.clone();
+                        let r = src.run(
+                            stop,
+                            |e| forward(&tx, RawEvent::Exec(exec_from_audit(e)), "audit"),
+                            |n| {
+                                let _ = lost_tx.try_send(RawEvent::Lost { source: "audit", count: u64::from(n) });
+                            },
+                        );
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "Audit source stopped");
+                        }
+                    })?);
+                }
+                Err(e) => {
+                    let why = if e.is_permission() {
+                        "missing CAP_AUDIT_CONTROL (and CAP_AUDIT_READ when auditd runs)".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    let msg = format!(
+                        "process exec via audit unavailable ({why}); falling back to the proc connector + /proc: \
+                         argv of processes that exit within about a millisecond can be missed"
+                    );
+                    tracing::warn!("{msg}");
+                    degraded.push(msg);
+                    exec_from_connector = true;
+                }
+            }
+        } else {
+            exec_from_connector = true;
+            degraded.push("process exec via audit disabled by configuration (collect.audit = false)".into());
+        }
+        if cfg.collect.proc_connector {
+            match ProcConnector::start() {
+                Ok(src) => {
+                    sources.push(format!(
+                        "process exit/fork{}: proc connector",
+                        if exec_from_connector { "/exec" } else { "" }
+                    ));
+                    let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+                    threads.push(spawn("vigil-proc-cn", move || {
+                        let lost_tx = tx.clone();
+                        let boot_ns = procfs::boot_time_unix_ns();
+                        let r = src.run(
+                            stop,
+                            |ev| match ev {
+                                collect::proc_connector::ProcEvent::Exit { tgid, exit_code, exit_signal, timestamp_ns } => {
+                                    let unix_ns = boot_ns.saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
+                                    forward(&tx, RawEvent::Exit { pid: tgid, exit_code, exit_signal, unix_ns }, "proc_connector")
+                                }
+                                collect::proc_connector::ProcEvent::Fork { parent_tgid, child_tgid } => {
+                                    forward(&tx, RawEvent::Fork { parent: parent_tgid, child: child_tgid }, "proc_connector")
+                                }
+                                collect::proc_connector::ProcEvent::Exec { tgid, .. } if exec_from_connector => {
+                                    if let Some(info) = procfs::exec_info(tgid, pipeline::now_ns(), Origin::ProcFallback) {
+                                        forward(&tx, RawEvent::Exec(info), "proc_connector");
+                                    }
+                                }
+                                collect::proc_connector::ProcEvent::Exec { .. } => {}
+                            },
+                            || {
+                                let _ = lost_tx.try_send(RawEvent::Lost { source: "proc_connector", count: 1 });
+                            },
+                        );
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "Proc connector stopped");
+                        }
+                    })?);
+                }
+                Err(e) => {
+                    let why = if e.is_permission() { "missing CAP_NET_ADMIN".to_owned() } else { e.to_string() };
+                    let msg = format!("process exit events unavailable ({why}); exits will not be reported");
+                    tracing::warn!("{msg}");
+                    degraded.push(msg);
+                    if exec_from_connector {
+                        degraded.push("no live process-execution source: only the start-up inventory is reported".into());
+                    }
+                }
+            }
+        }
+        drop(tx);
+
+        let mut initial = vec![(pipeline::now_ns(), Payload::Host(host))];
+        let mut enricher = enrich::Enricher::new(machine_id, boot_id, cfg.collect.hash_max_mb.saturating_mul(1024 * 1024));
+        if cfg.collect.inventory {
+            for p in inventory::snapshot() {
+                enricher.enrich(RawEvent::Exec(p), &mut initial);
+            }
+            sources.push("process inventory: /proc snapshot at start".into());
+        }
+        for s in &sources {
+            tracing::info!(source = %s, "Collecting");
+        }
+
+        let wake = Arc::new(Notify::new());
+        let (detections, _) = broadcast::channel(1024);
+        let pipe = pipeline::Pipeline {
+            enricher,
+            evaluator: evaluator.clone(),
+            spool: Arc::clone(&spool),
+            wake_uplink: Arc::clone(&wake),
+            detections: detections.clone(),
+            flush_every: Duration::from_millis(cfg.uplink.flush_interval_ms),
+            batch_max: cfg.uplink.batch_max_records,
+            sources: sources.clone(),
+            degraded: degraded.clone(),
+            dropped: BTreeMap::new(),
+        };
+        let pstop = Arc::clone(&stop);
+        threads.push(spawn("vigil-pipeline", move || pipe.run(rx, initial, pstop))?);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let uplink = tokio::spawn(uplink::run(cfg.clone(), identity.clone(), spool, wake, stop_rx));
+        Ok(Sensor { stop, stop_tx, threads, uplink: Some(uplink), detections, evaluator, sources, degraded, identity })
+    }
+
+    /// Detections as they are raised locally (before they reach the server).
+    pub fn detections(&self) -> broadcast::Receiver<Detection> {
+        self.detections.subscribe()
+    }
+
+    /// Swaps in a new rule set.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        self.evaluator.replace(rules);
+    }
+
+    /// Stops collectors, flushes the pipeline to the spool, and closes the uplink.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        let _ = self.stop_tx.send(true);
+        if let Some(u) = self.uplink.take() {
+            let _ = u.await;
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop_tx.send(true);
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, SensorError> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).map_err(|e| SensorError::Io(format!("spawn {name}: {e}")))
+}
+
+fn exec_from_audit(e: collect::audit_parse::ExecRecord) -> collect::ExecInfo {
+    collect::ExecInfo {
+        pid: e.pid,
+        ppid: e.ppid,
+        unix_ns: e.unix_ms.saturating_mul(1_000_000),
+        uid: e.uid,
+        euid: e.euid,
+        gid: e.gid,
+        egid: e.egid,
+        login_uid: e.auid,
+        session_id: e.ses,
+        tty: e.tty,
+        exe: e.exe,
+        cwd: e.cwd,
+        argv: e.argv,
+        argv_truncated: e.argv_truncated,
+        origin: Origin::Kernel,
+    }
+}

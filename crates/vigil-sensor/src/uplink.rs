@@ -1,0 +1,225 @@
+//! Enrollment and the record stream to the server.
+//!
+//! Enrollment runs once, over server-authenticated TLS, and leaves the device
+//! key and certificate in the data directory. The stream then runs over mutual
+//! TLS: batches are read from the spool, sent, and removed from the spool only
+//! when the server acknowledges them. A dropped connection is retried with
+//! backoff and resumes from the first unacknowledged record.
+
+use crate::config::SensorConfig;
+use crate::SensorError;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_stream::StreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use vigil_proto::v1::{ingest_client::IngestClient, EnrollRequest, HostInfo, Record, RecordBatch};
+use vigil_spool::Spool;
+
+/// Batches sent but not yet acknowledged, at most.
+const MAX_IN_FLIGHT: usize = 8;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What enrollment left on disk.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    pub device_id: String,
+    pub tenant_id: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn write_private(path: &Path, data: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(data.as_bytes())?;
+    f.sync_all()
+}
+
+impl DeviceIdentity {
+    pub fn load(dir: &Path) -> Option<DeviceIdentity> {
+        let ids = std::fs::read_to_string(dir.join("identity")).ok()?;
+        let (device_id, tenant_id) = ids.trim().split_once(' ')?;
+        Some(DeviceIdentity {
+            device_id: device_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            cert_pem: std::fs::read_to_string(dir.join("device.pem")).ok()?,
+            key_pem: std::fs::read_to_string(dir.join("device.key")).ok()?,
+        })
+    }
+
+    fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_private(&dir.join("device.key"), &self.key_pem)?;
+        write_private(&dir.join("device.pem"), &self.cert_pem)?;
+        // Written last: its presence means enrollment completed.
+        write_private(&dir.join("identity"), &format!("{} {}\n", self.device_id, self.tenant_id))
+    }
+}
+
+fn tls(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> ClientTlsConfig {
+    let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(cfg.server_name());
+    if let Some(id) = identity {
+        t = t.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    t
+}
+
+async fn channel(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> Result<Channel, SensorError> {
+    let ep = Channel::from_shared(cfg.server.endpoint.clone())
+        .map_err(|e| SensorError::Config(format!("server.endpoint: {e}")))?
+        .tls_config(tls(cfg, ca_pem, identity))
+        .map_err(|e| SensorError::Transport(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    ep.connect().await.map_err(|e| SensorError::Transport(format!("connect {}: {e}", cfg.server.endpoint)))
+}
+
+pub(crate) fn read_ca(cfg: &SensorConfig) -> Result<String, SensorError> {
+    std::fs::read_to_string(&cfg.server.ca_file)
+        .map_err(|e| SensorError::Config(format!("server.ca_file {}: {e}", cfg.server.ca_file.display())))
+}
+
+/// Enrolls this device unless an identity is already on disk.
+pub async fn ensure_enrolled(cfg: &SensorConfig, host: &HostInfo) -> Result<DeviceIdentity, SensorError> {
+    if let Some(id) = DeviceIdentity::load(&cfg.data_dir) {
+        return Ok(id);
+    }
+    let token = match (&cfg.enrollment.token, &cfg.enrollment.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| SensorError::Config(format!("enrollment.token_file {}: {e}", f.display())))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Err(SensorError::Config("not enrolled and no enrollment token configured".into())),
+    };
+    let ca = read_ca(cfg)?;
+    let (key_pem, csr_pem) = vigil_pki::device_key_and_csr(&host.hostname).map_err(|e| SensorError::Enroll(e.to_string()))?;
+    let mut client = IngestClient::new(channel(cfg, &ca, None).await?);
+    let resp = client
+        .enroll(EnrollRequest { enrollment_token: token, csr_pem, host: Some(host.clone()) })
+        .await
+        .map_err(|s| SensorError::Enroll(format!("{}: {}", s.code(), s.message())))?
+        .into_inner();
+    let id = DeviceIdentity { device_id: resp.device_id, tenant_id: resp.tenant_id, cert_pem: resp.certificate_pem, key_pem };
+    id.save(&cfg.data_dir).map_err(|e| SensorError::Io(format!("saving identity: {e}")))?;
+    tracing::info!(device = %id.device_id, tenant = %id.tenant_id, "Enrolled");
+    Ok(id)
+}
+
+/// Streams the spool to the server until `stop` turns true.
+pub(crate) async fn run(
+    cfg: SensorConfig,
+    identity: DeviceIdentity,
+    spool: Arc<Spool>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match session(&cfg, &identity, &spool, &wake, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Uplink interrupted");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    cfg: &SensorConfig,
+    identity: &DeviceIdentity,
+    spool: &Arc<Spool>,
+    wake: &Notify,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), SensorError> {
+    let ca = read_ca(cfg)?;
+    let ch = channel(cfg, &ca, Some(identity)).await?;
+    let mut client = IngestClient::new(ch)
+        .max_decoding_message_size(cfg.uplink.max_message_bytes)
+        .max_encoding_message_size(cfg.uplink.max_message_bytes);
+    let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(MAX_IN_FLIGHT);
+    let mut acks = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| SensorError::Transport(format!("open stream: {}: {}", s.code(), s.message())))?
+        .into_inner();
+    tracing::info!(endpoint = %cfg.server.endpoint, "Uplink connected");
+    let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut sent_through = 0u64;
+    let mut batch_id = 0u64;
+    let max_bytes = cfg.uplink.max_message_bytes / 2;
+    loop {
+        while in_flight.len() < MAX_IN_FLIGHT {
+            let sp = Arc::clone(spool);
+            let max = cfg.uplink.batch_max_records;
+            let after = sent_through;
+            let recs = tokio::task::spawn_blocking(move || sp.read_after(after, max, max_bytes))
+                .await
+                .map_err(|e| SensorError::Io(e.to_string()))?
+                .map_err(|e| SensorError::Io(e.to_string()))?;
+            let Some(last) = recs.last().map(|r| r.0) else { break };
+            let mut records = Vec::with_capacity(recs.len());
+            for (seq, bytes) in recs {
+                match <Record as prost::Message>::decode(bytes.as_slice()) {
+                    Ok(r) => records.push(r),
+                    // Our own spool, but a disk can rot: skip what cannot be read rather than wedge.
+                    Err(e) => tracing::error!(seq, error = %e, "Corrupt spool record skipped"),
+                }
+            }
+            batch_id += 1;
+            tx.send(RecordBatch { batch_id, records })
+                .await
+                .map_err(|_| SensorError::Transport("stream closed".into()))?;
+            in_flight.push_back((batch_id, last));
+            sent_through = last;
+        }
+        tokio::select! {
+            ack = acks.next() => {
+                let ack = match ack {
+                    Some(Ok(a)) => a,
+                    Some(Err(s)) => return Err(SensorError::Transport(format!("{}: {}", s.code(), s.message()))),
+                    None => return Err(SensorError::Transport("server closed the stream".into())),
+                };
+                while in_flight.front().is_some_and(|(id, _)| *id <= ack.batch_id) {
+                    in_flight.pop_front();
+                }
+                let sp = Arc::clone(spool);
+                let through = ack.stored_through;
+                tokio::task::spawn_blocking(move || sp.ack_through(through))
+                    .await
+                    .map_err(|e| SensorError::Io(e.to_string()))?
+                    .map_err(|e| SensorError::Io(e.to_string()))?;
+            }
+            _ = wake.notified(), if in_flight.len() < MAX_IN_FLIGHT => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {
+                // Give in-flight batches a moment to be acknowledged; the rest waits in the spool.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while !in_flight.is_empty() {
+                    match tokio::time::timeout_at(deadline, acks.next()).await {
+                        Ok(Some(Ok(ack))) => {
+                            in_flight.retain(|(id, _)| *id > ack.batch_id);
+                            let _ = spool.ack_through(ack.stored_through);
+                        }
+                        _ => break,
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+}
