@@ -28,6 +28,8 @@ pub struct BatchOutcome {
     pub duplicates: u32,
     /// Highest sequence number now stored for the device.
     pub stored_through: u64,
+    /// The high-water mark before this batch: records and alerts above it are new.
+    pub previous_high: u64,
 }
 
 fn record_aad(tenant: &str, device: &str, seq: u64) -> Vec<u8> {
@@ -73,10 +75,11 @@ impl TenantStore {
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
         let tx = self.db.begin_write()?;
-        let mut outcome = BatchOutcome { accepted: 0, duplicates: 0, stored_through: 0 };
+        let mut outcome = BatchOutcome { accepted: 0, duplicates: 0, stored_through: 0, previous_high: 0 };
         {
             let mut hw = tx.open_table(HIGH_WATER)?;
             let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
+            outcome.previous_high = start;
             let mut high = start;
             let mut rec = tx.open_table(RECORDS)?;
             for (seq, bytes) in records {

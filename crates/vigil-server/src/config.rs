@@ -1,0 +1,77 @@
+//! The server's configuration file (TOML), validated at load.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `127.0.0.1:4443`.
+    pub listen: SocketAddr,
+    /// Where the store (control database, tenants, master key) and PKI live.
+    pub data_dir: PathBuf,
+    /// Names (DNS or IP) the server certificate is issued for on first start.
+    #[serde(default = "default_names")]
+    pub server_names: Vec<String>,
+    /// Largest gRPC message accepted, in bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Most records in one batch.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_records: usize,
+}
+
+fn default_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+fn default_max_message() -> usize {
+    4 * 1024 * 1024
+}
+fn default_max_batch() -> usize {
+    10_000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+impl ServerConfig {
+    /// A configuration with defaults for everything but where to listen and store.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            listen,
+            data_dir,
+            server_names: default_names(),
+            max_message_bytes: default_max_message(),
+            max_batch_records: default_max_batch(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let cfg: ServerConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        cfg.validate().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.server_names.is_empty() {
+            return Err(("server_names", "needs at least one name".into()));
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
+            return Err(("max_message_bytes", "must be between 65536 and 67108864".into()));
+        }
+        if !(1..=100_000).contains(&self.max_batch_records) {
+            return Err(("max_batch_records", "must be between 1 and 100000".into()));
+        }
+        Ok(())
+    }
+}
