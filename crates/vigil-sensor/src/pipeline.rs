@@ -88,7 +88,7 @@ impl Pipeline {
             let detections = self.evaluator.evaluate(t, &payload);
             pending.push((t, payload));
             for d in detections {
-                tracing::warn!(rule = %d.rule_id, title = %d.rule_title, level = %d.level,
+                tracing::info!(rule = %d.rule_id, title = %d.rule_title, level = %d.level,
                     command_line = d.process.as_ref().map(|p| p.command_line.as_str()).unwrap_or(""), "Detection");
                 let _ = self.detections.send(d.clone());
                 pending.push((t, Payload::Detection(d)));

@@ -24,8 +24,9 @@ const AUDIT_GET: u16 = 1000;
 const AUDIT_SET: u16 = 1001;
 const AUDIT_ADD_RULE: u16 = 1011;
 const AUDIT_DEL_RULE: u16 = 1012;
-const AUDIT_FIRST_USER_MSG: u16 = 1100;
-const AUDIT_LAST_USER_MSG2: u16 = 2999;
+/// Messages from userspace (AUDIT_FIRST_USER_MSG..=AUDIT_LAST_USER_MSG and the
+/// *_MSG2 range): not kernel records, never parsed as such.
+const USER_MSGS: [std::ops::RangeInclusive<u16>; 2] = [1100..=1199, 2100..=2999];
 
 const STATUS_ENABLED: u32 = 0x1;
 const STATUS_PID: u32 = 0x4;
@@ -123,33 +124,44 @@ pub(crate) struct AuditControl {
 }
 
 impl AuditControl {
+    /// Sends a request and waits for its answer. AUDIT_GET is answered by a
+    /// reply message that the kernel sends from a worker thread, so it can
+    /// overtake an ACK: GET asks for no ACK and waits for the reply; other
+    /// requests wait for the ACK (or error).
     fn request(&mut self, kind: u16, payload: &[u8]) -> Result<Option<Vec<u8>>, CollectError> {
         self.seq = self.seq.wrapping_add(1);
-        let msg = netlink::message(kind, NLM_F_REQUEST | NLM_F_ACK, self.seq, payload);
+        let wants_reply = kind == AUDIT_GET;
+        let flags = if wants_reply { NLM_F_REQUEST } else { NLM_F_REQUEST | NLM_F_ACK };
+        let msg = netlink::message(kind, flags, self.seq, payload);
         self.sock.send(&msg, 0).map_err(|e| CollectError::os("audit netlink send", e))?;
-        // Collect the reply (for GET) and the ACK/error, skipping event records
-        // that interleave on a daemon socket.
-        let mut reply = None;
-        for _ in 0..64 {
+        // Skip event records that interleave on a daemon socket; give up after
+        // a bounded number of datagrams or timeouts.
+        for _ in 0..256 {
             let mut buf = Vec::with_capacity(65536);
-            self.sock.recv(&mut buf, 0).map_err(|e| CollectError::os("audit netlink recv", e))?;
+            match self.sock.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    continue;
+                }
+                Err(e) => return Err(CollectError::os("audit netlink recv", e)),
+            }
             for m in netlink::messages(&buf) {
                 if m.seq != self.seq {
                     continue;
                 }
                 if m.kind == NLMSG_ERROR {
-                    return match netlink::error_code(m.payload) {
-                        Some(0) => Ok(reply),
-                        Some(e) => Err(CollectError::Kernel { what: kind_name(kind), errno: -e }),
-                        None => Err(CollectError::Malformed("short netlink error")),
-                    };
-                }
-                if m.kind == kind {
-                    reply = Some(m.payload.to_vec());
+                    match netlink::error_code(m.payload) {
+                        Some(0) if !wants_reply => return Ok(None),
+                        Some(0) => {}
+                        Some(e) => return Err(CollectError::Kernel { what: kind_name(kind), errno: -e }),
+                        None => return Err(CollectError::Malformed("short netlink error")),
+                    }
+                } else if m.kind == kind && wants_reply {
+                    return Ok(Some(m.payload.to_vec()));
                 }
             }
         }
-        Err(CollectError::Malformed("no acknowledgement from audit"))
+        Err(CollectError::Malformed("no answer from audit"))
     }
 
     pub(crate) fn status(&mut self) -> Result<Status, CollectError> {
@@ -262,14 +274,14 @@ impl AuditSource {
             buf.clear();
             match sock.recv(&mut buf, 0) {
                 Ok(_) => {
-                    for m in netlink::messages(&buf) {
-                        if (AUDIT_FIRST_USER_MSG..=AUDIT_LAST_USER_MSG2).contains(&m.kind) {
-                            continue;
-                        }
-                        if let Some(e) = asm.push(m.kind, m.payload) {
-                            if e.success {
-                                emit(e);
-                            }
+                    let Some(m) = netlink::audit_record(&buf) else { continue };
+                    tracing::trace!(kind = m.kind, len = m.payload.len(), "Audit record");
+                    if USER_MSGS.iter().any(|r| r.contains(&m.kind)) || m.kind < AUDIT_GET {
+                        continue;
+                    }
+                    if let Some(e) = asm.push(m.kind, m.payload) {
+                        if e.success {
+                            emit(e);
                         }
                     }
                 }

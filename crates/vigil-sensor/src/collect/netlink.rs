@@ -50,6 +50,20 @@ pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
     })
 }
 
+/// An audit event datagram: always one record, whose header length some
+/// kernels report without the header itself (so it cannot be trusted for
+/// framing). The payload is the rest of the datagram, minus NUL padding.
+pub(crate) fn audit_record(buf: &[u8]) -> Option<Msg<'_>> {
+    let hdr = buf.get(..HEADER)?;
+    let kind = u16::from_ne_bytes(hdr[4..6].try_into().ok()?);
+    let seq = u32::from_ne_bytes(hdr[8..12].try_into().ok()?);
+    let mut payload = &buf[HEADER..];
+    while let [rest @ .., 0] = payload {
+        payload = rest;
+    }
+    Some(Msg { kind, seq, payload })
+}
+
 /// The errno in an `NLMSG_ERROR` payload (0 is an ACK).
 pub(crate) fn error_code(payload: &[u8]) -> Option<i32> {
     Some(i32::from_ne_bytes(payload.get(0..4)?.try_into().ok()?))
@@ -79,5 +93,14 @@ mod tests {
         let mut zero = message(1, 0, 0, b"");
         zero[0..4].copy_from_slice(&0u32.to_ne_bytes());
         assert_eq!(messages(&zero).count(), 1);
+    }
+
+    #[test]
+    fn audit_records_ignore_the_header_length() {
+        let mut d = message(1300, 0, 0, b"audit(1.0:1): pid=1\0\0");
+        d[0..4].copy_from_slice(&5u32.to_ne_bytes());
+        let m = audit_record(&d).unwrap();
+        assert_eq!((m.kind, m.payload), (1300, &b"audit(1.0:1): pid=1"[..]));
+        assert!(audit_record(&[0; 3]).is_none());
     }
 }

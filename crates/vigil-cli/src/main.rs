@@ -1,0 +1,134 @@
+//! `vigil`: the command line for analysts, admins and rule authors.
+
+mod alerts;
+mod profile;
+mod rules;
+mod up;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Vigil EDR: analysts, admins and rule authors")]
+struct Cli {
+    /// Analyst profile (endpoint, CA, API token); `vigil up` writes one to <data-dir>/analyst.toml.
+    #[arg(long, global = true, env = "VIGIL_PROFILE")]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run server, local tenant and this machine's sensor together, printing alerts.
+    Up {
+        /// Where the store, certificates, sensor spool and analyst profile live.
+        #[arg(long, default_value = "vigil-data")]
+        data_dir: PathBuf,
+        /// Address for the server (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:4443")]
+        listen: std::net::SocketAddr,
+        /// Rule files or directories for the sensor.
+        #[arg(long, default_value = "rules")]
+        rules: Vec<PathBuf>,
+        /// Print alerts as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Alerts of the profile's tenant.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+    /// Tools for rule authors.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// List alerts, newest first.
+    List {
+        /// One JSON object per alert per line.
+        #[arg(long)]
+        json: bool,
+        /// Only alerts at or above this severity.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only alerts of this rule id.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only alerts of this device id.
+        #[arg(long)]
+        device: Option<String>,
+        /// At most this many alerts.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Show one alert.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print alerts as they are raised.
+    Watch {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        severity: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rules; exit status 1 if any was rejected.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
+    let path = cli.as_ref().context("--profile FILE is required (vigil up writes <data-dir>/analyst.toml)")?;
+    profile::Profile::load(path)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { data_dir, listen, rules, json } => up::run(up::UpArgs { data_dir, listen, rules, json }).await,
+        Command::Alerts { command } => {
+            let p = profile(&cli.profile)?;
+            match command {
+                AlertsCommand::List { json, severity, rule, device, limit } => {
+                    let min_severity = severity.as_deref().map(alerts::parse_severity).transpose()?;
+                    alerts::list(&p, alerts::ListArgs { json, min_severity, rule_id: rule, device, limit }).await
+                }
+                AlertsCommand::Show { id, json } => alerts::show(&p, &id, json).await,
+                AlertsCommand::Watch { json, severity } => {
+                    let min = severity.as_deref().map(alerts::parse_severity).transpose()?;
+                    alerts::watch(&p, json, min).await
+                }
+            }
+        }
+        Command::Rules { command } => match command {
+            RulesCommand::Check { paths, json } => {
+                if !rules::check(&paths, json)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+        },
+    }
+}
