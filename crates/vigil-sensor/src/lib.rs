@@ -157,12 +157,12 @@ impl Sensor {
                     let (tx, stop) = (tx.clone(), Arc::clone(&stop));
                     threads.push(spawn("vigil-proc-cn", move || {
                         let lost_tx = tx.clone();
-                        let boot_ns = procfs::boot_time_unix_ns();
+                        let clock_offset = procfs::monotonic_to_unix_offset_ns();
                         let r = src.run(
                             stop,
                             |ev| match ev {
                                 collect::proc_connector::ProcEvent::Exit { tgid, exit_code, exit_signal, timestamp_ns } => {
-                                    let unix_ns = boot_ns.saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
+                                    let unix_ns = clock_offset.saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
                                     forward(&tx, RawEvent::Exit { pid: tgid, exit_code, exit_signal, unix_ns }, "proc_connector")
                                 }
                                 collect::proc_connector::ProcEvent::Fork { parent_tgid, child_tgid } => {

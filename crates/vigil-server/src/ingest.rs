@@ -111,6 +111,8 @@ impl Ingest for IngestService {
                     Some(Err(status)) => {
                         // Malformed protobuf, oversized message, dropped connection.
                         tracing::warn!(device = %device.device_id, code = ?status.code(), message = status.message(), "Sensor stream ended with an error");
+                        // Tell the sensor why, when it is still listening.
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };

@@ -84,6 +84,16 @@ pub(crate) fn machine_and_boot_id() -> (String, String) {
     (machine, read("/proc/sys/kernel/random/boot_id"))
 }
 
+/// Nanoseconds to add to a CLOCK_MONOTONIC reading (what the proc connector
+/// stamps events with) to get Unix time.
+pub(crate) fn monotonic_to_unix_offset_ns() -> i64 {
+    use nix::time::{clock_gettime, ClockId};
+    let ns = |c| {
+        clock_gettime(c).map_or(0, |t| (t.tv_sec() as i64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as i64))
+    };
+    ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_MONOTONIC)
+}
+
 /// Boot time in ns since the epoch, from /proc/stat's `btime`.
 pub(crate) fn boot_time_unix_ns() -> i64 {
     std::fs::read_to_string("/proc/stat")

@@ -14,6 +14,10 @@ pub const MAX_PROCESSES: usize = 65_536;
 /// Exits seen before their exec (two kernel sources race) wait this long.
 const PENDING_EXIT_NS: i64 = 2_000_000_000;
 const MAX_PENDING_EXITS: usize = 4096;
+/// An exited process stays in the table this long, so children whose exec
+/// reaches us after the parent's exit (two kernel sources, no common order)
+/// still find their parent.
+const EXITED_GRACE_NS: i64 = 10_000_000_000;
 
 /// A path from raw bytes: lossless when UTF-8, raw bytes kept otherwise.
 pub fn path_from_bytes(b: &[u8]) -> PbPath {
@@ -42,6 +46,7 @@ struct Entry {
     exe: PbPath,
     command_line: String,
     ppid: u32,
+    exited: bool,
 }
 
 impl Entry {
@@ -57,6 +62,8 @@ pub struct Enricher {
     users: HashMap<u32, String>,
     hasher: hash::Hasher,
     pending_exits: VecDeque<(u32, i32, i32, i64)>,
+    /// Exited processes still in the table: (pid, guid, exit time).
+    exited: VecDeque<(u32, String, i64)>,
     /// Events that could not be enriched fully (e.g. table full), for health.
     pub evicted: u64,
 }
@@ -91,6 +98,7 @@ impl Enricher {
             users: HashMap::new(),
             hasher: hash::Hasher::new(max_hash_bytes),
             pending_exits: VecDeque::new(),
+            exited: VecDeque::new(),
             evicted: 0,
         }
     }
@@ -126,6 +134,7 @@ impl Enricher {
             exe: path_from_bytes(&info.exe),
             command_line: command_line(&info.argv),
             ppid: info.ppid,
+            exited: false,
         };
         self.insert(entry.clone());
         Some(entry)
@@ -147,7 +156,7 @@ impl Enricher {
         match ev {
             RawEvent::Exec(info) => self.exec(info, out),
             RawEvent::Exit { pid, exit_code, exit_signal, unix_ns } => {
-                if self.table.contains_key(&pid) {
+                if self.table.get(&pid).is_some_and(|e| !e.exited) {
                     self.exit(pid, exit_code, exit_signal, unix_ns, out);
                 } else {
                     if self.pending_exits.len() >= MAX_PENDING_EXITS {
@@ -161,15 +170,25 @@ impl Enricher {
                 if let Some(p) = self.table.get(&parent).cloned() {
                     let ticks = crate::collect::procfs::start_ticks(child).unwrap_or(0);
                     let guid = process_guid(&self.machine_id, &self.boot_id, child, ticks, 0);
-                    self.insert(Entry { guid, pid: child, ppid: parent, ..p });
+                    self.insert(Entry { guid, pid: child, ppid: parent, exited: false, ..p });
                 }
             }
             RawEvent::Lost { .. } => {}
         }
     }
 
-    /// Emits exits that waited for an exec that never came, once they are old.
+    /// Forgets exits that waited for an exec that never came, and exited
+    /// processes past their grace period.
     pub fn expire(&mut self, now_ns: i64) {
+        while let Some((pid, guid, t)) = self.exited.front() {
+            if now_ns - *t < EXITED_GRACE_NS {
+                break;
+            }
+            if self.table.get(pid).is_some_and(|e| e.exited && &e.guid == guid) {
+                self.table.remove(pid);
+            }
+            self.exited.pop_front();
+        }
         while let Some(&(_, _, _, t)) = self.pending_exits.front() {
             if now_ns - t < PENDING_EXIT_NS {
                 break;
@@ -181,12 +200,21 @@ impl Enricher {
     }
 
     fn exit(&mut self, pid: u32, exit_code: i32, exit_signal: i32, unix_ns: i64, out: &mut Vec<(i64, Payload)>) {
-        if let Some(e) = self.table.remove(&pid) {
-            out.push((
-                unix_ns,
-                Payload::ProcessExit(ProcessExit { guid: e.guid, pid, exit_code, exit_signal, exit_time_unix_ns: unix_ns }),
-            ));
+        let Some(e) = self.table.get_mut(&pid) else { return };
+        if e.exited {
+            return;
         }
+        e.exited = true;
+        let guid = e.guid.clone();
+        if self.exited.len() >= MAX_PROCESSES {
+            if let Some((p, g, _)) = self.exited.pop_front() {
+                if self.table.get(&p).is_some_and(|e| e.exited && e.guid == g) {
+                    self.table.remove(&p);
+                }
+            }
+        }
+        self.exited.push_back((pid, guid.clone(), unix_ns));
+        out.push((unix_ns, Payload::ProcessExit(ProcessExit { guid, pid, exit_code, exit_signal, exit_time_unix_ns: unix_ns })));
     }
 
     fn exec(&mut self, info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
@@ -207,6 +235,7 @@ impl Enricher {
             exe: exe.clone(),
             command_line: cmd.clone(),
             ppid: info.ppid,
+            exited: false,
         };
         self.insert(entry);
         let start = ProcessStart {
@@ -314,6 +343,25 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn child_exec_after_parent_exit_still_links() {
+        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut out = Vec::new();
+        e.enrich(exec(4_000_020, 1, 10, &["sh"]), &mut out);
+        e.enrich(RawEvent::Exit { pid: 4_000_020, exit_code: 0, exit_signal: 0, unix_ns: 20 }, &mut out);
+        e.enrich(exec(4_000_021, 4_000_020, 15, &["cat"]), &mut out);
+        let Payload::ProcessStart(child) = &out.last().unwrap().1 else { panic!("not a start") };
+        let Payload::ProcessStart(parent) = &out[0].1 else { panic!("not a start") };
+        assert_eq!(child.parent_guid, parent.guid);
+        // A second exit for the same process is not reported twice.
+        let n = out.len();
+        e.enrich(RawEvent::Exit { pid: 4_000_020, exit_code: 0, exit_signal: 0, unix_ns: 21 }, &mut out);
+        assert_eq!(out.len(), n);
+        // After the grace period the exited parent is forgotten.
+        e.expire(20 + EXITED_GRACE_NS);
+        assert!(e.table.get(&4_000_020).is_none());
     }
 
     #[test]
