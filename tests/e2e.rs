@@ -6,13 +6,13 @@ mod support;
 
 use prost::Message;
 use std::time::{Duration, Instant};
-use support::{root_skip_reason, with_token, TestServer};
+use support::{TestServer, root_skip_reason, with_token};
 use tokio_stream::StreamExt;
-use tonic::transport::Identity;
 use tonic::Code;
+use tonic::transport::Identity;
 use vigil_proto::v1::{
-    record::Payload, Detection, EnrollRequest, GetAlertRequest, ListAlertsRequest, ProcessRef, ProcessStart, Record,
-    RecordBatch,
+    Detection, EnrollRequest, GetAlertRequest, ListAlertsRequest, ProcessRef, ProcessStart, Record,
+    RecordBatch, record::Payload,
 };
 
 const SHADOW_RULE: &str = "6b0e3f4a-9c1d-4f57-b0a8-3c2d7e5f9a11";
@@ -22,16 +22,26 @@ fn rules_dir() -> std::path::PathBuf {
 }
 
 async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
-    let token = server.control.create_enrollment_token(tenant, Duration::from_secs(60)).expect("token");
+    let token = server
+        .control
+        .create_enrollment_token(tenant, Duration::from_secs(60))
+        .expect("token");
     let (key, csr) = vigil_pki::device_key_and_csr("test-host").expect("csr");
     let resp = server
         .ingest(None)
         .await
-        .enroll(EnrollRequest { enrollment_token: token, csr_pem: csr, host: None })
+        .enroll(EnrollRequest {
+            enrollment_token: token,
+            csr_pem: csr,
+            host: None,
+        })
         .await
         .expect("enrolls")
         .into_inner();
-    (Identity::from_pem(resp.certificate_pem, key), resp.device_id)
+    (
+        Identity::from_pem(resp.certificate_pem, key),
+        resp.device_id,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,9 +53,18 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     server.control.create_tenant("globex", "Globex").unwrap();
-    let acme = server.control.create_api_token("acme", "acme analyst").unwrap();
-    let globex = server.control.create_api_token("globex", "globex analyst").unwrap();
-    let enroll_token = server.control.create_enrollment_token("acme", Duration::from_secs(60)).unwrap();
+    let acme = server
+        .control
+        .create_api_token("acme", "acme analyst")
+        .unwrap();
+    let globex = server
+        .control
+        .create_api_token("globex", "globex analyst")
+        .unwrap();
+    let enroll_token = server
+        .control
+        .create_enrollment_token("acme", Duration::from_secs(60))
+        .unwrap();
 
     let sensor_dir = server.dir.path().join("sensor");
     let cfg = format!(
@@ -57,10 +76,16 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         enroll_token,
         rules_dir()
     );
-    let cfg = vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config");
-    let sensor = vigil_sensor::Sensor::start(cfg).await.expect("sensor starts");
+    let cfg =
+        vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config");
+    let sensor = vigil_sensor::Sensor::start(cfg)
+        .await
+        .expect("sensor starts");
     if !sensor.sources.iter().any(|s| s.contains("audit")) {
-        eprintln!("SKIPPED kernel_event_becomes_an_alert_only_its_tenant_sees: audit netlink unavailable: {:?}", sensor.degraded);
+        eprintln!(
+            "SKIPPED kernel_event_becomes_an_alert_only_its_tenant_sees: audit netlink unavailable: {:?}",
+            sensor.degraded
+        );
         sensor.shutdown().await;
         server.stop().await;
         return;
@@ -68,7 +93,10 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     let mut local = sensor.detections();
 
     // A process that lives for about a millisecond: audit must still capture its argv.
-    let status = std::process::Command::new("sh").args(["-c", "cat /etc/shadow > /dev/null"]).status().unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-c", "cat /etc/shadow > /dev/null"])
+        .status()
+        .unwrap();
     assert!(status.success());
     let started = Instant::now();
 
@@ -76,7 +104,10 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     let d = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let d = local.recv().await.expect("detection channel open");
-            if d.process.as_ref().is_some_and(|p| p.command_line == "cat /etc/shadow") {
+            if d.process
+                .as_ref()
+                .is_some_and(|p| p.command_line == "cat /etc/shadow")
+            {
                 return d;
             }
         }
@@ -88,14 +119,27 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     let mut client = server.alerts().await;
     let alert = loop {
         let list = client
-            .list_alerts(with_token(ListAlertsRequest { rule_id: SHADOW_RULE.into(), ..Default::default() }, &acme))
+            .list_alerts(with_token(
+                ListAlertsRequest {
+                    rule_id: SHADOW_RULE.into(),
+                    ..Default::default()
+                },
+                &acme,
+            ))
             .await
             .expect("acme can list")
             .into_inner();
-        if let Some(a) = list.alerts.into_iter().find(|a| a.process.as_ref().is_some_and(|p| p.command_line == "cat /etc/shadow")) {
+        if let Some(a) = list.alerts.into_iter().find(|a| {
+            a.process
+                .as_ref()
+                .is_some_and(|p| p.command_line == "cat /etc/shadow")
+        }) {
             break a;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no alert within 10 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no alert within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("alert visible after {:?}", started.elapsed());
@@ -112,7 +156,13 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         Some(Payload::ProcessStart(p)) => {
             assert_eq!(p.argv, vec![b"cat".to_vec(), b"/etc/shadow".to_vec()]);
             assert_eq!(p.origin, "kernel");
-            assert!(p.parent.as_ref().is_some_and(|pp| pp.command_line.starts_with("sh -c")), "parent: {:?}", p.parent);
+            assert!(
+                p.parent
+                    .as_ref()
+                    .is_some_and(|pp| pp.command_line.starts_with("sh -c")),
+                "parent: {:?}",
+                p.parent
+            );
             assert!(!p.guid.is_empty() && !p.parent_guid.is_empty());
             assert_eq!(p.executable_hashes.as_ref().unwrap().sha256.len(), 32);
         }
@@ -120,16 +170,47 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     }
 
     // The other tenant sees nothing, not even by id.
-    let theirs = client.list_alerts(with_token(ListAlertsRequest::default(), &globex)).await.unwrap().into_inner();
-    assert!(theirs.alerts.is_empty(), "globex sees acme's alerts: {:?}", theirs.alerts);
-    let err = client.get_alert(with_token(GetAlertRequest { id: alert.id.clone() }, &globex)).await.unwrap_err();
+    let theirs = client
+        .list_alerts(with_token(ListAlertsRequest::default(), &globex))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        theirs.alerts.is_empty(),
+        "globex sees acme's alerts: {:?}",
+        theirs.alerts
+    );
+    let err = client
+        .get_alert(with_token(
+            GetAlertRequest {
+                id: alert.id.clone(),
+            },
+            &globex,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let mine = client.get_alert(with_token(GetAlertRequest { id: alert.id.clone() }, &acme)).await.unwrap().into_inner();
+    let mine = client
+        .get_alert(with_token(
+            GetAlertRequest {
+                id: alert.id.clone(),
+            },
+            &acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(mine.id, alert.id);
     // No token, or a wrong one, gets nothing.
-    let err = client.list_alerts(ListAlertsRequest::default()).await.unwrap_err();
+    let err = client
+        .list_alerts(ListAlertsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let err = client.list_alerts(with_token(ListAlertsRequest::default(), "vgl_api_nope")).await.unwrap_err();
+    let err = client
+        .list_alerts(with_token(ListAlertsRequest::default(), "vgl_api_nope"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     sensor.shutdown().await;
@@ -144,49 +225,97 @@ async fn enrollment_refuses_wrong_and_expired_tokens() {
     let mut c = server.ingest(None).await;
 
     let wrong = c
-        .enroll(EnrollRequest { enrollment_token: "vgl_enroll_wrong".into(), csr_pem: csr.clone(), host: None })
+        .enroll(EnrollRequest {
+            enrollment_token: "vgl_enroll_wrong".into(),
+            csr_pem: csr.clone(),
+            host: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(wrong.code(), Code::Unauthenticated);
 
-    let expired = server.control.create_enrollment_token("acme", Duration::ZERO).unwrap();
-    let err = c.enroll(EnrollRequest { enrollment_token: expired, csr_pem: csr.clone(), host: None }).await.unwrap_err();
+    let expired = server
+        .control
+        .create_enrollment_token("acme", Duration::ZERO)
+        .unwrap();
+    let err = c
+        .enroll(EnrollRequest {
+            enrollment_token: expired,
+            csr_pem: csr.clone(),
+            host: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert!(err.message().contains("expired"), "{}", err.message());
 
-    let good = server.control.create_enrollment_token("acme", Duration::from_secs(60)).unwrap();
+    let good = server
+        .control
+        .create_enrollment_token("acme", Duration::from_secs(60))
+        .unwrap();
     let err = c
-        .enroll(EnrollRequest { enrollment_token: good.clone(), csr_pem: "not a csr".into(), host: None })
+        .enroll(EnrollRequest {
+            enrollment_token: good.clone(),
+            csr_pem: "not a csr".into(),
+            host: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    let ok = c.enroll(EnrollRequest { enrollment_token: good, csr_pem: csr, host: None }).await.unwrap().into_inner();
+    let ok = c
+        .enroll(EnrollRequest {
+            enrollment_token: good,
+            csr_pem: csr,
+            host: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.tenant_id, "acme");
-    let id = vigil_pki::device_identity(&vigil_pki::pem_to_der(&ok.certificate_pem).unwrap()).unwrap();
-    assert_eq!((id.tenant_id.as_str(), id.device_id.as_str()), ("acme", ok.device_id.as_str()));
+    let id =
+        vigil_pki::device_identity(&vigil_pki::pem_to_der(&ok.certificate_pem).unwrap()).unwrap();
+    assert_eq!(
+        (id.tenant_id.as_str(), id.device_id.as_str()),
+        ("acme", ok.device_id.as_str())
+    );
     server.stop().await;
 }
 
 fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>, detection_at: Option<u64>) -> RecordBatch {
     let records = seqs
         .map(|seq| {
-            let start = ProcessStart { pid: seq as u32, command_line: format!("proc {seq}"), ..Default::default() };
+            let start = ProcessStart {
+                pid: seq as u32,
+                command_line: format!("proc {seq}"),
+                ..Default::default()
+            };
             let payload = if Some(seq) == detection_at {
                 Payload::Detection(Detection {
                     rule_id: "r1".into(),
                     rule_title: "Test rule".into(),
                     level: "medium".into(),
-                    process: Some(ProcessRef { pid: 7, command_line: "evil".into(), ..Default::default() }),
+                    process: Some(ProcessRef {
+                        pid: 7,
+                        command_line: "evil".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 })
             } else {
                 Payload::ProcessStart(start)
             };
-            Record { sequence: seq, time_unix_ns: 1, payload: Some(payload) }
+            Record {
+                sequence: seq,
+                time_unix_ns: 1,
+                payload: Some(payload),
+            }
         })
         .collect();
-    RecordBatch { batch_id: id, records }
+    RecordBatch {
+        batch_id: id,
+        records,
+    }
 }
 
 #[tokio::test]
@@ -196,14 +325,22 @@ async fn ingest_stream_requires_a_device_certificate() {
 
     // No client certificate at all.
     let mut anon = server.ingest(None).await;
-    let err = anon.stream(tokio_stream::iter(vec![batch(1, 1..=1, None)])).await.unwrap_err();
+    let err = anon
+        .stream(tokio_stream::iter(vec![batch(1, 1..=1, None)]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // A certificate from another CA fails the TLS handshake.
     let rogue = vigil_pki::CertificateAuthority::generate("rogue").unwrap();
     let (key, csr) = vigil_pki::device_key_and_csr("h").unwrap();
-    let forged = vigil_pki::DeviceIdentity { tenant_id: "acme".into(), device_id: "dev1".into() };
-    let cert = rogue.sign_device(&csr, &forged, vigil_pki::DEVICE_CERT_VALIDITY).unwrap();
+    let forged = vigil_pki::DeviceIdentity {
+        tenant_id: "acme".into(),
+        device_id: "dev1".into(),
+    };
+    let cert = rogue
+        .sign_device(&csr, &forged, vigil_pki::DEVICE_CERT_VALIDITY)
+        .unwrap();
     let refused = match server.channel(Some(Identity::from_pem(&cert, &key))).await {
         Err(_) => true,
         Ok(ch) => vigil_proto::v1::ingest_client::IngestClient::new(ch)
@@ -211,12 +348,21 @@ async fn ingest_stream_requires_a_device_certificate() {
             .await
             .is_err(),
     };
-    assert!(refused, "a certificate from a foreign CA must not open the stream");
+    assert!(
+        refused,
+        "a certificate from a foreign CA must not open the stream"
+    );
 
     // Our CA, but a device the server never enrolled.
-    let cert = server.ca().sign_device(&csr, &forged, vigil_pki::DEVICE_CERT_VALIDITY).unwrap();
+    let cert = server
+        .ca()
+        .sign_device(&csr, &forged, vigil_pki::DEVICE_CERT_VALIDITY)
+        .unwrap();
     let mut unknown = server.ingest(Some(Identity::from_pem(&cert, &key))).await;
-    let err = unknown.stream(tokio_stream::iter(vec![batch(1, 1..=1, None)])).await.unwrap_err();
+    let err = unknown
+        .stream(tokio_stream::iter(vec![batch(1, 1..=1, None)]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     server.stop().await;
 }
@@ -230,7 +376,11 @@ async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
 
     let mut c = server.ingest(Some(identity.clone())).await;
     let acks: Vec<_> = c
-        .stream(tokio_stream::iter(vec![batch(1, 1..=3, Some(2)), batch(2, 1..=3, Some(2)), batch(3, 4..=5, None)]))
+        .stream(tokio_stream::iter(vec![
+            batch(1, 1..=3, Some(2)),
+            batch(2, 1..=3, Some(2)),
+            batch(3, 4..=5, None),
+        ]))
         .await
         .unwrap()
         .into_inner()
@@ -238,23 +388,40 @@ async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
         .await
         .unwrap();
     assert_eq!(acks.len(), 3);
-    assert_eq!((acks[0].accepted, acks[0].duplicates, acks[0].stored_through), (3, 0, 3));
-    assert_eq!((acks[1].accepted, acks[1].duplicates, acks[1].stored_through), (0, 3, 3));
+    assert_eq!(
+        (acks[0].accepted, acks[0].duplicates, acks[0].stored_through),
+        (3, 0, 3)
+    );
+    assert_eq!(
+        (acks[1].accepted, acks[1].duplicates, acks[1].stored_through),
+        (0, 3, 3)
+    );
     assert_eq!((acks[2].accepted, acks[2].stored_through), (2, 5));
     let store = server.control.tenant_store("acme").unwrap();
     assert_eq!(store.records(&device, 0, 100).unwrap().len(), 5);
     let mut alerts = server.alerts().await;
-    let list = alerts.list_alerts(with_token(ListAlertsRequest::default(), &analyst)).await.unwrap().into_inner();
+    let list = alerts
+        .list_alerts(with_token(ListAlertsRequest::default(), &analyst))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(list.alerts.len(), 1, "a re-sent detection raises one alert");
     assert_eq!(list.alerts[0].device_id, device);
     // What is stored decodes to what was sent.
     let (_, bytes) = &store.records(&device, 1, 1).unwrap()[0];
-    assert!(matches!(Record::decode(bytes.as_slice()).unwrap().payload, Some(Payload::Detection(_))));
+    assert!(matches!(
+        Record::decode(bytes.as_slice()).unwrap().payload,
+        Some(Payload::Detection(_))
+    ));
 
     // Out-of-order sequences are refused with a status.
     let mut bad = batch(4, 6..=7, None);
     bad.records.swap(0, 1);
-    let mut s = c.stream(tokio_stream::iter(vec![bad])).await.unwrap().into_inner();
+    let mut s = c
+        .stream(tokio_stream::iter(vec![bad]))
+        .await
+        .unwrap()
+        .into_inner();
     let err = s.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
@@ -263,25 +430,52 @@ async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
     if let Some(Payload::ProcessStart(p)) = &mut big.records[0].payload {
         p.command_line = "x".repeat(5 * 1024 * 1024);
     }
-    let mut big_client = server.ingest(Some(identity)).await.max_encoding_message_size(64 * 1024 * 1024);
+    let mut big_client = server
+        .ingest(Some(identity))
+        .await
+        .max_encoding_message_size(64 * 1024 * 1024);
     let outcome = match big_client.stream(tokio_stream::iter(vec![big])).await {
         Err(s) => Some(s.code()),
-        Ok(r) => r.into_inner().next().await.and_then(|r| r.err()).map(|s| s.code()),
+        Ok(r) => r
+            .into_inner()
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|s| s.code()),
     };
     assert!(outcome.is_some(), "oversized batch was accepted");
-    let again = alerts.list_alerts(with_token(ListAlertsRequest::default(), &analyst)).await.unwrap().into_inner();
+    let again = alerts
+        .list_alerts(with_token(ListAlertsRequest::default(), &analyst))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.alerts.len(), 1);
     assert_eq!(store.high_water(&device).unwrap(), 5);
 
     // Paging walks every alert exactly once.
-    let more: Vec<RecordBatch> = (0..5).map(|i| batch(10 + i, (6 + i)..=(6 + i), Some(6 + i))).collect();
+    let more: Vec<RecordBatch> = (0..5)
+        .map(|i| batch(10 + i, (6 + i)..=(6 + i), Some(6 + i)))
+        .collect();
     let mut c2 = server.ingest(Some(enroll(&server, "acme").await.0)).await;
-    let _ = c2.stream(tokio_stream::iter(more)).await.unwrap().into_inner().collect::<Vec<_>>().await;
+    let _ = c2
+        .stream(tokio_stream::iter(more))
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await;
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
         let page = alerts
-            .list_alerts(with_token(ListAlertsRequest { page_size: 2, page_token: token.clone(), ..Default::default() }, &analyst))
+            .list_alerts(with_token(
+                ListAlertsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &analyst,
+            ))
             .await
             .unwrap()
             .into_inner();

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["vigil/v1/records.proto", "vigil/v1/ingest.proto", "vigil/v1/alerts.proto"];
+    let files = [
+        "vigil/v1/records.proto",
+        "vigil/v1/ingest.proto",
+        "vigil/v1/alerts.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -20,12 +20,17 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = vigil_server::ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().join("server"));
+        let cfg = vigil_server::ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            dir.path().join("server"),
+        );
         let server = vigil_server::Server::bind(cfg).await.expect("server binds");
         let addr = server.local_addr().expect("addr");
         let control = server.control();
-        let ca_pem = std::fs::read_to_string(vigil_server::pki::PkiPaths::new(&dir.path().join("server")).ca_cert())
-            .expect("ca written");
+        let ca_pem = std::fs::read_to_string(
+            vigil_server::pki::PkiPaths::new(&dir.path().join("server")).ca_cert(),
+        )
+        .expect("ca written");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             server
@@ -35,7 +40,14 @@ impl TestServer {
                 .await
                 .expect("server runs");
         });
-        TestServer { dir, addr, control, ca_pem, stop: Some(tx), task: Some(task) }
+        TestServer {
+            dir,
+            addr,
+            control,
+            ca_pem,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -56,12 +68,21 @@ impl TestServer {
         .expect("ca loads")
     }
 
-    pub async fn channel(&self, identity: Option<Identity>) -> Result<Channel, tonic::transport::Error> {
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem)).domain_name("localhost");
+    pub async fn channel(
+        &self,
+        identity: Option<Identity>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost");
         if let Some(id) = identity {
             tls = tls.identity(id);
         }
-        Channel::from_shared(self.endpoint()).expect("uri").tls_config(tls)?.connect().await
+        Channel::from_shared(self.endpoint())
+            .expect("uri")
+            .tls_config(tls)?
+            .connect()
+            .await
     }
 
     pub async fn ingest(&self, identity: Option<Identity>) -> IngestClient<Channel> {
@@ -85,7 +106,10 @@ impl TestServer {
 /// A request carrying an analyst's bearer token.
 pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
     r
 }
 

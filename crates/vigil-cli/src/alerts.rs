@@ -7,17 +7,28 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use vigil_proto::v1::{alerts_client::AlertsClient, Alert, AlertStatus, GetAlertRequest, ListAlertsRequest, Severity, WatchAlertsRequest};
+use vigil_proto::v1::{
+    Alert, AlertStatus, GetAlertRequest, ListAlertsRequest, Severity, WatchAlertsRequest,
+    alerts_client::AlertsClient,
+};
 
-type Client = AlertsClient<InterceptedService<Channel, Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>>>;
+type Client = AlertsClient<
+    InterceptedService<
+        Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
 
 pub async fn client(profile: &Profile) -> Result<Client> {
     let channel = profile.channel().await?;
-    let value: MetadataValue<_> = format!("Bearer {}", profile.token).parse().context("token is not a valid header value")?;
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> = Box::new(move |mut req| {
-        req.metadata_mut().insert("authorization", value.clone());
-        Ok(req)
-    });
+    let value: MetadataValue<_> = format!("Bearer {}", profile.token)
+        .parse()
+        .context("token is not a valid header value")?;
+    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
+        Box::new(move |mut req| {
+            req.metadata_mut().insert("authorization", value.clone());
+            Ok(req)
+        });
     Ok(AlertsClient::with_interceptor(channel, f))
 }
 
@@ -39,7 +50,9 @@ pub fn parse_severity(s: &str) -> Result<Severity> {
         "medium" => Severity::Medium,
         "high" => Severity::High,
         "critical" => Severity::Critical,
-        other => anyhow::bail!("unknown severity `{other}` (informational, low, medium, high, critical)"),
+        other => {
+            anyhow::bail!("unknown severity `{other}` (informational, low, medium, high, critical)")
+        }
     })
 }
 
@@ -56,7 +69,10 @@ fn status_name(s: i32) -> &'static str {
 pub fn rfc3339(ns: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -90,7 +106,11 @@ pub fn one_line(a: &Alert) -> String {
         severity_name(a.severity),
         a.id,
         a.rule_title,
-        if a.hostname.is_empty() { &a.device_id } else { &a.hostname },
+        if a.hostname.is_empty() {
+            &a.device_id
+        } else {
+            &a.hostname
+        },
         p.pid,
         p.command_line
     )
@@ -152,7 +172,8 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
         let mut v = to_json(&a);
         if let Some(d) = &a.detection {
             v["description"] = json!(d.description);
-            v["matched_sequences"] = json!(d.matched.iter().map(|m| m.sequence).collect::<Vec<_>>());
+            v["matched_sequences"] =
+                json!(d.matched.iter().map(|m| m.sequence).collect::<Vec<_>>());
         }
         println!("{v}");
     } else {
@@ -164,7 +185,10 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
         println!("Time         {}", rfc3339(a.time_unix_ns));
         println!("Device       {} ({})", a.hostname, a.device_id);
         println!("Process      pid {} guid {}", p.pid, p.guid);
-        println!("Executable   {}", p.executable.map(|e| e.text).unwrap_or_default());
+        println!(
+            "Executable   {}",
+            p.executable.map(|e| e.text).unwrap_or_default()
+        );
         println!("Command line {}", p.command_line);
         println!("Tags         {}", a.tags.join(", "));
         if let Some(d) = &a.detection {
@@ -179,7 +203,9 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
 pub async fn watch(profile: &Profile, json: bool, min: Option<Severity>) -> Result<()> {
     let mut c = client(profile).await?;
     let mut s = c
-        .watch_alerts(WatchAlertsRequest { min_severity: min.map_or(0, |s| s as i32) })
+        .watch_alerts(WatchAlertsRequest {
+            min_severity: min.map_or(0, |s| s as i32),
+        })
         .await
         .map_err(|s| anyhow::anyhow!("WatchAlerts: {}: {}", s.code(), s.message()))?
         .into_inner();

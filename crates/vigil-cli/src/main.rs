@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Vigil EDR: analysts, admins and rule authors")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Vigil EDR: analysts, admins and rule authors"
+)]
 struct Cli {
     /// Analyst profile (endpoint, CA, API token); `vigil up` writes one to <data-dir>/analyst.toml.
     #[arg(long, global = true, env = "VIGIL_PROFILE")]
@@ -95,7 +99,9 @@ enum RulesCommand {
 }
 
 fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
-    let path = cli.as_ref().context("--profile FILE is required (vigil up writes <data-dir>/analyst.toml)")?;
+    let path = cli
+        .as_ref()
+        .context("--profile FILE is required (vigil up writes <data-dir>/analyst.toml)")?;
     profile::Profile::load(path)
 }
 
@@ -103,21 +109,58 @@ fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, listen, rules, json } => up::run(up::UpArgs { data_dir, listen, rules, json }).await,
+        Command::Up {
+            data_dir,
+            listen,
+            rules,
+            json,
+        } => {
+            up::run(up::UpArgs {
+                data_dir,
+                listen,
+                rules,
+                json,
+            })
+            .await
+        }
         Command::Alerts { command } => {
             let p = profile(&cli.profile)?;
             match command {
-                AlertsCommand::List { json, severity, rule, device, limit } => {
-                    let min_severity = severity.as_deref().map(alerts::parse_severity).transpose()?;
-                    alerts::list(&p, alerts::ListArgs { json, min_severity, rule_id: rule, device, limit }).await
+                AlertsCommand::List {
+                    json,
+                    severity,
+                    rule,
+                    device,
+                    limit,
+                } => {
+                    let min_severity = severity
+                        .as_deref()
+                        .map(alerts::parse_severity)
+                        .transpose()?;
+                    alerts::list(
+                        &p,
+                        alerts::ListArgs {
+                            json,
+                            min_severity,
+                            rule_id: rule,
+                            device,
+                            limit,
+                        },
+                    )
+                    .await
                 }
                 AlertsCommand::Show { id, json } => alerts::show(&p, &id, json).await,
                 AlertsCommand::Watch { json, severity } => {
-                    let min = severity.as_deref().map(alerts::parse_severity).transpose()?;
+                    let min = severity
+                        .as_deref()
+                        .map(alerts::parse_severity)
+                        .transpose()?;
                     alerts::watch(&p, json, min).await
                 }
             }

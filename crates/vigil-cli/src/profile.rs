@@ -23,10 +23,15 @@ pub struct Profile {
 
 impl Profile {
     pub fn load(path: &Path) -> Result<Profile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading profile {}", path.display()))?;
-        let p: Profile = toml::from_str(&text).with_context(|| format!("parsing profile {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading profile {}", path.display()))?;
+        let p: Profile =
+            toml::from_str(&text).with_context(|| format!("parsing profile {}", path.display()))?;
         if !p.endpoint.starts_with("https://") {
-            anyhow::bail!("{}: field `endpoint` must start with https://", path.display());
+            anyhow::bail!(
+                "{}: field `endpoint` must start with https://",
+                path.display()
+            );
         }
         Ok(p)
     }
@@ -38,7 +43,9 @@ impl Profile {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(path).with_context(|| format!("writing {}", path.display()))?;
+        let mut f = opts
+            .open(path)
+            .with_context(|| format!("writing {}", path.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         Ok(())
@@ -47,7 +54,9 @@ impl Profile {
     pub async fn channel(&self) -> Result<Channel> {
         let ca = std::fs::read_to_string(&self.ca_file)
             .with_context(|| format!("reading CA certificate {}", self.ca_file.display()))?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name(self.server_name.clone());
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name(self.server_name.clone());
         Channel::from_shared(self.endpoint.clone())?
             .tls_config(tls)?
             .connect_timeout(std::time::Duration::from_secs(10))

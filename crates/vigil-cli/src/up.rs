@@ -29,11 +29,15 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 pub async fn run(args: UpArgs) -> Result<()> {
     let data_dir = absolute(&args.data_dir)?;
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let server_dir = data_dir.join("server");
-    let server = vigil_server::Server::bind(vigil_server::ServerConfig::new(args.listen, server_dir.clone()))
-        .await
-        .context("starting the server (is another `vigil up` running on this port? try --listen)")?;
+    let server = vigil_server::Server::bind(vigil_server::ServerConfig::new(
+        args.listen,
+        server_dir.clone(),
+    ))
+    .await
+    .context("starting the server (is another `vigil up` running on this port? try --listen)")?;
     let addr = server.local_addr()?;
     let control = server.control();
     if control.tenant(TENANT)?.is_none() {
@@ -44,10 +48,22 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let profile_path = data_dir.join("analyst.toml");
     // Reuse the analyst token across restarts while it is still valid.
     let token = match Profile::load(&profile_path) {
-        Ok(p) if control.api_token(&p.token)?.is_some_and(|t| t.tenant_id == TENANT) => p.token,
+        Ok(p)
+            if control
+                .api_token(&p.token)?
+                .is_some_and(|t| t.tenant_id == TENANT) =>
+        {
+            p.token
+        }
         _ => control.create_api_token(TENANT, "vigil up analyst")?,
     };
-    let profile = Profile { endpoint: endpoint.clone(), ca_file: ca_file.clone(), server_name: "localhost".into(), token, tenant: TENANT.into() };
+    let profile = Profile {
+        endpoint: endpoint.clone(),
+        ca_file: ca_file.clone(),
+        server_name: "localhost".into(),
+        token,
+        tenant: TENANT.into(),
+    };
     profile.save(&profile_path)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -58,8 +74,16 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
     let sensor_dir = data_dir.join("sensor");
     let enrolled = vigil_sensor::uplink::DeviceIdentity::load(&sensor_dir).is_some();
-    let token = if enrolled { None } else { Some(control.create_enrollment_token(TENANT, Duration::from_secs(600))?) };
-    let rules: Vec<PathBuf> = args.rules.iter().map(|r| absolute(r)).collect::<Result<_>>()?;
+    let token = if enrolled {
+        None
+    } else {
+        Some(control.create_enrollment_token(TENANT, Duration::from_secs(600))?)
+    };
+    let rules: Vec<PathBuf> = args
+        .rules
+        .iter()
+        .map(|r| absolute(r))
+        .collect::<Result<_>>()?;
     let cfg_text = toml::to_string(&toml::toml! {
         data_dir = (sensor_dir.display().to_string())
         [server]
@@ -71,18 +95,26 @@ pub async fn run(args: UpArgs) -> Result<()> {
     })?;
     let mut cfg = vigil_sensor::SensorConfig::parse(Path::new("<vigil up>"), &cfg_text)?;
     cfg.enrollment.token = token;
-    let sensor = vigil_sensor::Sensor::start(cfg).await.context("starting the sensor")?;
+    let sensor = vigil_sensor::Sensor::start(cfg)
+        .await
+        .context("starting the sensor")?;
 
     eprintln!("Vigil is up.");
     eprintln!("  server       {endpoint} (data in {})", data_dir.display());
-    eprintln!("  tenant       {TENANT}; this machine is device {}", sensor.identity.device_id);
+    eprintln!(
+        "  tenant       {TENANT}; this machine is device {}",
+        sensor.identity.device_id
+    );
     for s in &sensor.sources {
         eprintln!("  collecting   {s}");
     }
     for d in &sensor.degraded {
         eprintln!("  DEGRADED     {d}");
     }
-    eprintln!("  analysts     vigil --profile {} alerts list", profile_path.display());
+    eprintln!(
+        "  analysts     vigil --profile {} alerts list",
+        profile_path.display()
+    );
     eprintln!("Alerts appear below as they are raised. Ctrl-C stops.");
 
     let mut alerts = crate::alerts::client(&profile).await?;
@@ -102,7 +134,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     });
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     eprintln!("Stopping...");
     printer.abort();
     sensor.shutdown().await;

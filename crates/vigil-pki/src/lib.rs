@@ -13,8 +13,8 @@
 //! own records: nothing the device asks for in its CSR is copied over.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -46,7 +46,8 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +60,9 @@ pub struct CertifiedKey {
 
 impl std::fmt::Debug for CertifiedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertifiedKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+        f.debug_struct("CertifiedKey")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,20 +80,32 @@ impl CertificateAuthority {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(3650);
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
-        Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem, issuer: Issuer::new(params, key) })
+        Ok(CertificateAuthority {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// Loads a CA saved with [`cert_pem`](Self::cert_pem) and [`key_pem`](Self::key_pem).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
-        Ok(CertificateAuthority { cert_pem: cert_pem.to_owned(), key_pem: key_pem.to_owned(), issuer })
+        Ok(CertificateAuthority {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            issuer,
+        })
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -112,22 +127,35 @@ impl CertificateAuthority {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(825);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(CertifiedKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CertifiedKey {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Signs a device's CSR. Only the CSR's public key is used; the subject and
     /// the identity come from the server's own records.
-    pub fn sign_device(&self, csr_pem: &str, id: &DeviceIdentity, validity: Duration) -> Result<String, PkiError> {
+    pub fn sign_device(
+        &self,
+        csr_pem: &str,
+        id: &DeviceIdentity,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
         if csr_pem.len() > MAX_CSR_PEM_BYTES {
-            return Err(PkiError::InvalidCsr(format!("larger than {MAX_CSR_PEM_BYTES} bytes")));
+            return Err(PkiError::InvalidCsr(format!(
+                "larger than {MAX_CSR_PEM_BYTES} bytes"
+            )));
         }
         check_identifier(&id.tenant_id)?;
         check_identifier(&id.device_id)?;
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(&id.device_id);
         let uri = format!("vigil://tenant/{}/device/{}", id.tenant_id, id.device_id);
-        let uri = uri.try_into().map_err(|_| PkiError::BadIdentifier(id.device_id.clone()))?;
+        let uri = uri
+            .try_into()
+            .map_err(|_| PkiError::BadIdentifier(id.device_id.clone()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -148,7 +176,12 @@ fn dn(common_name: &str) -> DistinguishedName {
 
 /// Tenant and device ids go into a URI: keep them to a safe alphabet.
 pub fn check_identifier(s: &str) -> Result<(), PkiError> {
-    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(PkiError::BadIdentifier(s.to_owned()));
     }
     Ok(())
@@ -165,21 +198,23 @@ pub fn device_key_and_csr(hostname: &str) -> Result<(String, String), PkiError> 
 
 /// Reads the device identity from a DER certificate that rustls has already verified.
 pub fn device_identity(cert_der: &[u8]) -> Result<DeviceIdentity, PkiError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?
         .ok_or(PkiError::NoIdentity)?;
     for name in &san.value.general_names {
-        if let x509_parser::extensions::GeneralName::URI(uri) = name {
-            if let Some(rest) = uri.strip_prefix("vigil://tenant/") {
-                if let Some((tenant, device)) = rest.split_once("/device/") {
-                    check_identifier(tenant)?;
-                    check_identifier(device)?;
-                    return Ok(DeviceIdentity { tenant_id: tenant.to_owned(), device_id: device.to_owned() });
-                }
-            }
+        if let x509_parser::extensions::GeneralName::URI(uri) = name
+            && let Some(rest) = uri.strip_prefix("vigil://tenant/")
+            && let Some((tenant, device)) = rest.split_once("/device/")
+        {
+            check_identifier(tenant)?;
+            check_identifier(device)?;
+            return Ok(DeviceIdentity {
+                tenant_id: tenant.to_owned(),
+                device_id: device.to_owned(),
+            });
         }
     }
     Err(PkiError::NoIdentity)
@@ -187,7 +222,8 @@ pub fn device_identity(cert_der: &[u8]) -> Result<DeviceIdentity, PkiError> {
 
 /// Decodes the first certificate of a PEM text to DER.
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
-    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
     Ok(p.contents)
 }
 
@@ -199,7 +235,10 @@ mod tests {
     fn device_identity_round_trips_and_ignores_csr_names() {
         let ca = CertificateAuthority::generate("test CA").unwrap();
         let (_key, csr) = device_key_and_csr("vigil://tenant/evil/device/x").unwrap();
-        let id = DeviceIdentity { tenant_id: "acme".into(), device_id: "dev-1".into() };
+        let id = DeviceIdentity {
+            tenant_id: "acme".into(),
+            device_id: "dev-1".into(),
+        };
         let cert = ca.sign_device(&csr, &id, DEVICE_CERT_VALIDITY).unwrap();
         assert_eq!(device_identity(&pem_to_der(&cert).unwrap()).unwrap(), id);
         // The CA reloads from its PEM and still signs.
@@ -210,13 +249,28 @@ mod tests {
     #[test]
     fn bad_input_is_an_error() {
         let ca = CertificateAuthority::generate("test CA").unwrap();
-        let id = DeviceIdentity { tenant_id: "acme".into(), device_id: "dev-1".into() };
-        assert!(matches!(ca.sign_device("garbage", &id, DEVICE_CERT_VALIDITY), Err(PkiError::InvalidCsr(_))));
+        let id = DeviceIdentity {
+            tenant_id: "acme".into(),
+            device_id: "dev-1".into(),
+        };
+        assert!(matches!(
+            ca.sign_device("garbage", &id, DEVICE_CERT_VALIDITY),
+            Err(PkiError::InvalidCsr(_))
+        ));
         let (_k, csr) = device_key_and_csr("h").unwrap();
-        let bad = DeviceIdentity { tenant_id: "a/b".into(), device_id: "d".into() };
-        assert!(matches!(ca.sign_device(&csr, &bad, DEVICE_CERT_VALIDITY), Err(PkiError::BadIdentifier(_))));
+        let bad = DeviceIdentity {
+            tenant_id: "a/b".into(),
+            device_id: "d".into(),
+        };
+        assert!(matches!(
+            ca.sign_device(&csr, &bad, DEVICE_CERT_VALIDITY),
+            Err(PkiError::BadIdentifier(_))
+        ));
         let server = ca.issue_server(&["localhost".into()]).unwrap();
-        assert!(matches!(device_identity(&pem_to_der(&server.cert_pem).unwrap()), Err(PkiError::NoIdentity)));
+        assert!(matches!(
+            device_identity(&pem_to_der(&server.cert_pem).unwrap()),
+            Err(PkiError::NoIdentity)
+        ));
         assert!(device_identity(b"\x30\x03junk").is_err());
     }
 }

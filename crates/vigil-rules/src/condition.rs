@@ -12,7 +12,10 @@ pub(crate) enum Cond {
     Or(Vec<Cond>),
     /// `N of pattern` (`them` is the pattern `*` minus `_`-prefixed names).
     /// `count` of `None` means `all of`.
-    Of { count: Option<usize>, pattern: OfTarget },
+    Of {
+        count: Option<usize>,
+        pattern: OfTarget,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +50,11 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::RParen);
                 chars.next();
             }
-            '|' => return Err("aggregation expressions (`|`) are deprecated; write a correlation rule".into()),
+            '|' => {
+                return Err(
+                    "aggregation expressions (`|`) are deprecated; write a correlation rule".into(),
+                );
+            }
             c if c.is_alphanumeric() || matches!(c, '_' | '*' | '-' | '.' | '?') => {
                 let mut end = i;
                 while let Some(&(j, c)) = chars.peek() {
@@ -104,7 +111,11 @@ impl Parser {
             items.push(self.and()?);
         }
         self.depth -= 1;
-        Ok(if items.len() == 1 { items.remove(0) } else { Cond::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Cond::Or(items)
+        })
     }
 
     fn and(&mut self) -> Result<Cond, String> {
@@ -112,7 +123,11 @@ impl Parser {
         while self.keyword("and") {
             items.push(self.not()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { Cond::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Cond::And(items)
+        })
     }
 
     fn not(&mut self) -> Result<Cond, String> {
@@ -145,14 +160,20 @@ impl Parser {
                 } else {
                     lower.parse::<usize>().ok().map(Some)
                 };
-                if let Some(count) = count {
-                    if self.keyword("of") {
+                if let Some(count) = count
+                    && self.keyword("of")
+                {
+                    {
                         if count == Some(0) {
                             return Err("`0 of` can never match".into());
                         }
                         let target = match self.toks.get(self.pos).cloned() {
                             Some(Tok::Word(t)) => t,
-                            _ => return Err(format!("`{w} of` needs `them` or a selection pattern")),
+                            _ => {
+                                return Err(format!(
+                                    "`{w} of` needs `them` or a selection pattern"
+                                ));
+                            }
                         };
                         self.pos += 1;
                         let pattern = if target.eq_ignore_ascii_case("them") {
@@ -178,7 +199,11 @@ pub(crate) fn parse(s: &str) -> Result<Cond, String> {
     if toks.is_empty() {
         return Err("empty condition".into());
     }
-    let mut p = Parser { toks, pos: 0, depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let c = p.or()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected token after position {}", p.pos));
@@ -212,7 +237,10 @@ mod tests {
     fn precedence_or_and_not() {
         assert_eq!(
             parse("a or b and not c").unwrap(),
-            Cond::Or(vec![id("a"), Cond::And(vec![id("b"), Cond::Not(Box::new(id("c")))])])
+            Cond::Or(vec![
+                id("a"),
+                Cond::And(vec![id("b"), Cond::Not(Box::new(id("c")))])
+            ])
         );
         assert_eq!(
             parse("(a or b) and c").unwrap(),
@@ -225,17 +253,45 @@ mod tests {
         assert_eq!(
             parse("1 of selection_* and not all of filter*").unwrap(),
             Cond::And(vec![
-                Cond::Of { count: Some(1), pattern: OfTarget::Pattern("selection_*".into()) },
-                Cond::Not(Box::new(Cond::Of { count: None, pattern: OfTarget::Pattern("filter*".into()) })),
+                Cond::Of {
+                    count: Some(1),
+                    pattern: OfTarget::Pattern("selection_*".into())
+                },
+                Cond::Not(Box::new(Cond::Of {
+                    count: None,
+                    pattern: OfTarget::Pattern("filter*".into())
+                })),
             ])
         );
-        assert_eq!(parse("all of them").unwrap(), Cond::Of { count: None, pattern: OfTarget::Them });
-        assert_eq!(parse("2 of them").unwrap(), Cond::Of { count: Some(2), pattern: OfTarget::Them });
+        assert_eq!(
+            parse("all of them").unwrap(),
+            Cond::Of {
+                count: None,
+                pattern: OfTarget::Them
+            }
+        );
+        assert_eq!(
+            parse("2 of them").unwrap(),
+            Cond::Of {
+                count: Some(2),
+                pattern: OfTarget::Them
+            }
+        );
     }
 
     #[test]
     fn errors() {
-        for bad in ["", "a and", "(a", "a)", "a | count() > 5", "1 of", "a b", "and", "0 of them"] {
+        for bad in [
+            "",
+            "a and",
+            "(a",
+            "a)",
+            "a | count() > 5",
+            "1 of",
+            "a b",
+            "and",
+            "0 of them",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
         let deep = format!("{}a{}", "(".repeat(100), ")".repeat(100));

@@ -9,9 +9,37 @@ use serde_json::Value;
 /// Every modifier in sigma-appendix-modifiers.md; the ones this build does not
 /// evaluate yet are rejected by name rather than ignored.
 const KNOWN_MODIFIERS: &[&str] = &[
-    "contains", "startswith", "endswith", "all", "base64", "base64offset", "utf16le", "utf16be", "wide", "utf16",
-    "windash", "re", "i", "m", "s", "cidr", "expand", "fieldref", "lt", "lte", "gt", "gte", "exists", "cased", "neq",
-    "minute", "hour", "day", "week", "month", "year",
+    "contains",
+    "startswith",
+    "endswith",
+    "all",
+    "base64",
+    "base64offset",
+    "utf16le",
+    "utf16be",
+    "wide",
+    "utf16",
+    "windash",
+    "re",
+    "i",
+    "m",
+    "s",
+    "cidr",
+    "expand",
+    "fieldref",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "exists",
+    "cased",
+    "neq",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "year",
 ];
 
 #[derive(Debug, Clone)]
@@ -53,7 +81,9 @@ impl Selection {
             Selection::AnyOf(maps) => maps.iter().any(|m| m.iter().all(|f| f.matches(event))),
             Selection::Keywords(patterns) => {
                 let values = event.values();
-                patterns.iter().any(|p| values.iter().any(|v| p.matches_str(v)))
+                patterns
+                    .iter()
+                    .any(|p| values.iter().any(|v| p.matches_str(v)))
             }
         }
     }
@@ -88,7 +118,11 @@ impl Detection {
             Expr::Or(items) => items.iter().any(|i| self.eval(i, event)),
             Expr::AtLeast(n, sels) => {
                 let want = if *n == usize::MAX { sels.len() } else { *n };
-                sels.iter().filter(|&&i| self.selections[i].matches(event)).take(want).count() >= want
+                sels.iter()
+                    .filter(|&&i| self.selections[i].matches(event))
+                    .take(want)
+                    .count()
+                    >= want
             }
         }
     }
@@ -104,7 +138,11 @@ impl Detection {
         for (name, body) in map {
             match name.as_str() {
                 "condition" => condition = Some(body),
-                "timeframe" => return Err(RuleError::Detection("`timeframe` belongs in a correlation rule".into())),
+                "timeframe" => {
+                    return Err(RuleError::Detection(
+                        "`timeframe` belongs in a correlation rule".into(),
+                    ));
+                }
                 _ => {
                     selections.push(compile_selection(name, body)?);
                     names.push(name.clone());
@@ -118,9 +156,15 @@ impl Detection {
                 .iter()
                 .map(|v| v.as_str())
                 .collect::<Option<Vec<_>>>()
-                .ok_or(RuleError::WrongType { field: "condition".into(), expected: "a string or list of strings" })?,
+                .ok_or(RuleError::WrongType {
+                    field: "condition".into(),
+                    expected: "a string or list of strings",
+                })?,
             _ => {
-                return Err(RuleError::WrongType { field: "condition".into(), expected: "a string or list of strings" });
+                return Err(RuleError::WrongType {
+                    field: "condition".into(),
+                    expected: "a string or list of strings",
+                });
             }
         };
         let mut exprs = Vec::new();
@@ -128,20 +172,40 @@ impl Detection {
             let parsed = condition::parse(c).map_err(RuleError::Condition)?;
             exprs.push(resolve(&parsed, &names)?);
         }
-        let condition = if exprs.len() == 1 { exprs.remove(0) } else { Expr::Or(exprs) };
-        Ok(Detection { selections, condition })
+        let condition = if exprs.len() == 1 {
+            exprs.remove(0)
+        } else {
+            Expr::Or(exprs)
+        };
+        Ok(Detection {
+            selections,
+            condition,
+        })
     }
 }
 
 fn resolve(c: &Cond, names: &[String]) -> Result<Expr, RuleError> {
     Ok(match c {
         Cond::Ident(n) => {
-            let i = names.iter().position(|x| x == n).ok_or_else(|| RuleError::UnknownSelection(n.clone()))?;
+            let i = names
+                .iter()
+                .position(|x| x == n)
+                .ok_or_else(|| RuleError::UnknownSelection(n.clone()))?;
             Expr::Sel(i)
         }
         Cond::Not(inner) => Expr::Not(Box::new(resolve(inner, names)?)),
-        Cond::And(items) => Expr::And(items.iter().map(|i| resolve(i, names)).collect::<Result<_, _>>()?),
-        Cond::Or(items) => Expr::Or(items.iter().map(|i| resolve(i, names)).collect::<Result<_, _>>()?),
+        Cond::And(items) => Expr::And(
+            items
+                .iter()
+                .map(|i| resolve(i, names))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cond::Or(items) => Expr::Or(
+            items
+                .iter()
+                .map(|i| resolve(i, names))
+                .collect::<Result<_, _>>()?,
+        ),
         Cond::Of { count, pattern } => {
             let sels: Vec<usize> = names
                 .iter()
@@ -175,7 +239,9 @@ fn compile_selection(name: &str, body: &Value) -> Result<Selection, RuleError> {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Selection::AnyOf(maps))
         }
-        Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) && !items.is_empty() => {
+        Value::Array(items)
+            if items.iter().all(|v| !v.is_object() && !v.is_array()) && !items.is_empty() =>
+        {
             keywords(name, items)
         }
         Value::String(_) | Value::Number(_) => keywords(name, std::slice::from_ref(body)),
@@ -189,9 +255,13 @@ fn keywords(name: &str, items: &[Value]) -> Result<Selection, RuleError> {
     let patterns = items
         .iter()
         .map(|v| {
-            let s = scalar_text(v)
-                .ok_or_else(|| RuleError::Detection(format!("keyword in `{name}` must be a string or number")))?;
-            Pattern::string(&s, Anchor::Contains, false).map_err(|reason| RuleError::Regex { field: name.into(), reason })
+            let s = scalar_text(v).ok_or_else(|| {
+                RuleError::Detection(format!("keyword in `{name}` must be a string or number"))
+            })?;
+            Pattern::string(&s, Anchor::Contains, false).map_err(|reason| RuleError::Regex {
+                field: name.into(),
+                reason,
+            })
         })
         .collect::<Result<_, _>>()?;
     Ok(Selection::Keywords(patterns))
@@ -214,7 +284,10 @@ fn compile_field(key: &str, value: &Value) -> Result<FieldMatcher, RuleError> {
     let mut parts = key.split('|');
     let field = parts.next().unwrap_or_default().to_owned();
     let mods: Vec<&str> = parts.collect();
-    let unsupported = |m: &str| RuleError::UnsupportedModifier { field: field.clone(), modifier: m.to_owned() };
+    let unsupported = |m: &str| RuleError::UnsupportedModifier {
+        field: field.clone(),
+        modifier: m.to_owned(),
+    };
     let mut anchor = Anchor::Exact;
     let (mut all, mut cased, mut re, mut exists) = (false, false, false, false);
     let (mut re_i, mut re_m, mut re_s) = (false, false, false);
@@ -231,30 +304,49 @@ fn compile_field(key: &str, value: &Value) -> Result<FieldMatcher, RuleError> {
             "s" => re_s = true,
             "exists" => exists = true,
             m if KNOWN_MODIFIERS.contains(&m) => return Err(unsupported(m)),
-            m => return Err(RuleError::UnknownModifier { field: field.clone(), modifier: m.to_owned() }),
+            m => {
+                return Err(RuleError::UnknownModifier {
+                    field: field.clone(),
+                    modifier: m.to_owned(),
+                });
+            }
         }
     }
     if (re_i || re_m || re_s) && !re {
-        return Err(RuleError::Detection(format!("`{field}`: i/m/s modifiers only go with `re`")));
+        return Err(RuleError::Detection(format!(
+            "`{field}`: i/m/s modifiers only go with `re`"
+        )));
     }
     if field.is_empty() && !mods.is_empty() {
-        return Err(RuleError::Detection(format!("keyless modifiers `{key}` are not supported yet")));
+        return Err(RuleError::Detection(format!(
+            "keyless modifiers `{key}` are not supported yet"
+        )));
     }
     if exists {
         let want = value.as_bool().ok_or(RuleError::WrongType {
             field: key.to_owned(),
             expected: "`true` or `false` with `exists`",
         })?;
-        return Ok(FieldMatcher { field, patterns: Vec::new(), all: false, exists: Some(want) });
+        return Ok(FieldMatcher {
+            field,
+            patterns: Vec::new(),
+            all: false,
+            exists: Some(want),
+        });
     }
     let values: &[Value] = match value {
         Value::Array(items) => items,
         other => std::slice::from_ref(other),
     };
     if values.is_empty() {
-        return Err(RuleError::Detection(format!("`{key}` has an empty list of values")));
+        return Err(RuleError::Detection(format!(
+            "`{key}` has an empty list of values"
+        )));
     }
-    let regex_err = |reason| RuleError::Regex { field: field.clone(), reason };
+    let regex_err = |reason| RuleError::Regex {
+        field: field.clone(),
+        reason,
+    };
     let mut patterns = Vec::with_capacity(values.len());
     for v in values {
         let p = match v {
@@ -265,13 +357,23 @@ fn compile_field(key: &str, value: &Value) -> Result<FieldMatcher, RuleError> {
                 Some(i) => Pattern::Number(i),
                 None => Pattern::string(&n.to_string(), anchor, cased).map_err(regex_err)?,
             },
-            Value::Number(n) => Pattern::string(&n.to_string(), anchor, cased).map_err(regex_err)?,
+            Value::Number(n) => {
+                Pattern::string(&n.to_string(), anchor, cased).map_err(regex_err)?
+            }
             Value::Bool(b) if anchor == Anchor::Exact => Pattern::Bool(*b),
             _ => {
-                return Err(RuleError::WrongType { field: key.to_owned(), expected: "scalar values" });
+                return Err(RuleError::WrongType {
+                    field: key.to_owned(),
+                    expected: "scalar values",
+                });
             }
         };
         patterns.push(p);
     }
-    Ok(FieldMatcher { field, patterns, all, exists: None })
+    Ok(FieldMatcher {
+        field,
+        patterns,
+        all,
+        exists: None,
+    })
 }

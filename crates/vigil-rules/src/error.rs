@@ -8,7 +8,10 @@ pub enum RuleError {
     #[error("missing required field `{0}`")]
     MissingField(&'static str),
     #[error("field `{field}` must be {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("unknown modifier `{modifier}` on `{field}`")]
     UnknownModifier { field: String, modifier: String },
     #[error("modifier `{modifier}` is not supported yet (on `{field}`)")]

@@ -18,7 +18,11 @@ pub(crate) enum Anchor {
 #[derive(Debug, Clone)]
 pub(crate) enum Pattern {
     /// Literal comparison after optional lower-casing.
-    Literal { needle: String, anchor: Anchor, cased: bool },
+    Literal {
+        needle: String,
+        anchor: Anchor,
+        cased: bool,
+    },
     /// Wildcards that are not a plain prefix/suffix/contains.
     Regex(Regex),
     /// A YAML number: equal as number, or as its decimal text.
@@ -54,7 +58,11 @@ fn pieces(s: &str) -> Vec<Piece> {
                 if !lit.is_empty() {
                     out.push(Piece::Lit(std::mem::take(&mut lit)));
                 }
-                out.push(if c == '*' { Piece::Star } else { Piece::Question });
+                out.push(if c == '*' {
+                    Piece::Star
+                } else {
+                    Piece::Question
+                });
             }
             _ => lit.push(c),
         }
@@ -79,8 +87,18 @@ impl Pattern {
             Anchor::Exact => {}
         }
         p.dedup_by(|a, b| *a == Piece::Star && *b == Piece::Star);
-        let fold = |s: &str| if cased { s.to_owned() } else { s.to_lowercase() };
-        let literal = |s: &str, anchor| Pattern::Literal { needle: fold(s), anchor, cased };
+        let fold = |s: &str| {
+            if cased {
+                s.to_owned()
+            } else {
+                s.to_lowercase()
+            }
+        };
+        let literal = |s: &str, anchor| Pattern::Literal {
+            needle: fold(s),
+            anchor,
+            cased,
+        };
         Ok(match p.as_slice() {
             [] => literal("", Anchor::Exact),
             [Piece::Star] => literal("", Anchor::Contains),
@@ -121,9 +139,13 @@ impl Pattern {
         };
         match (self, value) {
             (Pattern::Number(n), FieldValue::Int(i)) => n == i,
-            (Pattern::Number(n), FieldValue::Str(s)) => s.trim().parse::<i64>().is_ok_and(|i| i == *n),
+            (Pattern::Number(n), FieldValue::Str(s)) => {
+                s.trim().parse::<i64>().is_ok_and(|i| i == *n)
+            }
             (Pattern::Bool(b), FieldValue::Bool(v)) => b == v,
-            (Pattern::Bool(b), FieldValue::Str(s)) => s.eq_ignore_ascii_case(if *b { "true" } else { "false" }),
+            (Pattern::Bool(b), FieldValue::Str(s)) => {
+                s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
+            }
             (Pattern::Number(_) | Pattern::Bool(_), _) => false,
             _ => {
                 let text = value.as_text();
@@ -195,11 +217,31 @@ mod tests {
 
     #[test]
     fn anchors() {
-        assert!(Pattern::string("/etc/shadow", Anchor::Contains, false).unwrap().matches_str("cat /ETC/shadow"));
-        assert!(Pattern::string("/cat", Anchor::Suffix, false).unwrap().matches_str("/bin/cat"));
-        assert!(!Pattern::string("/cat", Anchor::Suffix, false).unwrap().matches_str("/bin/catx"));
-        assert!(Pattern::string("/bin", Anchor::Prefix, false).unwrap().matches_str("/bin/cat"));
-        assert!(!Pattern::string("abc", Anchor::Contains, true).unwrap().matches_str("xABCx"));
+        assert!(
+            Pattern::string("/etc/shadow", Anchor::Contains, false)
+                .unwrap()
+                .matches_str("cat /ETC/shadow")
+        );
+        assert!(
+            Pattern::string("/cat", Anchor::Suffix, false)
+                .unwrap()
+                .matches_str("/bin/cat")
+        );
+        assert!(
+            !Pattern::string("/cat", Anchor::Suffix, false)
+                .unwrap()
+                .matches_str("/bin/catx")
+        );
+        assert!(
+            Pattern::string("/bin", Anchor::Prefix, false)
+                .unwrap()
+                .matches_str("/bin/cat")
+        );
+        assert!(
+            !Pattern::string("abc", Anchor::Contains, true)
+                .unwrap()
+                .matches_str("xABCx")
+        );
     }
 
     #[test]
@@ -212,13 +254,25 @@ mod tests {
         assert!(!Pattern::Number(4).matches(Some(&s("40"))));
         assert!(Pattern::Bool(true).matches(Some(&FieldValue::Bool(true))));
         // An empty string is present: it matches '' but not null.
-        assert!(Pattern::string("", Anchor::Exact, false).unwrap().matches(Some(&s(""))));
+        assert!(
+            Pattern::string("", Anchor::Exact, false)
+                .unwrap()
+                .matches(Some(&s("")))
+        );
     }
 
     #[test]
     fn regex_is_case_sensitive_unless_i() {
-        assert!(!Pattern::regex("^A", false, false, false).unwrap().matches_str("abc"));
-        assert!(Pattern::regex("^A", true, false, false).unwrap().matches_str("abc"));
+        assert!(
+            !Pattern::regex("^A", false, false, false)
+                .unwrap()
+                .matches_str("abc")
+        );
+        assert!(
+            Pattern::regex("^A", true, false, false)
+                .unwrap()
+                .matches_str("abc")
+        );
         assert!(Pattern::regex("(", false, false, false).is_err());
     }
 }

@@ -53,18 +53,26 @@ pub struct Rule {
 impl Rule {
     /// Compiles one YAML document that has already been parsed.
     pub(crate) fn from_value(doc: &Value) -> Result<Rule, RuleError> {
-        let map = doc.as_object().ok_or(RuleError::WrongType { field: "rule".into(), expected: "a mapping" })?;
+        let map = doc.as_object().ok_or(RuleError::WrongType {
+            field: "rule".into(),
+            expected: "a mapping",
+        })?;
         if map.contains_key("correlation") {
             return Err(RuleError::Correlation);
         }
         if map.contains_key("filter") && !map.contains_key("detection") {
-            return Err(RuleError::Detection("filter documents are not supported yet".into()));
+            return Err(RuleError::Detection(
+                "filter documents are not supported yet".into(),
+            ));
         }
         let text = |key: &'static str| -> Result<Option<String>, RuleError> {
             match map.get(key) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(RuleError::WrongType { field: key.into(), expected: "a string" }),
+                Some(_) => Err(RuleError::WrongType {
+                    field: key.into(),
+                    expected: "a string",
+                }),
             }
         };
         let title = text("title")?.ok_or(RuleError::MissingField("title"))?;
@@ -84,14 +92,38 @@ impl Rule {
                 .iter()
                 .map(|t| t.as_str().map(str::to_owned))
                 .collect::<Option<_>>()
-                .ok_or(RuleError::WrongType { field: "tags".into(), expected: "a list of strings" })?,
-            Some(_) => return Err(RuleError::WrongType { field: "tags".into(), expected: "a list of strings" }),
+                .ok_or(RuleError::WrongType {
+                    field: "tags".into(),
+                    expected: "a list of strings",
+                })?,
+            Some(_) => {
+                return Err(RuleError::WrongType {
+                    field: "tags".into(),
+                    expected: "a list of strings",
+                });
+            }
         };
-        let ls = map.get("logsource").ok_or(RuleError::MissingField("logsource"))?;
-        let ls = ls.as_object().ok_or(RuleError::WrongType { field: "logsource".into(), expected: "a mapping" })?;
-        let lsf = |k: &str| ls.get(k).and_then(Value::as_str).map(str::to_ascii_lowercase);
-        let logsource = LogSource { product: lsf("product"), category: lsf("category"), service: lsf("service") };
-        let detection = Detection::compile(map.get("detection").ok_or(RuleError::MissingField("detection"))?)?;
+        let ls = map
+            .get("logsource")
+            .ok_or(RuleError::MissingField("logsource"))?;
+        let ls = ls.as_object().ok_or(RuleError::WrongType {
+            field: "logsource".into(),
+            expected: "a mapping",
+        })?;
+        let lsf = |k: &str| {
+            ls.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+        };
+        let logsource = LogSource {
+            product: lsf("product"),
+            category: lsf("category"),
+            service: lsf("service"),
+        };
+        let detection = Detection::compile(
+            map.get("detection")
+                .ok_or(RuleError::MissingField("detection"))?,
+        )?;
         Ok(Rule {
             id,
             title,
@@ -111,8 +143,9 @@ impl Rule {
 
     /// ATT&CK technique tags (`attack.t1003.008`), upper-cased as analysts write them.
     pub fn attack_techniques(&self) -> impl Iterator<Item = String> + '_ {
-        self.tags
-            .iter()
-            .filter_map(|t| t.strip_prefix("attack.t").map(|rest| format!("T{}", rest.to_ascii_uppercase())))
+        self.tags.iter().filter_map(|t| {
+            t.strip_prefix("attack.t")
+                .map(|rest| format!("T{}", rest.to_ascii_uppercase()))
+        })
     }
 }

@@ -19,7 +19,12 @@ pub struct LoadReport {
 
 impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} loaded, {} rejected", self.loaded, self.rejected.len())
+        write!(
+            f,
+            "{} loaded, {} rejected",
+            self.loaded,
+            self.rejected.len()
+        )
     }
 }
 
@@ -70,11 +75,19 @@ impl RuleSet {
 
     fn load_file(&mut self, path: &Path, report: &mut LoadReport) {
         let reject = |report: &mut LoadReport, error| {
-            report.rejected.push(Rejection { path: path.to_owned(), line: 1, id: None, error })
+            report.rejected.push(Rejection {
+                path: path.to_owned(),
+                line: 1,
+                id: None,
+                error,
+            })
         };
         match std::fs::metadata(path) {
             Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
-                return reject(report, RuleError::Io(format!("larger than {MAX_RULE_FILE_BYTES} bytes")));
+                return reject(
+                    report,
+                    RuleError::Io(format!("larger than {MAX_RULE_FILE_BYTES} bytes")),
+                );
             }
             Err(e) => return reject(report, RuleError::Io(e.to_string())),
             Ok(_) => {}
@@ -114,7 +127,12 @@ impl RuleSet {
                 Err(error) => {
                     let id = doc.get("id").and_then(Value::as_str).map(str::to_owned);
                     let line = error_line(text, start, &error).unwrap_or(start);
-                    report.rejected.push(Rejection { path: path.to_owned(), line, id, error });
+                    report.rejected.push(Rejection {
+                        path: path.to_owned(),
+                        line,
+                        id,
+                        error,
+                    });
                 }
             }
         }
@@ -186,7 +204,8 @@ fn document_starts(text: &str) -> Vec<usize> {
 /// document's first line.
 fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
     let needle = match error {
-        RuleError::UnknownModifier { field, modifier } | RuleError::UnsupportedModifier { field, modifier } => {
+        RuleError::UnknownModifier { field, modifier }
+        | RuleError::UnsupportedModifier { field, modifier } => {
             format!("{field}|{}", modifier.split('|').next().unwrap_or_default())
         }
         RuleError::MissingField(_) => return None,
@@ -205,5 +224,9 @@ fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
 /// serde-saphyr errors say "line N"; pull N out for the report.
 fn yaml_error_line(msg: &str) -> Option<usize> {
     let idx = msg.find("line ")?;
-    msg[idx + 5..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    msg[idx + 5..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }

@@ -63,7 +63,9 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { capacity_mb: default_spool_mb() }
+        SpoolConfig {
+            capacity_mb: default_spool_mb(),
+        }
     }
 }
 
@@ -124,7 +126,12 @@ pub struct CollectConfig {
 
 impl Default for CollectConfig {
     fn default() -> Self {
-        CollectConfig { audit: true, proc_connector: true, inventory: true, hash_max_mb: default_hash_mb() }
+        CollectConfig {
+            audit: true,
+            proc_connector: true,
+            inventory: true,
+            hash_max_mb: default_hash_mb(),
+        }
     }
 }
 
@@ -138,41 +145,72 @@ fn default_hash_mb() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: field `{field}`: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl SensorConfig {
     pub fn load(path: &Path) -> Result<SensorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<SensorConfig, ConfigError> {
-        let cfg: SensorConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        let cfg: SensorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if !self.server.endpoint.starts_with("https://") {
-            return Err(("server.endpoint", "must start with https:// (the sensor only speaks TLS)".into()));
+            return Err((
+                "server.endpoint",
+                "must start with https:// (the sensor only speaks TLS)".into(),
+            ));
         }
         if self.spool.capacity_mb == 0 || self.spool.capacity_mb > 1024 * 1024 {
             return Err(("spool.capacity_mb", "must be between 1 and 1048576".into()));
         }
         if self.uplink.batch_max_records == 0 || self.uplink.batch_max_records > 10_000 {
-            return Err(("uplink.batch_max_records", "must be between 1 and 10000".into()));
+            return Err((
+                "uplink.batch_max_records",
+                "must be between 1 and 10000".into(),
+            ));
         }
         if self.uplink.flush_interval_ms == 0 || self.uplink.flush_interval_ms > 60_000 {
-            return Err(("uplink.flush_interval_ms", "must be between 1 and 60000".into()));
+            return Err((
+                "uplink.flush_interval_ms",
+                "must be between 1 and 60000".into(),
+            ));
         }
-        if self.uplink.max_message_bytes < 64 * 1024 || self.uplink.max_message_bytes > 64 * 1024 * 1024 {
-            return Err(("uplink.max_message_bytes", "must be between 65536 and 67108864".into()));
+        if self.uplink.max_message_bytes < 64 * 1024
+            || self.uplink.max_message_bytes > 64 * 1024 * 1024
+        {
+            return Err((
+                "uplink.max_message_bytes",
+                "must be between 65536 and 67108864".into(),
+            ));
         }
         if self.enrollment.token.is_some() && self.enrollment.token_file.is_some() {
             return Err(("enrollment", "set `token` or `token_file`, not both".into()));
@@ -216,9 +254,14 @@ ca_file = "/tmp/ca.pem"
     fn errors_name_the_field() {
         let e = SensorConfig::parse(Path::new("s.toml"), &OK.replace("https", "http")).unwrap_err();
         assert!(e.to_string().contains("server.endpoint"), "{e}");
-        let e = SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\n[spool]\ncapacity_mb = 0\n")).unwrap_err();
+        let e = SensorConfig::parse(
+            Path::new("s.toml"),
+            &format!("{OK}\n[spool]\ncapacity_mb = 0\n"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("spool.capacity_mb"), "{e}");
-        let e = SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\nbogus = 1\n")).unwrap_err();
+        let e =
+            SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\nbogus = 1\n")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }
 }

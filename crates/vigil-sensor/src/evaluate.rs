@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
-use vigil_proto::v1::{record::Payload, Detection, ProcessRef, ProcessStart, Record};
+use vigil_proto::v1::{Detection, ProcessRef, ProcessStart, Record, record::Payload};
 use vigil_rules::{Event, FieldValue, LogSource, RuleSet};
 
 /// A process start as Sigma's `process_creation` category sees it.
@@ -37,7 +37,10 @@ impl Event for ProcessCreation<'_> {
 
     fn values(&self) -> Vec<Cow<'_, str>> {
         let p = self.0;
-        let mut v = vec![Cow::Borrowed(p.command_line.as_str()), Cow::Borrowed(p.user_name.as_str())];
+        let mut v = vec![
+            Cow::Borrowed(p.command_line.as_str()),
+            Cow::Borrowed(p.user_name.as_str()),
+        ];
         if let Some(e) = &p.executable {
             v.push(Cow::Borrowed(e.text.as_str()));
         }
@@ -56,7 +59,9 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn new(rules: RuleSet) -> Self {
-        Evaluator { rules: Arc::new(RwLock::new(Arc::new(rules))) }
+        Evaluator {
+            rules: Arc::new(RwLock::new(Arc::new(rules))),
+        }
     }
 
     /// Replaces the rule set atomically; evaluations in flight finish on the old one.
@@ -67,12 +72,17 @@ impl Evaluator {
     }
 
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.rules.read().map(|g| Arc::clone(&g)).unwrap_or_default()
+        self.rules
+            .read()
+            .map(|g| Arc::clone(&g))
+            .unwrap_or_default()
     }
 
     /// Detections for one record payload (empty for kinds no rule category covers yet).
     pub fn evaluate(&self, time_unix_ns: i64, payload: &Payload) -> Vec<Detection> {
-        let Payload::ProcessStart(start) = payload else { return Vec::new() };
+        let Payload::ProcessStart(start) = payload else {
+            return Vec::new();
+        };
         let rules = self.rules();
         let source = LogSource::new("linux", "process_creation");
         rules
@@ -85,7 +95,11 @@ impl Evaluator {
                 tags: m.rule.tags.clone(),
                 description: m.rule.description.clone(),
                 // The sequence is filled in when the event is spooled.
-                matched: vec![Record { sequence: 0, time_unix_ns, payload: Some(payload.clone()) }],
+                matched: vec![Record {
+                    sequence: 0,
+                    time_unix_ns,
+                    payload: Some(payload.clone()),
+                }],
                 process: Some(ProcessRef {
                     guid: start.guid.clone(),
                     pid: start.pid,

@@ -16,16 +16,18 @@ pub mod evaluate;
 mod pipeline;
 pub mod uplink;
 
-use collect::{audit::AuditSource, inventory, proc_connector::ProcConnector, procfs, Origin, RawEvent};
+use collect::{
+    Origin, RawEvent, audit::AuditSource, inventory, proc_connector::ProcConnector, procfs,
+};
 pub use config::SensorConfig;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify};
-use vigil_proto::v1::{record::Payload, Detection};
+use tokio::sync::{Notify, broadcast, watch};
+use vigil_proto::v1::{Detection, record::Payload};
 use vigil_rules::RuleSet;
 
 /// Raw events queued between the kernel readers and the pipeline.
@@ -62,7 +64,9 @@ pub struct Sensor {
 
 impl std::fmt::Debug for Sensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sensor").field("sources", &self.sources).finish_non_exhaustive()
+        f.debug_struct("Sensor")
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +116,10 @@ impl Sensor {
         if cfg.collect.audit {
             match AuditSource::start() {
                 Ok(src) => {
-                    sources.push(format!("process exec: audit netlink ({:?} mode)", src.mode()));
+                    sources.push(format!(
+                        "process exec: audit netlink ({:?} mode)",
+                        src.mode()
+                    ));
                     let (tx, stop) = (tx.clone(), Arc::clone(&stop));
                     threads.push(spawn("vigil-audit", move || {
                         let lost_tx = tx.clone();
@@ -120,7 +127,10 @@ impl Sensor {
                             stop,
                             |e| forward(&tx, RawEvent::Exec(exec_from_audit(e)), "audit"),
                             |n| {
-                                let _ = lost_tx.try_send(RawEvent::Lost { source: "audit", count: u64::from(n) });
+                                let _ = lost_tx.try_send(RawEvent::Lost {
+                                    source: "audit",
+                                    count: u64::from(n),
+                                });
                             },
                         );
                         if let Err(e) = r {
@@ -145,7 +155,9 @@ impl Sensor {
             }
         } else {
             exec_from_connector = true;
-            degraded.push("process exec via audit disabled by configuration (collect.audit = false)".into());
+            degraded.push(
+                "process exec via audit disabled by configuration (collect.audit = false)".into(),
+            );
         }
         if cfg.collect.proc_connector {
             match ProcConnector::start() {
@@ -161,22 +173,54 @@ impl Sensor {
                         let r = src.run(
                             stop,
                             |ev| match ev {
-                                collect::proc_connector::ProcEvent::Exit { tgid, exit_code, exit_signal, timestamp_ns } => {
-                                    let unix_ns = clock_offset.saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
-                                    forward(&tx, RawEvent::Exit { pid: tgid, exit_code, exit_signal, unix_ns }, "proc_connector")
+                                collect::proc_connector::ProcEvent::Exit {
+                                    tgid,
+                                    exit_code,
+                                    exit_signal,
+                                    timestamp_ns,
+                                } => {
+                                    let unix_ns = clock_offset
+                                        .saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
+                                    forward(
+                                        &tx,
+                                        RawEvent::Exit {
+                                            pid: tgid,
+                                            exit_code,
+                                            exit_signal,
+                                            unix_ns,
+                                        },
+                                        "proc_connector",
+                                    )
                                 }
-                                collect::proc_connector::ProcEvent::Fork { parent_tgid, child_tgid } => {
-                                    forward(&tx, RawEvent::Fork { parent: parent_tgid, child: child_tgid }, "proc_connector")
-                                }
-                                collect::proc_connector::ProcEvent::Exec { tgid, .. } if exec_from_connector => {
-                                    if let Some(info) = procfs::exec_info(tgid, pipeline::now_ns(), Origin::ProcFallback) {
+                                collect::proc_connector::ProcEvent::Fork {
+                                    parent_tgid,
+                                    child_tgid,
+                                } => forward(
+                                    &tx,
+                                    RawEvent::Fork {
+                                        parent: parent_tgid,
+                                        child: child_tgid,
+                                    },
+                                    "proc_connector",
+                                ),
+                                collect::proc_connector::ProcEvent::Exec { tgid, .. }
+                                    if exec_from_connector =>
+                                {
+                                    if let Some(info) = procfs::exec_info(
+                                        tgid,
+                                        pipeline::now_ns(),
+                                        Origin::ProcFallback,
+                                    ) {
                                         forward(&tx, RawEvent::Exec(info), "proc_connector");
                                     }
                                 }
                                 collect::proc_connector::ProcEvent::Exec { .. } => {}
                             },
                             || {
-                                let _ = lost_tx.try_send(RawEvent::Lost { source: "proc_connector", count: 1 });
+                                let _ = lost_tx.try_send(RawEvent::Lost {
+                                    source: "proc_connector",
+                                    count: 1,
+                                });
                             },
                         );
                         if let Err(e) = r {
@@ -185,8 +229,14 @@ impl Sensor {
                     })?);
                 }
                 Err(e) => {
-                    let why = if e.is_permission() { "missing CAP_NET_ADMIN".to_owned() } else { e.to_string() };
-                    let msg = format!("process exit events unavailable ({why}); exits will not be reported");
+                    let why = if e.is_permission() {
+                        "missing CAP_NET_ADMIN".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    let msg = format!(
+                        "process exit events unavailable ({why}); exits will not be reported"
+                    );
                     tracing::warn!("{msg}");
                     degraded.push(msg);
                     if exec_from_connector {
@@ -198,7 +248,11 @@ impl Sensor {
         drop(tx);
 
         let mut initial = vec![(pipeline::now_ns(), Payload::Host(host))];
-        let mut enricher = enrich::Enricher::new(machine_id, boot_id, cfg.collect.hash_max_mb.saturating_mul(1024 * 1024));
+        let mut enricher = enrich::Enricher::new(
+            machine_id,
+            boot_id,
+            cfg.collect.hash_max_mb.saturating_mul(1024 * 1024),
+        );
         if cfg.collect.inventory {
             for p in inventory::snapshot() {
                 enricher.enrich(RawEvent::Exec(p), &mut initial);
@@ -224,11 +278,29 @@ impl Sensor {
             dropped: BTreeMap::new(),
         };
         let pstop = Arc::clone(&stop);
-        threads.push(spawn("vigil-pipeline", move || pipe.run(rx, initial, pstop))?);
+        threads.push(spawn("vigil-pipeline", move || {
+            pipe.run(rx, initial, pstop)
+        })?);
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let uplink = tokio::spawn(uplink::run(cfg.clone(), identity.clone(), spool, wake, stop_rx));
-        Ok(Sensor { stop, stop_tx, threads, uplink: Some(uplink), detections, evaluator, sources, degraded, identity })
+        let uplink = tokio::spawn(uplink::run(
+            cfg.clone(),
+            identity.clone(),
+            spool,
+            wake,
+            stop_rx,
+        ));
+        Ok(Sensor {
+            stop,
+            stop_tx,
+            threads,
+            uplink: Some(uplink),
+            detections,
+            evaluator,
+            sources,
+            degraded,
+            identity,
+        })
     }
 
     /// Detections as they are raised locally (before they reach the server).
@@ -266,7 +338,10 @@ impl Drop for Sensor {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, SensorError> {
-    std::thread::Builder::new().name(name.to_owned()).spawn(f).map_err(|e| SensorError::Io(format!("spawn {name}: {e}")))
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| SensorError::Io(format!("spawn {name}: {e}")))
 }
 
 fn exec_from_audit(e: collect::audit_parse::ExecRecord) -> collect::ExecInfo {

@@ -14,12 +14,18 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let cfg = vigil_sensor::SensorConfig::load(&args.config)?;
-    let sensor = vigil_sensor::Sensor::start(cfg).await.context("starting the sensor")?;
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    let sensor = vigil_sensor::Sensor::start(cfg)
+        .await
+        .context("starting the sensor")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     tracing::info!("Stopping");
     sensor.shutdown().await;
     Ok(())

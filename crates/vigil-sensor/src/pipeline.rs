@@ -7,12 +7,12 @@ use crate::enrich::Enricher;
 use crate::evaluate::Evaluator;
 use prost::Message;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, Notify};
-use vigil_proto::v1::{record::Payload, Detection, Record, SensorHealth};
+use tokio::sync::{Notify, broadcast};
+use vigil_proto::v1::{Detection, Record, SensorHealth, record::Payload};
 use vigil_spool::Spool;
 
 /// How often a SensorHealth record is written.
@@ -39,13 +39,21 @@ pub(crate) fn now_ns() -> i64 {
 }
 
 impl Pipeline {
-    pub(crate) fn run(mut self, rx: Receiver<RawEvent>, initial: Vec<(i64, Payload)>, stop: Arc<AtomicBool>) {
+    pub(crate) fn run(
+        mut self,
+        rx: Receiver<RawEvent>,
+        initial: Vec<(i64, Payload)>,
+        stop: Arc<AtomicBool>,
+    ) {
         let mut pending: Vec<(i64, Payload)> = initial;
         let mut last_flush = Instant::now();
         let mut last_health = Instant::now();
         let mut staged = Vec::new();
         loop {
-            let wait = self.flush_every.saturating_sub(last_flush.elapsed()).max(Duration::from_millis(1));
+            let wait = self
+                .flush_every
+                .saturating_sub(last_flush.elapsed())
+                .max(Duration::from_millis(1));
             match rx.recv_timeout(wait) {
                 Ok(ev) => self.process(ev, &mut staged, &mut pending),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -77,7 +85,12 @@ impl Pipeline {
         }
     }
 
-    fn process(&mut self, ev: RawEvent, staged: &mut Vec<(i64, Payload)>, pending: &mut Vec<(i64, Payload)>) {
+    fn process(
+        &mut self,
+        ev: RawEvent,
+        staged: &mut Vec<(i64, Payload)>,
+        pending: &mut Vec<(i64, Payload)>,
+    ) {
         if let RawEvent::Lost { source, count } = &ev {
             *self.dropped.entry(format!("{source}_lost")).or_default() += count.max(&1);
             tracing::warn!(source, count, "Kernel source lost events");
@@ -101,19 +114,26 @@ impl Pipeline {
             return;
         }
         let mut last_event_seq = 0;
-        let result = self.spool.append(pending.drain(..), |seq, (time_unix_ns, mut payload)| {
-            match &mut payload {
-                Payload::Detection(d) => {
-                    for m in &mut d.matched {
-                        if m.sequence == 0 {
-                            m.sequence = last_event_seq;
+        let result = self
+            .spool
+            .append(pending.drain(..), |seq, (time_unix_ns, mut payload)| {
+                match &mut payload {
+                    Payload::Detection(d) => {
+                        for m in &mut d.matched {
+                            if m.sequence == 0 {
+                                m.sequence = last_event_seq;
+                            }
                         }
                     }
+                    _ => last_event_seq = seq,
                 }
-                _ => last_event_seq = seq,
-            }
-            Record { sequence: seq, time_unix_ns, payload: Some(payload) }.encode_to_vec()
-        });
+                Record {
+                    sequence: seq,
+                    time_unix_ns,
+                    payload: Some(payload),
+                }
+                .encode_to_vec()
+            });
         match result {
             Ok(_) => self.wake_uplink.notify_one(),
             Err(e) => {
@@ -126,7 +146,8 @@ impl Pipeline {
 
     fn health(&self) -> SensorHealth {
         let stats = self.spool.stats().unwrap_or_default();
-        let mut dropped: std::collections::HashMap<String, u64> = self.dropped.clone().into_iter().collect();
+        let mut dropped: std::collections::HashMap<String, u64> =
+            self.dropped.clone().into_iter().collect();
         if stats.dropped > 0 {
             dropped.insert("spool_full".into(), stats.dropped);
         }

@@ -6,16 +6,16 @@
 //! when the server acknowledges them. A dropped connection is retried with
 //! backoff and resumes from the first unacknowledged record.
 
-use crate::config::SensorConfig;
 use crate::SensorError;
+use crate::config::SensorConfig;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use vigil_proto::v1::{ingest_client::IngestClient, EnrollRequest, HostInfo, Record, RecordBatch};
+use vigil_proto::v1::{EnrollRequest, HostInfo, Record, RecordBatch, ingest_client::IngestClient};
 use vigil_spool::Spool;
 
 /// Batches sent but not yet acknowledged, at most.
@@ -57,19 +57,28 @@ impl DeviceIdentity {
         write_private(&dir.join("device.key"), &self.key_pem)?;
         write_private(&dir.join("device.pem"), &self.cert_pem)?;
         // Written last: its presence means enrollment completed.
-        write_private(&dir.join("identity"), &format!("{} {}\n", self.device_id, self.tenant_id))
+        write_private(
+            &dir.join("identity"),
+            &format!("{} {}\n", self.device_id, self.tenant_id),
+        )
     }
 }
 
 fn tls(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> ClientTlsConfig {
-    let mut t = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name(cfg.server_name());
+    let mut t = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(cfg.server_name());
     if let Some(id) = identity {
         t = t.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
     }
     t
 }
 
-async fn channel(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> Result<Channel, SensorError> {
+async fn channel(
+    cfg: &SensorConfig,
+    ca_pem: &str,
+    identity: Option<&DeviceIdentity>,
+) -> Result<Channel, SensorError> {
     let ep = Channel::from_shared(cfg.server.endpoint.clone())
         .map_err(|e| SensorError::Config(format!("server.endpoint: {e}")))?
         .tls_config(tls(cfg, ca_pem, identity))
@@ -77,37 +86,63 @@ async fn channel(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdent
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(30));
-    ep.connect().await.map_err(|e| SensorError::Transport(format!("connect {}: {e}", cfg.server.endpoint)))
+    ep.connect()
+        .await
+        .map_err(|e| SensorError::Transport(format!("connect {}: {e}", cfg.server.endpoint)))
 }
 
 pub(crate) fn read_ca(cfg: &SensorConfig) -> Result<String, SensorError> {
-    std::fs::read_to_string(&cfg.server.ca_file)
-        .map_err(|e| SensorError::Config(format!("server.ca_file {}: {e}", cfg.server.ca_file.display())))
+    std::fs::read_to_string(&cfg.server.ca_file).map_err(|e| {
+        SensorError::Config(format!(
+            "server.ca_file {}: {e}",
+            cfg.server.ca_file.display()
+        ))
+    })
 }
 
 /// Enrolls this device unless an identity is already on disk.
-pub async fn ensure_enrolled(cfg: &SensorConfig, host: &HostInfo) -> Result<DeviceIdentity, SensorError> {
+pub async fn ensure_enrolled(
+    cfg: &SensorConfig,
+    host: &HostInfo,
+) -> Result<DeviceIdentity, SensorError> {
     if let Some(id) = DeviceIdentity::load(&cfg.data_dir) {
         return Ok(id);
     }
     let token = match (&cfg.enrollment.token, &cfg.enrollment.token_file) {
         (Some(t), _) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| SensorError::Config(format!("enrollment.token_file {}: {e}", f.display())))?
+            .map_err(|e| {
+                SensorError::Config(format!("enrollment.token_file {}: {e}", f.display()))
+            })?
             .trim()
             .to_owned(),
-        (None, None) => return Err(SensorError::Config("not enrolled and no enrollment token configured".into())),
+        (None, None) => {
+            return Err(SensorError::Config(
+                "not enrolled and no enrollment token configured".into(),
+            ));
+        }
     };
     let ca = read_ca(cfg)?;
-    let (key_pem, csr_pem) = vigil_pki::device_key_and_csr(&host.hostname).map_err(|e| SensorError::Enroll(e.to_string()))?;
+    let (key_pem, csr_pem) = vigil_pki::device_key_and_csr(&host.hostname)
+        .map_err(|e| SensorError::Enroll(e.to_string()))?;
     let mut client = IngestClient::new(channel(cfg, &ca, None).await?);
     let resp = client
-        .enroll(EnrollRequest { enrollment_token: token, csr_pem, host: Some(host.clone()) })
+        .enroll(EnrollRequest {
+            enrollment_token: token,
+            csr_pem,
+            host: Some(host.clone()),
+        })
         .await
         .map_err(|s| SensorError::Enroll(format!("{}: {}", s.code(), s.message())))?
         .into_inner();
-    let id = DeviceIdentity { device_id: resp.device_id, tenant_id: resp.tenant_id, cert_pem: resp.certificate_pem, key_pem };
-    id.save(&cfg.data_dir).map_err(|e| SensorError::Io(format!("saving identity: {e}")))?;
+    let id = DeviceIdentity {
+        device_id: resp.device_id,
+        tenant_id: resp.tenant_id,
+        cert_pem: resp.certificate_pem,
+        key_pem,
+    };
+    id.save(&cfg.data_dir)
+        .map_err(|e| SensorError::Io(format!("saving identity: {e}")))?;
     tracing::info!(device = %id.device_id, tenant = %id.tenant_id, "Enrolled");
     Ok(id)
 }
@@ -171,7 +206,9 @@ async fn session(
                 .await
                 .map_err(|e| SensorError::Io(e.to_string()))?
                 .map_err(|e| SensorError::Io(e.to_string()))?;
-            let Some(last) = recs.last().map(|r| r.0) else { break };
+            let Some(last) = recs.last().map(|r| r.0) else {
+                break;
+            };
             let mut records = Vec::with_capacity(recs.len());
             for (seq, bytes) in recs {
                 match <Record as prost::Message>::decode(bytes.as_slice()) {

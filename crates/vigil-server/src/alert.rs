@@ -59,7 +59,9 @@ const BUS_CAPACITY: usize = 1024;
 impl AlertBus {
     pub(crate) fn subscribe(&self, tenant: &str) -> broadcast::Receiver<Alert> {
         let mut c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        c.entry(tenant.to_owned()).or_insert_with(|| broadcast::channel(BUS_CAPACITY).0).subscribe()
+        c.entry(tenant.to_owned())
+            .or_insert_with(|| broadcast::channel(BUS_CAPACITY).0)
+            .subscribe()
     }
 
     pub(crate) fn publish(&self, tenant: &str, alert: &Alert) {

@@ -35,11 +35,18 @@ fn default_max_batch() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: field `{field}`: {message}")]
-    Invalid { path: PathBuf, field: &'static str, message: String },
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
 }
 
 impl ServerConfig {
@@ -55,10 +62,20 @@ impl ServerConfig {
     }
 
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let cfg: ServerConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid { path: path.to_owned(), field, message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: ServerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -67,7 +84,10 @@ impl ServerConfig {
             return Err(("server_names", "needs at least one name".into()));
         }
         if !(64 * 1024..=64 * 1024 * 1024).contains(&self.max_message_bytes) {
-            return Err(("max_message_bytes", "must be between 65536 and 67108864".into()));
+            return Err((
+                "max_message_bytes",
+                "must be between 65536 and 67108864".into(),
+            ));
         }
         if !(1..=100_000).contains(&self.max_batch_records) {
             return Err(("max_batch_records", "must be between 1 and 100000".into()));

@@ -1,13 +1,15 @@
 //! The Ingest service: enrollment (token → device certificate) and the record
 //! stream (mutual TLS; tenant from the certificate, never from the payload).
 
-use crate::{alert, Shared};
+use crate::{Shared, alert};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use vigil_proto::v1::{ingest_server::Ingest, record::Payload, BatchAck, EnrollRequest, EnrollResponse, RecordBatch};
+use vigil_proto::v1::{
+    BatchAck, EnrollRequest, EnrollResponse, RecordBatch, ingest_server::Ingest, record::Payload,
+};
 use vigil_store::{DeviceRecord, Redeemed};
 
 pub(crate) struct IngestService {
@@ -25,7 +27,9 @@ fn device_of<T>(shared: &Shared, req: &Request<T>) -> Result<DeviceRecord, Statu
         tracing::warn!(peer = ?req.remote_addr(), "Stream refused: no device certificate");
         Status::unauthenticated("a device certificate is required: enroll first")
     })?;
-    let leaf = certs.first().ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
     let id = vigil_pki::device_identity(leaf.as_ref()).map_err(|e| {
         tracing::warn!(error = %e, "Stream refused: certificate without device identity");
         Status::unauthenticated("certificate carries no device identity")
@@ -49,7 +53,10 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
-    async fn enroll(&self, req: Request<EnrollRequest>) -> Result<Response<EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        req: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
         let peer = req.remote_addr();
         let req = req.into_inner();
         let shared = Arc::clone(&self.shared);
@@ -96,9 +103,16 @@ impl Ingest for IngestService {
 
     type StreamStream = AckStream;
 
-    async fn stream(&self, req: Request<Streaming<RecordBatch>>) -> Result<Response<AckStream>, Status> {
+    async fn stream(
+        &self,
+        req: Request<Streaming<RecordBatch>>,
+    ) -> Result<Response<AckStream>, Status> {
         let device = device_of(&self.shared, &req)?;
-        let store = self.shared.control.tenant_store(&device.tenant_id).map_err(internal)?;
+        let store = self
+            .shared
+            .control
+            .tenant_store(&device.tenant_id)
+            .map_err(internal)?;
         let shared = Arc::clone(&self.shared);
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BatchAck, Status>>(16);
@@ -127,7 +141,9 @@ impl Ingest for IngestService {
             }
             tracing::info!(device = %device.device_id, "Sensor stream closed");
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -144,8 +160,15 @@ async fn handle_batch(
             shared.config.max_batch_records
         )));
     }
-    if batch.records.windows(2).any(|w| w[0].sequence >= w[1].sequence) || batch.records.iter().any(|r| r.sequence == 0) {
-        return Err(Status::invalid_argument("record sequence numbers must be positive and strictly increasing"));
+    if batch
+        .records
+        .windows(2)
+        .any(|w| w[0].sequence >= w[1].sequence)
+        || batch.records.iter().any(|r| r.sequence == 0)
+    {
+        return Err(Status::invalid_argument(
+            "record sequence numbers must be positive and strictly increasing",
+        ));
     }
     let received = vigil_store::now_unix_ns();
     let mut records = Vec::with_capacity(batch.records.len());
@@ -154,13 +177,22 @@ async fn handle_batch(
         if let Some(Payload::Detection(d)) = &r.payload {
             let id = alert::new_alert_id(received).map_err(internal)?;
             let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
-            let a = alert::from_detection(id.clone(), d.clone(), &device.device_id, &device.hostname, time, received);
+            let a = alert::from_detection(
+                id.clone(),
+                d.clone(),
+                &device.device_id,
+                &device.hostname,
+                time,
+                received,
+            );
             alerts.push((r.sequence, id, a));
         }
         records.push((r.sequence, r.encode_to_vec()));
     }
-    let encoded: Vec<(u64, String, Vec<u8>)> =
-        alerts.iter().map(|(s, id, a)| (*s, id.clone(), a.encode_to_vec())).collect();
+    let encoded: Vec<(u64, String, Vec<u8>)> = alerts
+        .iter()
+        .map(|(s, id, a)| (*s, id.clone(), a.encode_to_vec()))
+        .collect();
     let (st, dev) = (Arc::clone(store), device.device_id.clone());
     let outcome = tokio::task::spawn_blocking(move || st.commit_batch(&dev, &records, &encoded))
         .await

@@ -55,7 +55,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
     }
 }
 
@@ -67,18 +69,32 @@ impl Server {
         // Sensors authenticate with device certificates from our CA; enrollment
         // (which has none yet) is the one call allowed without.
         let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&pki.server_cert_pem, &pki.server_key_pem))
+            .identity(Identity::from_pem(
+                &pki.server_cert_pem,
+                &pki.server_key_pem,
+            ))
             .client_ca_root(Certificate::from_pem(pki.ca.cert_pem()))
             .client_auth_optional(true);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Io(format!("listen on {}: {e}", config.listen)))?;
-        let shared = Arc::new(Shared { control, ca: pki.ca, config, alerts: alert::AlertBus::default() });
-        Ok(Server { listener, shared, tls })
+        let shared = Arc::new(Shared {
+            control,
+            ca: pki.ca,
+            config,
+            alerts: alert::AlertBus::default(),
+        });
+        Ok(Server {
+            listener,
+            shared,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, ServerError> {
-        self.listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))
+        self.listener
+            .local_addr()
+            .map_err(|e| ServerError::Io(e.to_string()))
     }
 
     /// The control store, for administration (tenants, tokens).
@@ -87,17 +103,28 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let max = self.shared.config.max_message_bytes;
-        let ingest = IngestServer::new(ingest::IngestService { shared: Arc::clone(&self.shared) })
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let alerts = AlertsServer::new(query::AlertsService { shared: Arc::clone(&self.shared) })
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
+        let ingest = IngestServer::new(ingest::IngestService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let alerts = AlertsServer::new(query::AlertsService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<IngestServer<ingest::IngestService>>().await;
-        health_reporter.set_serving::<AlertsServer<query::AlertsService>>().await;
+        health_reporter
+            .set_serving::<IngestServer<ingest::IngestService>>()
+            .await;
+        health_reporter
+            .set_serving::<AlertsServer<query::AlertsService>>()
+            .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS");
         tonic::transport::Server::builder()
@@ -107,7 +134,10 @@ impl Server {
             .add_service(health)
             .add_service(ingest)
             .add_service(alerts)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
+                shutdown,
+            )
             .await
             .map_err(|e| ServerError::Transport(e.to_string()))
     }

@@ -13,7 +13,9 @@ pub struct PkiPaths {
 
 impl PkiPaths {
     pub fn new(data_dir: &Path) -> Self {
-        PkiPaths { dir: data_dir.join("pki") }
+        PkiPaths {
+            dir: data_dir.join("pki"),
+        }
     }
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.pem")
@@ -54,7 +56,8 @@ fn read(path: &Path) -> Result<String, ServerError> {
 
 /// Loads the CA and server certificate, creating them when absent.
 pub(crate) fn load_or_create(paths: &PkiPaths, names: &[String]) -> Result<Loaded, ServerError> {
-    std::fs::create_dir_all(&paths.dir).map_err(|e| ServerError::Io(format!("{}: {e}", paths.dir.display())))?;
+    std::fs::create_dir_all(&paths.dir)
+        .map_err(|e| ServerError::Io(format!("{}: {e}", paths.dir.display())))?;
     let ca = if paths.ca_cert().exists() {
         CertificateAuthority::from_pem(&read(&paths.ca_cert())?, &read(&paths.ca_key())?)?
     } else {
@@ -70,5 +73,9 @@ pub(crate) fn load_or_create(paths: &PkiPaths, names: &[String]) -> Result<Loade
         write_file(&paths.server_cert(), &server.cert_pem, false)?;
         tracing::info!(names = ?names, "Issued server certificate");
     }
-    Ok(Loaded { ca, server_cert_pem: read(&paths.server_cert())?, server_key_pem: read(&paths.server_key())? })
+    Ok(Loaded {
+        ca,
+        server_cert_pem: read(&paths.server_cert())?,
+        server_key_pem: read(&paths.server_key())?,
+    })
 }

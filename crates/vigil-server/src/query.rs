@@ -8,7 +8,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-use vigil_proto::v1::{alerts_server::Alerts, Alert, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, WatchAlertsRequest};
+use vigil_proto::v1::{
+    Alert, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, WatchAlertsRequest,
+    alerts_server::Alerts,
+};
 
 pub(crate) struct AlertsService {
     pub(crate) shared: Arc<Shared>,
@@ -31,7 +34,10 @@ fn analyst<T>(shared: &Shared, req: &Request<T>, method: &str) -> Result<(String
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
     match shared.control.api_token(token.trim()).map_err(internal)? {
         Some(info) => {
@@ -58,7 +64,10 @@ type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Alerts for AlertsService {
-    async fn list_alerts(&self, req: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
+    async fn list_alerts(
+        &self,
+        req: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
         let (tenant, _) = analyst(&self.shared, &req, "ListAlerts")?;
         let req = req.into_inner();
         let size = match req.page_size {
@@ -68,12 +77,18 @@ impl Alerts for AlertsService {
         if !req.page_token.is_empty() && (req.page_token.len() > 64 || !req.page_token.is_ascii()) {
             return Err(Status::invalid_argument("malformed page_token"));
         }
-        let store = self.shared.control.tenant_store(&tenant).map_err(internal)?;
+        let store = self
+            .shared
+            .control
+            .tenant_store(&tenant)
+            .map_err(internal)?;
         let rows = tokio::task::spawn_blocking(move || {
             let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
             // One more than asked tells whether another page exists.
             store
-                .alerts(before, size + 1, |bytes| Alert::decode(bytes).is_ok_and(|a| keep(&req, &a)))
+                .alerts(before, size + 1, |bytes| {
+                    Alert::decode(bytes).is_ok_and(|a| keep(&req, &a))
+                })
                 .map(|rows| (rows, req))
         })
         .await
@@ -82,9 +97,19 @@ impl Alerts for AlertsService {
         let (mut rows, _) = rows;
         let more = rows.len() > size;
         rows.truncate(size);
-        let alerts: Vec<Alert> = rows.iter().filter_map(|(_, b)| Alert::decode(b.as_slice()).ok()).collect();
-        let next_page_token = if more { rows.last().map(|r| r.0.clone()).unwrap_or_default() } else { String::new() };
-        Ok(Response::new(ListAlertsResponse { alerts, next_page_token }))
+        let alerts: Vec<Alert> = rows
+            .iter()
+            .filter_map(|(_, b)| Alert::decode(b.as_slice()).ok())
+            .collect();
+        let next_page_token = if more {
+            rows.last().map(|r| r.0.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListAlertsResponse {
+            alerts,
+            next_page_token,
+        }))
     }
 
     async fn get_alert(&self, req: Request<GetAlertRequest>) -> Result<Response<Alert>, Status> {
@@ -93,29 +118,41 @@ impl Alerts for AlertsService {
         if id.is_empty() || id.len() > 64 {
             return Err(Status::invalid_argument("malformed alert id"));
         }
-        let store = self.shared.control.tenant_store(&tenant).map_err(internal)?;
+        let store = self
+            .shared
+            .control
+            .tenant_store(&tenant)
+            .map_err(internal)?;
         let bytes = tokio::task::spawn_blocking(move || store.alert(&id))
             .await
             .map_err(internal)?
             .map_err(internal)?
             // Another tenant's id is indistinguishable from a missing one.
             .ok_or_else(|| Status::not_found("no such alert"))?;
-        Alert::decode(bytes.as_slice()).map(Response::new).map_err(internal)
+        Alert::decode(bytes.as_slice())
+            .map(Response::new)
+            .map_err(internal)
     }
 
     type WatchAlertsStream = AlertStream;
 
-    async fn watch_alerts(&self, req: Request<WatchAlertsRequest>) -> Result<Response<AlertStream>, Status> {
+    async fn watch_alerts(
+        &self,
+        req: Request<WatchAlertsRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
         let (tenant, _) = analyst(&self.shared, &req, "WatchAlerts")?;
         let min = req.into_inner().min_severity;
         let rx = self.shared.alerts.subscribe(&tenant);
-        let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
-            Ok(a) if a.severity >= min => Some(Ok(a)),
-            Ok(_) => None,
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Err(Status::data_loss(format!("watcher fell behind; {n} alerts skipped (use ListAlerts)"))))
-            }
-        });
+        let stream =
+            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
+                Ok(a) if a.severity >= min => Some(Ok(a)),
+                Ok(_) => None,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    Some(Err(Status::data_loss(format!(
+                        "watcher fell behind; {n} alerts skipped (use ListAlerts)"
+                    ))))
+                }
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 }

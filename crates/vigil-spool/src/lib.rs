@@ -39,7 +39,13 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Counters for health reporting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,7 +66,9 @@ pub struct Spool {
 
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool").field("capacity", &self.capacity).finish_non_exhaustive()
+        f.debug_struct("Spool")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,13 +86,24 @@ impl Spool {
             next
         };
         tx.commit()?;
-        Ok(Spool { db, capacity: capacity_bytes, next: Mutex::new(next) })
+        Ok(Spool {
+            db,
+            capacity: capacity_bytes,
+            next: Mutex::new(next),
+        })
     }
 
     /// Encodes and appends records in one durable transaction. `encode` gets
     /// each record's sequence number and returns its bytes.
-    pub fn append<T>(&self, items: impl IntoIterator<Item = T>, mut encode: impl FnMut(u64, T) -> Vec<u8>) -> Result<u64, SpoolError> {
-        let mut next = self.next.lock().map_err(|_| SpoolError::Db("sequence lock poisoned".into()))?;
+    pub fn append<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        mut encode: impl FnMut(u64, T) -> Vec<u8>,
+    ) -> Result<u64, SpoolError> {
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| SpoolError::Db("sequence lock poisoned".into()))?;
         let tx = self.db.begin_write()?;
         let mut appended = 0;
         {
@@ -100,7 +119,9 @@ impl Spool {
                     return Err(SpoolError::TooLarge(data.len()));
                 }
                 while bytes + len > self.capacity {
-                    let Some((_, v)) = recs.pop_first()? else { break };
+                    let Some((_, v)) = recs.pop_first()? else {
+                        break;
+                    };
                     bytes = bytes.saturating_sub(v.value().len() as u64);
                     dropped += 1;
                 }
@@ -119,7 +140,12 @@ impl Spool {
     }
 
     /// Up to `max_records` records (and about `max_bytes`) with sequence > `after`, in order.
-    pub fn read_after(&self, after: u64, max_records: usize, max_bytes: usize) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+    pub fn read_after(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
         let tx = self.db.begin_read()?;
         let recs = tx.open_table(RECORDS)?;
         let mut out = Vec::new();
@@ -163,8 +189,14 @@ impl Spool {
         let tx = self.db.begin_read()?;
         let recs = tx.open_table(RECORDS)?;
         let meta = tx.open_table(META)?;
-        let get = |k| -> Result<u64, SpoolError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
-        Ok(SpoolStats { records: recs.len()?, bytes: get(BYTES)?, dropped: get(DROPPED)?, next_seq: get(NEXT_SEQ)? })
+        let get =
+            |k| -> Result<u64, SpoolError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        Ok(SpoolStats {
+            records: recs.len()?,
+            bytes: get(BYTES)?,
+            dropped: get(DROPPED)?,
+            next_seq: get(NEXT_SEQ)?,
+        })
     }
 }
 
@@ -191,7 +223,10 @@ mod tests {
         assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 5]);
         assert_eq!(s.read_after(3, 1, 1 << 20).unwrap()[0].0, 4);
         let st = s.stats().unwrap();
-        assert_eq!((st.records, st.bytes, st.dropped, st.next_seq), (3, 12, 0, 6));
+        assert_eq!(
+            (st.records, st.bytes, st.dropped, st.next_seq),
+            (3, 12, 0, 6)
+        );
     }
 
     #[test]
@@ -202,7 +237,10 @@ mod tests {
         let st = s.stats().unwrap();
         assert_eq!((st.records, st.bytes, st.dropped), (2, 8, 1));
         assert_eq!(s.read_after(0, 10, 100).unwrap()[0].0, 2);
-        assert!(matches!(s.append(0..1, bytes(11)), Err(SpoolError::TooLarge(11))));
+        assert!(matches!(
+            s.append(0..1, bytes(11)),
+            Err(SpoolError::TooLarge(11))
+        ));
     }
 
     #[test]

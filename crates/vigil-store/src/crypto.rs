@@ -19,7 +19,8 @@ pub(crate) struct SealKey {
 
 impl SealKey {
     pub(crate) fn new(bytes: &[u8]) -> Result<SealKey, StoreError> {
-        let cipher = Aes256Gcm::new_from_slice(bytes).map_err(|_| StoreError::Crypto("bad key length"))?;
+        let cipher =
+            Aes256Gcm::new_from_slice(bytes).map_err(|_| StoreError::Crypto("bad key length"))?;
         Ok(SealKey { cipher })
     }
 
@@ -42,7 +43,9 @@ impl SealKey {
             return Err(StoreError::Crypto("ciphertext too short"));
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| StoreError::Crypto("bad nonce"))?;
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| StoreError::Crypto("bad nonce"))?;
         self.cipher
             .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad })
             .map(Zeroizing::new)
@@ -65,7 +68,10 @@ mod tests {
         let k = SealKey::new(random_key().unwrap().as_ref()).unwrap();
         let s = k.seal(b"where", b"secret").unwrap();
         assert_eq!(k.open(b"where", &s).unwrap().as_slice(), b"secret");
-        assert!(k.open(b"elsewhere", &s).is_err(), "moved ciphertext must not open");
+        assert!(
+            k.open(b"elsewhere", &s).is_err(),
+            "moved ciphertext must not open"
+        );
         let mut t = s.clone();
         let last = t.len() - 1;
         t[last] ^= 1;

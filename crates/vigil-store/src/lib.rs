@@ -15,7 +15,9 @@ mod control;
 mod crypto;
 mod tenant;
 
-pub use control::{ApiTokenInfo, ControlStore, DeviceRecord, EnrollmentToken, Redeemed, TenantRecord};
+pub use control::{
+    ApiTokenInfo, ControlStore, DeviceRecord, EnrollmentToken, Redeemed, TenantRecord,
+};
 pub use tenant::{BatchOutcome, TenantStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +25,10 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(String),
     #[error("I/O on {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("encryption: {0}")]
     Crypto(&'static str),
     #[error("corrupt entry in {table}: {reason}")]
@@ -81,7 +86,12 @@ pub fn new_id() -> Result<String, StoreError> {
 }
 
 fn check_id(s: &str) -> Result<(), StoreError> {
-    if s.is_empty() || s.len() > 64 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if s.is_empty()
+        || s.len() > 64
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(StoreError::BadIdentifier(s.to_owned()));
     }
     Ok(())

@@ -1,5 +1,5 @@
-use crate::crypto::SealKey;
 use crate::StoreError;
+use crate::crypto::SealKey;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 
@@ -16,7 +16,9 @@ pub struct TenantStore {
 
 impl std::fmt::Debug for TenantStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TenantStore").field("tenant_id", &self.tenant_id).finish_non_exhaustive()
+        f.debug_struct("TenantStore")
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,11 @@ fn alert_aad(tenant: &str, id: &str) -> Vec<u8> {
 }
 
 impl TenantStore {
-    pub(crate) fn open(tenant_id: &str, path: &Path, key: SealKey) -> Result<TenantStore, StoreError> {
+    pub(crate) fn open(
+        tenant_id: &str,
+        path: &Path,
+        key: SealKey,
+    ) -> Result<TenantStore, StoreError> {
         let db = Database::create(path)?;
         // Create the tables up front so readers never see them missing.
         let tx = db.begin_write()?;
@@ -49,7 +55,11 @@ impl TenantStore {
         tx.open_table(HIGH_WATER)?;
         tx.open_table(ALERTS)?;
         tx.commit()?;
-        Ok(TenantStore { tenant_id: tenant_id.to_owned(), db, key })
+        Ok(TenantStore {
+            tenant_id: tenant_id.to_owned(),
+            db,
+            key,
+        })
     }
 
     pub fn tenant_id(&self) -> &str {
@@ -75,7 +85,12 @@ impl TenantStore {
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
         let tx = self.db.begin_write()?;
-        let mut outcome = BatchOutcome { accepted: 0, duplicates: 0, stored_through: 0, previous_high: 0 };
+        let mut outcome = BatchOutcome {
+            accepted: 0,
+            duplicates: 0,
+            stored_through: 0,
+            previous_high: 0,
+        };
         {
             let mut hw = tx.open_table(HIGH_WATER)?;
             let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
@@ -87,7 +102,9 @@ impl TenantStore {
                     outcome.duplicates += 1;
                     continue;
                 }
-                let sealed = self.key.seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
+                let sealed = self
+                    .key
+                    .seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
                 rec.insert((device, *seq), sealed.as_slice())?;
                 high = *seq;
                 outcome.accepted += 1;
@@ -107,14 +124,24 @@ impl TenantStore {
     }
 
     /// Up to `limit` records of `device` with sequence > `after`, decrypted.
-    pub fn records(&self, device: &str, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    pub fn records(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(RECORDS)?;
         let mut out = Vec::new();
-        for item in t.range((device, after.saturating_add(1))..=(device, u64::MAX))?.take(limit) {
+        for item in t
+            .range((device, after.saturating_add(1))..=(device, u64::MAX))?
+            .take(limit)
+        {
             let (k, v) = item?;
             let seq = k.value().1;
-            let plain = self.key.open(&record_aad(&self.tenant_id, device, seq), v.value())?;
+            let plain = self
+                .key
+                .open(&record_aad(&self.tenant_id, device, seq), v.value())?;
             out.push((seq, plain.to_vec()));
         }
         Ok(out)
@@ -154,7 +181,11 @@ impl TenantStore {
         let t = tx.open_table(ALERTS)?;
         match t.get(id)? {
             None => Ok(None),
-            Some(v) => Ok(Some(self.key.open(&alert_aad(&self.tenant_id, id), v.value())?.to_vec())),
+            Some(v) => Ok(Some(
+                self.key
+                    .open(&alert_aad(&self.tenant_id, id), v.value())?
+                    .to_vec(),
+            )),
         }
     }
 }
@@ -172,9 +203,15 @@ mod tests {
         let recs: Vec<(u64, Vec<u8>)> = (1..=3).map(|i| (i, vec![i as u8])).collect();
         let alerts = vec![(2, "0001".to_string(), b"alert".to_vec())];
         let first = t.commit_batch("d", &recs, &alerts).unwrap();
-        assert_eq!((first.accepted, first.duplicates, first.stored_through), (3, 0, 3));
+        assert_eq!(
+            (first.accepted, first.duplicates, first.stored_through),
+            (3, 0, 3)
+        );
         let again = t.commit_batch("d", &recs, &alerts).unwrap();
-        assert_eq!((again.accepted, again.duplicates, again.stored_through), (0, 3, 3));
+        assert_eq!(
+            (again.accepted, again.duplicates, again.stored_through),
+            (0, 3, 3)
+        );
         assert_eq!(t.records("d", 0, 100).unwrap().len(), 3);
         assert_eq!(t.records("d", 2, 100).unwrap(), vec![(3, vec![3])]);
         assert_eq!(t.alerts(None, 10, |_| true).unwrap().len(), 1);
@@ -188,15 +225,27 @@ mod tests {
         c.create_tenant("a", "A").unwrap();
         let t = c.tenant_store("a").unwrap();
         let marker = b"PLAINTEXT-MARKER-cat /etc/shadow".to_vec();
-        let alerts: Vec<_> = (1..=5).map(|i| (i, format!("{i:04}"), marker.clone())).collect();
-        t.commit_batch("d", &[(5, marker.clone())], &alerts).unwrap();
+        let alerts: Vec<_> = (1..=5)
+            .map(|i| (i, format!("{i:04}"), marker.clone()))
+            .collect();
+        t.commit_batch("d", &[(5, marker.clone())], &alerts)
+            .unwrap();
         let page1 = t.alerts(None, 2, |_| true).unwrap();
-        assert_eq!(page1.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["0005", "0004"]);
+        assert_eq!(
+            page1.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+            ["0005", "0004"]
+        );
         let page2 = t.alerts(Some("0004"), 10, |_| true).unwrap();
-        assert_eq!(page2.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(), ["0003", "0002", "0001"]);
+        assert_eq!(
+            page2.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+            ["0003", "0002", "0001"]
+        );
         drop(t);
         drop(c);
         let raw = std::fs::read(dir.path().join("tenants/a/data.redb")).unwrap();
-        assert!(!raw.windows(16).any(|w| w == &marker[..16]), "plaintext found on disk");
+        assert!(
+            !raw.windows(16).any(|w| w == &marker[..16]),
+            "plaintext found on disk"
+        );
     }
 }

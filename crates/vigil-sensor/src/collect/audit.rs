@@ -12,12 +12,12 @@
 //! runs, it reads the read-only multicast group instead and leaves auditd be.
 //! On stop it removes its rules and unregisters.
 
+use super::CollectError;
 use super::audit_parse::{Assembler, ExecRecord};
 use super::netlink::{self, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR};
-use super::CollectError;
-use netlink_sys::{protocols::NETLINK_AUDIT, Socket, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const AUDIT_GET: u16 = 1000;
@@ -131,16 +131,27 @@ impl AuditControl {
     fn request(&mut self, kind: u16, payload: &[u8]) -> Result<Option<Vec<u8>>, CollectError> {
         self.seq = self.seq.wrapping_add(1);
         let wants_reply = kind == AUDIT_GET;
-        let flags = if wants_reply { NLM_F_REQUEST } else { NLM_F_REQUEST | NLM_F_ACK };
+        let flags = if wants_reply {
+            NLM_F_REQUEST
+        } else {
+            NLM_F_REQUEST | NLM_F_ACK
+        };
         let msg = netlink::message(kind, flags, self.seq, payload);
-        self.sock.send(&msg, 0).map_err(|e| CollectError::os("audit netlink send", e))?;
+        self.sock
+            .send(&msg, 0)
+            .map_err(|e| CollectError::os("audit netlink send", e))?;
         // Skip event records that interleave on a daemon socket; give up after
         // a bounded number of datagrams or timeouts.
         for _ in 0..256 {
             let mut buf = Vec::with_capacity(65536);
             match self.sock.recv(&mut buf, 0) {
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(CollectError::os("audit netlink recv", e)),
@@ -153,7 +164,12 @@ impl AuditControl {
                     match netlink::error_code(m.payload) {
                         Some(0) if !wants_reply => return Ok(None),
                         Some(0) => {}
-                        Some(e) => return Err(CollectError::Kernel { what: kind_name(kind), errno: -e }),
+                        Some(e) => {
+                            return Err(CollectError::Kernel {
+                                what: kind_name(kind),
+                                errno: -e,
+                            });
+                        }
                         None => return Err(CollectError::Malformed("short netlink error")),
                     }
                 } else if m.kind == kind && wants_reply {
@@ -165,9 +181,16 @@ impl AuditControl {
     }
 
     pub(crate) fn status(&mut self) -> Result<Status, CollectError> {
-        let p = self.request(AUDIT_GET, &[])?.ok_or(CollectError::Malformed("no audit status"))?;
+        let p = self
+            .request(AUDIT_GET, &[])?
+            .ok_or(CollectError::Malformed("no audit status"))?;
         let f = |i| netlink::u32_at(&p, i).ok_or(CollectError::Malformed("short audit status"));
-        Ok(Status { enabled: f(1)?, pid: f(3)?, backlog_limit: f(5)?, lost: f(6)? })
+        Ok(Status {
+            enabled: f(1)?,
+            pid: f(3)?,
+            backlog_limit: f(5)?,
+            lost: f(6)?,
+        })
     }
 
     fn rules(&mut self, add: bool) -> Result<(), CollectError> {
@@ -176,8 +199,14 @@ impl AuditControl {
             match self.request(if add { AUDIT_ADD_RULE } else { AUDIT_DEL_RULE }, &p) {
                 Ok(_) => {}
                 // EEXIST: left by a sensor that did not stop cleanly; ENOENT on delete: already gone.
-                Err(CollectError::Kernel { errno: libc::EEXIST, .. }) if add => {}
-                Err(CollectError::Kernel { errno: libc::ENOENT, .. }) if !add => {}
+                Err(CollectError::Kernel {
+                    errno: libc::EEXIST,
+                    ..
+                }) if add => {}
+                Err(CollectError::Kernel {
+                    errno: libc::ENOENT,
+                    ..
+                }) if !add => {}
                 Err(e) => return Err(e),
             }
         }
@@ -215,11 +244,17 @@ fn set_timeout(sock: &Socket) -> Result<(), CollectError> {
 impl AuditSource {
     /// Connects to audit, picks daemon or multicast mode, installs the exec rules.
     pub(crate) fn start() -> Result<AuditSource, CollectError> {
-        let mut sock = Socket::new(NETLINK_AUDIT).map_err(|e| CollectError::os("audit netlink socket", e))?;
-        sock.bind_auto().map_err(|e| CollectError::os("audit netlink bind", e))?;
+        let mut sock =
+            Socket::new(NETLINK_AUDIT).map_err(|e| CollectError::os("audit netlink socket", e))?;
+        sock.bind_auto()
+            .map_err(|e| CollectError::os("audit netlink bind", e))?;
         set_timeout(&sock)?;
         let _ = sock.set_rx_buf_sz(8 * 1024 * 1024);
-        let mut control = AuditControl { sock, seq: 0, mode: AuditMode::Daemon };
+        let mut control = AuditControl {
+            sock,
+            seq: 0,
+            mode: AuditMode::Daemon,
+        };
         let status = control.status()?;
         if status.enabled == 2 {
             return Err(CollectError::Unavailable(
@@ -230,7 +265,8 @@ impl AuditSource {
         let mut events = None;
         if status.pid != 0 && status.pid != me && pid_alive(status.pid) {
             // An audit daemon (auditd) owns the unicast stream; read the multicast copy.
-            let mut ev = Socket::new(NETLINK_AUDIT).map_err(|e| CollectError::os("audit netlink socket", e))?;
+            let mut ev = Socket::new(NETLINK_AUDIT)
+                .map_err(|e| CollectError::os("audit netlink socket", e))?;
             ev.bind(&SocketAddr::new(0, 1 << (AUDIT_NLGRP_READLOG - 1)))
                 .map_err(|e| CollectError::os("audit multicast join (needs CAP_AUDIT_READ)", e))?;
             set_timeout(&ev)?;
@@ -242,7 +278,12 @@ impl AuditSource {
             let limit = status.backlog_limit.max(BACKLOG_LIMIT);
             control.request(
                 AUDIT_SET,
-                &status_payload(STATUS_ENABLED | STATUS_PID | STATUS_BACKLOG_LIMIT, 1, me, limit),
+                &status_payload(
+                    STATUS_ENABLED | STATUS_PID | STATUS_BACKLOG_LIMIT,
+                    1,
+                    me,
+                    limit,
+                ),
             )?;
         }
         control.rules(true)?;
@@ -274,18 +315,24 @@ impl AuditSource {
             buf.clear();
             match sock.recv(&mut buf, 0) {
                 Ok(_) => {
-                    let Some(m) = netlink::audit_record(&buf) else { continue };
+                    let Some(m) = netlink::audit_record(&buf) else {
+                        continue;
+                    };
                     tracing::trace!(kind = m.kind, len = m.payload.len(), "Audit record");
                     if USER_MSGS.iter().any(|r| r.contains(&m.kind)) || m.kind < AUDIT_GET {
                         continue;
                     }
-                    if let Some(e) = asm.push(m.kind, m.payload) {
-                        if e.success {
-                            emit(e);
-                        }
+                    if let Some(e) = asm.push(m.kind, m.payload)
+                        && e.success
+                    {
+                        emit(e);
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     // The socket buffer overflowed: records were lost in the kernel.
                     lost(0);
@@ -293,13 +340,15 @@ impl AuditSource {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(CollectError::os("audit netlink recv", e)),
             }
-            if last_check.elapsed() > Duration::from_secs(5) && self.control.mode == AuditMode::Multicast {
+            if last_check.elapsed() > Duration::from_secs(5)
+                && self.control.mode == AuditMode::Multicast
+            {
                 last_check = std::time::Instant::now();
                 if let Ok(s) = self.control.status() {
-                    if let Some(prev) = last_lost {
-                        if s.lost > prev {
-                            lost(s.lost - prev);
-                        }
+                    if let Some(prev) = last_lost
+                        && s.lost > prev
+                    {
+                        lost(s.lost - prev);
                     }
                     last_lost = Some(s.lost);
                 }
@@ -313,10 +362,12 @@ impl AuditSource {
         if let Err(e) = self.control.rules(false) {
             tracing::warn!(error = %e, "Could not remove audit rules");
         }
-        if self.control.mode == AuditMode::Daemon {
-            if let Err(e) = self.control.request(AUDIT_SET, &status_payload(STATUS_PID, 0, 0, 0)) {
-                tracing::warn!(error = %e, "Could not unregister as audit daemon");
-            }
+        if self.control.mode == AuditMode::Daemon
+            && let Err(e) = self
+                .control
+                .request(AUDIT_SET, &status_payload(STATUS_PID, 0, 0, 0))
+        {
+            tracing::warn!(error = %e, "Could not unregister as audit daemon");
         }
         tracing::info!("Audit exec source stopped");
     }

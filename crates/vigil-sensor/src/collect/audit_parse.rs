@@ -33,9 +33,21 @@ pub(crate) fn split_header(text: &[u8]) -> Option<(Stamp, &[u8])> {
     let inner = std::str::from_utf8(&rest[..close]).ok()?;
     let (time, serial) = inner.split_once(':')?;
     let (sec, ms) = time.split_once('.')?;
-    let unix_ms = sec.parse::<i64>().ok()?.checked_mul(1000)?.checked_add(ms.parse::<i64>().ok()?)?;
-    let body = rest[close + 1..].strip_prefix(b":").unwrap_or(&rest[close + 1..]);
-    Some((Stamp { unix_ms, serial: serial.parse().ok()? }, body))
+    let unix_ms = sec
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(ms.parse::<i64>().ok()?)?;
+    let body = rest[close + 1..]
+        .strip_prefix(b":")
+        .unwrap_or(&rest[close + 1..]);
+    Some((
+        Stamp {
+            unix_ms,
+            serial: serial.parse().ok()?,
+        },
+        body,
+    ))
 }
 
 /// Splits `k=v k2="v 2"` into pairs. Quoted values are literal; unquoted ones
@@ -60,7 +72,10 @@ pub(crate) fn fields(body: &[u8]) -> Vec<(&[u8], Value<'_>)> {
         i += 1;
         if i < n && body[i] == b'"' {
             let vs = i + 1;
-            let ve = body[vs..].iter().position(|&b| b == b'"').map_or(n, |p| vs + p);
+            let ve = body[vs..]
+                .iter()
+                .position(|&b| b == b'"')
+                .map_or(n, |p| vs + p);
             out.push((key, Value::Quoted(&body[vs..ve])));
             i = (ve + 1).min(n);
         } else {
@@ -104,7 +119,7 @@ impl<'a> Value<'a> {
 }
 
 pub(crate) fn decode_hex(b: &[u8]) -> Option<Vec<u8>> {
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
@@ -229,7 +244,9 @@ impl Pending {
                 self.argc = v.number().unwrap_or(0);
                 continue;
             }
-            let Some(rest) = k.strip_prefix(b"a") else { continue };
+            let Some(rest) = k.strip_prefix(b"a") else {
+                continue;
+            };
             let key = std::str::from_utf8(rest).unwrap_or_default();
             // `aN_len=...` announces a split argument; its chunks follow as `aN[k]`.
             if key.ends_with("_len") {
@@ -281,8 +298,17 @@ mod tests {
         let mut a = Assembler::default();
         assert!(a.push(AUDIT_SYSCALL, SYSCALL.as_bytes()).is_none());
         assert!(a.push(AUDIT_EXECVE, br#"audit(1732233600.123:77): argc=3 a0="cat" a1=2F746D702F6120622063 a2="/etc/shadow""#).is_none());
-        assert!(a.push(AUDIT_CWD, br#"audit(1732233600.123:77): cwd="/root""#).is_none());
-        assert!(a.push(AUDIT_PROCTITLE, b"audit(1732233600.123:77): proctitle=636174").is_none());
+        assert!(
+            a.push(AUDIT_CWD, br#"audit(1732233600.123:77): cwd="/root""#)
+                .is_none()
+        );
+        assert!(
+            a.push(
+                AUDIT_PROCTITLE,
+                b"audit(1732233600.123:77): proctitle=636174"
+            )
+            .is_none()
+        );
         let e = a.push(AUDIT_EOE, b"audit(1732233600.123:77): ").unwrap();
         assert_eq!(e.pid, 4242);
         assert_eq!(e.ppid, 100);
@@ -290,7 +316,14 @@ mod tests {
         assert_eq!(e.unix_ms, 1_732_233_600_123);
         assert_eq!(e.exe, b"/usr/bin/cat");
         assert_eq!(e.cwd, b"/root");
-        assert_eq!(e.argv, vec![b"cat".to_vec(), b"/tmp/a b c".to_vec(), b"/etc/shadow".to_vec()]);
+        assert_eq!(
+            e.argv,
+            vec![
+                b"cat".to_vec(),
+                b"/tmp/a b c".to_vec(),
+                b"/etc/shadow".to_vec()
+            ]
+        );
         assert!(e.success && !e.argv_truncated);
         assert_eq!(a.pending(), 0);
     }
@@ -299,7 +332,10 @@ mod tests {
     fn split_arguments_join() {
         let mut a = Assembler::default();
         a.push(AUDIT_SYSCALL, SYSCALL.as_bytes());
-        a.push(AUDIT_EXECVE, br#"audit(1732233600.123:77): argc=2 a0="x" a1_len=6 a1[0]=616263"#);
+        a.push(
+            AUDIT_EXECVE,
+            br#"audit(1732233600.123:77): argc=2 a0="x" a1_len=6 a1[0]=616263"#,
+        );
         a.push(AUDIT_EXECVE, br#"audit(1732233600.123:77): a1[1]=646566"#);
         let e = a.push(AUDIT_EOE, b"audit(1732233600.123:77): ").unwrap();
         assert_eq!(e.argv, vec![b"x".to_vec(), b"abcdef".to_vec()]);
@@ -308,8 +344,21 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut a = Assembler::default();
-        for junk in [&b""[..], b"audit(", b"audit(x:y): a", b"audit(1.2:3): =\"", b"audit(1.2:3): a0=ZZ a1=\"", b"audit(99999999999999999999.1:1): "] {
-            for kind in [AUDIT_SYSCALL, AUDIT_EXECVE, AUDIT_CWD, AUDIT_EOE, AUDIT_PATH] {
+        for junk in [
+            &b""[..],
+            b"audit(",
+            b"audit(x:y): a",
+            b"audit(1.2:3): =\"",
+            b"audit(1.2:3): a0=ZZ a1=\"",
+            b"audit(99999999999999999999.1:1): ",
+        ] {
+            for kind in [
+                AUDIT_SYSCALL,
+                AUDIT_EXECVE,
+                AUDIT_CWD,
+                AUDIT_EOE,
+                AUDIT_PATH,
+            ] {
                 let _ = a.push(kind, junk);
             }
         }
@@ -324,7 +373,10 @@ mod tests {
     fn pending_is_bounded() {
         let mut a = Assembler::default();
         for serial in 0..(MAX_PENDING as u64 + 50) {
-            a.push(AUDIT_CWD, format!("audit(1.0:{serial}): cwd=\"/\"").as_bytes());
+            a.push(
+                AUDIT_CWD,
+                format!("audit(1.0:{serial}): cwd=\"/\"").as_bytes(),
+            );
         }
         assert_eq!(a.pending(), MAX_PENDING);
     }

@@ -1,6 +1,6 @@
 //! What runs, and what the machine is, when the sensor starts (sysinfo).
 
-use super::{procfs, ExecInfo, Origin};
+use super::{ExecInfo, Origin, procfs};
 use vigil_proto::v1::HostInfo;
 
 /// Every process visible now, as exec events marked [`Origin::Snapshot`],
@@ -21,9 +21,15 @@ pub(crate) fn snapshot() -> Vec<ExecInfo> {
         .filter(|(_, p)| p.thread_kind().is_none())
         .filter_map(|(pid, p)| {
             let pid = pid.as_u32();
-            let start = i64::try_from(p.start_time()).unwrap_or(0).saturating_mul(1_000_000_000);
+            let start = i64::try_from(p.start_time())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000);
             // /proc has the full detail (argv bytes, ids); sysinfo decides what exists.
-            procfs::exec_info(pid, if start > 0 { start } else { boot_ns }, Origin::Snapshot)
+            procfs::exec_info(
+                pid,
+                if start > 0 { start } else { boot_ns },
+                Origin::Snapshot,
+            )
         })
         .collect();
     out.sort_by_key(|e| (e.unix_ns, e.pid));

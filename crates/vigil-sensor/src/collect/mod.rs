@@ -19,10 +19,21 @@ pub use audit::AuditMode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RawEvent {
     Exec(ExecInfo),
-    Exit { pid: u32, exit_code: i32, exit_signal: i32, unix_ns: i64 },
-    Fork { parent: u32, child: u32 },
+    Exit {
+        pid: u32,
+        exit_code: i32,
+        exit_signal: i32,
+        unix_ns: i64,
+    },
+    Fork {
+        parent: u32,
+        child: u32,
+    },
     /// A source lost events (kernel queue or socket overflow).
-    Lost { source: &'static str, count: u64 },
+    Lost {
+        source: &'static str,
+        count: u64,
+    },
 }
 
 /// Where an exec came from.
@@ -69,7 +80,10 @@ pub struct ExecInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("{what}: {source}")]
-    Os { what: &'static str, source: std::io::Error },
+    Os {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{what} refused by the kernel: {}", std::io::Error::from_raw_os_error(*errno))]
     Kernel { what: &'static str, errno: i32 },
     #[error("malformed kernel message: {0}")]
@@ -86,7 +100,9 @@ impl CollectError {
     /// Whether the error means "this process lacks a privilege".
     pub fn is_permission(&self) -> bool {
         match self {
-            CollectError::Os { source, .. } => source.kind() == std::io::ErrorKind::PermissionDenied,
+            CollectError::Os { source, .. } => {
+                source.kind() == std::io::ErrorKind::PermissionDenied
+            }
             CollectError::Kernel { errno, .. } => *errno == libc::EPERM || *errno == libc::EACCES,
             _ => false,
         }

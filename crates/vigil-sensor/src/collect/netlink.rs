@@ -45,7 +45,11 @@ pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
         // padding; clamp to what the datagram holds.
         let end = (off + len.max(HEADER)).min(buf.len());
         let payload = buf.get(off + HEADER..end)?;
-        off = if len < HEADER { buf.len() } else { off + align(len) };
+        off = if len < HEADER {
+            buf.len()
+        } else {
+            off + align(len)
+        };
         Some(Msg { kind, seq, payload })
     })
 }
@@ -70,7 +74,9 @@ pub(crate) fn error_code(payload: &[u8]) -> Option<i32> {
 }
 
 pub(crate) fn u32_at(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(i * 4..i * 4 + 4)?.try_into().ok()?))
+    Some(u32::from_ne_bytes(
+        b.get(i * 4..i * 4 + 4)?.try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -83,7 +89,10 @@ mod tests {
         d.extend(message(2, 0, 8, &(-17i32).to_ne_bytes()));
         let msgs: Vec<_> = messages(&d).collect();
         assert_eq!(msgs.len(), 2);
-        assert_eq!((msgs[0].kind, msgs[0].seq, msgs[0].payload), (1000, 7, &b"abc"[..]));
+        assert_eq!(
+            (msgs[0].kind, msgs[0].seq, msgs[0].payload),
+            (1000, 7, &b"abc"[..])
+        );
         assert_eq!(error_code(msgs[1].payload), Some(-17));
         // A header claiming more than the datagram holds is clamped, not trusted.
         let mut short = message(1300, 0, 1, b"hello");

@@ -5,11 +5,11 @@
 //! only "pid X exec'd", and the rest is read from /proc, which a process that
 //! exits within a millisecond can beat.
 
-use super::netlink::{self, NLMSG_DONE};
 use super::CollectError;
-use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use super::netlink::{self, NLMSG_DONE};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_CONNECTOR};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -23,9 +23,20 @@ const CN_MSG_LEN: usize = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProcEvent {
-    Fork { parent_tgid: u32, child_tgid: u32 },
-    Exec { tgid: u32, timestamp_ns: u64 },
-    Exit { tgid: u32, exit_code: i32, exit_signal: i32, timestamp_ns: u64 },
+    Fork {
+        parent_tgid: u32,
+        child_tgid: u32,
+    },
+    Exec {
+        tgid: u32,
+        timestamp_ns: u64,
+    },
+    Exit {
+        tgid: u32,
+        exit_code: i32,
+        exit_signal: i32,
+        timestamp_ns: u64,
+    },
 }
 
 /// Decodes one connector message payload (after the netlink header).
@@ -44,9 +55,15 @@ pub(crate) fn decode(payload: &[u8]) -> Option<ProcEvent> {
         PROC_EVENT_FORK => {
             let (child_pid, child_tgid) = (w(2)?, w(3)?);
             // Threads share the tgid; only new processes matter.
-            (child_pid == child_tgid).then_some(ProcEvent::Fork { parent_tgid: w(1)?, child_tgid })
+            (child_pid == child_tgid).then_some(ProcEvent::Fork {
+                parent_tgid: w(1)?,
+                child_tgid,
+            })
         }
-        PROC_EVENT_EXEC => Some(ProcEvent::Exec { tgid: w(1)?, timestamp_ns: ts }),
+        PROC_EVENT_EXEC => Some(ProcEvent::Exec {
+            tgid: w(1)?,
+            timestamp_ns: ts,
+        }),
         PROC_EVENT_EXIT => {
             let (pid, tgid) = (w(0)?, w(1)?);
             if pid != tgid {
@@ -83,7 +100,8 @@ pub(crate) struct ProcConnector {
 impl ProcConnector {
     /// Subscribes to process events (needs CAP_NET_ADMIN).
     pub(crate) fn start() -> Result<ProcConnector, CollectError> {
-        let mut sock = Socket::new(NETLINK_CONNECTOR).map_err(|e| CollectError::os("connector socket", e))?;
+        let mut sock =
+            Socket::new(NETLINK_CONNECTOR).map_err(|e| CollectError::os("connector socket", e))?;
         sock.bind(&SocketAddr::new(std::process::id(), CN_IDX_PROC))
             .or_else(|_| sock.bind(&SocketAddr::new(0, CN_IDX_PROC)))
             .map_err(|e| CollectError::os("connector bind", e))?;
@@ -119,7 +137,11 @@ impl ProcConnector {
                         }
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost(),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(CollectError::os("connector recv", e)),
@@ -152,14 +174,40 @@ mod tests {
     #[test]
     fn decodes_exit_and_skips_threads() {
         let e = decode(&event(PROC_EVENT_EXIT, &[10, 10, (3 << 8) | 0, 17, 1, 1])).unwrap();
-        assert_eq!(e, ProcEvent::Exit { tgid: 10, exit_code: 3, exit_signal: 0, timestamp_ns: 42 });
-        assert_eq!(decode(&event(PROC_EVENT_EXIT, &[11, 10, 0, 17, 1, 1])), None);
-        assert_eq!(decode(&event(PROC_EVENT_EXIT, &[10, 10, 9, 17, 1, 1])).map(|e| match e {
-            ProcEvent::Exit { exit_signal, .. } => exit_signal,
-            _ => -1,
-        }), Some(9));
-        assert_eq!(decode(&event(PROC_EVENT_EXEC, &[5, 5])), Some(ProcEvent::Exec { tgid: 5, timestamp_ns: 42 }));
-        assert_eq!(decode(&event(PROC_EVENT_FORK, &[1, 1, 7, 7])), Some(ProcEvent::Fork { parent_tgid: 1, child_tgid: 7 }));
+        assert_eq!(
+            e,
+            ProcEvent::Exit {
+                tgid: 10,
+                exit_code: 3,
+                exit_signal: 0,
+                timestamp_ns: 42
+            }
+        );
+        assert_eq!(
+            decode(&event(PROC_EVENT_EXIT, &[11, 10, 0, 17, 1, 1])),
+            None
+        );
+        assert_eq!(
+            decode(&event(PROC_EVENT_EXIT, &[10, 10, 9, 17, 1, 1])).map(|e| match e {
+                ProcEvent::Exit { exit_signal, .. } => exit_signal,
+                _ => -1,
+            }),
+            Some(9)
+        );
+        assert_eq!(
+            decode(&event(PROC_EVENT_EXEC, &[5, 5])),
+            Some(ProcEvent::Exec {
+                tgid: 5,
+                timestamp_ns: 42
+            })
+        );
+        assert_eq!(
+            decode(&event(PROC_EVENT_FORK, &[1, 1, 7, 7])),
+            Some(ProcEvent::Fork {
+                parent_tgid: 1,
+                child_tgid: 7
+            })
+        );
         assert_eq!(decode(&event(PROC_EVENT_FORK, &[1, 1, 8, 7])), None);
         assert_eq!(decode(&[1, 2, 3]), None);
         assert_eq!(decode(&event(PROC_EVENT_EXIT, &[10])), None);

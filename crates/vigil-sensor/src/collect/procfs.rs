@@ -13,7 +13,9 @@ fn proc_path(pid: u32, leaf: &str) -> PathBuf {
 
 fn link_bytes(pid: u32, leaf: &str) -> Vec<u8> {
     use std::os::unix::ffi::OsStringExt;
-    std::fs::read_link(proc_path(pid, leaf)).map(|p| p.into_os_string().into_vec()).unwrap_or_default()
+    std::fs::read_link(proc_path(pid, leaf))
+        .map(|p| p.into_os_string().into_vec())
+        .unwrap_or_default()
 }
 
 /// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
@@ -37,23 +39,36 @@ fn ids(pid: u32) -> Option<((u32, u32), (u32, u32))> {
     let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
     let pick = |key: &str| -> Option<(u32, u32)> {
         let line = status.lines().find(|l| l.starts_with(key))?;
-        let mut it = line[key.len()..].split_whitespace().map(|v| v.parse::<u32>().ok());
+        let mut it = line[key.len()..]
+            .split_whitespace()
+            .map(|v| v.parse::<u32>().ok());
         Some((it.next()??, it.next()??))
     };
     Some((pick("Uid:")?, pick("Gid:")?))
 }
 
 fn read_u32(pid: u32, leaf: &str) -> u32 {
-    std::fs::read_to_string(proc_path(pid, leaf)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u32::MAX)
+    std::fs::read_to_string(proc_path(pid, leaf))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 /// Everything /proc says about `pid`, or `None` when it is gone or unreadable.
 pub(crate) fn exec_info(pid: u32, unix_ns: i64, origin: Origin) -> Option<ExecInfo> {
     use std::io::Read;
     let mut cmdline = Vec::new();
-    std::fs::File::open(proc_path(pid, "cmdline")).ok()?.take(MAX_CMDLINE).read_to_end(&mut cmdline).ok()?;
+    std::fs::File::open(proc_path(pid, "cmdline"))
+        .ok()?
+        .take(MAX_CMDLINE)
+        .read_to_end(&mut cmdline)
+        .ok()?;
     let argv_truncated = cmdline.len() as u64 >= MAX_CMDLINE;
-    let argv: Vec<Vec<u8>> = cmdline.split(|&b| b == 0).filter(|s| !s.is_empty()).map(<[u8]>::to_vec).collect();
+    let argv: Vec<Vec<u8>> = cmdline
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
     let ((uid, euid), (gid, egid)) = ids(pid)?;
     Some(ExecInfo {
         pid,
@@ -76,7 +91,11 @@ pub(crate) fn exec_info(pid: u32, unix_ns: i64, origin: Origin) -> Option<ExecIn
 
 /// Machine id and boot id: what makes process GUIDs unique across hosts and reboots.
 pub(crate) fn machine_and_boot_id() -> (String, String) {
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
     let mut machine = read("/etc/machine-id");
     if machine.is_empty() {
         machine = read("/var/lib/dbus/machine-id");
@@ -87,9 +106,13 @@ pub(crate) fn machine_and_boot_id() -> (String, String) {
 /// Nanoseconds to add to a CLOCK_MONOTONIC reading (what the proc connector
 /// stamps events with) to get Unix time.
 pub(crate) fn monotonic_to_unix_offset_ns() -> i64 {
-    use nix::time::{clock_gettime, ClockId};
+    use nix::time::{ClockId, clock_gettime};
     let ns = |c| {
-        clock_gettime(c).map_or(0, |t| (t.tv_sec() as i64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as i64))
+        clock_gettime(c).map_or(0, |t| {
+            t.tv_sec()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(t.tv_nsec())
+        })
     };
     ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_MONOTONIC)
 }
@@ -98,7 +121,10 @@ pub(crate) fn monotonic_to_unix_offset_ns() -> i64 {
 pub(crate) fn boot_time_unix_ns() -> i64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
+        })
         .map_or(0, |s| s.saturating_mul(1_000_000_000))
 }
 

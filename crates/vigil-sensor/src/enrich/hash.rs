@@ -27,8 +27,14 @@ impl FileKey {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
-            mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()),
-            ctime_ns: m.ctime().saturating_mul(1_000_000_000).saturating_add(m.ctime_nsec()),
+            mtime_ns: m
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
+            ctime_ns: m
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec()),
         }
     }
 }
@@ -40,7 +46,10 @@ pub struct Hasher {
 }
 
 fn failed(reason: &str) -> Hashes {
-    Hashes { error: reason.to_owned(), ..Hashes::default() }
+    Hashes {
+        error: reason.to_owned(),
+        ..Hashes::default()
+    }
 }
 
 fn io_reason(e: &std::io::Error) -> &'static str {
@@ -53,7 +62,10 @@ fn io_reason(e: &std::io::Error) -> &'static str {
 
 impl Hasher {
     pub fn new(max_bytes: u64) -> Hasher {
-        Hasher { max_bytes, cache: HashMap::new() }
+        Hasher {
+            max_bytes,
+            cache: HashMap::new(),
+        }
     }
 
     /// Hashes `path`. Never fails: problems are recorded in `Hashes::error`
@@ -101,7 +113,11 @@ impl Hasher {
             Ok(after) if FileKey::of(&after) == key => {}
             _ => return failed("changed_during_hash"),
         }
-        let h = Hashes { blake3: b3.finalize().as_bytes().to_vec(), sha256: sha.finalize().to_vec(), error: String::new() };
+        let h = Hashes {
+            blake3: b3.finalize().as_bytes().to_vec(),
+            sha256: sha.finalize().to_vec(),
+            error: String::new(),
+        };
         if self.cache.len() >= CACHE_ENTRIES {
             self.cache.clear();
         }
@@ -119,10 +135,16 @@ mod tests {
     fn hashes_match_reference_and_errors_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
-        std::fs::File::create(&p).unwrap().write_all(b"abc").unwrap();
+        std::fs::File::create(&p)
+            .unwrap()
+            .write_all(b"abc")
+            .unwrap();
         let mut h = Hasher::new(1024);
         let got = h.hash(&p);
-        assert_eq!(hex::encode(&got.sha256), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex::encode(&got.sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(got.blake3, blake3::hash(b"abc").as_bytes().to_vec());
         assert_eq!(h.hash(&dir.path().join("missing")).error, "vanished");
         assert_eq!(h.hash(dir.path()).error, "not_a_file");

@@ -7,7 +7,7 @@ pub mod hash;
 use crate::collect::{ExecInfo, RawEvent};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
-use vigil_proto::v1::{record::Payload, Path as PbPath, ProcessExit, ProcessRef, ProcessStart};
+use vigil_proto::v1::{Path as PbPath, ProcessExit, ProcessRef, ProcessStart, record::Payload};
 
 /// Bound on tracked processes (a fork bomb cannot grow the table without end).
 pub const MAX_PROCESSES: usize = 65_536;
@@ -22,8 +22,16 @@ const EXITED_GRACE_NS: i64 = 10_000_000_000;
 /// A path from raw bytes: lossless when UTF-8, raw bytes kept otherwise.
 pub fn path_from_bytes(b: &[u8]) -> PbPath {
     match std::str::from_utf8(b) {
-        Ok(s) => PbPath { text: s.to_owned(), raw: Vec::new(), lossy: false },
-        Err(_) => PbPath { text: String::from_utf8_lossy(b).into_owned(), raw: b.to_vec(), lossy: true },
+        Ok(s) => PbPath {
+            text: s.to_owned(),
+            raw: Vec::new(),
+            lossy: false,
+        },
+        Err(_) => PbPath {
+            text: String::from_utf8_lossy(b).into_owned(),
+            raw: b.to_vec(),
+            lossy: true,
+        },
     }
 }
 
@@ -51,7 +59,12 @@ struct Entry {
 
 impl Entry {
     fn as_ref(&self) -> ProcessRef {
-        ProcessRef { guid: self.guid.clone(), pid: self.pid, executable: Some(self.exe.clone()), command_line: self.command_line.clone() }
+        ProcessRef {
+            guid: self.guid.clone(),
+            pid: self.pid,
+            executable: Some(self.exe.clone()),
+            command_line: self.command_line.clone(),
+        }
     }
 }
 
@@ -70,13 +83,21 @@ pub struct Enricher {
 
 impl std::fmt::Debug for Enricher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Enricher").field("processes", &self.table.len()).finish_non_exhaustive()
+        f.debug_struct("Enricher")
+            .field("processes", &self.table.len())
+            .finish_non_exhaustive()
     }
 }
 
 /// A process GUID: stable for one exec image of one process, unique across
 /// PID reuse (start time, exec time) and reboots and hosts (boot id, machine id).
-pub fn process_guid(machine_id: &str, boot_id: &str, pid: u32, start_ticks: u64, exec_ns: i64) -> String {
+pub fn process_guid(
+    machine_id: &str,
+    boot_id: &str,
+    pid: u32,
+    start_ticks: u64,
+    exec_ns: i64,
+) -> String {
     let mut h = blake3::Hasher::new();
     h.update(machine_id.as_bytes());
     h.update(b"\0");
@@ -86,7 +107,14 @@ pub fn process_guid(machine_id: &str, boot_id: &str, pid: u32, start_ticks: u64,
     h.update(&exec_ns.to_le_bytes());
     let b = h.finalize();
     let x = hex::encode(&b.as_bytes()[..16]);
-    format!("{}-{}-{}-{}-{}", &x[0..8], &x[8..12], &x[12..16], &x[16..20], &x[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[0..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..32]
+    )
 }
 
 impl Enricher {
@@ -155,14 +183,20 @@ impl Enricher {
     pub fn enrich(&mut self, ev: RawEvent, out: &mut Vec<(i64, Payload)>) {
         match ev {
             RawEvent::Exec(info) => self.exec(info, out),
-            RawEvent::Exit { pid, exit_code, exit_signal, unix_ns } => {
+            RawEvent::Exit {
+                pid,
+                exit_code,
+                exit_signal,
+                unix_ns,
+            } => {
                 if self.table.get(&pid).is_some_and(|e| !e.exited) {
                     self.exit(pid, exit_code, exit_signal, unix_ns, out);
                 } else {
                     if self.pending_exits.len() >= MAX_PENDING_EXITS {
                         self.pending_exits.pop_front();
                     }
-                    self.pending_exits.push_back((pid, exit_code, exit_signal, unix_ns));
+                    self.pending_exits
+                        .push_back((pid, exit_code, exit_signal, unix_ns));
                 }
             }
             RawEvent::Fork { parent, child } => {
@@ -170,7 +204,13 @@ impl Enricher {
                 if let Some(p) = self.table.get(&parent).cloned() {
                     let ticks = crate::collect::procfs::start_ticks(child).unwrap_or(0);
                     let guid = process_guid(&self.machine_id, &self.boot_id, child, ticks, 0);
-                    self.insert(Entry { guid, pid: child, ppid: parent, exited: false, ..p });
+                    self.insert(Entry {
+                        guid,
+                        pid: child,
+                        ppid: parent,
+                        exited: false,
+                        ..p
+                    });
                 }
             }
             RawEvent::Lost { .. } => {}
@@ -184,7 +224,11 @@ impl Enricher {
             if now_ns - *t < EXITED_GRACE_NS {
                 break;
             }
-            if self.table.get(pid).is_some_and(|e| e.exited && &e.guid == guid) {
+            if self
+                .table
+                .get(pid)
+                .is_some_and(|e| e.exited && &e.guid == guid)
+            {
                 self.table.remove(pid);
             }
             self.exited.pop_front();
@@ -199,35 +243,61 @@ impl Enricher {
         }
     }
 
-    fn exit(&mut self, pid: u32, exit_code: i32, exit_signal: i32, unix_ns: i64, out: &mut Vec<(i64, Payload)>) {
-        let Some(e) = self.table.get_mut(&pid) else { return };
+    fn exit(
+        &mut self,
+        pid: u32,
+        exit_code: i32,
+        exit_signal: i32,
+        unix_ns: i64,
+        out: &mut Vec<(i64, Payload)>,
+    ) {
+        let Some(e) = self.table.get_mut(&pid) else {
+            return;
+        };
         if e.exited {
             return;
         }
         e.exited = true;
         let guid = e.guid.clone();
-        if self.exited.len() >= MAX_PROCESSES {
-            if let Some((p, g, _)) = self.exited.pop_front() {
-                if self.table.get(&p).is_some_and(|e| e.exited && e.guid == g) {
-                    self.table.remove(&p);
-                }
-            }
+        if self.exited.len() >= MAX_PROCESSES
+            && let Some((p, g, _)) = self.exited.pop_front()
+            && self.table.get(&p).is_some_and(|e| e.exited && e.guid == g)
+        {
+            self.table.remove(&p);
         }
         self.exited.push_back((pid, guid.clone(), unix_ns));
-        out.push((unix_ns, Payload::ProcessExit(ProcessExit { guid, pid, exit_code, exit_signal, exit_time_unix_ns: unix_ns })));
+        out.push((
+            unix_ns,
+            Payload::ProcessExit(ProcessExit {
+                guid,
+                pid,
+                exit_code,
+                exit_signal,
+                exit_time_unix_ns: unix_ns,
+            }),
+        ));
     }
 
     fn exec(&mut self, info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
         let ticks = crate::collect::procfs::start_ticks(info.pid).unwrap_or(0);
         let snapshot = info.origin == crate::collect::Origin::Snapshot;
-        let guid = process_guid(&self.machine_id, &self.boot_id, info.pid, ticks, if snapshot { 0 } else { info.unix_ns });
+        let guid = process_guid(
+            &self.machine_id,
+            &self.boot_id,
+            info.pid,
+            ticks,
+            if snapshot { 0 } else { info.unix_ns },
+        );
         let parent = self.parent_entry(info.ppid);
         let exe = path_from_bytes(&info.exe);
         let cmd = command_line(&info.argv);
         let hashes = if info.exe.is_empty() {
             None
         } else {
-            Some(self.hasher.hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe))))
+            Some(
+                self.hasher
+                    .hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe))),
+            )
         };
         let entry = Entry {
             guid: guid.clone(),
@@ -262,10 +332,13 @@ impl Enricher {
         };
         out.push((info.unix_ns, Payload::ProcessStart(start)));
         // An exit that raced ahead of this exec (same pid, later time) follows it now.
-        if let Some(i) = self.pending_exits.iter().position(|&(p, _, _, t)| p == info.pid && t >= info.unix_ns) {
-            if let Some((pid, code, sig, t)) = self.pending_exits.remove(i) {
-                self.exit(pid, code, sig, t, out);
-            }
+        if let Some(i) = self
+            .pending_exits
+            .iter()
+            .position(|&(p, _, _, t)| p == info.pid && t >= info.unix_ns)
+            && let Some((pid, code, sig, t)) = self.pending_exits.remove(i)
+        {
+            self.exit(pid, code, sig, t, out);
         }
     }
 
@@ -320,7 +393,10 @@ mod tests {
         let mut out = Vec::new();
         // pid 4000000 and up do not exist on this host, so /proc lookups miss.
         e.enrich(exec(4_000_001, 1, 10, &["sh", "-c", "x"]), &mut out);
-        e.enrich(exec(4_000_002, 4_000_001, 20, &["cat", "/etc/shadow"]), &mut out);
+        e.enrich(
+            exec(4_000_002, 4_000_001, 20, &["cat", "/etc/shadow"]),
+            &mut out,
+        );
         let starts: Vec<_> = out
             .iter()
             .filter_map(|(_, p)| match p {
@@ -331,10 +407,21 @@ mod tests {
         assert_eq!(starts[1].parent_guid, starts[0].guid);
         assert_eq!(starts[1].parent.as_ref().unwrap().command_line, "sh -c x");
         assert_eq!(starts[1].command_line, "cat /etc/shadow");
-        assert_eq!(starts[1].executable_hashes.as_ref().unwrap().error, "vanished");
+        assert_eq!(
+            starts[1].executable_hashes.as_ref().unwrap().error,
+            "vanished"
+        );
         assert_eq!(e.ancestry(4_000_002)[0].guid, starts[0].guid);
         out.clear();
-        e.enrich(RawEvent::Exit { pid: 4_000_002, exit_code: 0, exit_signal: 0, unix_ns: 30 }, &mut out);
+        e.enrich(
+            RawEvent::Exit {
+                pid: 4_000_002,
+                exit_code: 0,
+                exit_signal: 0,
+                unix_ns: 30,
+            },
+            &mut out,
+        );
         e.enrich(exec(4_000_002, 4_000_001, 40, &["cat"]), &mut out);
         match (&out[0].1, &out[1].1) {
             (Payload::ProcessExit(x), Payload::ProcessStart(s)) => {
@@ -350,14 +437,34 @@ mod tests {
         let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
         let mut out = Vec::new();
         e.enrich(exec(4_000_020, 1, 10, &["sh"]), &mut out);
-        e.enrich(RawEvent::Exit { pid: 4_000_020, exit_code: 0, exit_signal: 0, unix_ns: 20 }, &mut out);
+        e.enrich(
+            RawEvent::Exit {
+                pid: 4_000_020,
+                exit_code: 0,
+                exit_signal: 0,
+                unix_ns: 20,
+            },
+            &mut out,
+        );
         e.enrich(exec(4_000_021, 4_000_020, 15, &["cat"]), &mut out);
-        let Payload::ProcessStart(child) = &out.last().unwrap().1 else { panic!("not a start") };
-        let Payload::ProcessStart(parent) = &out[0].1 else { panic!("not a start") };
+        let Payload::ProcessStart(child) = &out.last().unwrap().1 else {
+            panic!("not a start")
+        };
+        let Payload::ProcessStart(parent) = &out[0].1 else {
+            panic!("not a start")
+        };
         assert_eq!(child.parent_guid, parent.guid);
         // A second exit for the same process is not reported twice.
         let n = out.len();
-        e.enrich(RawEvent::Exit { pid: 4_000_020, exit_code: 0, exit_signal: 0, unix_ns: 21 }, &mut out);
+        e.enrich(
+            RawEvent::Exit {
+                pid: 4_000_020,
+                exit_code: 0,
+                exit_signal: 0,
+                unix_ns: 21,
+            },
+            &mut out,
+        );
         assert_eq!(out.len(), n);
         // After the grace period the exited parent is forgotten.
         e.expire(20 + EXITED_GRACE_NS);
@@ -368,7 +475,15 @@ mod tests {
     fn exit_before_exec_is_reordered() {
         let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
         let mut out = Vec::new();
-        e.enrich(RawEvent::Exit { pid: 4_000_010, exit_code: 1, exit_signal: 0, unix_ns: 50 }, &mut out);
+        e.enrich(
+            RawEvent::Exit {
+                pid: 4_000_010,
+                exit_code: 1,
+                exit_signal: 0,
+                unix_ns: 50,
+            },
+            &mut out,
+        );
         assert!(out.is_empty());
         e.enrich(exec(4_000_010, 1, 40, &["true"]), &mut out);
         assert!(matches!(out[0].1, Payload::ProcessStart(_)));
