@@ -214,10 +214,18 @@ fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
         RuleError::WrongType { field, .. } | RuleError::Regex { field, .. } => field.clone(),
         _ => return None,
     };
-    text.lines()
-        .enumerate()
-        .skip(start.saturating_sub(1))
-        .find(|(_, l)| l.contains(needle.as_str()))
+    // Prefer a line that starts with the key; fall back to any mention.
+    let lines = || text.lines().enumerate().skip(start.saturating_sub(1));
+    let key = |l: &str| {
+        let l = l
+            .trim_start()
+            .trim_start_matches("- ")
+            .trim_start_matches(['\'', '"']);
+        l.starts_with(needle.as_str())
+    };
+    lines()
+        .find(|(_, l)| key(l))
+        .or_else(|| lines().find(|(_, l)| l.contains(needle.as_str())))
         .map(|(i, _)| i + 1)
 }
 
