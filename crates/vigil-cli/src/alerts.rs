@@ -12,24 +12,25 @@ use vigil_proto::v1::{
     alerts_client::AlertsClient,
 };
 
-type Client = AlertsClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// Adds the analyst's bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+pub type Client = AlertsClient<InterceptedService<Channel, Bearer>>;
 
 pub async fn client(profile: &Profile) -> Result<Client> {
     let channel = profile.channel().await?;
-    let value: MetadataValue<_> = format!("Bearer {}", profile.token)
+    let value = format!("Bearer {}", profile.token)
         .parse()
         .context("token is not a valid header value")?;
-    let f: Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send> =
-        Box::new(move |mut req| {
-            req.metadata_mut().insert("authorization", value.clone());
-            Ok(req)
-        });
-    Ok(AlertsClient::with_interceptor(channel, f))
+    Ok(AlertsClient::with_interceptor(channel, Bearer(value)))
 }
 
 pub fn severity_name(s: i32) -> &'static str {
@@ -191,10 +192,10 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
         );
         println!("Command line {}", p.command_line);
         println!("Tags         {}", a.tags.join(", "));
-        if let Some(d) = &a.detection {
-            if !d.description.is_empty() {
-                println!("Description  {}", d.description.trim());
-            }
+        if let Some(d) = &a.detection
+            && !d.description.is_empty()
+        {
+            println!("Description  {}", d.description.trim());
         }
     }
     Ok(())

@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn decodes_exit_and_skips_threads() {
-        let e = decode(&event(PROC_EVENT_EXIT, &[10, 10, (3 << 8) | 0, 17, 1, 1])).unwrap();
+        let e = decode(&event(PROC_EVENT_EXIT, &[10, 10, 3 << 8, 17, 1, 1])).unwrap();
         assert_eq!(
             e,
             ProcEvent::Exit {
