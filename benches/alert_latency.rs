@@ -35,18 +35,7 @@ async fn main() {
         .control
         .create_enrollment_token("bench", Duration::from_secs(60))
         .expect("token");
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let cfg = format!(
-        "data_dir = {:?}\n[server]\nendpoint = {:?}\nca_file = {:?}\nserver_name = \"localhost\"\n\
-         [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\n",
-        server.dir.path().join("sensor"),
-        server.endpoint(),
-        server.ca_file(),
-        enroll,
-        rules
-    );
-    let cfg = vigil_sensor::SensorConfig::parse(std::path::Path::new("bench.toml"), &cfg)
-        .expect("config");
+    let cfg = support::sensor_config(&server, &enroll);
     let sensor = vigil_sensor::Sensor::start(cfg).await.expect("sensor");
     if !sensor.sources.iter().any(|s| s.contains("audit")) {
         println!(

@@ -6,7 +6,7 @@ mod support;
 
 use prost::Message;
 use std::time::{Duration, Instant};
-use support::{TestServer, root_skip_reason, with_token};
+use support::{TestServer, root_skip_reason, sensor_config, with_token};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Identity;
@@ -16,10 +16,6 @@ use vigil_proto::v1::{
 };
 
 const SHADOW_RULE: &str = "6b0e3f4a-9c1d-4f57-b0a8-3c2d7e5f9a11";
-
-fn rules_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")
-}
 
 async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
     let token = server
@@ -66,18 +62,7 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         .create_enrollment_token("acme", Duration::from_secs(60))
         .unwrap();
 
-    let sensor_dir = server.dir.path().join("sensor");
-    let cfg = format!(
-        "data_dir = {:?}\n[server]\nendpoint = {:?}\nca_file = {:?}\nserver_name = \"localhost\"\n\
-         [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\n",
-        sensor_dir,
-        server.endpoint(),
-        server.ca_file(),
-        enroll_token,
-        rules_dir()
-    );
-    let cfg =
-        vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config");
+    let cfg = sensor_config(&server, &enroll_token);
     let sensor = vigil_sensor::Sensor::start(cfg)
         .await
         .expect("sensor starts");
@@ -214,6 +199,134 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     assert_eq!(err.code(), Code::Unauthenticated);
 
     sensor.shutdown().await;
+    server.stop().await;
+}
+
+async fn alerts_for(
+    server: &TestServer,
+    token: &str,
+    command_line: &str,
+) -> Vec<vigil_proto::v1::Alert> {
+    let list = server
+        .alerts()
+        .await
+        .list_alerts(with_token(ListAlertsRequest::default(), token))
+        .await
+        .expect("list")
+        .into_inner();
+    list.alerts
+        .into_iter()
+        .filter(|a| {
+            a.process
+                .as_ref()
+                .is_some_and(|p| p.command_line == command_line)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns() {
+    if let Some(why) = root_skip_reason() {
+        eprintln!(
+            "SKIPPED detections_made_while_the_server_is_down_arrive_once_after_it_returns: {why}"
+        );
+        return;
+    }
+    let server = TestServer::start().await;
+    server.control.create_tenant("acme", "Acme").unwrap();
+    let analyst = server.control.create_api_token("acme", "a").unwrap();
+    let token = server
+        .control
+        .create_enrollment_token("acme", Duration::from_secs(60))
+        .unwrap();
+    let sensor = vigil_sensor::Sensor::start(sensor_config(&server, &token))
+        .await
+        .expect("sensor starts");
+    if !sensor.sources.iter().any(|s| s.contains("audit")) {
+        eprintln!("SKIPPED: audit netlink unavailable: {:?}", sensor.degraded);
+        return;
+    }
+    let mut local = sensor.detections();
+
+    // Server down: the sensor keeps detecting, offline, and spools.
+    let cmd = "cat /etc/shadow";
+    let down = server.pause().await;
+    let status = std::process::Command::new("cat")
+        .arg("/etc/shadow")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let d = tokio::time::timeout(Duration::from_secs(10), local.recv())
+        .await
+        .expect("local detection while offline")
+        .unwrap();
+    assert_eq!(d.rule_id, SHADOW_RULE);
+    // Give the uplink time to fail and back off a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let server = down.resume().await;
+    let started = Instant::now();
+    loop {
+        let found = alerts_for(&server, &analyst, cmd).await;
+        if !found.is_empty() {
+            // Wait a little longer: a duplicate would show up now if re-sending stored twice.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(
+                alerts_for(&server, &analyst, cmd).await.len(),
+                1,
+                "delivered more than once"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "spooled detection never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sensor.shutdown().await;
+    server.stop().await;
+}
+
+async fn tls_handshake(
+    server: &TestServer,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> std::io::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(server.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn tls_below_1_3_is_refused() {
+    let server = TestServer::start().await;
+    assert!(
+        tls_handshake(&server, &rustls::version::TLS13)
+            .await
+            .is_ok(),
+        "TLS 1.3 must work"
+    );
+    assert!(
+        tls_handshake(&server, &rustls::version::TLS12)
+            .await
+            .is_err(),
+        "TLS 1.2 must be refused"
+    );
     server.stop().await;
 }
 

@@ -20,11 +20,33 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = vigil_server::ServerConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            dir.path().join("server"),
-        );
-        let server = vigil_server::Server::bind(cfg).await.expect("server binds");
+        Self::start_in(dir, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Stops the server, keeping its data and address for [`Paused::resume`].
+    pub async fn pause(mut self) -> Paused {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let addr = self.addr;
+        self.stop().await;
+        Paused { dir, addr }
+    }
+
+    async fn start_in(dir: tempfile::TempDir, listen: SocketAddr) -> TestServer {
+        let cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
+        // A restarted server may find its store still held by connections that
+        // are closing, or its port in TIME_WAIT: retry briefly.
+        let mut tries = 0;
+        let server = loop {
+            match vigil_server::Server::bind(cfg.clone()).await {
+                Ok(s) => break s,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("server bind retry: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("server binds: {e}"),
+            }
+        };
         let addr = server.local_addr().expect("addr");
         let control = server.control();
         let ca_pem = std::fs::read_to_string(
@@ -100,6 +122,19 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
+        drop(self.control);
+    }
+}
+
+/// A stopped server's data directory and address.
+pub struct Paused {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl Paused {
+    pub async fn resume(self) -> TestServer {
+        TestServer::start_in(self.dir, self.addr).await
     }
 }
 
@@ -119,4 +154,20 @@ pub fn root_skip_reason() -> Option<String> {
         return Some("needs root (CAP_AUDIT_CONTROL for audit netlink, CAP_NET_ADMIN for the proc connector)".into());
     }
     None
+}
+
+/// A sensor configuration that enrolls into `server` with `enroll_token`,
+/// keeps its data beside the server's, and loads the shipped rules/.
+pub fn sensor_config(server: &TestServer, enroll_token: &str) -> vigil_sensor::SensorConfig {
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let cfg = format!(
+        "data_dir = {:?}\n[server]\nendpoint = {:?}\nca_file = {:?}\nserver_name = \"localhost\"\n\
+         [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\n",
+        server.dir.path().join("sensor"),
+        server.endpoint(),
+        server.ca_file(),
+        enroll_token,
+        rules
+    );
+    vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config")
 }

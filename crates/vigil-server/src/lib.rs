@@ -17,12 +17,12 @@ pub mod config;
 mod ingest;
 pub mod pki;
 mod query;
+mod tls;
 
 pub use config::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use vigil_proto::v1::{alerts_server::AlertsServer, ingest_server::IngestServer};
 use vigil_store::ControlStore;
 
@@ -36,6 +36,8 @@ pub enum ServerError {
     Io(String),
     #[error("transport: {0}")]
     Transport(String),
+    #[error("TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// What the services share.
@@ -50,7 +52,7 @@ pub(crate) struct Shared {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    tls: ServerTlsConfig,
+    tls: rustls::ServerConfig,
 }
 
 impl std::fmt::Debug for Server {
@@ -68,13 +70,7 @@ impl Server {
         let pki = pki::load_or_create(&pki::PkiPaths::new(&config.data_dir), &config.server_names)?;
         // Sensors authenticate with device certificates from our CA; enrollment
         // (which has none yet) is the one call allowed without.
-        let tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(
-                &pki.server_cert_pem,
-                &pki.server_key_pem,
-            ))
-            .client_ca_root(Certificate::from_pem(pki.ca.cert_pem()))
-            .client_auth_optional(true);
+        let tls = tls::server_config(&pki.server_cert_pem, &pki.server_key_pem, pki.ca.cert_pem())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Io(format!("listen on {}: {e}", config.listen)))?;
@@ -126,18 +122,13 @@ impl Server {
             .set_serving::<AlertsServer<query::AlertsService>>()
             .await;
         let addr = self.local_addr()?;
-        tracing::info!(%addr, "Serving gRPC over TLS");
+        tracing::info!(%addr, "Serving gRPC over TLS 1.3");
         tonic::transport::Server::builder()
-            .tls_config(self.tls)
-            .map_err(|e| ServerError::Transport(e.to_string()))?
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)
             .add_service(ingest)
             .add_service(alerts)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.listener),
-                shutdown,
-            )
+            .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
             .map_err(|e| ServerError::Transport(e.to_string()))
     }
