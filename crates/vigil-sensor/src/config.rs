@@ -142,46 +142,31 @@ fn default_hash_mb() -> u64 {
     256
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
+pub use vigil_config::ConfigError;
 
 impl SensorConfig {
     pub fn load(path: &Path) -> Result<SensorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        vigil_config::load(path)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<SensorConfig, ConfigError> {
-        let cfg: SensorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        cfg.validate()
-            .map_err(|(field, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                field,
-                message,
-            })?;
-        Ok(cfg)
+        vigil_config::parse(path, text)
     }
 
+    /// The server name to verify in its certificate.
+    pub fn server_name(&self) -> String {
+        self.server.server_name.clone().unwrap_or_else(|| {
+            let rest = self.server.endpoint.trim_start_matches("https://");
+            let host = rest.split('/').next().unwrap_or(rest);
+            match host.rsplit_once(':') {
+                Some((h, _)) => h.trim_matches(['[', ']']).to_owned(),
+                None => host.to_owned(),
+            }
+        })
+    }
+}
+
+impl vigil_config::Validate for SensorConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if !self.server.endpoint.starts_with("https://") {
             return Err((
@@ -216,18 +201,6 @@ impl SensorConfig {
             return Err(("enrollment", "set `token` or `token_file`, not both".into()));
         }
         Ok(())
-    }
-
-    /// The server name to verify in its certificate.
-    pub fn server_name(&self) -> String {
-        self.server.server_name.clone().unwrap_or_else(|| {
-            let rest = self.server.endpoint.trim_start_matches("https://");
-            let host = rest.split('/').next().unwrap_or(rest);
-            match host.rsplit_once(':') {
-                Some((h, _)) => h.trim_matches(['[', ']']).to_owned(),
-                None => host.to_owned(),
-            }
-        })
     }
 }
 

@@ -32,22 +32,7 @@ fn default_max_batch() -> usize {
     10_000
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        field: &'static str,
-        message: String,
-    },
-}
+pub use vigil_config::ConfigError;
 
 impl ServerConfig {
     /// A configuration with defaults for everything but where to listen and store.
@@ -62,24 +47,12 @@ impl ServerConfig {
     }
 
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let cfg: ServerConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        cfg.validate()
-            .map_err(|(field, message)| ConfigError::Invalid {
-                path: path.to_owned(),
-                field,
-                message,
-            })?;
-        Ok(cfg)
+        vigil_config::load(path)
     }
+}
 
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+impl vigil_config::Validate for ServerConfig {
+    fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.server_names.is_empty() {
             return Err(("server_names", "needs at least one name".into()));
         }

@@ -14,7 +14,7 @@
 
 use super::CollectError;
 use super::audit_parse::{Assembler, ExecRecord};
-use super::netlink::{self, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR};
+use super::netlink::{self, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, Received};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_AUDIT};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,18 +142,11 @@ impl AuditControl {
             .map_err(|e| CollectError::os("audit netlink send", e))?;
         // Skip event records that interleave on a daemon socket; give up after
         // a bounded number of datagrams or timeouts.
+        let mut buf = Vec::with_capacity(65536);
         for _ in 0..256 {
-            let mut buf = Vec::with_capacity(65536);
-            match self.sock.recv(&mut buf, 0) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
+            match netlink::recv(&self.sock, &mut buf) {
+                Ok(Received::Data) => {}
+                Ok(Received::Idle | Received::Overflow) => continue,
                 Err(e) => return Err(CollectError::os("audit netlink recv", e)),
             }
             for m in netlink::messages(&buf) {
@@ -234,13 +227,6 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn set_timeout(sock: &Socket) -> Result<(), CollectError> {
-    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-    use nix::sys::time::{TimeVal, TimeValLike};
-    setsockopt(sock, ReceiveTimeout, &TimeVal::milliseconds(250))
-        .map_err(|e| CollectError::os("SO_RCVTIMEO", std::io::Error::from(e)))
-}
-
 impl AuditSource {
     /// Connects to audit, picks daemon or multicast mode, installs the exec rules.
     pub(crate) fn start() -> Result<AuditSource, CollectError> {
@@ -248,7 +234,7 @@ impl AuditSource {
             Socket::new(NETLINK_AUDIT).map_err(|e| CollectError::os("audit netlink socket", e))?;
         sock.bind_auto()
             .map_err(|e| CollectError::os("audit netlink bind", e))?;
-        set_timeout(&sock)?;
+        netlink::set_recv_timeout(&sock)?;
         let _ = sock.set_rx_buf_sz(8 * 1024 * 1024);
         let mut control = AuditControl {
             sock,
@@ -269,7 +255,7 @@ impl AuditSource {
                 .map_err(|e| CollectError::os("audit netlink socket", e))?;
             ev.bind(&SocketAddr::new(0, 1 << (AUDIT_NLGRP_READLOG - 1)))
                 .map_err(|e| CollectError::os("audit multicast join (needs CAP_AUDIT_READ)", e))?;
-            set_timeout(&ev)?;
+            netlink::set_recv_timeout(&ev)?;
             let _ = ev.set_rx_buf_sz(8 * 1024 * 1024);
             events = Some(ev);
             control.mode = AuditMode::Multicast;
@@ -312,9 +298,8 @@ impl AuditSource {
                 break Ok(());
             }
             let sock = self.events.as_ref().unwrap_or(&self.control.sock);
-            buf.clear();
-            match sock.recv(&mut buf, 0) {
-                Ok(_) => {
+            match netlink::recv(sock, &mut buf) {
+                Ok(Received::Data) => {
                     let Some(m) = netlink::audit_record(&buf) else {
                         continue;
                     };
@@ -328,16 +313,9 @@ impl AuditSource {
                         emit(e);
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    // The socket buffer overflowed: records were lost in the kernel.
-                    lost(0);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Received::Idle) => {}
+                // The socket buffer overflowed: records were lost in the kernel.
+                Ok(Received::Overflow) => lost(0),
                 Err(e) => break Err(CollectError::os("audit netlink recv", e)),
             }
             if last_check.elapsed() > Duration::from_secs(5)

@@ -2,6 +2,9 @@
 //! request, split a datagram into messages. Lengths from the kernel are
 //! checked before use.
 
+use super::CollectError;
+use netlink_sys::Socket;
+
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
 pub(crate) const NLM_F_REQUEST: u16 = 1;
@@ -23,6 +26,50 @@ pub(crate) fn message(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8
 
 fn align(n: usize) -> usize {
     (n + 3) & !3
+}
+
+/// How long a read waits before the reader checks whether it should stop.
+const RECV_TIMEOUT_MS: i64 = 250;
+
+pub(crate) fn set_recv_timeout(sock: &Socket) -> Result<(), CollectError> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    setsockopt(
+        sock,
+        ReceiveTimeout,
+        &TimeVal::milliseconds(RECV_TIMEOUT_MS),
+    )
+    .map_err(|e| CollectError::os("SO_RCVTIMEO", std::io::Error::from(e)))
+}
+
+/// What one read of a netlink socket produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// A datagram is in the buffer.
+    Data,
+    /// Nothing arrived before the timeout (or the read was interrupted).
+    Idle,
+    /// The socket buffer overflowed: the kernel dropped messages.
+    Overflow,
+}
+
+/// Reads one datagram into `buf` (cleared first).
+pub(crate) fn recv(sock: &Socket, buf: &mut Vec<u8>) -> std::io::Result<Received> {
+    use std::io::ErrorKind;
+    buf.clear();
+    match sock.recv(buf, 0) {
+        Ok(_) => Ok(Received::Data),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(Received::Idle)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Received::Overflow),
+        Err(e) => Err(e),
+    }
 }
 
 /// One message from a datagram.

@@ -6,7 +6,7 @@
 //! exits within a millisecond can beat.
 
 use super::CollectError;
-use super::netlink::{self, NLMSG_DONE};
+use super::netlink::{self, NLMSG_DONE, Received};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_CONNECTOR};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,12 +106,7 @@ impl ProcConnector {
             .or_else(|_| sock.bind(&SocketAddr::new(0, CN_IDX_PROC)))
             .map_err(|e| CollectError::os("connector bind", e))?;
         let _ = sock.set_rx_buf_sz(4 * 1024 * 1024);
-        {
-            use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-            use nix::sys::time::{TimeVal, TimeValLike};
-            setsockopt(&sock, ReceiveTimeout, &TimeVal::milliseconds(250))
-                .map_err(|e| CollectError::os("SO_RCVTIMEO", std::io::Error::from(e)))?;
-        }
+        netlink::set_recv_timeout(&sock)?;
         sock.send(&control(PROC_CN_MCAST_LISTEN), 0)
             .map_err(|e| CollectError::os("connector listen (needs CAP_NET_ADMIN)", e))?;
         Ok(ProcConnector { sock })
@@ -128,22 +123,16 @@ impl ProcConnector {
             if stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
-            buf.clear();
-            match self.sock.recv(&mut buf, 0) {
-                Ok(_) => {
+            match netlink::recv(&self.sock, &mut buf) {
+                Ok(Received::Data) => {
                     for m in netlink::messages(&buf) {
                         if let Some(ev) = decode(m.payload) {
                             emit(ev);
                         }
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost(),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Received::Idle) => {}
+                Ok(Received::Overflow) => lost(),
                 Err(e) => break Err(CollectError::os("connector recv", e)),
             }
         };
