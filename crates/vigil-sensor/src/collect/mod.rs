@@ -108,3 +108,36 @@ impl CollectError {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Kernel bytes are untrusted: every decoder takes arbitrary input without panicking.
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn netlink_framing_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for m in super::netlink::messages(&buf) {
+                let _ = super::netlink::error_code(m.payload);
+                let _ = super::proc_connector::decode(m.payload);
+            }
+            let _ = super::netlink::audit_record(&buf);
+        }
+
+        #[test]
+        fn audit_text_never_panics(kind in 1300u16..1330, body in "\\PC{0,200}", serial in 0u64..4) {
+            let mut asm = super::audit_parse::Assembler::default();
+            let line = format!("audit(1.5:{serial}): {body}");
+            let _ = asm.push(kind, line.as_bytes());
+            let _ = asm.push(super::audit_parse::AUDIT_EOE, format!("audit(1.5:{serial}): ").as_bytes());
+        }
+
+        #[test]
+        fn audit_fields_round_trip_quoted_values(key in "[a-z]{1,8}", value in "[ -!#-~]{0,40}") {
+            let body = format!(" {key}=\"{value}\" other=1");
+            let f = super::audit_parse::fields(body.as_bytes());
+            prop_assert_eq!(f[0].0, key.as_bytes());
+            prop_assert_eq!(f[0].1.untrusted(), Some(value.as_bytes().to_vec()));
+        }
+    }
+}
