@@ -3,89 +3,20 @@
 use crate::condition::{self, Cond, OfTarget};
 use crate::error::RuleError;
 use crate::event::Event;
-use crate::pattern::{Anchor, Pattern};
+use crate::field::{CompileOptions, FieldMatcher, compile_field};
 use serde_json::Value;
-
-/// Every modifier in sigma-appendix-modifiers.md; the ones this build does not
-/// evaluate yet are rejected by name rather than ignored.
-const KNOWN_MODIFIERS: &[&str] = &[
-    "contains",
-    "startswith",
-    "endswith",
-    "all",
-    "base64",
-    "base64offset",
-    "utf16le",
-    "utf16be",
-    "wide",
-    "utf16",
-    "windash",
-    "re",
-    "i",
-    "m",
-    "s",
-    "cidr",
-    "expand",
-    "fieldref",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "exists",
-    "cased",
-    "neq",
-    "minute",
-    "hour",
-    "day",
-    "week",
-    "month",
-    "year",
-];
-
-#[derive(Debug, Clone)]
-pub(crate) struct FieldMatcher {
-    field: String,
-    patterns: Vec<Pattern>,
-    /// `|all`: every pattern must match; otherwise any.
-    all: bool,
-    /// `|exists`: only presence is tested.
-    exists: Option<bool>,
-}
-
-impl FieldMatcher {
-    fn matches(&self, event: &dyn Event) -> bool {
-        let value = event.field(&self.field);
-        if let Some(want) = self.exists {
-            return value.is_some() == want;
-        }
-        let value = value.as_ref();
-        if self.all {
-            self.patterns.iter().all(|p| p.matches(value))
-        } else {
-            self.patterns.iter().any(|p| p.matches(value))
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(crate) enum Selection {
     /// A list of maps: any map matches (each map: all its fields match).
+    /// Keyword lists are a map of one keyless entry.
     AnyOf(Vec<Vec<FieldMatcher>>),
-    /// Keyless values searched in every string of the event.
-    Keywords(Vec<Pattern>),
 }
 
 impl Selection {
     fn matches(&self, event: &dyn Event) -> bool {
-        match self {
-            Selection::AnyOf(maps) => maps.iter().any(|m| m.iter().all(|f| f.matches(event))),
-            Selection::Keywords(patterns) => {
-                let values = event.values();
-                patterns
-                    .iter()
-                    .any(|p| values.iter().any(|v| p.matches_str(v)))
-            }
-        }
+        let Selection::AnyOf(maps) = self;
+        maps.iter().any(|m| m.iter().all(|f| f.matches(event)))
     }
 }
 
@@ -127,7 +58,10 @@ impl Detection {
         }
     }
 
-    pub(crate) fn compile(detection: &Value) -> Result<Detection, RuleError> {
+    pub(crate) fn compile(
+        detection: &Value,
+        opts: &CompileOptions,
+    ) -> Result<Detection, RuleError> {
         let map = detection.as_object().ok_or(RuleError::WrongType {
             field: "detection".into(),
             expected: "a mapping",
@@ -144,7 +78,7 @@ impl Detection {
                     ));
                 }
                 _ => {
-                    selections.push(compile_selection(name, body)?);
+                    selections.push(compile_selection(name, body, opts)?);
                     names.push(name.clone());
                 }
             }
@@ -228,152 +162,65 @@ fn resolve(c: &Cond, names: &[String]) -> Result<Expr, RuleError> {
     })
 }
 
-fn compile_selection(name: &str, body: &Value) -> Result<Selection, RuleError> {
+fn compile_selection(
+    name: &str,
+    body: &Value,
+    opts: &CompileOptions,
+) -> Result<Selection, RuleError> {
     match body {
-        Value::Object(map) => Ok(Selection::AnyOf(vec![compile_map(map)?])),
+        Value::Object(map) => Ok(Selection::AnyOf(vec![compile_map(map, opts)?])),
         Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
             let maps = items
                 .iter()
                 .filter_map(Value::as_object)
-                .map(compile_map)
+                .map(|m| compile_map(m, opts))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Selection::AnyOf(maps))
         }
         Value::Array(items)
             if items.iter().all(|v| !v.is_object() && !v.is_array()) && !items.is_empty() =>
         {
-            keywords(name, items)
+            // Keywords: searched in every value of the event (pySigma's default full-text form).
+            Ok(Selection::AnyOf(vec![vec![compile_field(
+                "|contains",
+                body,
+                true,
+                opts,
+            )?]]))
         }
-        Value::String(_) | Value::Number(_) => keywords(name, std::slice::from_ref(body)),
+        Value::String(_) | Value::Number(_) => Ok(Selection::AnyOf(vec![vec![compile_field(
+            "|contains",
+            body,
+            true,
+            opts,
+        )?]])),
         _ => Err(RuleError::Detection(format!(
             "selection `{name}` must be a mapping, a list of mappings, or a list of keywords"
         ))),
     }
 }
 
-fn keywords(name: &str, items: &[Value]) -> Result<Selection, RuleError> {
-    let patterns = items
-        .iter()
-        .map(|v| {
-            let s = scalar_text(v).ok_or_else(|| {
-                RuleError::Detection(format!("keyword in `{name}` must be a string or number"))
-            })?;
-            Pattern::string(&s, Anchor::Contains, false).map_err(|reason| RuleError::Regex {
-                field: name.into(),
-                reason,
-            })
+fn compile_map(
+    map: &serde_json::Map<String, Value>,
+    opts: &CompileOptions,
+) -> Result<Vec<FieldMatcher>, RuleError> {
+    map.iter()
+        .map(|(k, v)| {
+            let keyless = k.is_empty() || k.starts_with('|');
+            if keyless {
+                // Keyless entries search every value; make them substring searches like plain keywords.
+                let key = if k
+                    .split('|')
+                    .any(|m| matches!(m, "contains" | "startswith" | "endswith" | "re" | "cidr"))
+                {
+                    k.clone()
+                } else {
+                    format!("{k}|contains")
+                };
+                compile_field(&key, v, true, opts)
+            } else {
+                compile_field(k, v, false, opts)
+            }
         })
-        .collect::<Result<_, _>>()?;
-    Ok(Selection::Keywords(patterns))
-}
-
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn compile_map(map: &serde_json::Map<String, Value>) -> Result<Vec<FieldMatcher>, RuleError> {
-    map.iter().map(|(k, v)| compile_field(k, v)).collect()
-}
-
-fn compile_field(key: &str, value: &Value) -> Result<FieldMatcher, RuleError> {
-    let mut parts = key.split('|');
-    let field = parts.next().unwrap_or_default().to_owned();
-    let mods: Vec<&str> = parts.collect();
-    let unsupported = |m: &str| RuleError::UnsupportedModifier {
-        field: field.clone(),
-        modifier: m.to_owned(),
-    };
-    let mut anchor = Anchor::Exact;
-    let (mut all, mut cased, mut re, mut exists) = (false, false, false, false);
-    let (mut re_i, mut re_m, mut re_s) = (false, false, false);
-    for m in &mods {
-        match *m {
-            "contains" => anchor = Anchor::Contains,
-            "startswith" => anchor = Anchor::Prefix,
-            "endswith" => anchor = Anchor::Suffix,
-            "all" => all = true,
-            "cased" => cased = true,
-            "re" => re = true,
-            "i" => re_i = true,
-            "m" => re_m = true,
-            "s" => re_s = true,
-            "exists" => exists = true,
-            m if KNOWN_MODIFIERS.contains(&m) => return Err(unsupported(m)),
-            m => {
-                return Err(RuleError::UnknownModifier {
-                    field: field.clone(),
-                    modifier: m.to_owned(),
-                });
-            }
-        }
-    }
-    if (re_i || re_m || re_s) && !re {
-        return Err(RuleError::Detection(format!(
-            "`{field}`: i/m/s modifiers only go with `re`"
-        )));
-    }
-    if field.is_empty() && !mods.is_empty() {
-        return Err(RuleError::Detection(format!(
-            "keyless modifiers `{key}` are not supported yet"
-        )));
-    }
-    if exists {
-        let want = value.as_bool().ok_or(RuleError::WrongType {
-            field: key.to_owned(),
-            expected: "`true` or `false` with `exists`",
-        })?;
-        return Ok(FieldMatcher {
-            field,
-            patterns: Vec::new(),
-            all: false,
-            exists: Some(want),
-        });
-    }
-    let values: &[Value] = match value {
-        Value::Array(items) => items,
-        other => std::slice::from_ref(other),
-    };
-    if values.is_empty() {
-        return Err(RuleError::Detection(format!(
-            "`{key}` has an empty list of values"
-        )));
-    }
-    let regex_err = |reason| RuleError::Regex {
-        field: field.clone(),
-        reason,
-    };
-    let mut patterns = Vec::with_capacity(values.len());
-    for v in values {
-        let p = match v {
-            Value::Null => Pattern::Null,
-            Value::String(s) if re => Pattern::regex(s, re_i, re_m, re_s).map_err(regex_err)?,
-            Value::String(s) => Pattern::string(s, anchor, cased).map_err(regex_err)?,
-            Value::Number(n) if anchor == Anchor::Exact && !re => match n.as_i64() {
-                Some(i) => Pattern::Number(i),
-                None => Pattern::string(&n.to_string(), anchor, cased).map_err(regex_err)?,
-            },
-            Value::Number(n) => {
-                Pattern::string(&n.to_string(), anchor, cased).map_err(regex_err)?
-            }
-            Value::Bool(b) if anchor == Anchor::Exact => Pattern::Bool(*b),
-            _ => {
-                return Err(RuleError::WrongType {
-                    field: key.to_owned(),
-                    expected: "scalar values",
-                });
-            }
-        };
-        patterns.push(p);
-    }
-    Ok(FieldMatcher {
-        field,
-        patterns,
-        all,
-        exists: None,
-    })
+        .collect()
 }

@@ -14,8 +14,6 @@ pub enum RuleError {
     },
     #[error("unknown modifier `{modifier}` on `{field}`")]
     UnknownModifier { field: String, modifier: String },
-    #[error("modifier `{modifier}` is not supported yet (on `{field}`)")]
-    UnsupportedModifier { field: String, modifier: String },
     #[error("invalid regular expression in `{field}`: {reason}")]
     Regex { field: String, reason: String },
     #[error("condition: {0}")]

@@ -11,6 +11,15 @@ pub enum FieldValue<'a> {
 }
 
 impl FieldValue<'_> {
+    /// The value as a number, when it is one or is numeric text.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            FieldValue::Int(i) => Some(*i as f64),
+            FieldValue::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
     /// The value as text, the way Sigma compares strings against numbers.
     pub fn as_text(&self) -> Cow<'_, str> {
         match self {

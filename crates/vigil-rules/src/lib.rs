@@ -18,13 +18,16 @@ mod condition;
 mod detection;
 mod error;
 mod event;
+mod field;
 mod logsource;
 mod pattern;
 mod rule;
 mod ruleset;
+mod value;
 
 pub use error::{Rejection, RuleError};
 pub use event::{Event, FieldValue, JsonEvent};
+pub use field::{CompileOptions, MAX_EXPANDED_VALUES};
 pub use logsource::LogSource;
 pub use rule::{Level, Rule};
 pub use ruleset::{LoadReport, Match, RuleSet};

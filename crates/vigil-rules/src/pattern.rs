@@ -5,7 +5,7 @@ use regex::{Regex, RegexBuilder};
 
 /// Upper bound on a compiled regex (the regex crate's own limit), so a rule
 /// cannot make the engine allocate without bound.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Anchor {
@@ -178,8 +178,70 @@ impl Pattern {
     }
 }
 
+/// Sigma's regex flavour is PCRE, where `\w`, `\d` and `\s` are ASCII
+/// classes; the regex crate's are Unicode (and far larger compiled: `\w{1,64}`
+/// alone exceeds a megabyte). Rewrites them to their ASCII spelling, inside
+/// and outside character classes; everything else passes through.
+pub(crate) fn pcre_classes_to_ascii(re: &str) -> String {
+    let mut out = String::with_capacity(re.len() + 16);
+    let mut chars = re.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n @ ('w' | 'd' | 's')) => {
+                    let body = match n {
+                        'w' => "0-9A-Za-z_",
+                        'd' => "0-9",
+                        _ => "\\t\\n\\x0B\\x0C\\r ",
+                    };
+                    if in_class {
+                        out.push_str(body);
+                    } else {
+                        out.push('[');
+                        out.push_str(body);
+                        out.push(']');
+                    }
+                }
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A `]` right after `[` or `[^` is a literal member.
+                let mut peek = chars.clone();
+                match peek.next() {
+                    Some('^') => {
+                        out.push('^');
+                        chars.next();
+                        if chars.clone().next() == Some(']') {
+                            out.push_str("\\]");
+                            chars.next();
+                        }
+                    }
+                    Some(']') => {
+                        out.push_str("\\]");
+                        chars.next();
+                    }
+                    _ => {}
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 fn build_regex(re: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {
-    RegexBuilder::new(re)
+    RegexBuilder::new(&pcre_classes_to_ascii(re))
         .case_insensitive(i)
         .multi_line(m)
         .dot_matches_new_line(s)
@@ -259,6 +321,20 @@ mod tests {
                 .unwrap()
                 .matches(Some(&s("")))
         );
+    }
+
+    #[test]
+    fn pcre_classes_are_ascii() {
+        assert_eq!(
+            pcre_classes_to_ascii(r"-k\s\w{1,64}"),
+            r"-k[\t\n\x0B\x0C\r ][0-9A-Za-z_]{1,64}"
+        );
+        assert_eq!(pcre_classes_to_ascii(r"[\w.-]+\\d"), r"[0-9A-Za-z_.-]+\\d");
+        assert_eq!(pcre_classes_to_ascii(r"[]a]\W"), r"[\]a]\W");
+        let re = Pattern::regex(r"^\w+$", false, false, false).unwrap();
+        assert!(re.matches_str("abc_1"));
+        assert!(!re.matches_str("é"), "PCRE \\w is ASCII");
+        assert!(Pattern::regex(r"-k\s\w{1,64}(?:\s?(?:-p|-s))?", false, false, false).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use crate::detection::Detection;
 use crate::error::RuleError;
 use crate::event::Event;
+use crate::field::CompileOptions;
 use crate::logsource::LogSource;
 use serde_json::Value;
 
@@ -52,7 +53,7 @@ pub struct Rule {
 
 impl Rule {
     /// Compiles one YAML document that has already been parsed.
-    pub(crate) fn from_value(doc: &Value) -> Result<Rule, RuleError> {
+    pub(crate) fn from_value(doc: &Value, opts: &CompileOptions) -> Result<Rule, RuleError> {
         let map = doc.as_object().ok_or(RuleError::WrongType {
             field: "rule".into(),
             expected: "a mapping",
@@ -123,6 +124,7 @@ impl Rule {
         let detection = Detection::compile(
             map.get("detection")
                 .ok_or(RuleError::MissingField("detection"))?,
+            opts,
         )?;
         Ok(Rule {
             id,

@@ -1,5 +1,6 @@
 use crate::error::{Rejection, RuleError};
 use crate::event::Event;
+use crate::field::CompileOptions;
 use crate::logsource::LogSource;
 use crate::rule::Rule;
 use serde_json::Value;
@@ -38,11 +39,20 @@ pub struct Match<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    options: CompileOptions,
 }
 
 impl RuleSet {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set whose rules compile with `options` (e.g. placeholder values).
+    pub fn with_options(options: CompileOptions) -> Self {
+        RuleSet {
+            rules: Vec::new(),
+            options,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -119,7 +129,7 @@ impl RuleSet {
                 continue;
             }
             let start = starts.get(i).copied().unwrap_or(1);
-            match Rule::from_value(doc) {
+            match Rule::from_value(doc, &self.options) {
                 Ok(rule) => {
                     self.rules.push(rule);
                     report.loaded += 1;
@@ -204,13 +214,17 @@ fn document_starts(text: &str) -> Vec<usize> {
 /// document's first line.
 fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
     let needle = match error {
-        RuleError::UnknownModifier { field, modifier }
-        | RuleError::UnsupportedModifier { field, modifier } => {
+        RuleError::UnknownModifier { field, modifier } => {
             format!("{field}|{}", modifier.split('|').next().unwrap_or_default())
         }
         RuleError::MissingField(_) => return None,
         RuleError::Condition(_) | RuleError::UnknownSelection(_) => "condition".to_owned(),
         RuleError::Correlation => "correlation".to_owned(),
+        // Detection errors open with the field they concern: "`Field`: ...".
+        RuleError::Detection(msg) => match msg.strip_prefix('`').and_then(|m| m.split_once('`')) {
+            Some((field, _)) if field != "keywords" => format!("{field}|"),
+            _ => return None,
+        },
         RuleError::WrongType { field, .. } | RuleError::Regex { field, .. } => field.clone(),
         _ => return None,
     };

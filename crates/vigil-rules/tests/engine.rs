@@ -189,7 +189,12 @@ fn malformed_yaml_and_unsupported_forms_are_rejections_not_panics() {
         "title: t\nlogsource: 5\ndetection: {s: {a: 1}, condition: s}",
         "title: t\nlogsource: {}\ndetection: {s: {a: 1}}",
         "title: t\nlogsource: {}\ndetection: {s: {'a|re': '('}, condition: s}",
-        "title: t\nlogsource: {}\ndetection: {s: {'a|base64': 'x'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|base64': 'x*'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|re|contains': 'x'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|cidr': '10.0.0.0/99'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|gt': 'ten'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|expand': '%unset%'}, condition: s}",
+        "title: t\nlogsource: {}\ndetection: {s: {'a|contains|startswith': 'x'}, condition: s}",
         "title: t\nlogsource: {}\ndetection: {s: {a: 1}, condition: 's | count() > 5'}",
         "title: t\nlogsource: {}\ndetection: {s: {a: []}, condition: s}",
         "title: t\nlogsource: {}\nlevel: severe\ndetection: {s: {a: 1}, condition: s}",
@@ -218,4 +223,181 @@ fn unreadable_paths_are_reported() {
     assert_eq!(set.len(), 1);
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0].path, missing);
+}
+
+fn one_rule(detection: &str) -> RuleSet {
+    let text = format!(
+        "title: t\nid: r\nlogsource: {{product: linux, category: process_creation}}\ndetection:\n{detection}"
+    );
+    let (set, report) = load(&text);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    set
+}
+
+fn hits(set: &RuleSet, v: serde_json::Value) -> bool {
+    !set.evaluate(&LogSource::parse(LINUX_PROC), &event(v))
+        .is_empty()
+}
+
+#[test]
+fn spec_modifiers_windash_base64_and_wide() {
+    let set = one_rule("  s:\n    CommandLine|windash|contains: ' -urlcache '\n  condition: s\n");
+    for cmd in [
+        "certutil -urlcache x",
+        "certutil /urlcache x",
+        "certutil \u{2013}urlcache x",
+    ] {
+        assert!(hits(&set, serde_json::json!({"CommandLine": cmd})), "{cmd}");
+    }
+    assert!(!hits(
+        &set,
+        serde_json::json!({"CommandLine": "certutil +urlcache x"})
+    ));
+
+    // base64offset|contains finds the value at any alignment inside an encoded blob.
+    let set = one_rule(
+        "  s:\n    CommandLine|base64offset|contains: 'Invoke-Mimikatz'\n  condition: s\n",
+    );
+    for prefix in ["", "a", "ab"] {
+        let blob = base64_std(format!("{prefix}Invoke-Mimikatz -DumpCreds").as_bytes());
+        assert!(
+            hits(
+                &set,
+                serde_json::json!({"CommandLine": format!("powershell -enc {blob}")})
+            ),
+            "offset {}",
+            prefix.len()
+        );
+    }
+    assert!(!hits(
+        &set,
+        serde_json::json!({"CommandLine": format!("powershell -enc {}", base64_std(b"Get-Process"))})
+    ));
+
+    // wide|base64offset: PowerShell's UTF-16LE -EncodedCommand.
+    let set = one_rule("  s:\n    CommandLine|wide|base64offset|contains: 'IEX'\n  condition: s\n");
+    let utf16: Vec<u8> = "x IEX y"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    assert!(hits(
+        &set,
+        serde_json::json!({"CommandLine": base64_std(&utf16)})
+    ));
+
+    let set = one_rule("  s:\n    CommandLine|base64: 'cmd'\n  condition: s\n");
+    assert!(hits(&set, serde_json::json!({"CommandLine": "Y21k"})));
+}
+
+fn base64_std(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() {
+                char::from(T[((n >> shift) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn spec_modifiers_numbers_networks_time_and_references() {
+    let set = one_rule(
+        "  s:\n    DestinationPort|gte: 1024\n    DestinationPort|lt: '2048'\n  condition: s\n",
+    );
+    assert!(hits(&set, serde_json::json!({"DestinationPort": 1024})));
+    assert!(hits(&set, serde_json::json!({"DestinationPort": "2000"})));
+    assert!(!hits(&set, serde_json::json!({"DestinationPort": 2048})));
+    assert!(!hits(&set, serde_json::json!({"DestinationPort": "high"})));
+
+    let set = one_rule(
+        "  s:\n    DestinationIp|cidr:\n      - 10.0.0.0/8\n      - 'fd00::/8'\n  condition: not s\n",
+    );
+    assert!(!hits(
+        &set,
+        serde_json::json!({"DestinationIp": "10.2.3.4"})
+    ));
+    assert!(!hits(&set, serde_json::json!({"DestinationIp": "fd12::1"})));
+    assert!(hits(&set, serde_json::json!({"DestinationIp": "8.8.8.8"})));
+
+    let set = one_rule("  s:\n    User|neq: root\n  condition: s\n");
+    assert!(hits(&set, serde_json::json!({"User": "alice"})));
+    assert!(!hits(&set, serde_json::json!({"User": "ROOT"})));
+
+    let set = one_rule("  s:\n    UtcTime|hour|gte: 22\n  condition: s\n");
+    assert!(hits(
+        &set,
+        serde_json::json!({"UtcTime": "2025-01-02 23:10:00.000"})
+    ));
+    assert!(!hits(
+        &set,
+        serde_json::json!({"UtcTime": "2025-01-02 09:10:00.000"})
+    ));
+
+    let set = one_rule("  s:\n    ParentImage|fieldref: Image\n  condition: s\n");
+    assert!(hits(
+        &set,
+        serde_json::json!({"Image": "/bin/X", "ParentImage": "/bin/x"})
+    ));
+    assert!(!hits(
+        &set,
+        serde_json::json!({"Image": "/bin/x", "ParentImage": "/bin/y"})
+    ));
+    assert!(!hits(&set, serde_json::json!({"ParentImage": "/bin/y"})));
+
+    let set =
+        one_rule("  s:\n    CommandLine|exists: true\n    User|exists: false\n  condition: s\n");
+    assert!(hits(&set, serde_json::json!({"CommandLine": ""})));
+    assert!(!hits(
+        &set,
+        serde_json::json!({"CommandLine": "", "User": "x"})
+    ));
+
+    let set = one_rule("  s:\n    CommandLine|cased: 'Mimikatz'\n  condition: s\n");
+    assert!(hits(&set, serde_json::json!({"CommandLine": "Mimikatz"})));
+    assert!(!hits(&set, serde_json::json!({"CommandLine": "mimikatz"})));
+
+    let set = one_rule("  s:\n    CommandLine|re|i|s: '^a.b$'\n  condition: s\n");
+    assert!(hits(&set, serde_json::json!({"CommandLine": "A\nB"})));
+}
+
+#[test]
+fn keyless_all_and_expand_placeholders() {
+    let set = one_rule(
+        "  keywords:\n    '|all':\n      - 'pkexec'\n      - 'GCONV_PATH'\n  condition: keywords\n",
+    );
+    assert!(hits(
+        &set,
+        serde_json::json!({"a": "pkexec here", "b": "GCONV_PATH=."})
+    ));
+    assert!(!hits(&set, serde_json::json!({"a": "pkexec only"})));
+
+    let text = "title: t\nlogsource: {product: linux}\ndetection:\n  s:\n    Host|expand: '%dcs%'\n  condition: s\n";
+    let mut opts = vigil_rules::CompileOptions::default();
+    opts.placeholders
+        .insert("dcs".into(), vec!["dc1".into(), "dc2".into()]);
+    let mut set = RuleSet::with_options(opts);
+    let mut report = vigil_rules::LoadReport::default();
+    set.load_str(Path::new("t.yml"), text, &mut report);
+    assert_eq!(report.loaded, 1, "{:?}", report.rejected);
+    assert!(
+        !set.evaluate(
+            &LogSource::parse("linux/x"),
+            &event(serde_json::json!({"Host": "DC2"}))
+        )
+        .is_empty()
+    );
+    let (_, report) = load(text);
+    assert!(
+        report.rejected[0].error.to_string().contains("%dcs%"),
+        "{}",
+        report.rejected[0].error
+    );
 }
