@@ -22,8 +22,6 @@ pub enum RuleError {
     UnknownSelection(String),
     #[error("detection: {0}")]
     Detection(String),
-    #[error("correlation rules are not supported yet")]
-    Correlation,
     #[error("cannot read file: {0}")]
     Io(String),
 }

@@ -15,6 +15,7 @@
 //! reason, never a silent no-op.
 
 mod condition;
+mod correlation;
 mod detection;
 mod error;
 mod event;
@@ -25,9 +26,10 @@ mod rule;
 mod ruleset;
 mod value;
 
+pub use correlation::{Correlation, CorrelationType, Engine, EngineConfig, Hit};
 pub use error::{Rejection, RuleError};
 pub use event::{Event, FieldValue, JsonEvent};
 pub use field::{CompileOptions, MAX_EXPANDED_VALUES};
 pub use logsource::LogSource;
-pub use rule::{Level, Rule};
+pub use rule::{Filter, Level, Rule};
 pub use ruleset::{LoadReport, Match, RuleSet};

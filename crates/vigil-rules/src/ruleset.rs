@@ -1,8 +1,9 @@
+use crate::correlation::Correlation;
 use crate::error::{Rejection, RuleError};
 use crate::event::Event;
 use crate::field::CompileOptions;
 use crate::logsource::LogSource;
-use crate::rule::Rule;
+use crate::rule::{Document, Filter, Rule, compile_document};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,10 @@ pub struct Match<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    filters: Vec<Filter>,
+    correlations: Vec<Correlation>,
+    /// Where each correlation came from, for reference errors.
+    correlation_origins: Vec<(PathBuf, usize)>,
     options: CompileOptions,
 }
 
@@ -50,8 +55,8 @@ impl RuleSet {
     /// An empty set whose rules compile with `options` (e.g. placeholder values).
     pub fn with_options(options: CompileOptions) -> Self {
         RuleSet {
-            rules: Vec::new(),
             options,
+            ..RuleSet::default()
         }
     }
 
@@ -67,6 +72,14 @@ impl RuleSet {
         &self.rules
     }
 
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    pub fn correlations(&self) -> &[Correlation] {
+        &self.correlations
+    }
+
     /// Loads every `.yml`/`.yaml` file under `paths` (files or directories).
     /// Bad rules are reported; the good ones load regardless.
     pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {
@@ -80,6 +93,7 @@ impl RuleSet {
                 set.load_file(&f, &mut report);
             }
         }
+        set.check_references(&mut report);
         (set, report)
     }
 
@@ -129,9 +143,16 @@ impl RuleSet {
                 continue;
             }
             let start = starts.get(i).copied().unwrap_or(1);
-            match Rule::from_value(doc, &self.options) {
-                Ok(rule) => {
-                    self.rules.push(rule);
+            match compile_document(doc, &self.options) {
+                Ok(d) => {
+                    match d {
+                        Document::Rule(r) => self.rules.push(r),
+                        Document::Filter(f) => self.filters.push(f),
+                        Document::Correlation(c) => {
+                            self.correlations.push(c);
+                            self.correlation_origins.push((path.to_owned(), start));
+                        }
+                    }
                     report.loaded += 1;
                 }
                 Err(error) => {
@@ -148,12 +169,67 @@ impl RuleSet {
         }
     }
 
-    /// The rules whose log source covers `source` and whose detection matches `event`.
-    pub fn evaluate<'a>(&'a self, source: &LogSource, event: &dyn Event) -> Vec<Match<'a>> {
+    /// Rejects correlations that reference rules or correlations the set does
+    /// not hold (they could never fire). Call after the last file is loaded;
+    /// [`RuleSet::load_paths`] does.
+    pub fn check_references(&mut self, report: &mut LoadReport) {
+        loop {
+            let bad = self.correlations.iter().enumerate().find_map(|(i, c)| {
+                c.rules
+                    .iter()
+                    .find(|r| {
+                        !self.rules.iter().any(|x| x.is_named(r))
+                            && !self
+                                .correlations
+                                .iter()
+                                .any(|x| x.id != c.id && x.is_named(r))
+                    })
+                    .map(|r| (i, r.clone()))
+            });
+            let Some((i, missing)) = bad else { break };
+            let c = self.correlations.remove(i);
+            let (path, line) = self.correlation_origins.remove(i);
+            report.loaded = report.loaded.saturating_sub(1);
+            report.rejected.push(Rejection {
+                path,
+                line,
+                id: Some(c.id),
+                error: RuleError::Detection(format!(
+                    "correlation references unknown rule `{missing}`"
+                )),
+            });
+        }
+    }
+
+    /// Indices of the rules whose log source covers `source`, whose detection
+    /// matches `event`, and that no applicable filter suppresses.
+    pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
         self.rules
             .iter()
-            .filter(|r| r.logsource.covers(source) && r.matches(event))
-            .map(|rule| Match { rule })
+            .enumerate()
+            .filter(|(_, r)| {
+                r.logsource.covers(source) && r.matches(event) && !self.filtered(r, source, event)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn filtered(&self, rule: &Rule, source: &LogSource, event: &dyn Event) -> bool {
+        self.filters.iter().any(|f| {
+            f.rules.iter().any(|r| rule.is_named(r))
+                && f.logsource.covers(source)
+                && f.matches(event)
+        })
+    }
+
+    /// The rules that match `event` on their own (no correlation state; see
+    /// [`crate::Engine`] for correlations).
+    pub fn evaluate<'a>(&'a self, source: &LogSource, event: &dyn Event) -> Vec<Match<'a>> {
+        self.matching_rules(source, event)
+            .into_iter()
+            .map(|i| Match {
+                rule: &self.rules[i],
+            })
             .collect()
     }
 }
@@ -219,7 +295,6 @@ fn error_line(text: &str, start: usize, error: &RuleError) -> Option<usize> {
         }
         RuleError::MissingField(_) => return None,
         RuleError::Condition(_) | RuleError::UnknownSelection(_) => "condition".to_owned(),
-        RuleError::Correlation => "correlation".to_owned(),
         // Detection errors open with the field they concern: "`Field`: ...".
         RuleError::Detection(msg) => match msg.strip_prefix('`').and_then(|m| m.split_once('`')) {
             Some((field, _)) if field != "keywords" => format!("{field}|"),

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CmpOp {
     Eq,
+    Neq,
     Lt,
     Lte,
     Gt,
@@ -24,9 +25,19 @@ impl CmpOp {
         })
     }
 
+    /// Also `eq` and `neq`, as correlation conditions allow.
+    pub(crate) fn parse_condition(s: &str) -> Option<CmpOp> {
+        match s {
+            "eq" => Some(CmpOp::Eq),
+            "neq" => Some(CmpOp::Neq),
+            other => CmpOp::parse(other),
+        }
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             CmpOp::Eq => "eq",
+            CmpOp::Neq => "neq",
             CmpOp::Lt => "lt",
             CmpOp::Lte => "lte",
             CmpOp::Gt => "gt",
@@ -37,6 +48,7 @@ impl CmpOp {
     pub(crate) fn holds(self, field: f64, value: f64) -> bool {
         match self {
             CmpOp::Eq => field == value,
+            CmpOp::Neq => field != value,
             CmpOp::Lt => field < value,
             CmpOp::Lte => field <= value,
             CmpOp::Gt => field > value,
