@@ -2,8 +2,8 @@
 
 use crate::condition::{self, Cond, OfTarget};
 use crate::error::RuleError;
-use crate::event::Event;
-use crate::field::{CompileOptions, FieldMatcher, compile_field};
+use crate::eval::Ctx;
+use crate::field::{Clauses, CompileOptions, FieldMatcher, compile_field};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -14,9 +14,9 @@ pub(crate) enum Selection {
 }
 
 impl Selection {
-    fn matches(&self, event: &dyn Event) -> bool {
+    fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
         let Selection::AnyOf(maps) = self;
-        maps.iter().any(|m| m.iter().all(|f| f.matches(event)))
+        maps.iter().any(|m| m.iter().all(|f| f.matches(ctx)))
     }
 }
 
@@ -36,24 +36,100 @@ pub(crate) struct Detection {
     condition: Expr,
 }
 
+/// Most clauses kept per rule (the most selective ones).
+pub(crate) const MAX_CLAUSES: usize = 8;
+
+/// How selective a clause looks: longer shortest literal first, then fewer alternatives.
+fn score(c: &[(String, String)]) -> (usize, std::cmp::Reverse<usize>) {
+    (
+        c.iter().map(|(_, l)| l.len()).min().unwrap_or(0),
+        std::cmp::Reverse(c.len()),
+    )
+}
+
+fn best_clause(cs: &Clauses) -> Option<&Vec<(String, String)>> {
+    cs.iter().max_by_key(|c| score(c))
+}
+
+/// Either of several alternatives must hold: one clause, the union of each
+/// alternative's best clause — or nothing, if any alternative has none.
+fn any_of(alts: impl Iterator<Item = Clauses>) -> Clauses {
+    let mut clause = Vec::new();
+    for a in alts {
+        match best_clause(&a) {
+            Some(c) => clause.extend(c.iter().cloned()),
+            None => return Vec::new(),
+        }
+    }
+    if clause.is_empty() {
+        Vec::new()
+    } else {
+        vec![clause]
+    }
+}
+
+fn all_of(parts: impl Iterator<Item = Clauses>) -> Clauses {
+    let mut out: Clauses = parts.flatten().collect();
+    out.sort_by_key(|c| std::cmp::Reverse(score(c)));
+    out.truncate(MAX_CLAUSES);
+    out
+}
+
+impl Selection {
+    fn clauses(&self) -> Clauses {
+        let Selection::AnyOf(maps) = self;
+        let per_map = maps
+            .iter()
+            .map(|m| all_of(m.iter().map(FieldMatcher::clauses)));
+        if maps.len() == 1 {
+            per_map.flatten().collect()
+        } else {
+            any_of(per_map)
+        }
+    }
+}
+
 impl Detection {
-    pub(crate) fn matches(&self, event: &dyn Event) -> bool {
-        self.eval(&self.condition, event)
+    /// What any event this detection matches must contain (see [`Clauses`]).
+    pub(crate) fn clauses(&self) -> Clauses {
+        all_of(std::iter::once(self.cl(&self.condition)))
     }
 
-    fn eval(&self, e: &Expr, event: &dyn Event) -> bool {
+    fn cl(&self, e: &Expr) -> Clauses {
         match e {
-            Expr::Sel(i) => self.selections[*i].matches(event),
-            Expr::Not(inner) => !self.eval(inner, event),
-            Expr::And(items) => items.iter().all(|i| self.eval(i, event)),
-            Expr::Or(items) => items.iter().any(|i| self.eval(i, event)),
+            Expr::Sel(i) => self.selections[*i].clauses(),
+            Expr::Not(_) => Vec::new(),
+            Expr::And(items) => all_of(items.iter().map(|i| self.cl(i))),
+            Expr::Or(items) => any_of(items.iter().map(|i| self.cl(i))),
+            Expr::AtLeast(n, sels) if *n == usize::MAX || *n >= sels.len() => {
+                all_of(sels.iter().map(|i| self.selections[*i].clauses()))
+            }
+            Expr::AtLeast(_, sels) => any_of(sels.iter().map(|i| self.selections[*i].clauses())),
+        }
+    }
+
+    pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
+        self.eval(&self.condition, ctx)
+    }
+
+    fn eval<'r>(&'r self, e: &'r Expr, ctx: &mut Ctx<'r, '_>) -> bool {
+        match e {
+            Expr::Sel(i) => self.selections[*i].matches(ctx),
+            Expr::Not(inner) => !self.eval(inner, ctx),
+            Expr::And(items) => items.iter().all(|i| self.eval(i, ctx)),
+            Expr::Or(items) => items.iter().any(|i| self.eval(i, ctx)),
             Expr::AtLeast(n, sels) => {
                 let want = if *n == usize::MAX { sels.len() } else { *n };
-                sels.iter()
-                    .filter(|&&i| self.selections[i].matches(event))
-                    .take(want)
-                    .count()
-                    >= want
+                let mut hits = 0;
+                for &i in sels {
+                    if self.selections[i].matches(ctx) {
+                        hits += 1;
+                        if hits >= want {
+                            return true;
+                        }
+                    }
+                }
+                false
             }
         }
     }

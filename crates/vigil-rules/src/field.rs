@@ -12,7 +12,9 @@
 //! number with `re`) is a rejection, never silently ignored.
 
 use crate::error::RuleError;
-use crate::event::{Event, FieldValue};
+use crate::eval::Ctx;
+use crate::event::FieldValue;
+use crate::literals::LiteralSet;
 use crate::pattern::{Anchor, Pattern};
 use crate::value::{Cidr, CmpOp, TimePart};
 use serde_json::Value;
@@ -44,46 +46,62 @@ pub(crate) enum ValueMatcher {
 }
 
 impl ValueMatcher {
-    fn matches(&self, value: Option<&FieldValue<'_>>, event: &dyn Event) -> bool {
+    /// Matches the field `field` of the event in `ctx`.
+    fn matches<'r>(&'r self, field: &'r str, ctx: &mut Ctx<'r, '_>) -> bool {
+        if let ValueMatcher::FieldRef {
+            other,
+            anchor,
+            cased,
+        } = self
+        {
+            let o = ctx.slot(other);
+            if o.is_missing() {
+                return false;
+            }
+            let o = if *cased {
+                o.text().to_owned()
+            } else {
+                o.lower().to_owned()
+            };
+            let v = ctx.slot(field);
+            if v.is_missing() {
+                return false;
+            }
+            let v = if *cased { v.text() } else { v.lower() };
+            return match anchor {
+                Anchor::Exact => v == o,
+                Anchor::Prefix => v.starts_with(&o),
+                Anchor::Suffix => v.ends_with(&o),
+                Anchor::Contains => v.contains(&o),
+            };
+        }
+        let slot = ctx.slot(field);
         match self {
-            ValueMatcher::Pattern(p) => p.matches(value),
-            ValueMatcher::Cidr(c) => value.is_some_and(|v| c.contains_text(&v.as_text())),
-            ValueMatcher::Compare(op, n) => value
+            ValueMatcher::Pattern(p) => p.matches_slot(slot),
+            ValueMatcher::Cidr(c) => !slot.is_missing() && c.contains_text(slot.text()),
+            ValueMatcher::Compare(op, n) => slot
+                .value
+                .as_ref()
                 .and_then(FieldValue::as_number)
                 .is_some_and(|v| op.holds(v, *n)),
-            ValueMatcher::Time(part, op, n) => value
+            ValueMatcher::Time(part, op, n) => slot
+                .value
+                .as_ref()
                 .and_then(|v| part.extract(v))
                 .is_some_and(|v| op.holds(v as f64, *n)),
-            ValueMatcher::FieldRef {
-                other,
-                anchor,
-                cased,
-            } => {
-                let (Some(v), Some(o)) = (value, event.field(other)) else {
-                    return false;
-                };
-                let (v, o) = (v.as_text(), o.as_text());
-                let (v, o) = if *cased {
-                    (v.into_owned(), o.into_owned())
-                } else {
-                    (v.to_lowercase(), o.to_lowercase())
-                };
-                match anchor {
-                    Anchor::Exact => v == o,
-                    Anchor::Prefix => v.starts_with(&o),
-                    Anchor::Suffix => v.ends_with(&o),
-                    Anchor::Contains => v.contains(&o),
-                }
-            }
+            ValueMatcher::FieldRef { .. } => false,
         }
     }
 
     /// For keyless entries: whether a bare string of the event matches.
-    fn matches_str(&self, s: &str) -> bool {
+    fn matches_text(&self, original: &str, lower: &str) -> bool {
         match self {
-            ValueMatcher::Pattern(p) => p.matches_str(s),
-            ValueMatcher::Cidr(c) => c.contains_text(s),
-            ValueMatcher::Compare(op, n) => s.trim().parse::<f64>().is_ok_and(|v| op.holds(v, *n)),
+            ValueMatcher::Pattern(p) => p.matches_text(original, lower),
+            ValueMatcher::Cidr(c) => c.contains_text(original),
+            ValueMatcher::Compare(op, n) => original
+                .trim()
+                .parse::<f64>()
+                .is_ok_and(|v| op.holds(v, *n)),
             ValueMatcher::Time(..) | ValueMatcher::FieldRef { .. } => false,
         }
     }
@@ -100,13 +118,62 @@ pub(crate) struct FieldMatcher {
     pub(crate) exists: Option<bool>,
     /// `|neq`: the result is negated.
     pub(crate) negate: bool,
+    /// Case-insensitive literals of an any-of list, matched in one pass.
+    pub(crate) literals: Option<LiteralSet>,
 }
 
+/// What an event must contain for a detection to possibly match, in
+/// conjunctive normal form over literal occurrences: every clause must have at
+/// least one of its (field, lower-cased literal) pairs present as a substring.
+/// No clauses means no such guarantee could be derived.
+pub(crate) type Clauses = Vec<Vec<(String, String)>>;
+
 impl FieldMatcher {
-    pub(crate) fn matches(&self, event: &dyn Event) -> bool {
+    pub(crate) fn clauses(&self) -> Clauses {
+        let Some(field) = self.field.as_ref() else {
+            return Vec::new();
+        };
+        if self.negate || self.exists.is_some() {
+            return Vec::new();
+        }
+        if self.all {
+            // Every value must match: each is a clause of its own.
+            return self
+                .matchers
+                .iter()
+                .filter_map(|m| match m {
+                    ValueMatcher::Pattern(p) => p.necessary_literal(),
+                    _ => None,
+                })
+                .map(|l| vec![(field.clone(), l)])
+                .collect();
+        }
+        let mut lits: Vec<String> = Vec::new();
+        if let Some(set) = &self.literals {
+            if set.needles.iter().any(String::is_empty) {
+                return Vec::new();
+            }
+            lits.extend(set.needles.iter().cloned());
+        }
+        for m in &self.matchers {
+            match m {
+                ValueMatcher::Pattern(p) => match p.necessary_literal() {
+                    Some(l) => lits.push(l),
+                    None => return Vec::new(),
+                },
+                _ => return Vec::new(),
+            }
+        }
+        if lits.is_empty() {
+            return Vec::new();
+        }
+        vec![lits.into_iter().map(|l| (field.clone(), l)).collect()]
+    }
+
+    pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
         let Some(field) = &self.field else {
-            let values = event.values();
-            let hit = |m: &ValueMatcher| values.iter().any(|v| m.matches_str(v));
+            let values = ctx.values();
+            let hit = |m: &ValueMatcher| values.iter().any(|(o, l)| m.matches_text(o, l));
             let r = if self.all {
                 self.matchers.iter().all(hit)
             } else {
@@ -114,15 +181,19 @@ impl FieldMatcher {
             };
             return r != self.negate;
         };
-        let value = event.field(field);
         if let Some(want) = self.exists {
-            return value.is_some() == want;
+            return ctx.slot(field).value.is_some() == want;
         }
-        let value = value.as_ref();
+        if let Some(lits) = &self.literals {
+            let slot = ctx.slot(field);
+            if !slot.is_missing() && lits.matches(slot.lower()) {
+                return !self.negate;
+            }
+        }
         let r = if self.all {
-            self.matchers.iter().all(|m| m.matches(value, event))
+            self.matchers.iter().all(|m| m.matches(field, ctx))
         } else {
-            self.matchers.iter().any(|m| m.matches(value, event))
+            self.matchers.iter().any(|m| m.matches(field, ctx))
         };
         r != self.negate
     }
@@ -432,6 +503,7 @@ pub(crate) fn compile_field(
             expected: "`true` or `false` with `exists`",
         })?;
         return Ok(FieldMatcher {
+            literals: None,
             field: Some(field_name),
             matchers: Vec::new(),
             all: false,
@@ -566,12 +638,36 @@ pub(crate) fn compile_field(
     if matchers.len() > MAX_VALUES_PER_FIELD {
         return Err(err(format!("more than {MAX_VALUES_PER_FIELD} values")));
     }
+    // Any-of lists of case-insensitive literals run as one set; the rest one by one.
+    let mut literals = None;
+    if !all && !keyless {
+        let (lits, rest): (Vec<_>, Vec<_>) = matchers.into_iter().partition(|m| {
+            matches!(
+                m,
+                ValueMatcher::Pattern(Pattern::Literal { cased: false, .. })
+            )
+        });
+        matchers = rest;
+        let lits: Vec<(String, Anchor)> = lits
+            .into_iter()
+            .filter_map(|m| match m {
+                ValueMatcher::Pattern(Pattern::Literal { needle, anchor, .. }) => {
+                    Some((needle, anchor))
+                }
+                _ => None,
+            })
+            .collect();
+        if !lits.is_empty() {
+            literals = Some(LiteralSet::build(lits));
+        }
+    }
     Ok(FieldMatcher {
         field: (!keyless).then_some(field_name),
         matchers,
         all,
         exists: None,
         negate,
+        literals,
     })
 }
 

@@ -1,5 +1,6 @@
 //! One Sigma value with its modifiers, compiled to a matcher.
 
+use crate::eval::Slot;
 use crate::event::FieldValue;
 use regex::{Regex, RegexBuilder};
 
@@ -23,8 +24,10 @@ pub(crate) enum Pattern {
         anchor: Anchor,
         cased: bool,
     },
-    /// Wildcards that are not a plain prefix/suffix/contains.
-    Regex(Regex),
+    /// `re`, or wildcards that are not a plain prefix/suffix/contains. The
+    /// hint is a lower-cased literal every match must contain (for globs, the
+    /// longest literal run), which lets the prefilter skip the regex.
+    Regex(Regex, Option<String>),
     /// A YAML number: equal as number, or as its decimal text.
     Number(i64),
     Bool(bool),
@@ -37,6 +40,15 @@ enum Piece {
     Lit(String),
     Star,
     Question,
+}
+
+fn literal(hay: &str, needle: &str, anchor: Anchor) -> bool {
+    match anchor {
+        Anchor::Exact => hay == needle,
+        Anchor::Prefix => hay.starts_with(needle),
+        Anchor::Suffix => hay.ends_with(needle),
+        Anchor::Contains => memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some(),
+    }
 }
 
 /// Splits a Sigma string into literal runs and wildcards; `\*`, `\?` and `\\`
@@ -116,65 +128,109 @@ impl Pattern {
                     }
                 }
                 re.push('$');
-                Pattern::Regex(build_regex(&re, !cased, false, true)?)
+                let hint = p
+                    .iter()
+                    .filter_map(|x| match x {
+                        Piece::Lit(s) => Some(s),
+                        _ => None,
+                    })
+                    .max_by_key(|s| s.len())
+                    .map(|s| crate::eval::lowercase(s));
+                Pattern::Regex(build_regex(&re, !cased, false, true)?, hint)
             }
         })
     }
 
     pub(crate) fn regex(value: &str, i: bool, m: bool, s: bool) -> Result<Pattern, String> {
-        Ok(Pattern::Regex(build_regex(value, i, m, s)?))
+        Ok(Pattern::Regex(build_regex(value, i, m, s)?, None))
     }
 
     /// Whether this pattern wants the lower-cased form of the value.
-    fn folds(&self) -> bool {
-        matches!(self, Pattern::Literal { cased: false, .. })
-    }
-
-    pub(crate) fn matches(&self, value: Option<&FieldValue<'_>>) -> bool {
-        let value = match (self, value) {
-            (Pattern::Null, None | Some(FieldValue::Null)) => return true,
-            (_, None | Some(FieldValue::Null)) => return false,
-            (Pattern::Null, Some(_)) => return false,
-            (_, Some(v)) => v,
-        };
-        match (self, value) {
-            (Pattern::Number(n), FieldValue::Int(i)) => n == i,
-            (Pattern::Number(n), FieldValue::Str(s)) => {
-                s.trim().parse::<i64>().is_ok_and(|i| i == *n)
+    /// A lower-cased literal that occurs in every value this pattern matches,
+    /// if there is one (for the prefilter).
+    pub(crate) fn necessary_literal(&self) -> Option<String> {
+        match self {
+            Pattern::Literal { needle, .. } if !needle.is_empty() => {
+                Some(crate::eval::lowercase(needle))
             }
-            (Pattern::Bool(b), FieldValue::Bool(v)) => b == v,
-            (Pattern::Bool(b), FieldValue::Str(s)) => {
-                s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
-            }
-            (Pattern::Number(_) | Pattern::Bool(_), _) => false,
-            _ => {
-                let text = value.as_text();
-                self.matches_str(&text)
-            }
+            Pattern::Regex(_, hint) => hint.clone().filter(|h| !h.is_empty()),
+            Pattern::Number(n) => Some(n.to_string()),
+            _ => None,
         }
     }
 
-    pub(crate) fn matches_str(&self, text: &str) -> bool {
+    /// Matches a field of the event under evaluation.
+    pub(crate) fn matches_slot(&self, slot: &mut Slot<'_>) -> bool {
+        if slot.is_missing() {
+            return matches!(self, Pattern::Null);
+        }
         match self {
-            Pattern::Literal { needle, anchor, .. } => {
-                let folded;
-                let hay = if self.folds() {
-                    folded = text.to_lowercase();
-                    folded.as_str()
-                } else {
-                    text
-                };
-                match anchor {
-                    Anchor::Exact => hay == needle,
-                    Anchor::Prefix => hay.starts_with(needle.as_str()),
-                    Anchor::Suffix => hay.ends_with(needle.as_str()),
-                    Anchor::Contains => hay.contains(needle.as_str()),
+            Pattern::Null => false,
+            Pattern::Number(n) => match &slot.value {
+                Some(FieldValue::Int(i)) => n == i,
+                Some(FieldValue::Str(s)) => s.trim().parse::<i64>().is_ok_and(|i| i == *n),
+                _ => false,
+            },
+            Pattern::Bool(b) => match &slot.value {
+                Some(FieldValue::Bool(v)) => b == v,
+                Some(FieldValue::Str(s)) => {
+                    s.eq_ignore_ascii_case(if *b { "true" } else { "false" })
                 }
+                _ => false,
+            },
+            Pattern::Literal {
+                needle,
+                anchor,
+                cased: false,
+            } => literal(slot.lower(), needle, *anchor),
+            Pattern::Literal {
+                needle,
+                anchor,
+                cased: true,
+            } => literal(slot.text(), needle, *anchor),
+            Pattern::Regex(re, _) => re.is_match(slot.text()),
+        }
+    }
+
+    /// For tests and the reference interpreter.
+    #[cfg(test)]
+    pub(crate) fn matches(&self, value: Option<&FieldValue<'_>>) -> bool {
+        struct One<'a>(Option<FieldValue<'a>>);
+        impl crate::event::Event for One<'_> {
+            fn field(&self, _: &str) -> Option<FieldValue<'_>> {
+                self.0.clone()
             }
-            Pattern::Regex(re) => re.is_match(text),
-            Pattern::Number(n) => text.trim().parse::<i64>().is_ok_and(|i| i == *n),
+            fn values(&self) -> Vec<std::borrow::Cow<'_, str>> {
+                Vec::new()
+            }
+        }
+        let ev = One(value.cloned());
+        let mut ctx = crate::eval::Ctx::new(&ev);
+        self.matches_slot(ctx.slot("f"))
+    }
+
+    /// Matches a bare string given with its lower-cased form (keyword searches).
+    pub(crate) fn matches_text(&self, original: &str, lower: &str) -> bool {
+        match self {
+            Pattern::Literal {
+                needle,
+                anchor,
+                cased: false,
+            } => literal(lower, needle, *anchor),
+            Pattern::Literal {
+                needle,
+                anchor,
+                cased: true,
+            } => literal(original, needle, *anchor),
+            Pattern::Regex(re, _) => re.is_match(original),
+            Pattern::Number(n) => original.trim().parse::<i64>().is_ok_and(|i| i == *n),
             Pattern::Bool(_) | Pattern::Null => false,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn matches_str(&self, text: &str) -> bool {
+        self.matches_text(text, &crate::eval::lowercase(text))
     }
 }
 

@@ -1,5 +1,6 @@
 use crate::detection::Detection;
 use crate::error::RuleError;
+use crate::eval::Ctx;
 use crate::event::Event;
 use crate::field::CompileOptions;
 use crate::logsource::LogSource;
@@ -214,7 +215,11 @@ pub(crate) fn compile_document(doc: &Value, opts: &CompileOptions) -> Result<Doc
 impl Rule {
     /// Whether the rule's detection matches `event` (the log source is not checked).
     pub fn matches(&self, event: &dyn Event) -> bool {
-        self.detection.matches(event)
+        self.detection.matches(&mut Ctx::new(event))
+    }
+
+    pub(crate) fn matches_in<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
+        self.detection.matches(ctx)
     }
 
     /// Whether `reference` (from a correlation or filter) names this rule.
@@ -233,6 +238,10 @@ impl Rule {
 
 impl Filter {
     pub fn matches(&self, event: &dyn Event) -> bool {
-        self.detection.matches(event)
+        self.detection.matches(&mut Ctx::new(event))
+    }
+
+    pub(crate) fn matches_in<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
+        self.detection.matches(ctx)
     }
 }

@@ -1,11 +1,15 @@
 use crate::correlation::Correlation;
 use crate::error::{Rejection, RuleError};
+use crate::eval::Ctx;
 use crate::event::Event;
 use crate::field::CompileOptions;
+use crate::index::Index;
 use crate::logsource::LogSource;
 use crate::rule::{Document, Filter, Rule, compile_document};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// A rule file larger than this is rejected unread.
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
@@ -37,7 +41,7 @@ pub struct Match<'a> {
 }
 
 /// A set of compiled rules, evaluated together.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     filters: Vec<Filter>,
@@ -45,6 +49,21 @@ pub struct RuleSet {
     /// Where each correlation came from, for reference errors.
     correlation_origins: Vec<(PathBuf, usize)>,
     options: CompileOptions,
+    /// Prefilter per event log source, built on first use.
+    indexes: RwLock<HashMap<LogSource, Arc<Index>>>,
+}
+
+impl Clone for RuleSet {
+    fn clone(&self) -> Self {
+        RuleSet {
+            rules: self.rules.clone(),
+            filters: self.filters.clone(),
+            correlations: self.correlations.clone(),
+            correlation_origins: self.correlation_origins.clone(),
+            options: self.options.clone(),
+            indexes: RwLock::default(),
+        }
+    }
 }
 
 impl RuleSet {
@@ -137,6 +156,9 @@ impl RuleSet {
                 return;
             }
         };
+        if let Ok(mut m) = self.indexes.write() {
+            m.clear();
+        }
         let starts = document_starts(text);
         for (i, doc) in docs.iter().enumerate() {
             if doc.is_null() {
@@ -201,24 +223,84 @@ impl RuleSet {
         }
     }
 
-    /// Indices of the rules whose log source covers `source`, whose detection
-    /// matches `event`, and that no applicable filter suppresses.
-    pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
-        self.rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                r.logsource.covers(source) && r.matches(event) && !self.filtered(r, source, event)
-            })
-            .map(|(i, _)| i)
-            .collect()
+    fn index(&self, source: &LogSource) -> Arc<Index> {
+        if let Some(ix) = self
+            .indexes
+            .read()
+            .ok()
+            .and_then(|m| m.get(source).cloned())
+        {
+            return ix;
+        }
+        let ix = Arc::new(Index::build(&self.rules, source));
+        if let Ok(mut m) = self.indexes.write() {
+            // Bounded: sources are few (product/category pairs); never let a
+            // stream of odd sources grow the cache without end.
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(source.clone(), Arc::clone(&ix));
+        }
+        ix
     }
 
-    fn filtered(&self, rule: &Rule, source: &LogSource, event: &dyn Event) -> bool {
+    /// Builds the prefilter for `source` now rather than on its first event;
+    /// returns (rules that apply, rules evaluated on every event).
+    pub fn prepare(&self, source: &LogSource) -> (usize, usize) {
+        let ix = self.index(source);
+        (ix.applicable, ix.unconditional())
+    }
+
+    /// Indices of the rules whose log source covers `source`, whose detection
+    /// matches `event`, and that no applicable filter suppresses, in rule order.
+    pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
+        let ix = self.index(source);
+        let mut ctx = Ctx::new(event);
+        let mut cands = Vec::new();
+        ix.candidates(&mut ctx, &mut cands);
+        let mut out = Vec::new();
+        for i in cands {
+            let i = i as usize;
+            let r = &self.rules[i];
+            if r.matches_in(&mut ctx) && !self.filtered(r, source, &mut ctx) {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// How many rules the prefilter passes on for `event` (engine tuning).
+    #[doc(hidden)]
+    pub fn candidate_count(&self, source: &LogSource, event: &dyn Event) -> usize {
+        let ix = self.index(source);
+        let mut ctx = Ctx::new(event);
+        let mut cands = Vec::new();
+        ix.candidates(&mut ctx, &mut cands);
+        cands.len()
+    }
+
+    /// The same as [`RuleSet::matching_rules`] without the prefilter: every
+    /// applicable rule is evaluated. The reference the prefilter is tested against.
+    #[doc(hidden)]
+    pub fn matching_rules_unindexed(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
+        let mut ctx = Ctx::new(event);
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.logsource.covers(source)
+                && r.matches_in(&mut ctx)
+                && !self.filtered(r, source, &mut ctx)
+            {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    fn filtered<'r>(&'r self, rule: &Rule, source: &LogSource, ctx: &mut Ctx<'r, '_>) -> bool {
         self.filters.iter().any(|f| {
             f.rules.iter().any(|r| rule.is_named(r))
                 && f.logsource.covers(source)
-                && f.matches(event)
+                && f.matches_in(ctx)
         })
     }
 

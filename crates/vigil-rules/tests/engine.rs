@@ -173,7 +173,10 @@ correlation: {type: event_count, rules: [good-1], timespan: 5m}
         RuleError::UnknownSelection("missing".into())
     );
     assert_eq!(report.rejected[1].line, 21);
-    assert_eq!(report.rejected[2].error, RuleError::MissingField("correlation.condition"));
+    assert_eq!(
+        report.rejected[2].error,
+        RuleError::MissingField("correlation.condition")
+    );
     assert!(
         report.rejected[0]
             .to_string()

@@ -1,0 +1,3 @@
+//! Shared benchmark inputs.
+#![allow(dead_code)]
+pub mod events;
