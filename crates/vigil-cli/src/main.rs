@@ -93,8 +93,34 @@ enum RulesCommand {
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// One JSON object: {"loaded": N, "rejected": [{path, line, id, reason}]}.
         #[arg(long)]
         json: bool,
+    },
+    /// Evaluate rules (and correlations) over events; one JSON line per match.
+    Match {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// JSONL events: Vigil's form ({"logsource", "time", "event"}) or, with --logsource, flat Sigma fields.
+        #[arg(long)]
+        events: PathBuf,
+        /// PRODUCT/CATEGORY of flat events.
+        #[arg(long)]
+        logsource: Option<String>,
+    },
+    /// Run the tests that come with rules (NAME.tests.yml beside NAME.yml).
+    Test {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Measure single-thread evaluation speed over events.
+    Bench {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long)]
+        logsource: Option<String>,
     },
 }
 
@@ -172,6 +198,22 @@ async fn main() -> Result<()> {
                 }
                 Ok(())
             }
+            RulesCommand::Match {
+                paths,
+                events,
+                logsource,
+            } => rules::matches(&paths, &events, logsource.as_deref()),
+            RulesCommand::Test { paths } => {
+                if !rules::test(&paths)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            RulesCommand::Bench {
+                paths,
+                events,
+                logsource,
+            } => rules::bench(&paths, &events, logsource.as_deref()),
         },
     }
 }

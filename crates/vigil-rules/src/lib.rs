@@ -27,6 +27,7 @@ mod logsource;
 mod pattern;
 mod rule;
 mod ruleset;
+pub mod testing;
 mod value;
 
 pub use correlation::{Correlation, CorrelationType, Engine, EngineConfig, Hit};

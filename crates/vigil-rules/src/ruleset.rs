@@ -349,6 +349,7 @@ fn collect_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>, report: &mut
 
 fn is_rule_file(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+        && !p.to_string_lossy().ends_with(crate::testing::TEST_SUFFIX)
 }
 
 fn first_line(s: &str) -> String {

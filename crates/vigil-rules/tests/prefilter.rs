@@ -8,7 +8,18 @@ use std::path::{Path, PathBuf};
 use vigil_rules::{JsonEvent, LoadReport, LogSource, RuleSet};
 
 const FIELDS: &[&str] = &["Image", "CommandLine", "User"];
-const MODS: &[&str] = &["", "|contains", "|startswith", "|endswith", "|contains|all", "|cased", "|contains|cased", "|re", "|neq", "|windash|contains"];
+const MODS: &[&str] = &[
+    "",
+    "|contains",
+    "|startswith",
+    "|endswith",
+    "|contains|all",
+    "|cased",
+    "|contains|cased",
+    "|re",
+    "|neq",
+    "|windash|contains",
+];
 
 fn value() -> impl Strategy<Value = String> {
     // A tiny alphabet so generated values and events collide often.
@@ -17,7 +28,11 @@ fn value() -> impl Strategy<Value = String> {
 
 fn selection() -> impl Strategy<Value = String> {
     proptest::collection::vec(
-        (prop::sample::select(FIELDS), prop::sample::select(MODS), proptest::collection::vec(value(), 1..4)),
+        (
+            prop::sample::select(FIELDS),
+            prop::sample::select(MODS),
+            proptest::collection::vec(value(), 1..4),
+        ),
         1..3,
     )
     .prop_map(|entries| {
@@ -25,7 +40,13 @@ fn selection() -> impl Strategy<Value = String> {
         for (f, m, vals) in entries {
             let vals: Vec<String> = vals
                 .into_iter()
-                .map(|v| if m == "|re" { format!("'{}'", v.replace(['*', '?'], ".")) } else { format!("'{v}'") })
+                .map(|v| {
+                    if m == "|re" {
+                        format!("'{}'", v.replace(['*', '?'], "."))
+                    } else {
+                        format!("'{v}'")
+                    }
+                })
                 .collect();
             s.push_str(&format!("    {f}{m}: [{}]\n", vals.join(", ")));
         }
@@ -54,8 +75,18 @@ fn rule_text() -> impl Strategy<Value = String> {
 }
 
 fn event() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
-    proptest::collection::vec((prop::sample::select(FIELDS), proptest::string::string_regex("[abAB/ -]{0,8}").expect("re")), 0..4)
-        .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::String(v))).collect())
+    proptest::collection::vec(
+        (
+            prop::sample::select(FIELDS),
+            proptest::string::string_regex("[abAB/ -]{0,8}").expect("re"),
+        ),
+        0..4,
+    )
+    .prop_map(|kv| {
+        kv.into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+            .collect()
+    })
 }
 
 proptest! {
@@ -89,16 +120,30 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
         eprintln!("SKIPPED: Sigma corpus not found (set VIGIL_SIGMA_CORPUS)");
         return;
     }
-    let (set, _) = RuleSet::load_paths(&[corpus.join("rules/windows/process_creation"), corpus.join("rules/linux/process_creation")]);
+    let (set, _) = RuleSet::load_paths(&[
+        corpus.join("rules/windows/process_creation"),
+        corpus.join("rules/linux/process_creation"),
+    ]);
     for (src, evs) in [
-        (LogSource::new("windows", "process_creation"), events::generate(1500, 11, events::windows_event)),
-        (LogSource::new("linux", "process_creation"), events::generate(1500, 12, events::linux_event)),
+        (
+            LogSource::new("windows", "process_creation"),
+            events::generate(1500, 11, events::windows_event),
+        ),
+        (
+            LogSource::new("linux", "process_creation"),
+            events::generate(1500, 12, events::linux_event),
+        ),
     ] {
         let mut matched = 0;
         for e in evs {
             let e = JsonEvent(e);
             let fast = set.matching_rules(&src, &e);
-            assert_eq!(fast, set.matching_rules_unindexed(&src, &e), "event {:?}", e.0);
+            assert_eq!(
+                fast,
+                set.matching_rules_unindexed(&src, &e),
+                "event {:?}",
+                e.0
+            );
             matched += usize::from(!fast.is_empty());
         }
         assert!(matched > 0, "the mix should trigger some rules");
