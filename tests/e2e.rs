@@ -46,6 +46,7 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         eprintln!("SKIPPED kernel_event_becomes_an_alert_only_its_tenant_sees: {why}");
         return;
     }
+    let _turn = support::kernel_lock().await;
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     server.control.create_tenant("globex", "Globex").unwrap();
@@ -232,6 +233,7 @@ async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns()
         );
         return;
     }
+    let _turn = support::kernel_lock().await;
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     let analyst = server.control.create_api_token("acme", "a").unwrap();
@@ -310,6 +312,52 @@ async fn tls_handshake(
         .connect(name, tcp)
         .await
         .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_added_while_the_sensor_runs_takes_effect() {
+    if let Some(why) = root_skip_reason() {
+        eprintln!("SKIPPED a_rule_added_while_the_sensor_runs_takes_effect: {why}");
+        return;
+    }
+    let _turn = support::kernel_lock().await;
+    let server = TestServer::start().await;
+    server.control.create_tenant("acme", "Acme").unwrap();
+    let token = server
+        .control
+        .create_enrollment_token("acme", Duration::from_secs(60))
+        .unwrap();
+    let rules = tempfile::tempdir().unwrap();
+    let cfg = support::sensor_config_with_rules(&server, &token, rules.path());
+    let sensor = vigil_sensor::Sensor::start(cfg)
+        .await
+        .expect("sensor starts");
+    if !sensor.sources.iter().any(|s| s.contains("audit")) {
+        eprintln!("SKIPPED: audit netlink unavailable: {:?}", sensor.degraded);
+        return;
+    }
+    let mut local = sensor.detections();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rules/linux/process_creation/proc_creation_lnx_shadow_file_read.yml");
+    std::fs::copy(&shipped, rules.path().join("shadow.yml")).unwrap();
+    // Reloads settle for 300 ms; keep triggering until the new rule answers.
+    let started = Instant::now();
+    let detection = loop {
+        let _ = std::process::Command::new("cat")
+            .arg("/etc/shadow")
+            .stdout(std::process::Stdio::null())
+            .status();
+        if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_millis(500), local.recv()).await {
+            break d;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the added rule never fired"
+        );
+    };
+    assert_eq!(detection.rule_id, SHADOW_RULE);
+    sensor.shutdown().await;
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -160,6 +160,15 @@ pub fn root_skip_reason() -> Option<String> {
 /// keeps its data beside the server's, and loads the shipped rules/.
 pub fn sensor_config(server: &TestServer, enroll_token: &str) -> vigil_sensor::SensorConfig {
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    sensor_config_with_rules(server, enroll_token, &rules)
+}
+
+/// The same, loading rules from `rules`.
+pub fn sensor_config_with_rules(
+    server: &TestServer,
+    enroll_token: &str,
+    rules: &std::path::Path,
+) -> vigil_sensor::SensorConfig {
     let cfg = format!(
         "data_dir = {:?}\n[server]\nendpoint = {:?}\nca_file = {:?}\nserver_name = \"localhost\"\n\
          [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\n",
@@ -170,4 +179,10 @@ pub fn sensor_config(server: &TestServer, enroll_token: &str) -> vigil_sensor::S
         rules
     );
     vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config")
+}
+
+/// Audit has one daemon per host: tests that run a sensor take turns.
+pub async fn kernel_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

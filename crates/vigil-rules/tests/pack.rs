@@ -15,19 +15,49 @@ fn every_shipped_rule_loads_is_tagged_tested_and_passes() {
     assert!(total >= 40, "the pack has {total} rules");
     assert!(!set.correlations().is_empty(), "the pack has correlations");
     for r in set.rules() {
-        assert!(r.tags.iter().any(|t| t.starts_with("attack.t")), "{} has no ATT&CK technique", r.title);
+        assert!(
+            r.tags.iter().any(|t| t.starts_with("attack.t")),
+            "{} has no ATT&CK technique",
+            r.title
+        );
     }
     for c in set.correlations() {
-        assert!(c.tags.iter().any(|t| t.starts_with("attack.t")), "{} has no ATT&CK technique", c.title);
+        assert!(
+            c.tags.iter().any(|t| t.starts_with("attack.t")),
+            "{} has no ATT&CK technique",
+            c.title
+        );
     }
-    let mut ids: Vec<&str> = set.rules().iter().map(|r| r.id.as_str()).chain(set.correlations().iter().map(|c| c.id.as_str())).collect();
+    let mut ids: Vec<&str> = set
+        .rules()
+        .iter()
+        .map(|r| r.id.as_str())
+        .chain(set.correlations().iter().map(|c| c.id.as_str()))
+        .collect();
     ids.sort_unstable();
     let n = ids.len();
     ids.dedup();
     assert_eq!(ids.len(), n, "rule ids are unique");
     let set = Arc::new(set);
     let result = run_tests(&set, &find_test_files(&[&dir]));
-    assert!(result.failed.is_empty(), "{}", result.failed.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
-    assert!(result.untested.is_empty(), "rules without tests: {:?}", result.untested);
-    assert!(result.passed >= 2 * total, "{} cases for {total} rules", result.passed);
+    assert!(
+        result.failed.is_empty(),
+        "{}",
+        result
+            .failed
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        result.untested.is_empty(),
+        "rules without tests: {:?}",
+        result.untested
+    );
+    assert!(
+        result.passed >= 2 * total,
+        "{} cases for {total} rules",
+        result.passed
+    );
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod enrich;
 pub mod evaluate;
 mod pipeline;
+pub mod reload;
 pub mod uplink;
 
 use collect::{
@@ -54,7 +55,8 @@ pub struct Sensor {
     threads: Vec<JoinHandle<()>>,
     uplink: Option<tokio::task::JoinHandle<()>>,
     detections: broadcast::Sender<Detection>,
-    evaluator: evaluate::Evaluator,
+    reload: std::sync::mpsc::Sender<Arc<RuleSet>>,
+    _watcher: Option<reload::RuleWatcher>,
     /// What each source is doing, for the operator.
     pub sources: Vec<String>,
     /// Sources that fell back or are off, with why.
@@ -95,7 +97,30 @@ impl Sensor {
             tracing::warn!(rejection = %r, "Rule rejected");
         }
         tracing::info!(%report, "Rules loaded");
-        let evaluator = evaluate::Evaluator::new(rules);
+        let rules = Arc::new(rules);
+        let (reload_tx, reload_rx) = std::sync::mpsc::channel::<Arc<RuleSet>>();
+        let watcher = if cfg.rules.paths.is_empty() {
+            None
+        } else {
+            let tx = reload_tx.clone();
+            match reload::RuleWatcher::start(cfg.rules.paths.clone(), &report, move |r| match r {
+                reload::Reload::Swap(set, report) => {
+                    tracing::info!(%report, "Rules reloaded");
+                    let _ = tx.send(set);
+                }
+                reload::Reload::Refused(report) => {
+                    for r in &report.rejected {
+                        tracing::error!(rejection = %r, "Rule edit refused; the previous rules keep running");
+                    }
+                }
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot watch rule files; hot reload is off");
+                    None
+                }
+            }
+        };
 
         let (machine_id, boot_id) = procfs::machine_and_boot_id();
         let host = inventory::host_info(&machine_id, &boot_id);
@@ -267,7 +292,8 @@ impl Sensor {
         let (detections, _) = broadcast::channel(1024);
         let pipe = pipeline::Pipeline {
             enricher,
-            evaluator: evaluator.clone(),
+            evaluator: evaluate::Evaluator::new(rules),
+            reload: reload_rx,
             spool: Arc::clone(&spool),
             wake_uplink: Arc::clone(&wake),
             detections: detections.clone(),
@@ -296,7 +322,8 @@ impl Sensor {
             threads,
             uplink: Some(uplink),
             detections,
-            evaluator,
+            reload: reload_tx,
+            _watcher: watcher,
             sources,
             degraded,
             identity,
@@ -308,9 +335,9 @@ impl Sensor {
         self.detections.subscribe()
     }
 
-    /// Swaps in a new rule set.
+    /// Swaps in a new rule set (between two events; correlation state starts over).
     pub fn replace_rules(&self, rules: RuleSet) {
-        self.evaluator.replace(rules);
+        let _ = self.reload.send(Arc::new(rules));
     }
 
     /// Stops collectors, flushes the pipeline to the spool, and closes the uplink.

@@ -21,6 +21,7 @@ const HEALTH_EVERY: Duration = Duration::from_secs(60);
 pub(crate) struct Pipeline {
     pub(crate) enricher: Enricher,
     pub(crate) evaluator: Evaluator,
+    pub(crate) reload: std::sync::mpsc::Receiver<Arc<vigil_rules::RuleSet>>,
     pub(crate) spool: Arc<Spool>,
     pub(crate) wake_uplink: Arc<Notify>,
     pub(crate) detections: broadcast::Sender<Detection>,
@@ -62,6 +63,9 @@ impl Pipeline {
                     break;
                 }
             }
+            if let Ok(set) = self.reload.try_recv() {
+                self.evaluator.replace(set);
+            }
             // Drain what is already queued without waiting.
             while pending.len() < self.batch_max {
                 match rx.try_recv() {
@@ -98,7 +102,11 @@ impl Pipeline {
         }
         self.enricher.enrich(ev, staged);
         for (t, payload) in staged.drain(..) {
-            let detections = self.evaluator.evaluate(t, &payload);
+            let ancestry = match &payload {
+                Payload::ProcessStart(p) => self.enricher.ancestry(p.pid),
+                _ => Vec::new(),
+            };
+            let detections = self.evaluator.evaluate(t, &payload, &ancestry);
             pending.push((t, payload));
             for d in detections {
                 tracing::info!(rule = %d.rule_id, title = %d.rule_title, level = %d.level,
@@ -160,7 +168,8 @@ impl Pipeline {
             spool_bytes: stats.bytes,
             sources: self.sources.clone(),
             degraded: self.degraded.clone(),
-            rules_loaded: self.evaluator.rules().len() as u64,
+            rules_loaded: (self.evaluator.rules().len()
+                + self.evaluator.rules().correlations().len()) as u64,
             rss_bytes: rss_bytes(),
         }
     }
