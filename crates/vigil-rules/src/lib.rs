@@ -1,18 +1,49 @@
 //! Vigil's Sigma rule engine.
 //!
-//! What it is: a parser and compiler for Sigma detection rules (spec v2.1) and an
-//! evaluator that matches compiled rules against events through the [`Event`]
-//! trait. It reads rule files (and nothing else) from disk.
+//! What it is: a parser and compiler for Sigma rules (specification v2.1:
+//! detection rules, correlation rules, global filters) and an evaluator that
+//! matches compiled rules against events through the [`Event`] trait, keeping
+//! correlation state in an [`Engine`]. It reads rule files (and nothing else)
+//! from disk.
 //!
 //! What it is not: it knows nothing of kernels, gRPC, protobuf or storage. The
-//! sensor adapts its records to [`Event`]; the server and the CLI load rule sets
-//! the same way.
+//! sensor adapts its records to [`Event`]; the server and the CLI load rule
+//! sets the same way.
 //!
-//! This first version covers the Sigma subset the sensor needs today: string
-//! modifiers (`contains`, `startswith`, `endswith`, `all`, `re`, `cased`,
-//! `exists`), wildcards with escaping, `null`, numbers, keyword lists, and the
-//! full condition grammar. Anything it does not support is a *rejection* with a
-//! reason, never a silent no-op.
+//! How it evaluates: every field an event is asked for is looked up and
+//! lower-cased once per event; literal lists of a field run as one set; and a
+//! per-log-source prefilter (one Aho-Corasick automaton per field over the
+//! literals each rule needs) picks the candidate rules, so cost grows with
+//! matches rather than with the number of rules. Nothing is silently dropped:
+//! anything the engine cannot evaluate is a [`Rejection`] with file, line, rule
+//! id and reason.
+//!
+//! Choices where the specification leaves room (following pySigma where it
+//! has a reference behaviour):
+//! - Matching is case-insensitive except `re` and `cased`. Wildcards `*` and
+//!   `?` match any run / any one character; `\*`, `\?`, `\\` escape, any
+//!   other backslash is literal.
+//! - `null` matches an absent or null field; `''` only an empty one. A YAML
+//!   number matches an integer field or numeric text of equal value.
+//! - Keywords (keyless values) are substring searches over every string value
+//!   of the event. `|all` on keywords requires every keyword somewhere.
+//! - `neq` negates the whole value list: an absent field is "not equal".
+//! - `windash` replaces dashes and slashes that start a word (pySigma's
+//!   `\B[-/]\b`) with `-`, `/`, en dash, em dash and horizontal bar.
+//! - `base64offset` uses pySigma's offset table; `utf16*`/`wide` produce bytes
+//!   that a following `base64*` encodes (alone, each byte becomes one char).
+//! - `re` follows PCRE's ASCII `\w`, `\d`, `\s`; compiled size is capped at
+//!   4 MiB (the regex crate: linear time).
+//! - `cidr` accepts IPv4 and IPv6; IPv4-mapped IPv6 addresses count as IPv4.
+//! - `minute`…`year` read ISO 8601 text or Unix seconds; `week` is the ISO week.
+//! - `fieldref` compares with another field of the same event (case-insensitive
+//!   unless `cased`; `contains`/`startswith`/`endswith` apply).
+//! - `expand` takes `%placeholder%` values from [`CompileOptions`]; an
+//!   unconfigured placeholder is a rejection, not a wildcard.
+//! - A rule without `id` is named by its title. A global filter applies to the
+//!   rules it names when its log source covers the event's.
+//! - Correlations are evaluated on a stream; see the `correlation` module
+//!   documentation for when conditions are judged.
 
 mod condition;
 mod correlation;

@@ -14,6 +14,8 @@ const AUTOMATON_FROM: usize = 6;
 #[derive(Debug, Clone)]
 enum Multi {
     Few(Vec<String>),
+    /// Substring needles with their searchers built once.
+    FewFinders(Vec<memchr::memmem::Finder<'static>>),
     Many(AhoCorasick),
 }
 
@@ -70,7 +72,14 @@ impl LiteralSet {
         // An empty needle matches everything in its position.
         set.prefix = Multi::build(p, true);
         set.suffix = Multi::build(s, false);
-        set.contains = Multi::build(c, false);
+        set.contains = Multi::build(c, false).map(|m| match m {
+            Multi::Few(ns) => Multi::FewFinders(
+                ns.iter()
+                    .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+                    .collect(),
+            ),
+            other => other,
+        });
         set
     }
 
@@ -82,6 +91,7 @@ impl LiteralSet {
         if let Some(m) = &self.prefix {
             let hit = match m {
                 Multi::Few(ns) => ns.iter().any(|n| hay.starts_with(n.as_str())),
+                Multi::FewFinders(_) => false,
                 Multi::Many(ac) => ac.find(Input::new(hay).anchored(Anchored::Yes)).is_some(),
             };
             if hit {
@@ -91,6 +101,7 @@ impl LiteralSet {
         if let Some(m) = &self.suffix {
             let hit = match m {
                 Multi::Few(ns) => ns.iter().any(|n| hay.ends_with(n.as_str())),
+                Multi::FewFinders(_) => false,
                 Multi::Many(ac) => ac.find_overlapping_iter(hay).any(|m| m.end() == hay.len()),
             };
             if hit {
@@ -102,6 +113,7 @@ impl LiteralSet {
                 Multi::Few(ns) => ns
                     .iter()
                     .any(|n| memchr::memmem::find(hay.as_bytes(), n.as_bytes()).is_some()),
+                Multi::FewFinders(fs) => fs.iter().any(|f| f.find(hay.as_bytes()).is_some()),
                 Multi::Many(ac) => ac.is_match(hay),
             };
         }

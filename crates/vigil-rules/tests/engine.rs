@@ -404,3 +404,31 @@ fn keyless_all_and_expand_placeholders() {
         report.rejected[0].error
     );
 }
+
+mod fuzz {
+    //! Rule YAML and conditions are untrusted input: no panic, whatever the bytes.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_yaml_never_panics(text in "\\PC{0,300}") {
+            let _ = load(&text);
+        }
+
+        #[test]
+        fn arbitrary_conditions_never_panic(cond in "[a-z0-9_*()| ]{0,60}", sel in "[a-zA-Z|]{1,20}") {
+            let text = format!("title: t\nlogsource: {{product: linux}}\ndetection:\n  s1:\n    '{sel}': x\n  condition: '{cond}'\n");
+            let (set, _) = load(&text);
+            let src = LogSource::parse("linux/process_creation");
+            let _ = set.evaluate(&src, &event(serde_json::json!({"Image": "x"})));
+        }
+
+        #[test]
+        fn arbitrary_values_never_panic(v in "\\PC{0,40}", m in prop::sample::select(vec!["", "|contains", "|re", "|base64offset|contains", "|windash", "|cidr", "|gt", "|wide|base64", "|hour", "|fieldref", "|expand"])) {
+            let text = format!("title: t\nlogsource: {{product: linux}}\ndetection:\n  s:\n    F{m}: {}\n  condition: s\n", serde_json::to_string(&v).unwrap());
+            let (set, _) = load(&text);
+            let _ = set.evaluate(&LogSource::parse("linux/x"), &event(serde_json::json!({"F": v, "G": "1.2.3.4"})));
+        }
+    }
+}
