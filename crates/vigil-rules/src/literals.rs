@@ -3,9 +3,7 @@
 //! substrings once a list is long enough that one pass beats a loop.
 
 use crate::pattern::Anchor;
-use aho_corasick::{
-    AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, Input, MatchKind, StartKind,
-};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use std::collections::HashSet;
 
 /// Below this many values a plain loop is faster than an automaton.
@@ -28,7 +26,6 @@ impl Multi {
             return Some(Multi::Few(needles));
         }
         let ac = AhoCorasickBuilder::new()
-            .kind(Some(AhoCorasickKind::DFA))
             .match_kind(MatchKind::Standard)
             .start_kind(if anchored {
                 StartKind::Anchored
