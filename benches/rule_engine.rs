@@ -76,6 +76,9 @@ fn run(
     let rss1 = rss_kib();
     if std::env::var_os("PROFILE_RULES").is_some() {
         let (applicable, always) = set.prepare(&source);
+        for i in set.unconditional_rules(&source) {
+            println!("  always: {}", set.rules()[i].title);
+        }
         let cands: usize = warm.iter().map(|e| set.candidate_count(&source, e)).sum();
         println!(
             "{applicable} rules apply, {always} evaluated always, {:.1} candidates per event",

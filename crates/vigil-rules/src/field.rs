@@ -142,10 +142,10 @@ impl FieldMatcher {
                 .matchers
                 .iter()
                 .filter_map(|m| match m {
-                    ValueMatcher::Pattern(p) => p.necessary_literal(),
+                    ValueMatcher::Pattern(p) => p.necessary_literals(),
                     _ => None,
                 })
-                .map(|l| vec![(field.clone(), l)])
+                .map(|ls| ls.into_iter().map(|l| (field.clone(), l)).collect())
                 .collect();
         }
         let mut lits: Vec<String> = Vec::new();
@@ -157,8 +157,8 @@ impl FieldMatcher {
         }
         for m in &self.matchers {
             match m {
-                ValueMatcher::Pattern(p) => match p.necessary_literal() {
-                    Some(l) => lits.push(l),
+                ValueMatcher::Pattern(p) => match p.necessary_literals() {
+                    Some(ls) => lits.extend(ls),
                     None => return Vec::new(),
                 },
                 _ => return Vec::new(),

@@ -169,4 +169,8 @@ impl Index {
     pub(crate) fn unconditional(&self) -> usize {
         self.always.len()
     }
+
+    pub(crate) fn unconditional_rules(&self) -> &[u32] {
+        &self.always
+    }
 }

@@ -25,9 +25,10 @@ pub(crate) enum Pattern {
         cased: bool,
     },
     /// `re`, or wildcards that are not a plain prefix/suffix/contains. The
-    /// hint is a lower-cased literal every match must contain (for globs, the
-    /// longest literal run), which lets the prefilter skip the regex.
-    Regex(Regex, Option<String>),
+    /// hints are lower-cased literals one of which every match contains (for
+    /// globs, the longest literal run; for `re`, what regex-syntax extracts),
+    /// which lets the prefilter skip the regex. Empty: no such literals.
+    Regex(Regex, Vec<String>),
     /// A YAML number: equal as number, or as its decimal text.
     Number(i64),
     Bool(bool),
@@ -135,26 +136,32 @@ impl Pattern {
                         _ => None,
                     })
                     .max_by_key(|s| s.len())
-                    .map(|s| crate::eval::lowercase(s));
+                    .map(|s| crate::eval::lowercase(s))
+                    .into_iter()
+                    .collect();
                 Pattern::Regex(build_regex(&re, !cased, false, true)?, hint)
             }
         })
     }
 
     pub(crate) fn regex(value: &str, i: bool, m: bool, s: bool) -> Result<Pattern, String> {
-        Ok(Pattern::Regex(build_regex(value, i, m, s)?, None))
+        let hints = regex_literals(&pcre_classes_to_ascii(value), i, m, s).unwrap_or_default();
+        Ok(Pattern::Regex(build_regex(value, i, m, s)?, hints))
     }
 
-    /// Whether this pattern wants the lower-cased form of the value.
-    /// A lower-cased literal that occurs in every value this pattern matches,
-    /// if there is one (for the prefilter).
-    pub(crate) fn necessary_literal(&self) -> Option<String> {
+    /// Lower-cased literals, one of which occurs in every value this pattern
+    /// matches, if such a set is known (for the prefilter).
+    pub(crate) fn necessary_literals(&self) -> Option<Vec<String>> {
         match self {
             Pattern::Literal { needle, .. } if !needle.is_empty() => {
-                Some(crate::eval::lowercase(needle))
+                Some(vec![crate::eval::lowercase(needle)])
             }
-            Pattern::Regex(_, hint) => hint.clone().filter(|h| !h.is_empty()),
-            Pattern::Number(n) => Some(n.to_string()),
+            Pattern::Regex(_, hints)
+                if !hints.is_empty() && hints.iter().all(|h| !h.is_empty()) =>
+            {
+                Some(hints.clone())
+            }
+            Pattern::Number(n) => Some(vec![n.to_string()]),
             _ => None,
         }
     }
@@ -296,6 +303,46 @@ pub(crate) fn pcre_classes_to_ascii(re: &str) -> String {
     out
 }
 
+/// Most literal alternatives taken from one regex for the prefilter.
+const MAX_REGEX_LITERALS: usize = 64;
+
+/// Literals one of which every match of `re` contains (its possible
+/// prefixes, or else suffixes), lower-cased; `None` when there is no such
+/// finite set of non-empty literals.
+fn regex_literals(re: &str, i: bool, m: bool, s: bool) -> Option<Vec<String>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(i)
+        .multi_line(m)
+        .dot_matches_new_line(s)
+        .build()
+        .parse(re)
+        .ok()?;
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let mut ex = Extractor::new();
+        ex.kind(kind).limit_total(MAX_REGEX_LITERALS * 4);
+        let seq = ex.extract(&hir);
+        let Some(lits) = seq.literals() else { continue };
+        let mut out: Vec<String> = lits
+            .iter()
+            .filter_map(|l| {
+                std::str::from_utf8(l.as_bytes())
+                    .ok()
+                    .map(crate::eval::lowercase)
+            })
+            .collect();
+        if out.len() != lits.len() || out.is_empty() || out.iter().any(String::is_empty) {
+            continue;
+        }
+        out.sort();
+        out.dedup();
+        if out.len() <= MAX_REGEX_LITERALS {
+            return Some(out);
+        }
+    }
+    None
+}
+
 fn build_regex(re: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {
     RegexBuilder::new(&pcre_classes_to_ascii(re))
         .case_insensitive(i)
@@ -391,6 +438,21 @@ mod tests {
         assert!(re.matches_str("abc_1"));
         assert!(!re.matches_str("é"), "PCRE \\w is ASCII");
         assert!(Pattern::regex(r"-k\s\w{1,64}(?:\s?(?:-p|-s))?", false, false, false).is_ok());
+    }
+
+    #[test]
+    fn regex_literals_for_the_prefilter() {
+        assert_eq!(
+            regex_literals("foo(bar|baz)", false, false, false),
+            Some(vec!["foobar".into(), "foobaz".into()])
+        );
+        assert_eq!(
+            regex_literals("(?:IEX|iex)\\(", true, false, false),
+            Some(vec!["iex(".into()])
+        );
+        assert_eq!(regex_literals(".*", false, false, false), None);
+        assert_eq!(regex_literals("a?", false, false, false), None);
+        assert_eq!(regex_literals("[a-z]+$", false, false, false), None);
     }
 
     #[test]

@@ -269,6 +269,16 @@ impl RuleSet {
         out
     }
 
+    /// Rules the prefilter cannot narrow down: evaluated on every event (engine tuning).
+    #[doc(hidden)]
+    pub fn unconditional_rules(&self, source: &LogSource) -> Vec<usize> {
+        self.index(source)
+            .unconditional_rules()
+            .iter()
+            .map(|&i| i as usize)
+            .collect()
+    }
+
     /// How many rules the prefilter passes on for `event` (engine tuning).
     #[doc(hidden)]
     pub fn candidate_count(&self, source: &LogSource, event: &dyn Event) -> usize {
