@@ -173,6 +173,19 @@ fn main() {
                 t.elapsed().as_secs_f64(),
                 rss_kib().saturating_sub(rss0) / 1024
             );
+            drop(whole);
+            // The same rules from a bundle (what a server ships to sensors).
+            let (b, _) = RuleSet::load_paths_for_bundle(&[&corpus]);
+            let json = b.to_bundle().expect("bundle");
+            drop(b);
+            let t = Instant::now();
+            let (from_bundle, report) = RuleSet::from_bundle(Path::new("corpus.vrb"), &json);
+            println!(
+                "whole corpus from a {} MiB bundle: {report} in {:.2} s",
+                json.len() >> 20,
+                t.elapsed().as_secs_f64()
+            );
+            drop(from_bundle);
         }
         _ => {
             let exe = std::env::current_exe().expect("own path");

@@ -113,6 +113,14 @@ enum RulesCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Compile rules once into a bundle (.vrb) that sensors load without YAML.
+    Bundle {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where to write the bundle (conventionally NAME.vrb).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Measure single-thread evaluation speed over events.
     Bench {
         #[arg(required = true)]
@@ -205,6 +213,12 @@ async fn main() -> Result<()> {
             } => rules::matches(&paths, &events, logsource.as_deref()),
             RulesCommand::Test { paths } => {
                 if !rules::test(&paths)? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            RulesCommand::Bundle { paths, output } => {
+                if !rules::bundle(&paths, &output)? {
                     std::process::exit(1);
                 }
                 Ok(())

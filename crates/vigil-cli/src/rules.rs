@@ -38,6 +38,20 @@ pub fn check(paths: &[PathBuf], as_json: bool) -> Result<bool> {
     Ok(report.rejected.is_empty())
 }
 
+/// Writes a bundle of every rule that loads; returns whether all did.
+pub fn bundle(paths: &[PathBuf], output: &Path) -> Result<bool> {
+    let (set, report) = RuleSet::load_paths_for_bundle(paths);
+    for r in &report.rejected {
+        eprintln!("rejected (left out of the bundle): {r}");
+    }
+    let json = set.to_bundle().context("the rule set kept no sources")?;
+    let tmp = output.with_extension("vrb.tmp");
+    std::fs::write(&tmp, json.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
+    println!("{report}; bundle written to {}", output.display());
+    Ok(report.rejected.is_empty())
+}
+
 /// One input event: where it came from, when, and its fields.
 struct Input {
     line: usize,

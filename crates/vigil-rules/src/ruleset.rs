@@ -13,6 +13,27 @@ use std::sync::{Arc, RwLock};
 
 /// A rule file larger than this is rejected unread.
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
+/// A rule bundle larger than this is rejected unread.
+pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+/// File extension of rule bundles (JSON).
+pub const BUNDLE_EXTENSION: &str = "vrb";
+const BUNDLE_FORMAT: &str = "vigil-rule-bundle";
+const BUNDLE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct BundleDoc {
+    path: String,
+    line: usize,
+    doc: Value,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Bundle {
+    format: String,
+    version: u32,
+    documents: Vec<BundleDoc>,
+}
+
 /// Directory walks stop this deep (symlink loops, runaway trees).
 const MAX_DIR_DEPTH: usize = 32;
 
@@ -49,6 +70,8 @@ pub struct RuleSet {
     /// Where each correlation came from, for reference errors.
     correlation_origins: Vec<(PathBuf, usize)>,
     options: CompileOptions,
+    /// The accepted documents as loaded, kept only when a bundle will be written.
+    sources: Option<Vec<BundleDoc>>,
     /// Prefilter per event log source, built on first use.
     indexes: RwLock<HashMap<LogSource, Arc<Index>>>,
 }
@@ -61,6 +84,7 @@ impl Clone for RuleSet {
             correlations: self.correlations.clone(),
             correlation_origins: self.correlation_origins.clone(),
             options: self.options.clone(),
+            sources: self.sources.clone(),
             indexes: RwLock::default(),
         }
     }
@@ -125,17 +149,20 @@ impl RuleSet {
                 error,
             })
         };
+        let limit = if is_bundle(path) {
+            MAX_BUNDLE_BYTES
+        } else {
+            MAX_RULE_FILE_BYTES
+        };
         match std::fs::metadata(path) {
-            Ok(m) if m.len() > MAX_RULE_FILE_BYTES => {
-                return reject(
-                    report,
-                    RuleError::Io(format!("larger than {MAX_RULE_FILE_BYTES} bytes")),
-                );
+            Ok(m) if m.len() > limit => {
+                return reject(report, RuleError::Io(format!("larger than {limit} bytes")));
             }
             Err(e) => return reject(report, RuleError::Io(e.to_string())),
             Ok(_) => {}
         }
         match std::fs::read_to_string(path) {
+            Ok(text) if is_bundle(path) => self.load_bundle(path, &text, report),
             Ok(text) => self.load_str(path, &text, report),
             Err(e) => reject(report, RuleError::Io(e.to_string())),
         }
@@ -156,16 +183,31 @@ impl RuleSet {
                 return;
             }
         };
+        let starts = document_starts(text);
+        let docs: Vec<(usize, Value)> = docs
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (starts.get(i).copied().unwrap_or(1), d))
+            .collect();
+        self.add_documents(path, docs, Some(text), report);
+    }
+
+    /// Compiles parsed documents (with their first line) from `path`.
+    fn add_documents(
+        &mut self,
+        path: &Path,
+        docs: Vec<(usize, Value)>,
+        text: Option<&str>,
+        report: &mut LoadReport,
+    ) {
         if let Ok(mut m) = self.indexes.write() {
             m.clear();
         }
-        let starts = document_starts(text);
-        for (i, doc) in docs.iter().enumerate() {
+        for (start, doc) in docs {
             if doc.is_null() {
                 continue;
             }
-            let start = starts.get(i).copied().unwrap_or(1);
-            match compile_document(doc, &self.options) {
+            match compile_document(&doc, &self.options) {
                 Ok(d) => {
                     match d {
                         Document::Rule(r) => self.rules.push(r),
@@ -175,11 +217,20 @@ impl RuleSet {
                             self.correlation_origins.push((path.to_owned(), start));
                         }
                     }
+                    if let Some(src) = &mut self.sources {
+                        src.push(BundleDoc {
+                            path: path.display().to_string(),
+                            line: start,
+                            doc,
+                        });
+                    }
                     report.loaded += 1;
                 }
                 Err(error) => {
                     let id = doc.get("id").and_then(Value::as_str).map(str::to_owned);
-                    let line = error_line(text, start, &error).unwrap_or(start);
+                    let line = text
+                        .and_then(|t| error_line(t, start, &error))
+                        .unwrap_or(start);
                     report.rejected.push(Rejection {
                         path: path.to_owned(),
                         line,
@@ -188,6 +239,87 @@ impl RuleSet {
                     });
                 }
             }
+        }
+    }
+
+    /// Loads like [`RuleSet::load_paths`] and keeps the accepted documents, so
+    /// that [`RuleSet::to_bundle`] can write them.
+    pub fn load_paths_for_bundle<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {
+        let mut set = RuleSet {
+            sources: Some(Vec::new()),
+            ..RuleSet::default()
+        };
+        let mut report = LoadReport::default();
+        for p in paths {
+            let mut files = Vec::new();
+            collect_files(p.as_ref(), 0, &mut files, &mut report);
+            files.sort();
+            for f in files {
+                set.load_file(&f, &mut report);
+            }
+        }
+        set.check_references(&mut report);
+        (set, report)
+    }
+
+    /// A rule bundle: every accepted document, already validated, as JSON. A
+    /// server compiles rules once and ships this; loading it skips YAML and
+    /// the file walk. `None` unless the set was loaded with
+    /// [`RuleSet::load_paths_for_bundle`].
+    pub fn to_bundle(&self) -> Option<String> {
+        let docs = self.sources.as_ref()?;
+        serde_json::to_string(&Bundle {
+            format: BUNDLE_FORMAT.into(),
+            version: BUNDLE_VERSION,
+            documents: docs.clone(),
+        })
+        .ok()
+    }
+
+    /// Loads a bundle written by [`RuleSet::to_bundle`].
+    pub fn from_bundle(path: &Path, json: &str) -> (RuleSet, LoadReport) {
+        let mut set = RuleSet::default();
+        let mut report = LoadReport::default();
+        set.load_bundle(path, json, &mut report);
+        set.check_references(&mut report);
+        (set, report)
+    }
+
+    fn load_bundle(&mut self, path: &Path, json: &str, report: &mut LoadReport) {
+        let bundle: Bundle = match serde_json::from_str(json) {
+            Ok(b) => b,
+            Err(e) => {
+                report.rejected.push(Rejection {
+                    path: path.to_owned(),
+                    line: e.line(),
+                    id: None,
+                    error: RuleError::Io(format!("not a rule bundle: {e}")),
+                });
+                return;
+            }
+        };
+        if bundle.format != BUNDLE_FORMAT || bundle.version != BUNDLE_VERSION {
+            report.rejected.push(Rejection {
+                path: path.to_owned(),
+                line: 1,
+                id: None,
+                error: RuleError::Io(format!(
+                    "bundle format {} v{} is not {BUNDLE_FORMAT} v{BUNDLE_VERSION}",
+                    bundle.format, bundle.version
+                )),
+            });
+            return;
+        }
+        // Documents keep the file and line they came from, for reports.
+        let mut by_file: Vec<(String, Vec<(usize, Value)>)> = Vec::new();
+        for d in bundle.documents {
+            match by_file.last_mut() {
+                Some((p, docs)) if *p == d.path => docs.push((d.line, d.doc)),
+                _ => by_file.push((d.path, vec![(d.line, d.doc)])),
+            }
+        }
+        for (p, docs) in by_file {
+            self.add_documents(Path::new(&p), docs, None, report);
         }
     }
 
@@ -211,6 +343,10 @@ impl RuleSet {
             let Some((i, missing)) = bad else { break };
             let c = self.correlations.remove(i);
             let (path, line) = self.correlation_origins.remove(i);
+            if let Some(src) = &mut self.sources {
+                let p = path.display().to_string();
+                src.retain(|d| !(d.path == p && d.line == line));
+            }
             report.loaded = report.loaded.saturating_sub(1);
             report.rejected.push(Rejection {
                 path,
@@ -357,9 +493,15 @@ fn collect_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>, report: &mut
     }
 }
 
+fn is_bundle(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()) == Some(BUNDLE_EXTENSION)
+}
+
 fn is_rule_file(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
-        && !p.to_string_lossy().ends_with(crate::testing::TEST_SUFFIX)
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yml" | "yaml" | BUNDLE_EXTENSION)
+    ) && !p.to_string_lossy().ends_with(crate::testing::TEST_SUFFIX)
 }
 
 fn first_line(s: &str) -> String {

@@ -432,3 +432,49 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn bundles_round_trip_and_bad_bundles_are_rejected() {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    let (set, report) = RuleSet::load_paths_for_bundle(&[&rules]);
+    assert!(report.rejected.is_empty());
+    let bundle = set.to_bundle().expect("sources were kept");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pack.vrb");
+    std::fs::write(&file, &bundle).unwrap();
+    let (from_bundle, r2) = RuleSet::load_paths(&[&file]);
+    assert!(r2.rejected.is_empty(), "{:?}", r2.rejected);
+    assert_eq!(from_bundle.rules().len(), set.rules().len());
+    assert_eq!(from_bundle.correlations().len(), set.correlations().len());
+    let src = LogSource::parse(LINUX_PROC);
+    let e = event(serde_json::json!({"Image": "/usr/bin/cat", "CommandLine": "cat /etc/shadow"}));
+    let ids = |s: &RuleSet| {
+        s.evaluate(&src, &e)
+            .iter()
+            .map(|m| m.rule.id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&from_bundle), ids(&set));
+    assert!(!ids(&set).is_empty());
+    // A set loaded the ordinary way keeps no sources.
+    assert!(RuleSet::load_paths(&[&rules]).0.to_bundle().is_none());
+
+    std::fs::write(
+        &file,
+        "{\"format\": \"something-else\", \"version\": 1, \"documents\": []}",
+    )
+    .unwrap();
+    let (s, r) = RuleSet::load_paths(&[&file]);
+    assert_eq!((s.len(), r.rejected.len()), (0, 1));
+    std::fs::write(&file, "not json").unwrap();
+    assert_eq!(RuleSet::load_paths(&[&file]).1.rejected.len(), 1);
+    // A tampered document inside a bundle is still compiled and judged.
+    let tampered = bundle.replacen("\"condition\":\"", "\"condition\":\"nonexistent and ", 1);
+    std::fs::write(&file, tampered).unwrap();
+    let (s, r) = RuleSet::load_paths(&[&file]);
+    assert_eq!(r.rejected.len(), 1, "{:?}", r.rejected);
+    assert_eq!(
+        s.rules().len() + s.correlations().len() + 1,
+        set.rules().len() + set.correlations().len()
+    );
+}
