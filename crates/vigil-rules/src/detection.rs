@@ -37,7 +37,7 @@ pub(crate) struct Detection {
 }
 
 /// Most clauses kept per rule (the most selective ones).
-pub(crate) const MAX_CLAUSES: usize = 8;
+pub(crate) const MAX_CLAUSES: usize = 2;
 
 /// How selective a clause looks: longer shortest literal first, then fewer alternatives.
 fn score(c: &[(String, String)]) -> (usize, std::cmp::Reverse<usize>) {
