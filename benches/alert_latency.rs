@@ -14,10 +14,9 @@ use vigil_proto::v1::WatchAlertsRequest;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if let Some(why) = support::root_skip_reason() {
-        println!("alert_latency: skipped: {why}");
+    let Some(_turn) = support::kernel_test("alert_latency").await else {
         return;
-    }
+    };
     let iterations: usize = std::env::var("ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -36,14 +35,9 @@ async fn main() {
         .create_enrollment_token("bench", Duration::from_secs(60))
         .expect("token");
     let cfg = support::sensor_config(&server, &enroll);
-    let sensor = vigil_sensor::Sensor::start(cfg).await.expect("sensor");
-    if !sensor.sources.iter().any(|s| s.contains("audit")) {
-        println!(
-            "alert_latency: skipped: audit netlink unavailable: {:?}",
-            sensor.degraded
-        );
+    let Some(sensor) = support::start_audit_sensor("alert_latency", cfg).await else {
         return;
-    }
+    };
     let mut alerts = server.alerts().await;
     let mut watch = alerts
         .watch_alerts(support::with_token(WatchAlertsRequest::default(), &token))

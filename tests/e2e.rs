@@ -6,7 +6,7 @@ mod support;
 
 use prost::Message;
 use std::time::{Duration, Instant};
-use support::{TestServer, root_skip_reason, sensor_config, with_token};
+use support::{TestServer, sensor_config, with_token};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Identity;
@@ -42,11 +42,11 @@ async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
-    if let Some(why) = root_skip_reason() {
-        eprintln!("SKIPPED kernel_event_becomes_an_alert_only_its_tenant_sees: {why}");
+    let Some(_turn) =
+        support::kernel_test("kernel_event_becomes_an_alert_only_its_tenant_sees").await
+    else {
         return;
-    }
-    let _turn = support::kernel_lock().await;
+    };
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     server.control.create_tenant("globex", "Globex").unwrap();
@@ -64,18 +64,12 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         .unwrap();
 
     let cfg = sensor_config(&server, &enroll_token);
-    let sensor = vigil_sensor::Sensor::start(cfg)
-        .await
-        .expect("sensor starts");
-    if !sensor.sources.iter().any(|s| s.contains("audit")) {
-        eprintln!(
-            "SKIPPED kernel_event_becomes_an_alert_only_its_tenant_sees: audit netlink unavailable: {:?}",
-            sensor.degraded
-        );
-        sensor.shutdown().await;
-        server.stop().await;
+    let Some(sensor) =
+        support::start_audit_sensor("kernel_event_becomes_an_alert_only_its_tenant_sees", cfg)
+            .await
+    else {
         return;
-    }
+    };
     let mut local = sensor.detections();
 
     // A process that lives for about a millisecond: audit must still capture its argv.
@@ -227,13 +221,13 @@ async fn alerts_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns() {
-    if let Some(why) = root_skip_reason() {
-        eprintln!(
-            "SKIPPED detections_made_while_the_server_is_down_arrive_once_after_it_returns: {why}"
-        );
+    let Some(_turn) = support::kernel_test(
+        "detections_made_while_the_server_is_down_arrive_once_after_it_returns",
+    )
+    .await
+    else {
         return;
-    }
-    let _turn = support::kernel_lock().await;
+    };
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     let analyst = server.control.create_api_token("acme", "a").unwrap();
@@ -241,13 +235,14 @@ async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns()
         .control
         .create_enrollment_token("acme", Duration::from_secs(60))
         .unwrap();
-    let sensor = vigil_sensor::Sensor::start(sensor_config(&server, &token))
-        .await
-        .expect("sensor starts");
-    if !sensor.sources.iter().any(|s| s.contains("audit")) {
-        eprintln!("SKIPPED: audit netlink unavailable: {:?}", sensor.degraded);
+    let Some(sensor) = support::start_audit_sensor(
+        "detections_made_while_the_server_is_down_arrive_once_after_it_returns",
+        sensor_config(&server, &token),
+    )
+    .await
+    else {
         return;
-    }
+    };
     let mut local = sensor.detections();
 
     // Server down: the sensor keeps detecting, offline, and spools.
@@ -316,11 +311,10 @@ async fn tls_handshake(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_added_while_the_sensor_runs_takes_effect() {
-    if let Some(why) = root_skip_reason() {
-        eprintln!("SKIPPED a_rule_added_while_the_sensor_runs_takes_effect: {why}");
+    let Some(_turn) = support::kernel_test("a_rule_added_while_the_sensor_runs_takes_effect").await
+    else {
         return;
-    }
-    let _turn = support::kernel_lock().await;
+    };
     let server = TestServer::start().await;
     server.control.create_tenant("acme", "Acme").unwrap();
     let token = server
@@ -329,13 +323,11 @@ async fn a_rule_added_while_the_sensor_runs_takes_effect() {
         .unwrap();
     let rules = tempfile::tempdir().unwrap();
     let cfg = support::sensor_config_with_rules(&server, &token, rules.path());
-    let sensor = vigil_sensor::Sensor::start(cfg)
-        .await
-        .expect("sensor starts");
-    if !sensor.sources.iter().any(|s| s.contains("audit")) {
-        eprintln!("SKIPPED: audit netlink unavailable: {:?}", sensor.degraded);
+    let Some(sensor) =
+        support::start_audit_sensor("a_rule_added_while_the_sensor_runs_takes_effect", cfg).await
+    else {
         return;
-    }
+    };
     let mut local = sensor.detections();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("rules/linux/process_creation/proc_creation_lnx_shadow_file_read.yml");

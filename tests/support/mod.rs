@@ -186,3 +186,32 @@ pub async fn kernel_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Entry for tests that need the kernel: their turn at audit, or `None` (the
+/// reason printed) where this machine cannot run them.
+pub async fn kernel_test(name: &str) -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if let Some(why) = root_skip_reason() {
+        eprintln!("SKIPPED {name}: {why}");
+        return None;
+    }
+    Some(kernel_lock().await)
+}
+
+/// Starts a sensor that reads execs from audit, or `None` (the reason printed).
+pub async fn start_audit_sensor(
+    name: &str,
+    cfg: vigil_sensor::SensorConfig,
+) -> Option<vigil_sensor::Sensor> {
+    let sensor = vigil_sensor::Sensor::start(cfg)
+        .await
+        .expect("sensor starts");
+    if !sensor.sources.iter().any(|s| s.contains("audit")) {
+        eprintln!(
+            "SKIPPED {name}: audit netlink unavailable: {:?}",
+            sensor.degraded
+        );
+        sensor.shutdown().await;
+        return None;
+    }
+    Some(sensor)
+}

@@ -126,18 +126,21 @@ impl RuleSet {
     /// Loads every `.yml`/`.yaml` file under `paths` (files or directories).
     /// Bad rules are reported; the good ones load regardless.
     pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {
-        let mut set = RuleSet::new();
+        RuleSet::new().load_all(paths)
+    }
+
+    fn load_all<P: AsRef<Path>>(mut self, paths: &[P]) -> (RuleSet, LoadReport) {
         let mut report = LoadReport::default();
         for p in paths {
             let mut files = Vec::new();
             collect_files(p.as_ref(), 0, &mut files, &mut report);
             files.sort();
             for f in files {
-                set.load_file(&f, &mut report);
+                self.load_file(&f, &mut report);
             }
         }
-        set.check_references(&mut report);
-        (set, report)
+        self.check_references(&mut report);
+        (self, report)
     }
 
     fn load_file(&mut self, path: &Path, report: &mut LoadReport) {
@@ -245,21 +248,11 @@ impl RuleSet {
     /// Loads like [`RuleSet::load_paths`] and keeps the accepted documents, so
     /// that [`RuleSet::to_bundle`] can write them.
     pub fn load_paths_for_bundle<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {
-        let mut set = RuleSet {
+        RuleSet {
             sources: Some(Vec::new()),
             ..RuleSet::default()
-        };
-        let mut report = LoadReport::default();
-        for p in paths {
-            let mut files = Vec::new();
-            collect_files(p.as_ref(), 0, &mut files, &mut report);
-            files.sort();
-            for f in files {
-                set.load_file(&f, &mut report);
-            }
         }
-        set.check_references(&mut report);
-        (set, report)
+        .load_all(paths)
     }
 
     /// A rule bundle: every accepted document, already validated, as JSON. A

@@ -189,40 +189,35 @@ pub fn run_tests(set: &Arc<RuleSet>, test_files: &[PathBuf]) -> TestReport {
                 continue;
             }
         };
-        for (n, ev) in tests.matches.iter().enumerate() {
+        let singles = tests
+            .matches
+            .iter()
+            .map(|e| (true, e))
+            .chain(tests.no_match.iter().map(|e| (false, e)));
+        let (mut m, mut nm) = (0, 0);
+        for (expect, ev) in singles {
+            let case = if expect {
+                format!("match[{m}]")
+            } else {
+                format!("no_match[{nm}]")
+            };
+            *(if expect { &mut m } else { &mut nm }) += 1;
             let hit = match target {
                 Target::Rule(i) => set
                     .matching_rules(&source, &JsonEvent(ev.clone()))
                     .contains(&i),
                 Target::Correlation(_) => false,
             };
-            if hit {
+            if hit == expect {
                 report.passed += 1;
             } else {
+                let what = if expect { "did not match" } else { "matched" };
                 fail(
                     &mut report,
                     &id,
-                    format!("match[{n}]"),
-                    format!("did not match {}", Value::Object(ev.clone())),
+                    case,
+                    format!("{what} {}", Value::Object(ev.clone())),
                 );
-            }
-        }
-        for (n, ev) in tests.no_match.iter().enumerate() {
-            let hit = match target {
-                Target::Rule(i) => set
-                    .matching_rules(&source, &JsonEvent(ev.clone()))
-                    .contains(&i),
-                Target::Correlation(_) => false,
-            };
-            if hit {
-                fail(
-                    &mut report,
-                    &id,
-                    format!("no_match[{n}]"),
-                    format!("matched {}", Value::Object(ev.clone())),
-                );
-            } else {
-                report.passed += 1;
             }
         }
         for (n, seq) in tests.sequences.iter().enumerate() {
