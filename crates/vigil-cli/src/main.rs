@@ -98,16 +98,7 @@ enum RulesCommand {
         json: bool,
     },
     /// Evaluate rules (and correlations) over events; one JSON line per match.
-    Match {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// JSONL events: Vigil's form ({"logsource", "time", "event"}) or, with --logsource, flat Sigma fields.
-        #[arg(long)]
-        events: PathBuf,
-        /// PRODUCT/CATEGORY of flat events.
-        #[arg(long)]
-        logsource: Option<String>,
-    },
+    Match(EventInput),
     /// Run the tests that come with rules (NAME.tests.yml beside NAME.yml).
     Test {
         #[arg(required = true)]
@@ -122,14 +113,20 @@ enum RulesCommand {
         output: PathBuf,
     },
     /// Measure single-thread evaluation speed over events.
-    Bench {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        #[arg(long)]
-        events: PathBuf,
-        #[arg(long)]
-        logsource: Option<String>,
-    },
+    Bench(EventInput),
+}
+
+/// Rules and the events to run them over.
+#[derive(clap::Args)]
+struct EventInput {
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// JSONL events: Vigil's form ({"logsource", "time", "event"}) or, with --logsource, flat Sigma fields.
+    #[arg(long)]
+    events: PathBuf,
+    /// PRODUCT/CATEGORY of flat events.
+    #[arg(long)]
+    logsource: Option<String>,
 }
 
 fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
@@ -206,11 +203,7 @@ async fn main() -> Result<()> {
                 }
                 Ok(())
             }
-            RulesCommand::Match {
-                paths,
-                events,
-                logsource,
-            } => rules::matches(&paths, &events, logsource.as_deref()),
+            RulesCommand::Match(i) => rules::matches(&i.paths, &i.events, i.logsource.as_deref()),
             RulesCommand::Test { paths } => {
                 if !rules::test(&paths)? {
                     std::process::exit(1);
@@ -223,11 +216,7 @@ async fn main() -> Result<()> {
                 }
                 Ok(())
             }
-            RulesCommand::Bench {
-                paths,
-                events,
-                logsource,
-            } => rules::bench(&paths, &events, logsource.as_deref()),
+            RulesCommand::Bench(i) => rules::bench(&i.paths, &i.events, i.logsource.as_deref()),
         },
     }
 }
