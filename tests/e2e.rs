@@ -74,7 +74,7 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
 
     // A process that lives for about a millisecond: audit must still capture its argv.
     let status = std::process::Command::new("sh")
-        .args(["-c", "cat /etc/shadow > /dev/null"])
+        .args(["-c", "cat /etc/shadow > /dev/null; true"])
         .status()
         .unwrap();
     assert!(status.success());

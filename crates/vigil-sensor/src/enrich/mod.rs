@@ -200,8 +200,12 @@ impl Enricher {
                 }
             }
             RawEvent::Fork { parent, child } => {
-                // The child runs the parent's image until it execs: same tree position.
-                if let Some(p) = self.table.get(&parent).cloned() {
+                // The child runs the parent's image until it execs. Forks come
+                // from the proc connector and execs from audit, in no common
+                // order: a fork reported after the child's exec must not
+                // overwrite what the exec recorded.
+                let known = self.table.get(&child).is_some_and(|e| !e.exited);
+                if !known && let Some(p) = self.table.get(&parent).cloned() {
                     let ticks = crate::collect::procfs::start_ticks(child).unwrap_or(0);
                     let guid = process_guid(&self.machine_id, &self.boot_id, child, ticks, 0);
                     self.insert(Entry {
@@ -469,6 +473,36 @@ mod tests {
         // After the grace period the exited parent is forgotten.
         e.expire(20 + EXITED_GRACE_NS);
         assert!(!e.table.contains_key(&4_000_020));
+    }
+
+    #[test]
+    fn a_late_fork_does_not_hide_the_exec() {
+        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut out = Vec::new();
+        e.enrich(exec(4_000_030, 1, 10, &["test-runner"]), &mut out);
+        // sh is exec'd in the forked child; the fork report arrives afterwards.
+        e.enrich(
+            exec(4_000_031, 4_000_030, 20, &["sh", "-c", "cat /etc/shadow"]),
+            &mut out,
+        );
+        e.enrich(
+            RawEvent::Fork {
+                parent: 4_000_030,
+                child: 4_000_031,
+            },
+            &mut out,
+        );
+        e.enrich(
+            exec(4_000_032, 4_000_031, 30, &["cat", "/etc/shadow"]),
+            &mut out,
+        );
+        let Payload::ProcessStart(cat) = &out.last().unwrap().1 else {
+            panic!("not a start")
+        };
+        assert_eq!(
+            cat.parent.as_ref().unwrap().command_line,
+            "sh -c cat /etc/shadow"
+        );
     }
 
     #[test]
