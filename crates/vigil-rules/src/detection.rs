@@ -90,6 +90,14 @@ impl Selection {
 }
 
 impl Detection {
+    pub(crate) fn intern(&mut self, intern: &mut impl FnMut(&str) -> u32) {
+        for Selection::AnyOf(maps) in &mut self.selections {
+            for f in maps.iter_mut().flatten() {
+                f.intern(intern);
+            }
+        }
+    }
+
     /// What any event this detection matches must contain (see [`Clauses`]).
     pub(crate) fn clauses(&self) -> Clauses {
         all_of(std::iter::once(self.cl(&self.condition)))

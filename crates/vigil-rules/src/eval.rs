@@ -56,28 +56,52 @@ pub(crate) fn lowercase(s: &str) -> String {
 /// set's lifetime (field names), `'e` the event's.
 pub(crate) struct Ctx<'r, 'e> {
     pub(crate) event: &'e dyn Event,
+    /// Field id → index + 1 into `slots` (0: not looked up yet).
+    slot_of: Vec<u32>,
     slots: Vec<(&'r str, Slot<'e>)>,
     values: Option<Vec<(String, String)>>,
 }
+
+/// The id of a field name not interned by a rule set (looked up by name).
+pub(crate) const NO_ID: u32 = u32::MAX;
 
 impl<'r, 'e> Ctx<'r, 'e> {
     pub(crate) fn new(event: &'e dyn Event) -> Self {
         Ctx {
             event,
+            slot_of: Vec::new(),
             slots: Vec::with_capacity(16),
             values: None,
         }
     }
 
-    pub(crate) fn slot(&mut self, name: &'r str) -> &mut Slot<'e> {
-        let i = match self.slots.iter().position(|(n, _)| *n == name) {
-            Some(i) => i,
-            None => {
-                self.slots.push((name, Slot::new(self.event.field(name))));
-                self.slots.len() - 1
+    /// The field `name` (interned by its rule set as `id`) of the event.
+    pub(crate) fn slot(&mut self, id: u32, name: &'r str) -> &mut Slot<'e> {
+        if id == NO_ID {
+            let i = match self.slots.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => self.push(name),
+            };
+            return &mut self.slots[i].1;
+        }
+        let k = id as usize;
+        if k >= self.slot_of.len() {
+            self.slot_of.resize(k + 1, 0);
+        }
+        let i = match self.slot_of[k] {
+            0 => {
+                let i = self.push(name);
+                self.slot_of[k] = i as u32 + 1;
+                i
             }
+            n => n as usize - 1,
         };
         &mut self.slots[i].1
+    }
+
+    fn push(&mut self, name: &'r str) -> usize {
+        self.slots.push((name, Slot::new(self.event.field(name))));
+        self.slots.len() - 1
     }
 
     /// Every string value of the event, with its lower-cased form, for keyword searches.

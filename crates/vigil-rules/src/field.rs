@@ -40,6 +40,7 @@ pub(crate) enum ValueMatcher {
     Time(TimePart, CmpOp, f64),
     FieldRef {
         other: String,
+        other_id: u32,
         anchor: Anchor,
         cased: bool,
     },
@@ -47,14 +48,15 @@ pub(crate) enum ValueMatcher {
 
 impl ValueMatcher {
     /// Matches the field `field` of the event in `ctx`.
-    fn matches<'r>(&'r self, field: &'r str, ctx: &mut Ctx<'r, '_>) -> bool {
+    fn matches<'r>(&'r self, id: u32, field: &'r str, ctx: &mut Ctx<'r, '_>) -> bool {
         if let ValueMatcher::FieldRef {
             other,
+            other_id,
             anchor,
             cased,
         } = self
         {
-            let o = ctx.slot(other);
+            let o = ctx.slot(*other_id, other);
             if o.is_missing() {
                 return false;
             }
@@ -63,7 +65,7 @@ impl ValueMatcher {
             } else {
                 o.lower().to_owned()
             };
-            let v = ctx.slot(field);
+            let v = ctx.slot(id, field);
             if v.is_missing() {
                 return false;
             }
@@ -75,7 +77,7 @@ impl ValueMatcher {
                 Anchor::Contains => v.contains(&o),
             };
         }
-        let slot = ctx.slot(field);
+        let slot = ctx.slot(id, field);
         match self {
             ValueMatcher::Pattern(p) => p.matches_slot(slot),
             ValueMatcher::Cidr(c) => !slot.is_missing() && c.contains_text(slot.text()),
@@ -111,6 +113,8 @@ impl ValueMatcher {
 pub(crate) struct FieldMatcher {
     /// `None` for keyless (keyword) entries: any string value of the event.
     pub(crate) field: Option<String>,
+    /// `field` interned by the rule set ([`crate::eval::NO_ID`] until then).
+    pub(crate) id: u32,
     pub(crate) matchers: Vec<ValueMatcher>,
     /// `|all`: every value must match; otherwise any.
     pub(crate) all: bool,
@@ -129,6 +133,21 @@ pub(crate) struct FieldMatcher {
 pub(crate) type Clauses = Vec<Vec<(String, String)>>;
 
 impl FieldMatcher {
+    /// Replaces field names by ids from `intern` (one id per distinct name in a rule set).
+    pub(crate) fn intern(&mut self, intern: &mut impl FnMut(&str) -> u32) {
+        if let Some(f) = &self.field {
+            self.id = intern(f);
+        }
+        for m in &mut self.matchers {
+            if let ValueMatcher::FieldRef {
+                other, other_id, ..
+            } = m
+            {
+                *other_id = intern(other);
+            }
+        }
+    }
+
     pub(crate) fn clauses(&self) -> Clauses {
         let Some(field) = self.field.as_ref() else {
             return Vec::new();
@@ -182,18 +201,18 @@ impl FieldMatcher {
             return r != self.negate;
         };
         if let Some(want) = self.exists {
-            return ctx.slot(field).value.is_some() == want;
+            return ctx.slot(self.id, field).value.is_some() == want;
         }
         if let Some(lits) = &self.literals {
-            let slot = ctx.slot(field);
+            let slot = ctx.slot(self.id, field);
             if !slot.is_missing() && lits.matches(slot.lower()) {
                 return !self.negate;
             }
         }
         let r = if self.all {
-            self.matchers.iter().all(|m| m.matches(field, ctx))
+            self.matchers.iter().all(|m| m.matches(self.id, field, ctx))
         } else {
-            self.matchers.iter().any(|m| m.matches(field, ctx))
+            self.matchers.iter().any(|m| m.matches(self.id, field, ctx))
         };
         r != self.negate
     }
@@ -503,6 +522,7 @@ pub(crate) fn compile_field(
             expected: "`true` or `false` with `exists`",
         })?;
         return Ok(FieldMatcher {
+            id: crate::eval::NO_ID,
             literals: None,
             field: Some(field_name),
             matchers: Vec::new(),
@@ -554,6 +574,7 @@ pub(crate) fn compile_field(
                 .ok_or_else(|| err("fieldref takes a field name".into()))?;
             matchers.push(ValueMatcher::FieldRef {
                 other: s.to_owned(),
+                other_id: crate::eval::NO_ID,
                 anchor,
                 cased,
             });
@@ -662,6 +683,7 @@ pub(crate) fn compile_field(
         }
     }
     Ok(FieldMatcher {
+        id: crate::eval::NO_ID,
         field: (!keyless).then_some(field_name),
         matchers,
         all,

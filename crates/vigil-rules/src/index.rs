@@ -17,6 +17,7 @@ use std::collections::HashMap;
 #[derive(Debug)]
 struct FieldScan {
     field: String,
+    id: u32,
     ac: AhoCorasick,
     /// Pattern id → (rule, clause) pairs that the literal satisfies.
     hits: Vec<Vec<(u32, u8)>>,
@@ -47,7 +48,11 @@ thread_local! {
 }
 
 impl Index {
-    pub(crate) fn build(rules: &[Rule], source: &LogSource) -> Index {
+    pub(crate) fn build(
+        rules: &[Rule],
+        source: &LogSource,
+        field_id: impl Fn(&str) -> u32,
+    ) -> Index {
         let mut always = Vec::new();
         let mut full = vec![0u8; rules.len()];
         let mut per_field: HashMap<String, HashMap<String, Vec<(u32, u8)>>> = HashMap::new();
@@ -96,6 +101,7 @@ impl Index {
                 });
             match built {
                 Ok(ac) => fields.push(FieldScan {
+                    id: field_id(&field),
                     field,
                     ac,
                     hits: lits.into_iter().map(|(_, h)| h).collect(),
@@ -138,7 +144,7 @@ impl Index {
             }
             s.touched.clear();
             for f in &self.fields {
-                let slot = ctx.slot(&f.field);
+                let slot = ctx.slot(f.id, &f.field);
                 if slot.is_missing() {
                     continue;
                 }

@@ -213,7 +213,7 @@ impl Pattern {
         }
         let ev = One(value.cloned());
         let mut ctx = crate::eval::Ctx::new(&ev);
-        self.matches_slot(ctx.slot("f"))
+        self.matches_slot(ctx.slot(crate::eval::NO_ID, "f"))
     }
 
     /// Matches a bare string given with its lower-cased form (keyword searches).

@@ -70,6 +70,8 @@ pub struct RuleSet {
     /// Where each correlation came from, for reference errors.
     correlation_origins: Vec<(PathBuf, usize)>,
     options: CompileOptions,
+    /// Field names interned to ids, so a per-event lookup is an index.
+    field_ids: HashMap<String, u32>,
     /// The accepted documents as loaded, kept only when a bundle will be written.
     sources: Option<Vec<BundleDoc>>,
     /// Prefilter per event log source, built on first use.
@@ -84,6 +86,7 @@ impl Clone for RuleSet {
             correlations: self.correlations.clone(),
             correlation_origins: self.correlation_origins.clone(),
             options: self.options.clone(),
+            field_ids: self.field_ids.clone(),
             sources: self.sources.clone(),
             indexes: RwLock::default(),
         }
@@ -211,7 +214,17 @@ impl RuleSet {
                 continue;
             }
             match compile_document(&doc, &self.options) {
-                Ok(d) => {
+                Ok(mut d) => {
+                    let ids = &mut self.field_ids;
+                    let mut intern = |name: &str| {
+                        let next = ids.len() as u32;
+                        *ids.entry(name.to_owned()).or_insert(next)
+                    };
+                    match &mut d {
+                        Document::Rule(r) => r.detection.intern(&mut intern),
+                        Document::Filter(f) => f.detection.intern(&mut intern),
+                        Document::Correlation(_) => {}
+                    }
                     match d {
                         Document::Rule(r) => self.rules.push(r),
                         Document::Filter(f) => self.filters.push(f),
@@ -361,7 +374,9 @@ impl RuleSet {
         {
             return ix;
         }
-        let ix = Arc::new(Index::build(&self.rules, source));
+        let ix = Arc::new(Index::build(&self.rules, source, |f| {
+            self.field_ids.get(f).copied().unwrap_or(crate::eval::NO_ID)
+        }));
         if let Ok(mut m) = self.indexes.write() {
             // Bounded: sources are few (product/category pairs); never let a
             // stream of odd sources grow the cache without end.
