@@ -45,12 +45,36 @@ pub struct EnrollmentConfig {
     pub token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
-    /// Rule files or directories of Sigma YAML.
+    /// Rule files or directories of Sigma YAML (or `.vrb` bundles).
     #[serde(default)]
     pub paths: Vec<PathBuf>,
+    /// Correlation groups kept per correlation rule; the least recently
+    /// updated is evicted beyond this (evictions are reported in SensorHealth).
+    #[serde(default = "default_max_groups")]
+    pub correlation_max_groups: usize,
+    /// Entries (events, values) kept per correlation group.
+    #[serde(default = "default_max_entries")]
+    pub correlation_max_entries: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            paths: Vec::new(),
+            correlation_max_groups: default_max_groups(),
+            correlation_max_entries: default_max_entries(),
+        }
+    }
+}
+
+fn default_max_groups() -> usize {
+    vigil_rules::EngineConfig::default().max_groups
+}
+fn default_max_entries() -> usize {
+    vigil_rules::EngineConfig::default().max_entries_per_group
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +219,18 @@ impl vigil_config::Validate for SensorConfig {
             return Err((
                 "uplink.max_message_bytes",
                 "must be between 65536 and 67108864".into(),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.rules.correlation_max_groups) {
+            return Err((
+                "rules.correlation_max_groups",
+                "must be between 1 and 10000000".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.rules.correlation_max_entries) {
+            return Err((
+                "rules.correlation_max_entries",
+                "must be between 1 and 1000000".into(),
             ));
         }
         if self.enrollment.token.is_some() && self.enrollment.token_file.is_some() {

@@ -81,6 +81,9 @@ impl Event for ProcessCreation<'_> {
 pub struct Evaluator {
     engine: Engine,
     source: LogSource,
+    config: EngineConfig,
+    /// Evictions of earlier rule sets (state starts over on reload).
+    evicted_before: u64,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -92,18 +95,22 @@ impl std::fmt::Debug for Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(rules: Arc<RuleSet>) -> Self {
+    pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Self {
         let source = LogSource::new("linux", "process_creation");
         rules.prepare(&source);
         Evaluator {
-            engine: Engine::new(rules, EngineConfig::default()),
+            engine: Engine::new(rules, config),
             source,
+            config,
+            evicted_before: 0,
         }
     }
 
     /// Swaps in a new rule set between two events; correlation state starts over.
     pub fn replace(&mut self, rules: Arc<RuleSet>) {
-        *self = Evaluator::new(rules);
+        let evicted = self.evictions();
+        *self = Evaluator::new(rules, self.config);
+        self.evicted_before = evicted;
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -112,7 +119,7 @@ impl Evaluator {
 
     /// Correlation state dropped to stay within bounds.
     pub fn evictions(&self) -> u64 {
-        self.engine.evictions()
+        self.evicted_before + self.engine.evictions()
     }
 
     /// Detections for one record payload (empty for kinds no collector feeds rules yet).
@@ -193,7 +200,7 @@ mod tests {
             &mut report,
         );
         assert_eq!(report.loaded, 1, "{:?}", report.rejected);
-        let mut ev = Evaluator::new(Arc::new(set));
+        let mut ev = Evaluator::new(Arc::new(set), EngineConfig::default());
         let start = ProcessStart {
             executable: Some(PbPath {
                 text: "/usr/bin/id".into(),

@@ -292,7 +292,13 @@ impl Sensor {
         let (detections, _) = broadcast::channel(1024);
         let pipe = pipeline::Pipeline {
             enricher,
-            evaluator: evaluate::Evaluator::new(rules),
+            evaluator: evaluate::Evaluator::new(
+                rules,
+                vigil_rules::EngineConfig {
+                    max_groups: cfg.rules.correlation_max_groups,
+                    max_entries_per_group: cfg.rules.correlation_max_entries,
+                },
+            ),
             reload: reload_rx,
             spool: Arc::clone(&spool),
             wake_uplink: Arc::clone(&wake),

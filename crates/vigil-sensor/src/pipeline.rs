@@ -162,6 +162,12 @@ impl Pipeline {
         if self.enricher.evicted > 0 {
             dropped.insert("process_table_evicted".into(), self.enricher.evicted);
         }
+        if self.evaluator.evictions() > 0 {
+            dropped.insert(
+                "correlation_state_evicted".into(),
+                self.evaluator.evictions(),
+            );
+        }
         SensorHealth {
             dropped,
             spool_records: stats.records,
