@@ -386,31 +386,60 @@ fn utf16(s: &[u8], big_endian: bool, bom: bool) -> Vec<u8> {
 
 /// Replaces `%name%` placeholders with each configured value.
 fn expand(s: &str, field: &str, opts: &CompileOptions) -> Result<Vec<String>, RuleError> {
-    let mut out = vec![String::new()];
-    let mut rest = s;
-    while let Some(start) = rest.find('%') {
-        let Some(len) = rest[start + 1..].find('%') else {
-            break;
-        };
-        let name = &rest[start + 1..start + 1 + len];
-        let values = opts.placeholders.get(name).ok_or_else(|| {
-            RuleError::Detection(format!(
-                "`{field}`: placeholder `%{name}%` has no configured values"
-            ))
-        })?;
-        if values.is_empty() || out.len().saturating_mul(values.len()) > MAX_EXPANDED_VALUES {
-            return Err(RuleError::Detection(format!(
-                "`{field}`: placeholder `%{name}%` expands to no or too many values"
-            )));
-        }
-        let prefix = &rest[..start];
-        out = out
-            .iter()
-            .flat_map(|o| values.iter().map(move |v| format!("{o}{prefix}{v}")))
-            .collect();
-        rest = &rest[start + len + 2..];
+    // Split into literal text and placeholder names; `\%` is a plain percent sign.
+    enum Part {
+        Text(String),
+        Placeholder(String),
     }
-    Ok(out.into_iter().map(|o| o + rest).collect())
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'%') => {
+                text.push('%');
+                chars.next();
+            }
+            '%' => {
+                let name: String = chars.clone().take_while(|&c| c != '%').collect();
+                if chars.clone().nth(name.chars().count()) == Some('%') && !name.is_empty() {
+                    for _ in 0..=name.chars().count() {
+                        chars.next();
+                    }
+                    parts.push(Part::Text(std::mem::take(&mut text)));
+                    parts.push(Part::Placeholder(name));
+                } else {
+                    text.push('%');
+                }
+            }
+            c => text.push(c),
+        }
+    }
+    parts.push(Part::Text(text));
+    let mut out = vec![String::new()];
+    for part in parts {
+        match part {
+            Part::Text(t) => out.iter_mut().for_each(|o| o.push_str(&t)),
+            Part::Placeholder(name) => {
+                let values = opts.placeholders.get(&name).ok_or_else(|| {
+                    RuleError::Detection(format!(
+                        "`{field}`: placeholder `%{name}%` has no configured values"
+                    ))
+                })?;
+                if values.is_empty() || out.len().saturating_mul(values.len()) > MAX_EXPANDED_VALUES
+                {
+                    return Err(RuleError::Detection(format!(
+                        "`{field}`: placeholder `%{name}%` expands to no or too many values"
+                    )));
+                }
+                out = out
+                    .iter()
+                    .flat_map(|o| values.iter().map(move |v| format!("{o}{v}")))
+                    .collect();
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn number(v: &Value) -> Option<f64> {
@@ -537,6 +566,12 @@ pub(crate) fn compile_field(
     };
     if values.is_empty() {
         return Err(err("empty list of values".into()));
+    }
+    if values.len() > 1 && values.iter().any(Value::is_null) {
+        // Specification: "null cannot be part of a list of field values".
+        return Err(err(
+            "null cannot be part of a list of values; give it a selection of its own".into(),
+        ));
     }
     let regex_err = |reason| RuleError::Regex {
         field: field.clone(),
@@ -727,6 +762,12 @@ mod tests {
         assert_eq!(expand("x%dc%y", "f", &opts).unwrap(), vec!["xay", "xby"]);
         assert!(expand("%nope%", "f", &opts).is_err());
         assert_eq!(expand("100%", "f", &opts).unwrap(), vec!["100%"]);
+        // The specification's example: `\%plain%name%` is "%plain" then the placeholder.
+        opts.placeholders.insert("name".into(), vec!["N".into()]);
+        assert_eq!(
+            expand(r"\%plain%name%", "f", &opts).unwrap(),
+            vec!["%plainN"]
+        );
     }
 
     #[test]
