@@ -90,12 +90,16 @@ impl Index {
             } else {
                 None
             };
+            // ASCII case-insensitive, so ASCII text (the common case) is
+            // scanned as it is, without lower-casing it first.
             let built = AhoCorasickBuilder::new()
                 .kind(kind)
+                .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
                 .build(lits.iter().map(|(l, _)| l.as_str()))
                 .or_else(|_| {
                     AhoCorasickBuilder::new()
+                        .ascii_case_insensitive(true)
                         .match_kind(MatchKind::Standard)
                         .build(lits.iter().map(|(l, _)| l.as_str()))
                 });
@@ -148,7 +152,14 @@ impl Index {
                 if slot.is_missing() {
                     continue;
                 }
-                for m in f.ac.find_overlapping_iter(slot.lower()) {
+                // Non-ASCII text is lower-cased first (Unicode case folding
+                // is beyond the automaton's ASCII case-insensitivity).
+                let hay = if slot.text().is_ascii() {
+                    slot.text()
+                } else {
+                    slot.lower()
+                };
+                for m in f.ac.find_overlapping_iter(hay) {
                     for &(r, c) in &f.hits[m.pattern().as_usize()] {
                         let ri = r as usize;
                         if s.stamp[ri] != s.epoch {
