@@ -13,6 +13,11 @@ use std::sync::{Arc, RwLock};
 
 /// A rule file larger than this is rejected unread.
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
+thread_local! {
+    /// The candidate list, reused across events on a thread.
+    static CANDIDATES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A rule bundle larger than this is rejected unread.
 pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
 /// File extension of rule bundles (JSON).
@@ -75,7 +80,8 @@ pub struct RuleSet {
     /// The accepted documents as loaded, kept only when a bundle will be written.
     sources: Option<Vec<BundleDoc>>,
     /// Prefilter per event log source, built on first use.
-    indexes: RwLock<HashMap<LogSource, Arc<Index>>>,
+    /// A short list: sources are few, and a scan beats hashing three strings per event.
+    indexes: RwLock<Vec<(LogSource, Arc<Index>)>>,
 }
 
 impl Clone for RuleSet {
@@ -366,12 +372,11 @@ impl RuleSet {
     }
 
     fn index(&self, source: &LogSource) -> Arc<Index> {
-        if let Some(ix) = self
-            .indexes
-            .read()
-            .ok()
-            .and_then(|m| m.get(source).cloned())
-        {
+        if let Some(ix) = self.indexes.read().ok().and_then(|m| {
+            m.iter()
+                .find(|(s, _)| s == source)
+                .map(|(_, ix)| Arc::clone(ix))
+        }) {
             return ix;
         }
         let ix = Arc::new(Index::build(&self.rules, source, |f| {
@@ -380,10 +385,10 @@ impl RuleSet {
         if let Ok(mut m) = self.indexes.write() {
             // Bounded: sources are few (product/category pairs); never let a
             // stream of odd sources grow the cache without end.
-            if m.len() >= 256 {
+            if m.len() >= 64 {
                 m.clear();
             }
-            m.insert(source.clone(), Arc::clone(&ix));
+            m.push((source.clone(), Arc::clone(&ix)));
         }
         ix
     }
@@ -400,16 +405,17 @@ impl RuleSet {
     pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
         let ix = self.index(source);
         let mut ctx = Ctx::new(event);
-        let mut cands = Vec::new();
+        let mut cands = CANDIDATES.with(|c| std::mem::take(&mut *c.borrow_mut()));
         ix.candidates(&mut ctx, &mut cands);
         let mut out = Vec::new();
-        for i in cands {
+        for &i in &cands {
             let i = i as usize;
             let r = &self.rules[i];
             if r.matches_in(&mut ctx) && !self.filtered(r, source, &mut ctx) {
                 out.push(i);
             }
         }
+        CANDIDATES.with(|c| *c.borrow_mut() = cands);
         out
     }
 
