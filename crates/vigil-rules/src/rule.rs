@@ -226,14 +226,6 @@ impl Rule {
     pub fn is_named(&self, reference: &str) -> bool {
         self.id == reference || self.name.as_deref() == Some(reference)
     }
-
-    /// ATT&CK technique tags (`attack.t1003.008`), upper-cased as analysts write them.
-    pub fn attack_techniques(&self) -> impl Iterator<Item = String> + '_ {
-        self.tags.iter().filter_map(|t| {
-            t.strip_prefix("attack.t")
-                .map(|rest| format!("T{}", rest.to_ascii_uppercase()))
-        })
-    }
 }
 
 impl Filter {

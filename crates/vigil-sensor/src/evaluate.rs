@@ -12,22 +12,28 @@ use vigil_rules::{Engine, EngineConfig, Event, FieldValue, Hit, Level, LogSource
 pub struct ProcessCreation<'a> {
     pub start: &'a ProcessStart,
     pub ancestry: &'a [ProcessRef],
-    /// Executables of all known ancestors, parent first, joined by `|`.
-    ancestors: String,
+    /// Executables of all known ancestors, parent first, joined by `|`;
+    /// built only if a rule asks for `Ancestors`.
+    ancestors: std::cell::OnceCell<String>,
 }
 
 impl<'a> ProcessCreation<'a> {
     pub fn new(start: &'a ProcessStart, ancestry: &'a [ProcessRef]) -> Self {
-        let ancestors = ancestry
-            .iter()
-            .filter_map(|a| a.executable.as_ref().map(|e| e.text.as_str()))
-            .collect::<Vec<_>>()
-            .join("|");
         ProcessCreation {
             start,
             ancestry,
-            ancestors,
+            ancestors: std::cell::OnceCell::new(),
         }
+    }
+
+    fn ancestors(&self) -> &str {
+        self.ancestors.get_or_init(|| {
+            self.ancestry
+                .iter()
+                .filter_map(|a| a.executable.as_ref().map(|e| e.text.as_str()))
+                .collect::<Vec<_>>()
+                .join("|")
+        })
     }
 }
 
@@ -53,7 +59,7 @@ impl Event for ProcessCreation<'_> {
             "ParentCommandLine" => s(&parent?.command_line),
             "GrandParentImage" => s(&grandparent?.executable.as_ref()?.text),
             "GrandParentCommandLine" => s(&grandparent?.command_line),
-            "Ancestors" => s(&self.ancestors),
+            "Ancestors" => s(self.ancestors()),
             "LogonId" => Some(FieldValue::Int(i64::from(p.login_uid))),
             "uid" => Some(FieldValue::Int(i64::from(p.uid))),
             "euid" => Some(FieldValue::Int(i64::from(p.euid))),
