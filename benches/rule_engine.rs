@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use support::events;
-use vigil_rules::{JsonEvent, LogSource, RuleSet};
+use vigil_rules::{FlatEvent, LogSource, RuleSet};
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -66,9 +66,9 @@ fn run(
     let load = t.elapsed();
     let source = LogSource::new(product, "process_creation");
     // Build the per-source index before timing (sensors do this once at load).
-    let warm: Vec<JsonEvent> = events::generate(1000, 7, generator)
-        .into_iter()
-        .map(JsonEvent)
+    let warm: Vec<FlatEvent> = events::generate(1000, 7, generator)
+        .iter()
+        .map(FlatEvent::from_json)
         .collect();
     for e in &warm {
         let _ = set.matching_rules(&source, e);
@@ -79,15 +79,48 @@ fn run(
         for i in set.unconditional_rules(&source) {
             println!("  always: {}", set.rules()[i].title);
         }
-        let cands: usize = warm.iter().map(|e| set.candidate_count(&source, e)).sum();
+        let mut per_rule = vec![0usize; set.len()];
+        let mut cands = 0;
+        for e in &warm {
+            for i in set.candidates(&source, e) {
+                per_rule[i] += 1;
+                cands += 1;
+            }
+        }
         println!(
             "{applicable} rules apply, {always} evaluated always, {:.1} candidates per event",
             cands as f64 / warm.len() as f64
         );
+        let mut often: Vec<(usize, usize)> = per_rule
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|x| x.1 > 0)
+            .collect();
+        often.sort_by_key(|x| std::cmp::Reverse(x.1));
+        for (i, n) in often.iter().take(25) {
+            let t = Instant::now();
+            for e in &warm {
+                let _ = set.rules()[*i].matches(e);
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / warm.len() as f64;
+            println!(
+                "  candidate in {:>5.1}% ({ns:>5.0} ns/eval): {}",
+                *n as f64 * 100.0 / warm.len() as f64,
+                set.rules()[*i].title
+            );
+        }
+        let refs: Vec<&dyn vigil_rules::Event> =
+            warm.iter().map(|e| e as &dyn vigil_rules::Event).collect();
+        let mut prof = set.prefilter_profile(&source, &refs);
+        prof.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (f, ns) in prof.iter().take(20) {
+            println!("  scan {ns:>8.0} ns  {f}");
+        }
         let t = Instant::now();
         for _ in 0..20 {
             for e in &warm {
-                let _ = set.candidate_count(&source, e);
+                let _ = set.candidates(&source, e);
             }
         }
         println!(
@@ -95,9 +128,9 @@ fn run(
             t.elapsed().as_secs_f64() * 1e9 / (20.0 * warm.len() as f64)
         );
         // Which rules cost the most, one by one (for engine work, not a figure).
-        let sample: Vec<JsonEvent> = events::generate(300, 3, generator)
-            .into_iter()
-            .map(JsonEvent)
+        let sample: Vec<FlatEvent> = events::generate(300, 3, generator)
+            .iter()
+            .map(FlatEvent::from_json)
             .collect();
         let mut costs: Vec<(f64, String)> = set
             .rules()
@@ -120,18 +153,48 @@ fn run(
             println!("{ns:>10.0} ns  {t}");
         }
     }
-    let evs: Vec<JsonEvent> = events::generate(n, 42, generator)
-        .into_iter()
-        .map(JsonEvent)
+    // Decoded before timing starts, into the flat form the CLI evaluates.
+    let evs: Vec<FlatEvent> = events::generate(n, 42, generator)
+        .iter()
+        .map(FlatEvent::from_json)
         .collect();
+    // PASSES > 1 repeats the loop (for profilers, so evaluation dominates the samples).
+    let passes: usize = std::env::var("PASSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if std::env::var_os("PROFILE_RULES").is_some() {
+        // The floor: reading every field of every event once, lower-cased.
+        let mut buf: Vec<u8> = Vec::new();
+        let mut bytes = 0usize;
+        let t = Instant::now();
+        for e in &evs {
+            vigil_rules::Event::visit_fields(e, &mut |_, v| {
+                if let vigil_rules::FieldValue::Str(s) = v {
+                    buf.clear();
+                    buf.extend_from_slice(s.as_bytes());
+                    buf.make_ascii_lowercase();
+                    bytes += buf.len();
+                }
+            });
+        }
+        println!(
+            "reading the events alone: {:.0} ns/event ({} bytes/event)",
+            t.elapsed().as_secs_f64() * 1e9 / evs.len() as f64,
+            bytes / evs.len().max(1)
+        );
+    }
     let mut matched_events = 0usize;
     let t = Instant::now();
-    for e in &evs {
-        if !set.matching_rules(&source, e).is_empty() {
-            matched_events += 1;
+    for _ in 0..passes {
+        matched_events = 0;
+        for e in &evs {
+            if !set.matching_rules(&source, e).is_empty() {
+                matched_events += 1;
+            }
         }
     }
-    let secs = t.elapsed().as_secs_f64();
+    let secs = t.elapsed().as_secs_f64() / passes as f64;
     println!(
         "{product}/process_creation: {} rules ({report}), load {:.2} s, compiled set +{} MiB RSS; {} events, {:.2}% matched; {:.0} events/s",
         set.len(),

@@ -3,7 +3,7 @@
 use crate::condition::{self, Cond, OfTarget};
 use crate::error::RuleError;
 use crate::eval::Ctx;
-use crate::field::{Clauses, CompileOptions, FieldMatcher, compile_field};
+use crate::field::{CompileOptions, FieldMatcher, compile_field};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ impl Selection {
 }
 
 #[derive(Debug, Clone)]
-enum Expr {
+pub(crate) enum Expr {
     Sel(usize),
     Not(Box<Expr>),
     And(Vec<Expr>),
@@ -36,59 +36,6 @@ pub(crate) struct Detection {
     condition: Expr,
 }
 
-/// Most clauses kept per rule (the most selective ones).
-pub(crate) const MAX_CLAUSES: usize = 2;
-
-/// How selective a clause looks: longer shortest literal first, then fewer alternatives.
-fn score(c: &[(String, String)]) -> (usize, std::cmp::Reverse<usize>) {
-    (
-        c.iter().map(|(_, l)| l.len()).min().unwrap_or(0),
-        std::cmp::Reverse(c.len()),
-    )
-}
-
-fn best_clause(cs: &Clauses) -> Option<&Vec<(String, String)>> {
-    cs.iter().max_by_key(|c| score(c))
-}
-
-/// Either of several alternatives must hold: one clause, the union of each
-/// alternative's best clause — or nothing, if any alternative has none.
-fn any_of(alts: impl Iterator<Item = Clauses>) -> Clauses {
-    let mut clause = Vec::new();
-    for a in alts {
-        match best_clause(&a) {
-            Some(c) => clause.extend(c.iter().cloned()),
-            None => return Vec::new(),
-        }
-    }
-    if clause.is_empty() {
-        Vec::new()
-    } else {
-        vec![clause]
-    }
-}
-
-fn all_of(parts: impl Iterator<Item = Clauses>) -> Clauses {
-    let mut out: Clauses = parts.flatten().collect();
-    out.sort_by_key(|c| std::cmp::Reverse(score(c)));
-    out.truncate(MAX_CLAUSES);
-    out
-}
-
-impl Selection {
-    fn clauses(&self) -> Clauses {
-        let Selection::AnyOf(maps) = self;
-        let per_map = maps
-            .iter()
-            .map(|m| all_of(m.iter().map(FieldMatcher::clauses)));
-        if maps.len() == 1 {
-            per_map.flatten().collect()
-        } else {
-            any_of(per_map)
-        }
-    }
-}
-
 impl Detection {
     pub(crate) fn intern(&mut self, intern: &mut impl FnMut(&str) -> u32) {
         for Selection::AnyOf(maps) in &mut self.selections {
@@ -98,22 +45,18 @@ impl Detection {
         }
     }
 
-    /// What any event this detection matches must contain (see [`Clauses`]).
-    pub(crate) fn clauses(&self) -> Clauses {
-        all_of(std::iter::once(self.cl(&self.condition)))
+    pub(crate) fn condition(&self) -> &Expr {
+        &self.condition
     }
 
-    fn cl(&self, e: &Expr) -> Clauses {
-        match e {
-            Expr::Sel(i) => self.selections[*i].clauses(),
-            Expr::Not(_) => Vec::new(),
-            Expr::And(items) => all_of(items.iter().map(|i| self.cl(i))),
-            Expr::Or(items) => any_of(items.iter().map(|i| self.cl(i))),
-            Expr::AtLeast(n, sels) if *n == usize::MAX || *n >= sels.len() => {
-                all_of(sels.iter().map(|i| self.selections[*i].clauses()))
-            }
-            Expr::AtLeast(_, sels) => any_of(sels.iter().map(|i| self.selections[*i].clauses())),
-        }
+    pub(crate) fn selections(&self) -> &[Selection] {
+        &self.selections
+    }
+
+    /// One field entry: selection, map within it, entry within the map.
+    pub(crate) fn entry(&self, sel: usize, map: usize, entry: usize) -> Option<&FieldMatcher> {
+        let Selection::AnyOf(maps) = self.selections.get(sel)?;
+        maps.get(map)?.get(entry)
     }
 
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {

@@ -37,34 +37,195 @@ pub trait Event {
     fn field(&self, name: &str) -> Option<FieldValue<'_>>;
     /// Every string value of the event, for keyword (keyless) selections.
     fn values(&self) -> Vec<Cow<'_, str>>;
+    /// Calls `f` with every field the event has, if it can list them cheaply,
+    /// and returns true; false (the default) makes the engine look fields up
+    /// by name instead. Each value must be what [`Event::field`] returns.
+    fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
+        let _ = f;
+        false
+    }
 }
 
 /// A flat JSON object keyed by Sigma field names; what `vigil rules match` reads.
 #[derive(Debug, Clone)]
 pub struct JsonEvent(pub serde_json::Map<String, serde_json::Value>);
 
+fn json_value(v: &serde_json::Value) -> FieldValue<'_> {
+    match v {
+        serde_json::Value::String(s) => FieldValue::Str(Cow::Borrowed(s)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => FieldValue::Int(i),
+            None => FieldValue::Str(Cow::Owned(n.to_string())),
+        },
+        serde_json::Value::Bool(b) => FieldValue::Bool(*b),
+        serde_json::Value::Null => FieldValue::Null,
+        other => FieldValue::Str(Cow::Owned(other.to_string())),
+    }
+}
+
 impl Event for JsonEvent {
     fn field(&self, name: &str) -> Option<FieldValue<'_>> {
-        Some(match self.0.get(name)? {
-            serde_json::Value::String(s) => FieldValue::Str(Cow::Borrowed(s)),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => FieldValue::Int(i),
-                None => FieldValue::Str(Cow::Owned(n.to_string())),
-            },
-            serde_json::Value::Bool(b) => FieldValue::Bool(*b),
-            serde_json::Value::Null => FieldValue::Null,
-            other => FieldValue::Str(Cow::Owned(other.to_string())),
-        })
+        self.0.get(name).map(json_value)
     }
 
+    fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
+        for (k, v) in &self.0 {
+            f(k, json_value(v));
+        }
+        true
+    }
+
+    /// Strings, numbers, and nested values as their JSON text.
     fn values(&self) -> Vec<Cow<'_, str>> {
         self.0
             .values()
             .filter_map(|v| match v {
                 serde_json::Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-                serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+                serde_json::Value::Bool(_) | serde_json::Value::Null => None,
+                other => Some(Cow::Owned(other.to_string())),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FlatValue {
+    Str(usize, usize),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+/// An event laid out flat: every name and string value in one buffer, read
+/// front to back. A JSON map holds each name and value in its own heap
+/// allocation, and reading events that are not in cache is then dominated by
+/// chasing those pointers; this is what `vigil rules match` and `bench`
+/// evaluate. A name pushed again replaces the earlier value.
+#[derive(Debug, Clone, Default)]
+pub struct FlatEvent {
+    text: String,
+    /// (name start, name end, value).
+    fields: Vec<(usize, usize, FlatValue)>,
+}
+
+impl FlatEvent {
+    pub fn new() -> FlatEvent {
+        FlatEvent::default()
+    }
+
+    /// Adds (or replaces) the field `name`.
+    pub fn push(&mut self, name: &str, value: FieldValue<'_>) {
+        let v = match value {
+            FieldValue::Str(s) => {
+                let start = self.text.len();
+                self.text.push_str(&s);
+                FlatValue::Str(start, self.text.len())
+            }
+            FieldValue::Int(i) => FlatValue::Int(i),
+            FieldValue::Bool(b) => FlatValue::Bool(b),
+            FieldValue::Null => FlatValue::Null,
+        };
+        if let Some(i) = self.position(name) {
+            self.fields[i].2 = v;
+            return;
+        }
+        let start = self.text.len();
+        self.text.push_str(name);
+        self.fields.push((start, self.text.len(), v));
+    }
+
+    /// The same fields as a JSON object (nested values become their JSON text,
+    /// as [`JsonEvent`] reads them).
+    pub fn from_json(map: &serde_json::Map<String, serde_json::Value>) -> FlatEvent {
+        let mut e = FlatEvent {
+            text: String::with_capacity(
+                map.iter()
+                    .map(|(k, v)| k.len() + v.as_str().map_or(8, str::len))
+                    .sum(),
+            ),
+            fields: Vec::with_capacity(map.len()),
+        };
+        for (k, v) in map {
+            e.push(k, json_value(v));
+        }
+        e
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.fields
+            .iter()
+            .position(|&(s, e, _)| self.text.get(s..e) == Some(name))
+    }
+
+    fn value(&self, v: FlatValue) -> FieldValue<'_> {
+        match v {
+            FlatValue::Str(s, e) => {
+                FieldValue::Str(Cow::Borrowed(self.text.get(s..e).unwrap_or_default()))
+            }
+            FlatValue::Int(i) => FieldValue::Int(i),
+            FlatValue::Bool(b) => FieldValue::Bool(b),
+            FlatValue::Null => FieldValue::Null,
+        }
+    }
+}
+
+impl Event for FlatEvent {
+    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
+        self.position(name).map(|i| self.value(self.fields[i].2))
+    }
+
+    fn values(&self) -> Vec<Cow<'_, str>> {
+        self.fields
+            .iter()
+            .filter_map(|&(_, _, v)| match self.value(v) {
+                FieldValue::Str(s) => Some(s),
+                FieldValue::Int(i) => Some(Cow::Owned(i.to_string())),
                 _ => None,
             })
             .collect()
+    }
+
+    fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
+        for &(s, e, v) in &self.fields {
+            f(self.text.get(s..e).unwrap_or_default(), self.value(v));
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_event_reads_like_the_json_it_came_from() {
+        let serde_json::Value::Object(m) = serde_json::json!({
+            "Image": "C:\\x.exe", "Pid": 4, "Elevated": true, "Gone": null,
+            "Float": 1.5, "Nested": {"a": 1}
+        }) else {
+            unreachable!()
+        };
+        let flat = FlatEvent::from_json(&m);
+        let json = JsonEvent(m);
+        for name in [
+            "Image", "Pid", "Elevated", "Gone", "Float", "Nested", "Missing",
+        ] {
+            assert_eq!(flat.field(name), json.field(name), "{name}");
+        }
+        let mut seen = Vec::new();
+        assert!(flat.visit_fields(&mut |n, v| seen.push((n.to_owned(), v.as_text().into_owned()))));
+        assert_eq!(seen.len(), 6);
+        assert_eq!(flat.values().len(), json.values().len());
+    }
+
+    #[test]
+    fn pushing_a_name_again_replaces_it() {
+        let mut e = FlatEvent::new();
+        e.push("A", FieldValue::Int(1));
+        e.push("A", FieldValue::Str(Cow::Borrowed("two")));
+        assert_eq!(e.field("A"), Some(FieldValue::Str(Cow::Borrowed("two"))));
+        let mut n = 0;
+        e.visit_fields(&mut |_, _| n += 1);
+        assert_eq!(n, 1);
     }
 }

@@ -148,6 +148,42 @@ impl FieldMatcher {
         }
     }
 
+    /// The literals that decide this entry on their own, with whether all
+    /// (`|all`) or any of them must occur; `None` when something else is
+    /// needed (regex, wildcard inside a value, number, `cased`, `exists`,
+    /// an empty value, keywords).
+    pub(crate) fn literal_atoms(&self) -> Option<(Vec<(String, Anchor)>, bool)> {
+        self.field.as_ref()?;
+        if self.exists.is_some() {
+            return None;
+        }
+        let lits: Vec<(String, Anchor)> = if self.all {
+            if self.literals.is_some() || self.matchers.is_empty() {
+                return None;
+            }
+            self.matchers
+                .iter()
+                .map(|m| match m {
+                    ValueMatcher::Pattern(Pattern::Literal {
+                        needle,
+                        anchor,
+                        cased: false,
+                    }) => Some((needle.clone(), *anchor)),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?
+        } else {
+            if !self.matchers.is_empty() {
+                return None;
+            }
+            self.literals.as_ref()?.lits.clone()
+        };
+        if lits.is_empty() || lits.iter().any(|(l, _)| l.is_empty()) {
+            return None;
+        }
+        Some((lits, self.all))
+    }
+
     pub(crate) fn clauses(&self) -> Clauses {
         let Some(field) = self.field.as_ref() else {
             return Vec::new();
@@ -169,10 +205,10 @@ impl FieldMatcher {
         }
         let mut lits: Vec<String> = Vec::new();
         if let Some(set) = &self.literals {
-            if set.needles.iter().any(String::is_empty) {
+            if set.lits.iter().any(|(l, _)| l.is_empty()) {
                 return Vec::new();
             }
-            lits.extend(set.needles.iter().cloned());
+            lits.extend(set.lits.iter().map(|(l, _)| l.clone()));
         }
         for m in &self.matchers {
             match m {

@@ -1,186 +1,356 @@
-//! The prefilter: for one log source, every literal some rule needs, per
-//! field, in one Aho-Corasick automaton. An event's fields are lower-cased once
-//! and scanned once; a rule is evaluated only when each of its clauses (see
-//! [`crate::field::Clauses`]) saw one of its literals, or when no clause could
-//! be derived for it. Cost grows with matches, not with the number of rules.
+//! All rules of one log source compiled into one matcher.
+//!
+//! Every literal any applicable rule uses is an *atom*: (field, lower-cased
+//! literal, anchor). Per field, one [`FieldScan`] finds which atoms a value
+//! satisfies; each field of the event is read, lower-cased and scanned once.
+//! Atoms then do two jobs:
+//! - the prefilter: a rule is a candidate only when each of its clauses (see
+//!   [`Node::clauses`]) has an atom set, or when it has no clause at all;
+//! - evaluation: a candidate's [`Node`] tree is decided from the atom bits,
+//!   reading the event again only for entries literals cannot decide.
+//!
+//! Cost grows with what the event contains and what it matches, not with the
+//! number of rules.
 
 use crate::eval::Ctx;
+use crate::event::{Event, FieldValue};
 use crate::logsource::LogSource;
+use crate::pattern::Anchor;
+use crate::program::{Facts, Node};
 use crate::rule::Rule;
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
-
-/// Fields with at most this many literals get a DFA automaton.
-const DFA_MAX_PATTERNS: usize = 2000;
+use crate::scan::{Buffers, FieldScan};
+use rustc_hash::FxHashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
-
-#[derive(Debug)]
-struct FieldScan {
-    field: String,
-    id: u32,
-    ac: AhoCorasick,
-    /// Pattern id → (rule, clause) pairs that the literal satisfies.
-    hits: Vec<Vec<(u32, u8)>>,
-}
 
 #[derive(Debug)]
 pub(crate) struct Index {
     /// Rules with no derivable clause: always evaluated.
     always: Vec<u32>,
-    fields: Vec<FieldScan>,
+    /// Field name → its scan.
+    fields: Vec<(String, FieldScan)>,
+    by_name: FxHashMap<String, u32>,
+    /// Atom → the (rule, clause) pairs it satisfies.
+    atom_rules: Vec<Vec<(u32, u8)>>,
     /// Per rule: the bit mask with one bit per clause (0 when not indexed).
     full: Vec<u8>,
+    /// Per rule: its compiled detection, when it applies to the source.
+    programs: Vec<Option<Node>>,
     /// How many rules apply to the source at all.
     pub(crate) applicable: usize,
 }
 
-/// Per-thread scratch so candidate selection allocates nothing per event.
+/// Per-thread scratch so an event allocates nothing once warmed up.
 #[derive(Default)]
 struct Scratch {
+    bits: Vec<u64>,
+    hits: Vec<u32>,
     mask: Vec<u8>,
     stamp: Vec<u32>,
     epoch: u32,
     touched: Vec<u32>,
+    candidates: Vec<u32>,
+    buffers: Buffers,
+    number: String,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+#[derive(Default)]
+struct Atoms {
+    ids: FxHashMap<(String, Anchor, String), u32>,
+    /// Per atom: (field, literal, anchor).
+    list: Vec<(String, String, Anchor)>,
+}
+
+impl Atoms {
+    fn intern(&mut self, field: &str, lit: &str, anchor: Anchor) -> u32 {
+        let key = (field.to_owned(), anchor, lit.to_owned());
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.list.len() as u32;
+        self.ids.insert(key, id);
+        self.list.push((field.to_owned(), lit.to_owned(), anchor));
+        id
+    }
+
+    /// Selectivity: longer literals are rarer; anchored ones rarer still.
+    fn weight(&self, atom: u32) -> usize {
+        self.list.get(atom as usize).map_or(0, |(_, l, a)| {
+            l.len()
+                + match a {
+                    Anchor::Exact => 8,
+                    Anchor::Prefix | Anchor::Suffix => 4,
+                    Anchor::Contains => 0,
+                }
+        })
+    }
+}
+
 impl Index {
-    pub(crate) fn build(
-        rules: &[Rule],
-        source: &LogSource,
-        field_id: impl Fn(&str) -> u32,
-    ) -> Index {
-        let mut always = Vec::new();
-        let mut full = vec![0u8; rules.len()];
-        let mut per_field: HashMap<String, HashMap<String, Vec<(u32, u8)>>> = HashMap::new();
+    pub(crate) fn build(rules: &[Rule], source: &LogSource) -> Index {
+        let mut atoms = Atoms::default();
+        let mut programs = vec![None; rules.len()];
         let mut applicable = 0;
         for (i, r) in rules.iter().enumerate() {
-            if !r.logsource.covers(source) {
-                continue;
+            if r.logsource.covers(source) {
+                applicable += 1;
+                programs[i] = Some(Node::compile(&r.detection, &mut |f, l, a| {
+                    atoms.intern(f, l, a)
+                }));
             }
-            applicable += 1;
-            let clauses = r.detection.clauses();
+        }
+        let mut always = Vec::new();
+        let mut full = vec![0u8; rules.len()];
+        let mut atom_rules: Vec<Vec<(u32, u8)>> = vec![Vec::new(); atoms.list.len()];
+        let weight = |a| atoms.weight(a);
+        for (i, p) in programs.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let clauses = p.clauses(&weight);
             if clauses.is_empty() {
                 always.push(i as u32);
                 continue;
             }
             full[i] = ((1u16 << clauses.len()) - 1) as u8;
             for (c, clause) in clauses.into_iter().enumerate() {
-                for (field, lit) in clause {
-                    let e = per_field.entry(field).or_default().entry(lit).or_default();
-                    if !e.contains(&(i as u32, c as u8)) {
-                        e.push((i as u32, c as u8));
-                    }
+                for a in clause {
+                    atom_rules[a as usize].push((i as u32, c as u8));
                 }
             }
         }
-        let mut fields = Vec::new();
-        let mut names: Vec<_> = per_field.into_iter().collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (field, lits) in names {
-            let mut lits: Vec<(String, Vec<(u32, u8)>)> = lits.into_iter().collect();
-            lits.sort();
-            // A DFA scans fastest; for the few fields with thousands of
-            // literals (hash lists) its memory is not worth it.
-            let kind = if lits.len() <= DFA_MAX_PATTERNS {
-                Some(AhoCorasickKind::DFA)
-            } else {
-                None
-            };
-            // ASCII case-insensitive, so ASCII text (the common case) is
-            // scanned as it is, without lower-casing it first.
-            let built = AhoCorasickBuilder::new()
-                .kind(kind)
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(lits.iter().map(|(l, _)| l.as_str()))
-                .or_else(|_| {
-                    AhoCorasickBuilder::new()
-                        .ascii_case_insensitive(true)
-                        .match_kind(MatchKind::Standard)
-                        .build(lits.iter().map(|(l, _)| l.as_str()))
-                });
-            match built {
-                Ok(ac) => fields.push(FieldScan {
-                    id: field_id(&field),
-                    field,
-                    ac,
-                    hits: lits.into_iter().map(|(_, h)| h).collect(),
-                }),
-                Err(_) => {
-                    // Could not build: evaluate these rules unconditionally.
-                    for (_, hs) in lits {
-                        for (r, _) in hs {
-                            full[r as usize] = 0;
-                            always.push(r);
-                        }
-                    }
-                }
-            }
+        let mut per_field: FxHashMap<String, Vec<(String, Anchor, u32)>> = FxHashMap::default();
+        for (id, (field, lit, anchor)) in atoms.list.into_iter().enumerate() {
+            per_field
+                .entry(field)
+                .or_default()
+                .push((lit, anchor, id as u32));
         }
-        always.sort_unstable();
-        always.dedup();
+        let mut fields: Vec<(String, FieldScan)> = per_field
+            .into_iter()
+            .map(|(f, lits)| (f, FieldScan::build(lits)))
+            .collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let by_name = fields
+            .iter()
+            .enumerate()
+            .map(|(i, (f, _))| (f.clone(), i as u32))
+            .collect();
         Index {
             always,
             fields,
+            by_name,
+            atom_rules,
             full,
+            programs,
             applicable,
         }
     }
 
-    /// Rules worth evaluating for the event in `ctx`, sorted, without duplicates.
-    pub(crate) fn candidates<'r>(&'r self, ctx: &mut Ctx<'r, '_>, out: &mut Vec<u32>) {
-        out.clear();
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let s = &mut *s;
-            if s.mask.len() < self.full.len() {
-                s.mask.resize(self.full.len(), 0);
-                s.stamp.resize(self.full.len(), 0);
+    /// Scans the event's fields and collects candidate rules into `s.candidates`.
+    fn scan(&self, event: &dyn Event, s: &mut Scratch) {
+        let words = self.atom_rules.len().div_ceil(64);
+        if s.bits.len() < words {
+            s.bits.resize(words, 0);
+        }
+        if s.mask.len() < self.full.len() {
+            s.mask.resize(self.full.len(), 0);
+            s.stamp.resize(self.full.len(), 0);
+        }
+        s.epoch = s.epoch.wrapping_add(1);
+        if s.epoch == 0 {
+            s.stamp.iter_mut().for_each(|x| *x = 0);
+            s.epoch = 1;
+        }
+        for &h in &s.hits {
+            if let Some(w) = s.bits.get_mut(h as usize / 64) {
+                *w = 0;
             }
-            s.epoch = s.epoch.wrapping_add(1);
-            if s.epoch == 0 {
-                s.stamp.iter_mut().for_each(|x| *x = 0);
-                s.epoch = 1;
-            }
-            s.touched.clear();
-            for f in &self.fields {
-                let slot = ctx.slot(f.id, &f.field);
-                if slot.is_missing() {
-                    continue;
+        }
+        s.hits.clear();
+        s.touched.clear();
+        let Scratch {
+            bits,
+            hits,
+            mask,
+            stamp,
+            epoch,
+            touched,
+            buffers,
+            number,
+            ..
+        } = s;
+        let mut field = |fi: usize, value: FieldValue<'_>| {
+            let text: &str = match &value {
+                FieldValue::Str(t) => t,
+                FieldValue::Int(i) => {
+                    number.clear();
+                    use std::fmt::Write;
+                    let _ = write!(number, "{i}");
+                    number
                 }
-                // Non-ASCII text is lower-cased first (Unicode case folding
-                // is beyond the automaton's ASCII case-insensitivity).
-                let hay = if slot.text().is_ascii() {
-                    slot.text()
-                } else {
-                    slot.lower()
-                };
-                for m in f.ac.find_overlapping_iter(hay) {
-                    for &(r, c) in &f.hits[m.pattern().as_usize()] {
-                        let ri = r as usize;
-                        if s.stamp[ri] != s.epoch {
-                            s.stamp[ri] = s.epoch;
-                            s.mask[ri] = 0;
-                            s.touched.push(r);
-                        }
-                        s.mask[ri] |= 1 << c;
+                FieldValue::Bool(b) => {
+                    if *b {
+                        "true"
+                    } else {
+                        "false"
                     }
                 }
+                FieldValue::Null => return,
+            };
+            let Some((_, scan)) = self.fields.get(fi) else {
+                return;
+            };
+            scan.scan(text, buffers, |a| {
+                let (w, b) = (a as usize / 64, 1u64 << (a % 64));
+                let Some(word) = bits.get_mut(w) else { return };
+                if *word & b != 0 {
+                    return;
+                }
+                *word |= b;
+                hits.push(a);
+                for &(r, c) in &self.atom_rules[a as usize] {
+                    let ri = r as usize;
+                    if stamp[ri] != *epoch {
+                        stamp[ri] = *epoch;
+                        mask[ri] = 0;
+                        touched.push(r);
+                    }
+                    mask[ri] |= 1 << c;
+                }
+            });
+        };
+        let visited = event.visit_fields(&mut |name, value| {
+            if let Some(&fi) = self.by_name.get(name) {
+                field(fi as usize, value);
             }
-            out.extend(
-                s.touched
-                    .iter()
-                    .copied()
-                    .filter(|&r| s.mask[r as usize] == self.full[r as usize]),
-            );
         });
-        out.extend_from_slice(&self.always);
-        out.sort_unstable();
-        out.dedup();
+        if !visited {
+            for (fi, (name, _)) in self.fields.iter().enumerate() {
+                if let Some(v) = event.field(name) {
+                    field(fi, v);
+                }
+            }
+        }
+        s.candidates.clear();
+        s.candidates.extend(
+            s.touched
+                .iter()
+                .copied()
+                .filter(|&r| s.mask[r as usize] == self.full[r as usize]),
+        );
+        s.candidates.extend_from_slice(&self.always);
+        s.candidates.sort_unstable();
+        s.candidates.dedup();
+    }
+
+    /// Calls `keep(rule, ctx)` for every rule whose detection matches the event
+    /// in `ctx`, in rule order; pushes the rules it accepts to `out`.
+    pub(crate) fn matching<'r>(
+        &self,
+        rules: &'r [Rule],
+        ctx: &mut Ctx<'r, '_>,
+        out: &mut Vec<usize>,
+        mut keep: impl FnMut(&'r Rule, &mut Ctx<'r, '_>) -> bool,
+    ) {
+        SCRATCH.with(|s| {
+            let Ok(mut s) = s.try_borrow_mut() else {
+                // Re-entered from inside an evaluation (not done by this
+                // crate): evaluate without the shared scratch.
+                let mut fresh = Scratch::default();
+                self.matching_with(&mut fresh, rules, ctx, out, &mut keep);
+                return;
+            };
+            self.matching_with(&mut s, rules, ctx, out, &mut keep);
+        });
+    }
+
+    fn matching_with<'r>(
+        &self,
+        s: &mut Scratch,
+        rules: &'r [Rule],
+        ctx: &mut Ctx<'r, '_>,
+        out: &mut Vec<usize>,
+        keep: &mut impl FnMut(&'r Rule, &mut Ctx<'r, '_>) -> bool,
+    ) {
+        self.scan(ctx.event, s);
+        let facts = Facts {
+            bits: &s.bits,
+            hits: &s.hits,
+        };
+        for &i in &s.candidates {
+            let i = i as usize;
+            let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
+                continue;
+            };
+            if p.eval(&facts, &r.detection, ctx) && keep(r, ctx) {
+                out.push(i);
+            }
+        }
+    }
+
+    /// The rules the prefilter passes on for `event`.
+    pub(crate) fn candidates(&self, event: &dyn Event) -> Vec<u32> {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                self.scan(event, &mut s);
+                s.candidates.clone()
+            }
+            Err(_) => Vec::new(),
+        })
+    }
+
+    /// Per indexed field: (name, nanoseconds per event spent scanning it).
+    pub(crate) fn profile(&self, events: &[&dyn Event]) -> Vec<(String, f64)> {
+        let mut buf = Buffers::default();
+        let mut out = Vec::new();
+        for (name, scan) in &self.fields {
+            let values: Vec<String> = events
+                .iter()
+                .filter_map(|e| e.field(name).map(|v| v.as_text().into_owned()))
+                .collect();
+            let t = std::time::Instant::now();
+            let mut n = 0usize;
+            for _ in 0..10 {
+                for v in &values {
+                    scan.scan(v, &mut buf, |_| n += 1);
+                }
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (10.0 * events.len().max(1) as f64);
+            let mut pairs = 0usize;
+            let mut worst: Vec<(usize, u32)> = Vec::new();
+            for v in &values {
+                let mut seen = Vec::new();
+                scan.scan(v, &mut buf, |a| seen.push(a));
+                seen.sort_unstable();
+                seen.dedup();
+                for a in seen {
+                    let k = self.atom_rules[a as usize].len();
+                    pairs += k;
+                    worst.push((k, a));
+                }
+            }
+            worst.sort_unstable();
+            worst.dedup();
+            let top: Vec<String> = worst
+                .iter()
+                .rev()
+                .take(3)
+                .map(|(k, a)| format!("atom {a}: {k} rules"))
+                .collect();
+            out.push((
+                format!(
+                    "{name} [{}] ({} hits, {:.1} rule marks/event; {})",
+                    scan.describe(),
+                    n / 10,
+                    pairs as f64 / events.len().max(1) as f64,
+                    top.join(", ")
+                ),
+                ns,
+            ));
+        }
+        out
     }
 
     pub(crate) fn unconditional(&self) -> usize {

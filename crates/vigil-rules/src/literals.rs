@@ -40,8 +40,8 @@ impl Multi {
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LiteralSet {
-    /// Every needle, for the prefilter.
-    pub(crate) needles: Vec<String>,
+    /// Every needle with its anchor, for the prefilter.
+    pub(crate) lits: Vec<(String, Anchor)>,
     exact: HashSet<String>,
     prefix: Option<Multi>,
     suffix: Option<Multi>,
@@ -52,7 +52,7 @@ impl LiteralSet {
     /// `lits` are (lower-cased needle, anchor).
     pub(crate) fn build(lits: Vec<(String, Anchor)>) -> LiteralSet {
         let mut set = LiteralSet {
-            needles: lits.iter().map(|l| l.0.clone()).collect(),
+            lits: lits.clone(),
             ..LiteralSet::default()
         };
         let (mut p, mut s, mut c) = (Vec::new(), Vec::new(), Vec::new());

@@ -8,7 +8,7 @@ use regex::{Regex, RegexBuilder};
 /// cannot make the engine allocate without bound.
 const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Anchor {
     Exact,
     Prefix,
@@ -306,11 +306,9 @@ pub(crate) fn pcre_classes_to_ascii(re: &str) -> String {
 /// Most literal alternatives taken from one regex for the prefilter.
 const MAX_REGEX_LITERALS: usize = 64;
 
-/// Literals one of which every match of `re` contains (its possible
-/// prefixes, or else suffixes), lower-cased; `None` when there is no such
-/// finite set of non-empty literals.
+/// Literals one of which every match of `re` contains, lower-cased; `None`
+/// when there is no such small set of non-empty literals.
 fn regex_literals(re: &str, i: bool, m: bool, s: bool) -> Option<Vec<String>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::ParserBuilder::new()
         .case_insensitive(i)
         .multi_line(m)
@@ -318,29 +316,10 @@ fn regex_literals(re: &str, i: bool, m: bool, s: bool) -> Option<Vec<String>> {
         .build()
         .parse(re)
         .ok()?;
-    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
-        let mut ex = Extractor::new();
-        ex.kind(kind).limit_total(MAX_REGEX_LITERALS * 4);
-        let seq = ex.extract(&hir);
-        let Some(lits) = seq.literals() else { continue };
-        let mut out: Vec<String> = lits
-            .iter()
-            .filter_map(|l| {
-                std::str::from_utf8(l.as_bytes())
-                    .ok()
-                    .map(crate::eval::lowercase)
-            })
-            .collect();
-        if out.len() != lits.len() || out.is_empty() || out.iter().any(String::is_empty) {
-            continue;
-        }
-        out.sort();
-        out.dedup();
-        if out.len() <= MAX_REGEX_LITERALS {
-            return Some(out);
-        }
-    }
-    None
+    let mut out = crate::required::required_literals(&hir)?;
+    out.sort();
+    out.dedup();
+    (out.len() <= MAX_REGEX_LITERALS && out.iter().all(|l| !l.is_empty())).then_some(out)
 }
 
 fn build_regex(re: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {

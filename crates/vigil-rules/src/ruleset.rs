@@ -13,10 +13,6 @@ use std::sync::{Arc, RwLock};
 
 /// A rule file larger than this is rejected unread.
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
-thread_local! {
-    /// The candidate list, reused across events on a thread.
-    static CANDIDATES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// A rule bundle larger than this is rejected unread.
 pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
@@ -379,9 +375,7 @@ impl RuleSet {
         }) {
             return ix;
         }
-        let ix = Arc::new(Index::build(&self.rules, source, |f| {
-            self.field_ids.get(f).copied().unwrap_or(crate::eval::NO_ID)
-        }));
+        let ix = Arc::new(Index::build(&self.rules, source));
         if let Ok(mut m) = self.indexes.write() {
             // Bounded: sources are few (product/category pairs); never let a
             // stream of odd sources grow the cache without end.
@@ -405,17 +399,10 @@ impl RuleSet {
     pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
         let ix = self.index(source);
         let mut ctx = Ctx::new(event);
-        let mut cands = CANDIDATES.with(|c| std::mem::take(&mut *c.borrow_mut()));
-        ix.candidates(&mut ctx, &mut cands);
         let mut out = Vec::new();
-        for &i in &cands {
-            let i = i as usize;
-            let r = &self.rules[i];
-            if r.matches_in(&mut ctx) && !self.filtered(r, source, &mut ctx) {
-                out.push(i);
-            }
-        }
-        CANDIDATES.with(|c| *c.borrow_mut() = cands);
+        ix.matching(&self.rules, &mut ctx, &mut out, |r, ctx| {
+            !self.filtered(r, source, ctx)
+        });
         out
     }
 
@@ -429,14 +416,24 @@ impl RuleSet {
             .collect()
     }
 
-    /// How many rules the prefilter passes on for `event` (engine tuning).
+    /// Per prefilter field: (name, ns per event scanning it) (engine tuning).
     #[doc(hidden)]
-    pub fn candidate_count(&self, source: &LogSource, event: &dyn Event) -> usize {
-        let ix = self.index(source);
-        let mut ctx = Ctx::new(event);
-        let mut cands = Vec::new();
-        ix.candidates(&mut ctx, &mut cands);
-        cands.len()
+    pub fn prefilter_profile(
+        &self,
+        source: &LogSource,
+        events: &[&dyn Event],
+    ) -> Vec<(String, f64)> {
+        self.index(source).profile(events)
+    }
+
+    /// The rules the prefilter passes on for `event` (engine tuning).
+    #[doc(hidden)]
+    pub fn candidates(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
+        self.index(source)
+            .candidates(event)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect()
     }
 
     /// The same as [`RuleSet::matching_rules`] without the prefilter: every

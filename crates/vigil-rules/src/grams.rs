@@ -1,0 +1,366 @@
+//! Many needles searched at once in short texts, by grams.
+//!
+//! Each needle is filed under one of its grams (8 bytes for needles of 8 or
+//! more, 4 for shorter ones): the gram the fewest other needles contain,
+//! which is also the least likely to be common text. A text is read one
+//! position at a time; a bitmap small enough for the L1 cache says whether
+//! any needle is filed under the gram there, and only then are needles
+//! compared. Positions do not depend on each other (an automaton's next state
+//! depends on the last), so the loop runs at a few cycles per byte however
+//! many needles there are, where an Aho-Corasick automaton over thousands of
+//! needles walks states that miss the cache. Long grams keep true gram hits in
+//! ordinary text rare. Needles of one to three bytes go through direct tables.
+//!
+//! What it is not: a general multi-pattern searcher. It reports every
+//! occurrence (overlapping), works on bytes exactly as given (callers
+//! lower-case both sides), and is meant for event fields of tens to a few
+//! thousand bytes.
+
+use rustc_hash::FxHashMap;
+
+const HASH: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    gram: u64,
+    needle: u32,
+    /// Where the gram sits in the needle.
+    offset: u32,
+}
+
+/// Needles filed under grams of `width` bytes.
+#[derive(Debug, Clone)]
+struct Tier {
+    width: usize,
+    bitmap: Box<[u64]>,
+    bitmap_shift: u32,
+    /// Entries of table slot `t` are `entries[starts[t]..starts[t + 1]]`.
+    starts: Box<[u32]>,
+    table_shift: u32,
+    entries: Box<[Entry]>,
+}
+
+fn gram(b: &[u8], width: usize) -> u64 {
+    let mut g = [0u8; 8];
+    g[..width].copy_from_slice(&b[..width]);
+    u64::from_le_bytes(g)
+}
+
+impl Tier {
+    /// `needles`: (id, bytes), every one at least `width` long.
+    fn new(width: usize, needles: &[(u32, &[u8])], freq: &FxHashMap<u64, u32>) -> Tier {
+        // About 8 bitmap bits per needle (so few positions get past the
+        // bitmap), a table slot per needle.
+        let n = needles.len().max(1);
+        let bits = (n * 8).next_power_of_two().clamp(512, 1 << 18);
+        let slots = n.next_power_of_two().clamp(16, 1 << 16);
+        let bitmap_shift = 64 - bits.trailing_zeros();
+        let table_shift = 64 - slots.trailing_zeros();
+        let mut bitmap = vec![0u64; bits / 64].into_boxed_slice();
+        let mut by_slot: Vec<Vec<Entry>> = vec![Vec::new(); slots];
+        for &(id, b) in needles {
+            let (offset, g) = (0..=b.len() - width)
+                .map(|i| (i, gram(&b[i..], width)))
+                .min_by_key(|&(i, g)| (freq.get(&g).copied().unwrap_or(0), i))
+                .unwrap_or((0, gram(b, width)));
+            let h = g.wrapping_mul(HASH);
+            let bit = (h >> bitmap_shift) as usize;
+            bitmap[bit / 64] |= 1 << (bit % 64);
+            by_slot[(h >> table_shift) as usize].push(Entry {
+                gram: g,
+                needle: id,
+                offset: offset as u32,
+            });
+        }
+        let mut starts = Vec::with_capacity(slots + 1);
+        let mut entries = Vec::with_capacity(needles.len());
+        for s in by_slot {
+            starts.push(entries.len() as u32);
+            entries.extend(s);
+        }
+        starts.push(entries.len() as u32);
+        Tier {
+            width,
+            bitmap,
+            bitmap_shift,
+            starts: starts.into_boxed_slice(),
+            table_shift,
+            entries: entries.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn find(&self, hay: &[u8], needles: &[Box<[u8]>], f: &mut impl FnMut(u32, usize, usize)) {
+        for (i, w) in hay.windows(self.width).enumerate() {
+            let g = if self.width == 8 {
+                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+            } else {
+                u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            };
+            let h = g.wrapping_mul(HASH);
+            let bit = (h >> self.bitmap_shift) as usize;
+            if self
+                .bitmap
+                .get(bit / 64)
+                .is_none_or(|w| w & (1 << (bit % 64)) == 0)
+            {
+                continue;
+            }
+            let t = (h >> self.table_shift) as usize;
+            let (Some(&lo), Some(&hi)) = (self.starts.get(t), self.starts.get(t + 1)) else {
+                continue;
+            };
+            for e in self
+                .entries
+                .get(lo as usize..hi as usize)
+                .unwrap_or_default()
+            {
+                let off = e.offset as usize;
+                if e.gram != g || i < off {
+                    continue;
+                }
+                let start = i - off;
+                let n = &needles[e.needle as usize];
+                if hay.get(start..start + n.len()) == Some(&n[..]) {
+                    f(e.needle, start, start + n.len());
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.bitmap.len() * 8 + self.starts.len() * 4 + self.entries.len() * size_of::<Entry>()
+    }
+}
+
+/// Needles of one to three bytes: direct bit tables say whether a needle
+/// starts with these bytes, a map gives which.
+#[derive(Debug, Clone, Default)]
+struct Short {
+    /// By first byte: a one-byte needle is this byte.
+    one: [u64; 4],
+    /// By the first two bytes (65,536 bits): a two-byte needle, or the start of a three-byte one.
+    two: Box<[u64]>,
+    /// Keyed by `len << 24 | bytes`.
+    ids: FxHashMap<u32, Vec<u32>>,
+    has_one: bool,
+    has_more: bool,
+}
+
+fn short_key(b: &[u8]) -> u32 {
+    let mut k = (b.len() as u32) << 24;
+    for (i, &x) in b.iter().enumerate() {
+        k |= u32::from(x) << (8 * i);
+    }
+    k
+}
+
+impl Short {
+    fn add(&mut self, id: u32, b: &[u8]) {
+        self.ids.entry(short_key(b)).or_default().push(id);
+        if let [c] = b {
+            self.one[usize::from(c >> 6)] |= 1 << (c & 63);
+            self.has_one = true;
+        } else {
+            if self.two.is_empty() {
+                self.two = vec![0u64; 1024].into_boxed_slice();
+            }
+            let k = usize::from(b[0]) | usize::from(b[1]) << 8;
+            self.two[k / 64] |= 1 << (k % 64);
+            self.has_more = true;
+        }
+    }
+
+    fn find(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
+        let mut report = |key: &[u8], at: usize| {
+            if let Some(ids) = self.ids.get(&short_key(key)) {
+                for &id in ids {
+                    f(id, at, at + key.len());
+                }
+            }
+        };
+        if self.has_one {
+            for (i, &c) in hay.iter().enumerate() {
+                if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0 {
+                    report(&hay[i..=i], i);
+                }
+            }
+        }
+        if self.has_more {
+            for (i, w) in hay.windows(2).enumerate() {
+                let k = usize::from(w[0]) | usize::from(w[1]) << 8;
+                if self
+                    .two
+                    .get(k / 64)
+                    .is_some_and(|x| x & (1 << (k % 64)) != 0)
+                {
+                    report(w, i);
+                    if let Some(w3) = hay.get(i..i + 3) {
+                        report(w3, i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A set of byte-string needles; see the module documentation.
+#[derive(Debug, Clone)]
+pub(crate) struct GramSet {
+    needles: Vec<Box<[u8]>>,
+    tiers: Vec<Tier>,
+    short: Short,
+}
+
+impl GramSet {
+    /// Builds the set; needle `i` is reported as `i`. Empty needles are never reported.
+    pub(crate) fn new(needles: Vec<Vec<u8>>) -> GramSet {
+        let needles: Vec<Box<[u8]>> = needles.into_iter().map(Vec::into_boxed_slice).collect();
+        let mut short = Short::default();
+        let mut tiers = Vec::new();
+        for (width, lo, hi) in [(4, 4, 8), (8, 8, usize::MAX)] {
+            let members: Vec<(u32, &[u8])> = needles
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| (lo..hi).contains(&n.len()))
+                .map(|(i, n)| (i as u32, &n[..]))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            // How many needles contain each gram: a needle is filed under its rarest.
+            let mut freq: FxHashMap<u64, u32> = FxHashMap::default();
+            for &(_, n) in &members {
+                let mut seen: Vec<u64> = (0..=n.len() - width)
+                    .map(|i| gram(&n[i..], width))
+                    .collect();
+                seen.sort_unstable();
+                seen.dedup();
+                for g in seen {
+                    *freq.entry(g).or_default() += 1;
+                }
+            }
+            tiers.push(Tier::new(width, &members, &freq));
+        }
+        for (i, n) in needles.iter().enumerate() {
+            if (1..4).contains(&n.len()) {
+                short.add(i as u32, n);
+            }
+        }
+        GramSet {
+            needles,
+            tiers,
+            short,
+        }
+    }
+
+    /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`.
+    pub(crate) fn find(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
+        for t in &self.tiers {
+            t.find(hay, &self.needles, &mut f);
+        }
+        self.short.find(hay, &mut f);
+    }
+
+    /// Needles shorter than a gram (engine tuning).
+    pub(crate) fn short_count(&self) -> usize {
+        self.short.ids.values().map(Vec::len).sum()
+    }
+
+    /// Heap bytes held (for the engine's memory figures).
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.needles.iter().map(|n| n.len() + 16).sum::<usize>()
+            + self.tiers.iter().map(Tier::heap_bytes).sum::<usize>()
+            + self.short.two.len() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(needles: &[Vec<u8>], hay: &[u8]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        for (id, n) in needles.iter().enumerate() {
+            if n.is_empty() || n.len() > hay.len() {
+                continue;
+            }
+            for s in 0..=hay.len() - n.len() {
+                if &hay[s..s + n.len()] == n.as_slice() {
+                    out.push((id as u32, s, s + n.len()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn found(set: &GramSet, hay: &[u8]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        set.find(hay, |n, s, e| out.push((n, s, e)));
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn reports_every_occurrence_of_every_needle() {
+        let needles: Vec<Vec<u8>> = [
+            "powershell",
+            "shell",
+            "-enc",
+            "/c",
+            "x",
+            "",
+            "aaaa",
+            "aaa",
+            "aaaaaaaaa",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let set = GramSet::new(needles.clone());
+        for hay in [
+            "powershell.exe -enc aaaaaaaaaaa /c x",
+            "",
+            "x",
+            "aaaaaaa",
+            "shellshell",
+        ] {
+            assert_eq!(
+                found(&set, hay.as_bytes()),
+                naive(&needles, hay.as_bytes()),
+                "{hay}"
+            );
+        }
+    }
+
+    #[test]
+    fn stays_small_for_few_needles() {
+        let set = GramSet::new(vec![b"mimikatz".to_vec()]);
+        assert!(set.heap_bytes() < 1024, "{}", set.heap_bytes());
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_naive_search(
+            needles in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..12), 0..40),
+            hay in proptest::collection::vec(0u8..4, 0..60),
+        ) {
+            let set = GramSet::new(needles.clone());
+            prop_assert_eq!(found(&set, &hay), naive(&needles, &hay));
+        }
+
+        #[test]
+        fn agrees_on_many_needles(
+            needles in proptest::collection::vec("[a-e\\\\. ]{1,12}", 300..900),
+            hay in "[a-e\\\\. ]{0,120}",
+        ) {
+            let needles: Vec<Vec<u8>> = needles.into_iter().map(String::into_bytes).collect();
+            let set = GramSet::new(needles.clone());
+            prop_assert_eq!(found(&set, hay.as_bytes()), naive(&needles, hay.as_bytes()));
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! A rule's detection compiled against one log source's literal table.
+//!
+//! Field entries whose outcome is fully decided by case-insensitive literals
+//! (the bulk of Sigma: `Image|endswith`, `CommandLine|contains`, exact
+//! `OriginalFileName`) become [`Node::Atoms`]: bits the field scan set for
+//! the event. Everything else (regexes, wildcards inside a value, numbers,
+//! `cidr`, `cased`, `exists`, `fieldref`, keywords) stays a
+//! [`Node::Residual`], evaluated on the event itself and only when the atoms
+//! around it have not already decided the rule.
+//!
+//! The same tree yields the rule's prefilter [clauses](Node::clauses): what
+//! any matching event must contain, in conjunctive normal form over atoms.
+
+use crate::detection::{Detection, Expr, Selection};
+use crate::eval::Ctx;
+use crate::field::FieldMatcher;
+use crate::pattern::Anchor;
+
+/// Most clauses kept per rule (the most selective ones).
+pub(crate) const MAX_CLAUSES: usize = 8;
+
+/// Clauses in conjunctive normal form: each inner list is a disjunction of atoms.
+pub(crate) type AtomClauses = Vec<Vec<u32>>;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    /// A field entry decided by literals: any (or, with `|all`, every) atom
+    /// set; `negate` for `|neq`.
+    Atoms {
+        ids: Box<[u32]>,
+        all: bool,
+        negate: bool,
+    },
+    /// A field entry evaluated on the event: the entry's place in its
+    /// detection, and what its values need (as clauses) for the prefilter.
+    Residual {
+        sel: u32,
+        map: u32,
+        entry: u32,
+        hints: AtomClauses,
+    },
+    Not(Box<Node>),
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    /// At least `n` of the nodes (`usize::MAX`: all).
+    AtLeast(usize, Vec<Node>),
+}
+
+/// What the field scan found for the event under evaluation.
+pub(crate) struct Facts<'a> {
+    /// One bit per atom of the log source.
+    pub(crate) bits: &'a [u64],
+    /// The atoms set, each once.
+    pub(crate) hits: &'a [u32],
+}
+
+impl Facts<'_> {
+    fn has(&self, atom: u32) -> bool {
+        self.bits
+            .get(atom as usize / 64)
+            .is_some_and(|w| w & (1 << (atom % 64)) != 0)
+    }
+
+    fn any(&self, ids: &[u32]) -> bool {
+        // Long lists (hash lists run to thousands) are probed from the few hits instead.
+        if ids.len() > 16 && self.hits.len() < ids.len() {
+            self.hits.iter().any(|h| ids.binary_search(h).is_ok())
+        } else {
+            ids.iter().any(|&a| self.has(a))
+        }
+    }
+}
+
+/// Interns (field, lower-cased literal, anchor) as an atom id.
+pub(crate) type Intern<'a> = dyn FnMut(&str, &str, Anchor) -> u32 + 'a;
+
+impl Node {
+    /// Compiles `det`'s condition. `intern` gives atom ids.
+    pub(crate) fn compile(det: &Detection, intern: &mut Intern<'_>) -> Node {
+        let mut n = lower(det, det.condition(), intern);
+        n.order();
+        n
+    }
+
+    /// Evaluates the node; residual entries read the event through `ctx`.
+    pub(crate) fn eval<'r>(
+        &self,
+        facts: &Facts<'_>,
+        det: &'r Detection,
+        ctx: &mut Ctx<'r, '_>,
+    ) -> bool {
+        match self {
+            Node::Atoms { ids, all, negate } => {
+                let r = if *all {
+                    ids.iter().all(|&a| facts.has(a))
+                } else {
+                    facts.any(ids)
+                };
+                r != *negate
+            }
+            Node::Residual {
+                sel, map, entry, ..
+            } => det
+                .entry(*sel as usize, *map as usize, *entry as usize)
+                .is_some_and(|m| m.matches(ctx)),
+            Node::Not(inner) => !inner.eval(facts, det, ctx),
+            Node::And(items) => items.iter().all(|i| i.eval(facts, det, ctx)),
+            Node::Or(items) => items.iter().any(|i| i.eval(facts, det, ctx)),
+            Node::AtLeast(n, items) => {
+                let want = if *n == usize::MAX { items.len() } else { *n };
+                let mut hits = 0;
+                for i in items {
+                    if i.eval(facts, det, ctx) {
+                        hits += 1;
+                        if hits >= want {
+                            return true;
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Relative evaluation cost: literal bits are nearly free, the event is not.
+    fn cost(&self) -> usize {
+        match self {
+            Node::Atoms { .. } => 1,
+            Node::Residual { .. } => 100,
+            Node::Not(i) => i.cost(),
+            Node::And(v) | Node::Or(v) | Node::AtLeast(_, v) => v.iter().map(Node::cost).sum(),
+        }
+    }
+
+    /// Puts cheap operands first, so literal bits usually decide before the
+    /// event is read (evaluation has no side effects, so order is free).
+    fn order(&mut self) {
+        match self {
+            Node::Not(i) => i.order(),
+            Node::And(v) | Node::Or(v) | Node::AtLeast(_, v) => {
+                v.iter_mut().for_each(Node::order);
+                v.sort_by_key(Node::cost);
+            }
+            Node::Atoms { .. } | Node::Residual { .. } => {}
+        }
+    }
+
+    /// What any event this node matches must contain; `weight` rates an
+    /// atom's selectivity (higher: rarer). Empty: no guarantee.
+    pub(crate) fn clauses(&self, weight: &impl Fn(u32) -> usize) -> AtomClauses {
+        match self {
+            Node::Atoms { negate: true, .. } => Vec::new(),
+            Node::Atoms { ids, all: true, .. } => {
+                all_of(ids.iter().map(|&a| vec![vec![a]]), weight)
+            }
+            Node::Atoms { ids, .. } => vec![ids.to_vec()],
+            Node::Residual { hints, .. } => hints.clone(),
+            Node::Not(_) => Vec::new(),
+            Node::And(items) => all_of(items.iter().map(|i| i.clauses(weight)), weight),
+            Node::Or(items) => any_of(items.iter().map(|i| i.clauses(weight)), weight),
+            Node::AtLeast(n, items) if *n >= items.len() => {
+                all_of(items.iter().map(|i| i.clauses(weight)), weight)
+            }
+            Node::AtLeast(_, items) => any_of(items.iter().map(|i| i.clauses(weight)), weight),
+        }
+    }
+}
+
+/// How selective a clause looks: its weakest atom, then fewer alternatives.
+fn score(c: &[u32], weight: &impl Fn(u32) -> usize) -> (usize, std::cmp::Reverse<usize>) {
+    (
+        c.iter().map(|&a| weight(a)).min().unwrap_or(0),
+        std::cmp::Reverse(c.len()),
+    )
+}
+
+/// Either of several alternatives must hold: one clause, the union of each
+/// alternative's best clause, or nothing if any alternative has none.
+fn any_of(alts: impl Iterator<Item = AtomClauses>, weight: &impl Fn(u32) -> usize) -> AtomClauses {
+    let mut clause = Vec::new();
+    for a in alts {
+        match a.iter().max_by_key(|c| score(c, weight)) {
+            Some(c) => clause.extend_from_slice(c),
+            None => return Vec::new(),
+        }
+    }
+    clause.sort_unstable();
+    clause.dedup();
+    if clause.is_empty() {
+        Vec::new()
+    } else {
+        vec![clause]
+    }
+}
+
+fn all_of(parts: impl Iterator<Item = AtomClauses>, weight: &impl Fn(u32) -> usize) -> AtomClauses {
+    let mut out: AtomClauses = parts.flatten().collect();
+    out.sort_by_key(|c| std::cmp::Reverse(score(c, weight)));
+    out.dedup();
+    out.truncate(MAX_CLAUSES);
+    out
+}
+
+fn lower(det: &Detection, e: &Expr, intern: &mut Intern<'_>) -> Node {
+    match e {
+        Expr::Sel(i) => selection(det, *i, intern),
+        Expr::Not(inner) => Node::Not(Box::new(lower(det, inner, intern))),
+        Expr::And(items) => Node::And(items.iter().map(|i| lower(det, i, intern)).collect()),
+        Expr::Or(items) => Node::Or(items.iter().map(|i| lower(det, i, intern)).collect()),
+        Expr::AtLeast(n, sels) => Node::AtLeast(
+            *n,
+            sels.iter().map(|&s| selection(det, s, intern)).collect(),
+        ),
+    }
+}
+
+fn selection(det: &Detection, sel: usize, intern: &mut Intern<'_>) -> Node {
+    let Some(Selection::AnyOf(maps)) = det.selections().get(sel) else {
+        return Node::Or(Vec::new());
+    };
+    let maps: Vec<Node> = maps
+        .iter()
+        .enumerate()
+        .map(|(mi, m)| {
+            let entries = m
+                .iter()
+                .enumerate()
+                .map(|(ei, f)| entry(f, [sel, mi, ei], intern))
+                .collect();
+            Node::And(entries)
+        })
+        .collect();
+    if maps.len() == 1 {
+        maps.into_iter().next().unwrap_or(Node::Or(Vec::new()))
+    } else {
+        Node::Or(maps)
+    }
+}
+
+fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_>) -> Node {
+    if let (Some(field), Some((lits, all))) = (&f.field, f.literal_atoms()) {
+        let mut ids: Vec<u32> = lits.iter().map(|(l, a)| intern(field, l, *a)).collect();
+        if !all {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        return Node::Atoms {
+            ids: ids.into_boxed_slice(),
+            all,
+            negate: f.negate,
+        };
+    }
+    let hints = f
+        .clauses()
+        .into_iter()
+        .map(|c| {
+            let mut c: Vec<u32> = c
+                .iter()
+                .map(|(field, l)| intern(field, l, Anchor::Contains))
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            c
+        })
+        .collect();
+    Node::Residual {
+        sel: sel as u32,
+        map: map as u32,
+        entry: entry as u32,
+        hints,
+    }
+}

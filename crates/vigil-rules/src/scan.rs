@@ -1,0 +1,261 @@
+//! One field's literals, searched together: which of them occur in a value,
+//! honouring each literal's anchor. Exact values are one hash lookup;
+//! prefixes and suffixes are an anchored walk through a trie (suffixes over
+//! the reversed value), which stops at the first byte no literal continues
+//! with; substrings are one pass of Aho-Corasick (few literals) or of a
+//! [`GramSet`] (many). Values arrive lower-cased; literals are stored so.
+
+use crate::grams::GramSet;
+use crate::pattern::Anchor;
+use aho_corasick::automaton::Automaton;
+use aho_corasick::{
+    AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Anchored, MatchKind, StartKind, dfa,
+};
+use rustc_hash::FxHashMap;
+
+/// From this many substring literals on, a field is searched by grams.
+const GRAMS_FROM: usize = 24;
+
+#[derive(Debug)]
+enum Walk {
+    Trie(Box<dfa::DFA>),
+    /// The trie could not be built (too large): the same literals by grams.
+    Grams(GramSet),
+}
+
+#[derive(Debug)]
+enum Search {
+    Ac(AhoCorasick),
+    Grams(GramSet),
+}
+
+/// A field's literals with the atom each one sets; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct FieldScan {
+    exact: FxHashMap<Box<[u8]>, u32>,
+    prefix: Option<(Walk, Vec<u32>)>,
+    /// Over reversed literals; walked over the reversed value.
+    suffix: Option<(Walk, Vec<u32>)>,
+    contains: Option<(Search, Vec<u32>)>,
+}
+
+fn walk(needles: &[Vec<u8>]) -> Walk {
+    dfa::Builder::new()
+        .match_kind(MatchKind::Standard)
+        .start_kind(StartKind::Anchored)
+        .build(needles)
+        .map(|d| Walk::Trie(Box::new(d)))
+        .unwrap_or_else(|_| Walk::Grams(GramSet::new(needles.to_vec())))
+}
+
+impl Walk {
+    /// Calls `f(literal)` for every literal that is a prefix of `hay`
+    /// (read backwards when `backwards`: suffixes, over reversed literals).
+    fn prefixes(&self, hay: &[u8], backwards: bool, mut f: impl FnMut(usize)) {
+        match self {
+            Walk::Trie(d) => {
+                let Ok(mut sid) = d.start_state(Anchored::Yes) else {
+                    return;
+                };
+                let at = |i: usize| {
+                    if backwards {
+                        hay[hay.len() - 1 - i]
+                    } else {
+                        hay[i]
+                    }
+                };
+                for i in 0..hay.len() {
+                    let b = at(i);
+                    sid = d.next_state(Anchored::Yes, sid, b);
+                    if d.is_special(sid) {
+                        if d.is_dead(sid) {
+                            return;
+                        }
+                        if d.is_match(sid) {
+                            // A match state also lists literals that end here
+                            // but start later; only those starting at 0 count.
+                            for k in 0..d.match_len(sid) {
+                                let p = d.match_pattern(sid, k);
+                                if d.pattern_len(p) == i + 1 {
+                                    f(p.as_usize());
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Walk::Grams(g) if backwards => {
+                let rev: Vec<u8> = hay.iter().rev().copied().collect();
+                g.find(&rev, |n, s, _| {
+                    if s == 0 {
+                        f(n as usize)
+                    }
+                })
+            }
+            Walk::Grams(g) => g.find(hay, |n, s, _| {
+                if s == 0 {
+                    f(n as usize)
+                }
+            }),
+        }
+    }
+}
+
+/// Scratch buffer for one value.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    lower: Vec<u8>,
+}
+
+impl FieldScan {
+    /// `lits`: (lower-cased literal, anchor, atom).
+    pub(crate) fn build(lits: Vec<(String, Anchor, u32)>) -> FieldScan {
+        let mut exact = FxHashMap::default();
+        let (mut pre, mut suf, mut sub) = (Vec::new(), Vec::new(), Vec::new());
+        for (l, a, atom) in lits {
+            if l.is_empty() {
+                continue;
+            }
+            match a {
+                Anchor::Exact => {
+                    exact.insert(l.into_bytes().into_boxed_slice(), atom);
+                }
+                Anchor::Prefix => pre.push((l.into_bytes(), atom)),
+                Anchor::Suffix => {
+                    let mut b = l.into_bytes();
+                    b.reverse();
+                    suf.push((b, atom));
+                }
+                Anchor::Contains => sub.push((l.into_bytes(), atom)),
+            }
+        }
+        let split = |v: Vec<(Vec<u8>, u32)>| -> (Vec<Vec<u8>>, Vec<u32>) { v.into_iter().unzip() };
+        let prefix = (!pre.is_empty()).then(|| {
+            let (n, a) = split(pre);
+            (walk(&n), a)
+        });
+        let suffix = (!suf.is_empty()).then(|| {
+            let (n, a) = split(suf);
+            (walk(&n), a)
+        });
+        let contains = (!sub.is_empty()).then(|| {
+            let (n, a) = split(sub);
+            let search = if n.len() >= GRAMS_FROM {
+                Search::Grams(GramSet::new(n))
+            } else {
+                AhoCorasickBuilder::new()
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .match_kind(MatchKind::Standard)
+                    .build(&n)
+                    .map(Search::Ac)
+                    .unwrap_or_else(|_| Search::Grams(GramSet::new(n)))
+            };
+            (search, a)
+        });
+        FieldScan {
+            exact,
+            prefix,
+            suffix,
+            contains,
+        }
+    }
+
+    /// Literal counts by kind (engine tuning).
+    pub(crate) fn describe(&self) -> String {
+        let kind = |w: &Option<(Walk, Vec<u32>)>| match w {
+            Some((Walk::Trie(_), a)) => format!("{} trie", a.len()),
+            Some((Walk::Grams(_), a)) => format!("{} grams", a.len()),
+            None => "0".into(),
+        };
+        let contains = match &self.contains {
+            Some((Search::Ac(_), a)) => format!("{} ac", a.len()),
+            Some((Search::Grams(g), a)) => format!("{} grams ({} short)", a.len(), g.short_count()),
+            None => "0".into(),
+        };
+        format!(
+            "exact {}, prefix {}, suffix {}, contains {}",
+            self.exact.len(),
+            kind(&self.prefix),
+            kind(&self.suffix),
+            contains
+        )
+    }
+
+    /// Calls `f(atom)` for every literal of the field that `text` satisfies
+    /// (an atom may be reported more than once).
+    pub(crate) fn scan(&self, text: &str, buf: &mut Buffers, mut f: impl FnMut(u32)) {
+        let lower = &mut buf.lower;
+        lower.clear();
+        if text.is_ascii() {
+            lower.extend_from_slice(text.as_bytes());
+            lower.make_ascii_lowercase();
+        } else {
+            lower.extend_from_slice(crate::eval::lowercase(text).as_bytes());
+        }
+        if let Some(&a) = self.exact.get(&lower[..]) {
+            f(a);
+        }
+        if let Some((w, atoms)) = &self.prefix {
+            w.prefixes(lower, false, |p| f(atoms[p]));
+        }
+        if let Some((w, atoms)) = &self.suffix {
+            w.prefixes(lower, true, |p| f(atoms[p]));
+        }
+        if let Some((s, atoms)) = &self.contains {
+            match s {
+                Search::Ac(ac) => {
+                    for m in ac.find_overlapping_iter(&lower[..]) {
+                        f(atoms[m.pattern().as_usize()]);
+                    }
+                }
+                Search::Grams(g) => g.find(lower, |n, _, _| f(atoms[n as usize])),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hits(scan: &FieldScan, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        scan.scan(text, &mut Buffers::default(), |a| out.push(a));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn anchors_are_honoured_for_few_and_many_literals() {
+        for extra in [0, 100] {
+            let mut lits = vec![
+                ("cmd.exe".to_owned(), Anchor::Exact, 0),
+                ("c:\\windows\\".to_owned(), Anchor::Prefix, 1),
+                ("\\cmd.exe".to_owned(), Anchor::Suffix, 2),
+                ("cmd".to_owned(), Anchor::Contains, 3),
+                ("windows".to_owned(), Anchor::Prefix, 4),
+                ("c:".to_owned(), Anchor::Prefix, 5),
+            ];
+            for i in 0..extra {
+                lits.push((format!("filler{i}"), Anchor::Contains, 100 + i));
+                lits.push((format!("pre{i}"), Anchor::Prefix, 1000 + i));
+                lits.push((format!("suf{i}"), Anchor::Suffix, 2000 + i));
+            }
+            let s = FieldScan::build(lits);
+            assert_eq!(hits(&s, "C:\\Windows\\System32\\CMD.exe"), vec![1, 2, 3, 5]);
+            assert_eq!(hits(&s, "cmd.exe"), vec![0, 3]);
+            assert_eq!(hits(&s, "x c:\\windows\\cmd.exe y"), vec![3]);
+            assert_eq!(hits(&s, ""), Vec::<u32>::new());
+            if extra > 0 {
+                assert_eq!(hits(&s, "pre7 filler3 suf9"), vec![103, 1007, 2009]);
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_values_are_lower_cased_first() {
+        let s = FieldScan::build(vec![("ünïcode".to_owned(), Anchor::Contains, 7)]);
+        assert_eq!(hits(&s, "X ÜNÏCODE Y"), vec![7]);
+    }
+}
