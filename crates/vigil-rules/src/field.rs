@@ -149,15 +149,15 @@ impl FieldMatcher {
     }
 
     /// The literals that decide this entry on their own, with whether all
-    /// (`|all`) or any of them must occur; `None` when something else is
-    /// needed (regex, wildcard inside a value, number, `cased`, `exists`,
-    /// an empty value, keywords).
+    /// (`|all`) or any of them must occur (for keywords: in some value of
+    /// the event); `None` when something else is needed (regex, wildcard
+    /// inside a value, number, `cased`, `exists`, an empty value).
     pub(crate) fn literal_atoms(&self) -> Option<(Vec<(String, Anchor)>, bool)> {
-        self.field.as_ref()?;
         if self.exists.is_some() {
             return None;
         }
-        let lits: Vec<(String, Anchor)> = if self.all {
+        // Keywords keep their literals as matchers (no literal set).
+        let lits: Vec<(String, Anchor)> = if self.all || self.field.is_none() {
             if self.literals.is_some() || self.matchers.is_empty() {
                 return None;
             }

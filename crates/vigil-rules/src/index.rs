@@ -16,18 +16,33 @@ use crate::eval::Ctx;
 use crate::event::{Event, FieldValue};
 use crate::logsource::LogSource;
 use crate::pattern::Anchor;
-use crate::program::{Facts, Node};
+use crate::program::{Facts, KEYWORDS, Node};
 use crate::rule::Rule;
 use crate::scan::{Buffers, FieldScan};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Values per field remembered with the atoms they satisfy.
+const CACHE_SLOTS: usize = 512;
+/// Longer values are scanned every time (and not kept).
+const CACHE_MAX_VALUE: usize = 1024;
+/// Indexes (log sources, rule sets) a thread keeps caches for.
+const CACHED_INDEXES: usize = 8;
+
+static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug)]
 pub(crate) struct Index {
+    /// Distinguishes this index's value caches from other indexes' on a thread.
+    id: u64,
     /// Rules with no derivable clause: always evaluated.
     always: Vec<u32>,
     /// Field name → its scan.
     fields: Vec<(String, FieldScan)>,
+    /// Keyword literals, searched in every string and number value.
+    keywords: Option<FieldScan>,
     by_name: FxHashMap<String, u32>,
     /// Atom → the (rule, clause) pairs it satisfies.
     atom_rules: Vec<Vec<(u32, u8)>>,
@@ -39,9 +54,38 @@ pub(crate) struct Index {
     pub(crate) applicable: usize,
 }
 
+/// One remembered value of a field and the atoms it satisfies.
+#[derive(Default)]
+struct CacheSlot {
+    hash: u64,
+    /// Whether the atoms include keyword literals.
+    keywords: bool,
+    value: Vec<u8>,
+    atoms: Vec<u32>,
+}
+
+/// Recent values of each field of one index, direct-mapped by hash: event
+/// streams repeat the same images, users, parents and command lines, and a
+/// remembered value costs a hash and a compare instead of a scan. Bounded:
+/// a new value takes its slot's place.
+struct ValueCache {
+    index: u64,
+    /// `CACHE_SLOTS` per field, fields one after another.
+    slots: Vec<CacheSlot>,
+}
+
+/// How often values were found in the caches (engine tuning).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheStats {
+    pub lookups: u64,
+    pub hits: u64,
+}
+
 /// Per-thread scratch so an event allocates nothing once warmed up.
 #[derive(Default)]
 struct Scratch {
+    caches: Vec<ValueCache>,
+    stats: CacheStats,
     bits: Vec<u64>,
     hits: Vec<u32>,
     mask: Vec<u8>,
@@ -127,6 +171,7 @@ impl Index {
                 .or_default()
                 .push((lit, anchor, id as u32));
         }
+        let keywords = per_field.remove(KEYWORDS).map(FieldScan::build);
         let mut fields: Vec<(String, FieldScan)> = per_field
             .into_iter()
             .map(|(f, lits)| (f, FieldScan::build(lits)))
@@ -138,8 +183,10 @@ impl Index {
             .map(|(i, (f, _))| (f.clone(), i as u32))
             .collect();
         Index {
+            id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
             always,
             fields,
+            keywords,
             by_name,
             atom_rules,
             full,
@@ -170,6 +217,22 @@ impl Index {
         }
         s.hits.clear();
         s.touched.clear();
+        let ci = match s.caches.iter().position(|c| c.index == self.id) {
+            Some(i) => i,
+            None => {
+                if s.caches.len() >= CACHED_INDEXES {
+                    s.caches.remove(0);
+                }
+                s.caches.push(ValueCache {
+                    index: self.id,
+                    // One row per field, and one for values of fields only keywords read.
+                    slots: (0..(self.fields.len() + 1) * CACHE_SLOTS)
+                        .map(|_| CacheSlot::default())
+                        .collect(),
+                });
+                s.caches.len() - 1
+            }
+        };
         let Scratch {
             bits,
             hits,
@@ -179,57 +242,118 @@ impl Index {
             touched,
             buffers,
             number,
+            caches,
+            stats,
             ..
         } = s;
-        let mut field = |fi: usize, value: FieldValue<'_>| {
-            let text: &str = match &value {
-                FieldValue::Str(t) => t,
+        let cache = &mut caches[ci].slots;
+        let mut mark = |a: u32| -> bool {
+            let (w, b) = (a as usize / 64, 1u64 << (a % 64));
+            let Some(word) = bits.get_mut(w) else {
+                return false;
+            };
+            if *word & b != 0 {
+                return false;
+            }
+            *word |= b;
+            hits.push(a);
+            for &(r, c) in self
+                .atom_rules
+                .get(a as usize)
+                .map_or(&[][..], Vec::as_slice)
+            {
+                let ri = r as usize;
+                if stamp[ri] != *epoch {
+                    stamp[ri] = *epoch;
+                    mask[ri] = 0;
+                    touched.push(r);
+                }
+                mask[ri] |= 1 << c;
+            }
+            true
+        };
+        let keywords = self.keywords.as_ref();
+        // One field's value: its own literals (when `fi` names an indexed
+        // field) and, with `with_keywords`, the keyword literals (strings and
+        // numbers only).
+        let mut field = |fi: Option<usize>, value: FieldValue<'_>, with_keywords: bool| {
+            let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
+            let (text, cacheable): (&str, bool) = match &value {
+                FieldValue::Str(t) => (t, true),
                 FieldValue::Int(i) => {
                     number.clear();
                     use std::fmt::Write;
                     let _ = write!(number, "{i}");
-                    number
+                    (number, false)
                 }
-                FieldValue::Bool(b) => {
-                    if *b {
-                        "true"
-                    } else {
-                        "false"
-                    }
-                }
+                FieldValue::Bool(b) => (if *b { "true" } else { "false" }, false),
                 FieldValue::Null => return,
             };
-            let Some((_, scan)) = self.fields.get(fi) else {
+            let words = keywords.filter(|_| with_keywords && !matches!(value, FieldValue::Bool(_)));
+            if scan.is_none() && words.is_none() {
+                return;
+            }
+            let run = |buffers: &mut Buffers, out: &mut dyn FnMut(u32)| {
+                buffers.lower(text);
+                if let Some(scan) = scan {
+                    scan.scan_lower(&buffers.lower, &mut *out);
+                }
+                if let Some(words) = words {
+                    words.scan_lower(&buffers.lower, &mut *out);
+                }
+            };
+            if !cacheable || text.len() > CACHE_MAX_VALUE {
+                run(buffers, &mut |a| {
+                    mark(a);
+                });
+                return;
+            }
+            let mut h = rustc_hash::FxBuildHasher.build_hasher();
+            h.write(text.as_bytes());
+            let hash = h.finish();
+            let row = fi.unwrap_or(self.fields.len());
+            let Some(slot) = cache.get_mut(row * CACHE_SLOTS + (hash as usize % CACHE_SLOTS))
+            else {
                 return;
             };
-            scan.scan(text, buffers, |a| {
-                let (w, b) = (a as usize / 64, 1u64 << (a % 64));
-                let Some(word) = bits.get_mut(w) else { return };
-                if *word & b != 0 {
-                    return;
+            stats.lookups += 1;
+            let with = words.is_some();
+            if slot.hash == hash && slot.keywords == with && slot.value == text.as_bytes() {
+                stats.hits += 1;
+                for &a in &slot.atoms {
+                    mark(a);
                 }
-                *word |= b;
-                hits.push(a);
-                for &(r, c) in &self.atom_rules[a as usize] {
-                    let ri = r as usize;
-                    if stamp[ri] != *epoch {
-                        stamp[ri] = *epoch;
-                        mask[ri] = 0;
-                        touched.push(r);
-                    }
-                    mask[ri] |= 1 << c;
-                }
+                return;
+            }
+            slot.hash = hash;
+            slot.keywords = with;
+            slot.value.clear();
+            slot.value.extend_from_slice(text.as_bytes());
+            slot.atoms.clear();
+            let atoms = &mut slot.atoms;
+            run(buffers, &mut |a| {
+                mark(a);
+                atoms.push(a);
             });
+            atoms.sort_unstable();
+            atoms.dedup();
         };
         let visited = event.visit_fields(&mut |name, value| {
-            if let Some(&fi) = self.by_name.get(name) {
-                field(fi as usize, value);
-            }
+            let fi = self.by_name.get(name).map(|&i| i as usize);
+            field(fi, value, true);
         });
         if !visited {
             for (fi, (name, _)) in self.fields.iter().enumerate() {
                 if let Some(v) = event.field(name) {
-                    field(fi, v);
+                    field(Some(fi), v, false);
+                }
+            }
+            if let Some(words) = keywords {
+                for v in event.values() {
+                    buffers.lower(&v);
+                    words.scan_lower(&buffers.lower, |a| {
+                        mark(a);
+                    });
                 }
             }
         }
@@ -288,6 +412,11 @@ impl Index {
                 out.push(i);
             }
         }
+    }
+
+    /// This thread's value cache figures so far.
+    pub(crate) fn cache_stats() -> CacheStats {
+        SCRATCH.with(|s| s.try_borrow().map(|s| s.stats).unwrap_or_default())
     }
 
     /// The rules the prefilter passes on for `event`.

@@ -69,6 +69,8 @@ pub use correlation::{Correlation, CorrelationType, Engine, EngineConfig, Hit};
 pub use error::{Rejection, RuleError};
 pub use event::{Event, FieldValue, FlatEvent, JsonEvent};
 pub use field::{CompileOptions, MAX_EXPANDED_VALUES};
+#[doc(hidden)]
+pub use index::CacheStats;
 pub use logsource::LogSource;
 pub use rule::{Filter, Level, Rule};
 pub use ruleset::{LoadReport, Match, RuleSet};

@@ -3,8 +3,9 @@
 //! Field entries whose outcome is fully decided by case-insensitive literals
 //! (the bulk of Sigma: `Image|endswith`, `CommandLine|contains`, exact
 //! `OriginalFileName`) become [`Node::Atoms`]: bits the field scan set for
-//! the event. Everything else (regexes, wildcards inside a value, numbers,
-//! `cidr`, `cased`, `exists`, `fieldref`, keywords) stays a
+//! the event; keyword lists of literals likewise, over every value.
+//! Everything else (regexes, wildcards inside a value, numbers, `cidr`,
+//! `cased`, `exists`, `fieldref`) stays a
 //! [`Node::Residual`], evaluated on the event itself and only when the atoms
 //! around it have not already decided the rule.
 //!
@@ -237,8 +238,13 @@ fn selection(det: &Detection, sel: usize, intern: &mut Intern<'_>) -> Node {
     }
 }
 
+/// The field keyword atoms belong to: searched in every string and number
+/// value of the event (no event field can be named so).
+pub(crate) const KEYWORDS: &str = "\0keywords";
+
 fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_>) -> Node {
-    if let (Some(field), Some((lits, all))) = (&f.field, f.literal_atoms()) {
+    if let Some((lits, all)) = f.literal_atoms() {
+        let field = f.field.as_deref().unwrap_or(KEYWORDS);
         let mut ids: Vec<u32> = lits.iter().map(|(l, a)| intern(field, l, *a)).collect();
         if !all {
             ids.sort_unstable();

@@ -426,6 +426,12 @@ impl RuleSet {
         self.index(source).profile(events)
     }
 
+    /// How often this thread found field values in its caches (engine tuning).
+    #[doc(hidden)]
+    pub fn cache_stats() -> crate::index::CacheStats {
+        Index::cache_stats()
+    }
+
     /// The rules the prefilter passes on for `event` (engine tuning).
     #[doc(hidden)]
     pub fn candidates(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {

@@ -104,7 +104,21 @@ impl Walk {
 /// Scratch buffer for one value.
 #[derive(Default)]
 pub(crate) struct Buffers {
-    lower: Vec<u8>,
+    pub(crate) lower: Vec<u8>,
+}
+
+impl Buffers {
+    /// Lower-cases `text` into the buffer, as [`crate::eval::lowercase`] does.
+    pub(crate) fn lower(&mut self, text: &str) {
+        self.lower.clear();
+        if text.is_ascii() {
+            self.lower.extend_from_slice(text.as_bytes());
+            self.lower.make_ascii_lowercase();
+        } else {
+            self.lower
+                .extend_from_slice(crate::eval::lowercase(text).as_bytes());
+        }
+    }
 }
 
 impl FieldScan {
@@ -183,16 +197,14 @@ impl FieldScan {
 
     /// Calls `f(atom)` for every literal of the field that `text` satisfies
     /// (an atom may be reported more than once).
-    pub(crate) fn scan(&self, text: &str, buf: &mut Buffers, mut f: impl FnMut(u32)) {
-        let lower = &mut buf.lower;
-        lower.clear();
-        if text.is_ascii() {
-            lower.extend_from_slice(text.as_bytes());
-            lower.make_ascii_lowercase();
-        } else {
-            lower.extend_from_slice(crate::eval::lowercase(text).as_bytes());
-        }
-        if let Some(&a) = self.exact.get(&lower[..]) {
+    pub(crate) fn scan(&self, text: &str, buf: &mut Buffers, f: impl FnMut(u32)) {
+        buf.lower(text);
+        self.scan_lower(&buf.lower, f);
+    }
+
+    /// [`FieldScan::scan`] of a value already lower-cased.
+    pub(crate) fn scan_lower(&self, lower: &[u8], mut f: impl FnMut(u32)) {
+        if let Some(&a) = self.exact.get(lower) {
             f(a);
         }
         if let Some((w, atoms)) = &self.prefix {
@@ -204,7 +216,7 @@ impl FieldScan {
         if let Some((s, atoms)) = &self.contains {
             match s {
                 Search::Ac(ac) => {
-                    for m in ac.find_overlapping_iter(&lower[..]) {
+                    for m in ac.find_overlapping_iter(lower) {
                         f(atoms[m.pattern().as_usize()]);
                     }
                 }
