@@ -20,9 +20,17 @@ use rustc_hash::FxHashMap;
 
 const HASH: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// The needles filed under one gram.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Group {
     gram: u64,
+    /// `members[start..end]`.
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Member {
     needle: u32,
     /// Where the gram sits in the needle.
     offset: u32,
@@ -34,10 +42,36 @@ struct Tier {
     width: usize,
     bitmap: Box<[u64]>,
     bitmap_shift: u32,
-    /// Entries of table slot `t` are `entries[starts[t]..starts[t + 1]]`.
+    /// Groups of table slot `t` are `groups[starts[t]..starts[t + 1]]`.
     starts: Box<[u32]>,
     table_shift: u32,
-    entries: Box<[Entry]>,
+    groups: Box<[Group]>,
+    members: Box<[Member]>,
+}
+
+/// Equal slices of equal length, without a call for the short ones needles are.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&n) {
+        let w = |x: &[u8], at: usize| {
+            u64::from_le_bytes([
+                x[at],
+                x[at + 1],
+                x[at + 2],
+                x[at + 3],
+                x[at + 4],
+                x[at + 5],
+                x[at + 6],
+                x[at + 7],
+            ])
+        };
+        return w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8);
+    }
+    a == b
 }
 
 fn gram(b: &[u8], width: usize) -> u64 {
@@ -57,7 +91,7 @@ impl Tier {
         let bitmap_shift = 64 - bits.trailing_zeros();
         let table_shift = 64 - slots.trailing_zeros();
         let mut bitmap = vec![0u64; bits / 64].into_boxed_slice();
-        let mut by_slot: Vec<Vec<Entry>> = vec![Vec::new(); slots];
+        let mut by_slot: Vec<Vec<(u64, Member)>> = vec![Vec::new(); slots];
         for &(id, b) in needles {
             let (offset, g) = (0..=b.len() - width)
                 .map(|i| (i, gram(&b[i..], width)))
@@ -66,63 +100,104 @@ impl Tier {
             let h = g.wrapping_mul(HASH);
             let bit = (h >> bitmap_shift) as usize;
             bitmap[bit / 64] |= 1 << (bit % 64);
-            by_slot[(h >> table_shift) as usize].push(Entry {
-                gram: g,
-                needle: id,
-                offset: offset as u32,
-            });
+            by_slot[(h >> table_shift) as usize].push((
+                g,
+                Member {
+                    needle: id,
+                    offset: offset as u32,
+                },
+            ));
         }
         let mut starts = Vec::with_capacity(slots + 1);
-        let mut entries = Vec::with_capacity(needles.len());
-        for s in by_slot {
-            starts.push(entries.len() as u32);
-            entries.extend(s);
+        let mut groups = Vec::new();
+        let mut members = Vec::with_capacity(needles.len());
+        for mut s in by_slot {
+            starts.push(groups.len() as u32);
+            s.sort_by_key(|(g, m)| (*g, m.needle));
+            let first = groups.len();
+            for (g, m) in s {
+                let in_slot = groups.len() > first;
+                match groups.last_mut() {
+                    Some(Group { gram, end, .. }) if in_slot && *gram == g => {
+                        *end += 1;
+                    }
+                    _ => groups.push(Group {
+                        gram: g,
+                        start: members.len() as u32,
+                        end: members.len() as u32 + 1,
+                    }),
+                }
+                members.push(m);
+            }
         }
-        starts.push(entries.len() as u32);
+        starts.push(groups.len() as u32);
         Tier {
             width,
             bitmap,
             bitmap_shift,
             starts: starts.into_boxed_slice(),
             table_shift,
-            entries: entries.into_boxed_slice(),
+            groups: groups.into_boxed_slice(),
+            members: members.into_boxed_slice(),
         }
     }
 
-    #[inline]
-    fn find(&self, hay: &[u8], needles: &[Box<[u8]>], f: &mut impl FnMut(u32, usize, usize)) {
-        for (i, w) in hay.windows(self.width).enumerate() {
-            let g = if self.width == 8 {
-                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
-            } else {
-                u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            };
-            let h = g.wrapping_mul(HASH);
-            let bit = (h >> self.bitmap_shift) as usize;
-            if self
-                .bitmap
-                .get(bit / 64)
-                .is_none_or(|w| w & (1 << (bit % 64)) == 0)
-            {
+    /// Reports the needles filed under gram `g`, found at `i` in `hay`.
+    #[inline(always)]
+    fn probe(
+        &self,
+        g: u64,
+        i: usize,
+        hay: &[u8],
+        needles: &[Box<[u8]>],
+        f: &mut impl FnMut(u32, usize, usize),
+    ) {
+        let h = g.wrapping_mul(HASH);
+        let bit = (h >> self.bitmap_shift) as usize;
+        if self
+            .bitmap
+            .get(bit / 64)
+            .is_none_or(|w| w & (1 << (bit % 64)) == 0)
+        {
+            return;
+        }
+        self.verify(h, g, i, hay, needles, f);
+    }
+
+    #[inline(never)]
+    fn verify(
+        &self,
+        h: u64,
+        g: u64,
+        i: usize,
+        hay: &[u8],
+        needles: &[Box<[u8]>],
+        f: &mut impl FnMut(u32, usize, usize),
+    ) {
+        let t = (h >> self.table_shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.starts.get(t), self.starts.get(t + 1)) else {
+            return;
+        };
+        for grp in self
+            .groups
+            .get(lo as usize..hi as usize)
+            .unwrap_or_default()
+        {
+            if grp.gram != g {
                 continue;
             }
-            let t = (h >> self.table_shift) as usize;
-            let (Some(&lo), Some(&hi)) = (self.starts.get(t), self.starts.get(t + 1)) else {
-                continue;
-            };
-            for e in self
-                .entries
-                .get(lo as usize..hi as usize)
-                .unwrap_or_default()
-            {
-                let off = e.offset as usize;
-                if e.gram != g || i < off {
+            let members = self
+                .members
+                .get(grp.start as usize..grp.end as usize)
+                .unwrap_or_default();
+            for m in members {
+                let off = m.offset as usize;
+                let Some(start) = i.checked_sub(off) else {
                     continue;
-                }
-                let start = i - off;
-                let n = &needles[e.needle as usize];
-                if hay.get(start..start + n.len()) == Some(&n[..]) {
-                    f(e.needle, start, start + n.len());
+                };
+                let n = &needles[m.needle as usize];
+                if hay.get(start..start + n.len()).is_some_and(|h| same(h, n)) {
+                    f(m.needle, start, start + n.len());
                 }
             }
         }
@@ -130,22 +205,24 @@ impl Tier {
 
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
-        self.bitmap.len() * 8 + self.starts.len() * 4 + self.entries.len() * size_of::<Entry>()
+        self.bitmap.len() * 8
+            + self.starts.len() * 4
+            + self.groups.len() * size_of::<Group>()
+            + self.members.len() * size_of::<Member>()
     }
 }
 
 /// Needles of one to three bytes: direct bit tables say whether a needle
-/// starts with these bytes, a map gives which.
+/// is there, a map gives which.
 #[derive(Debug, Clone, Default)]
 struct Short {
-    /// By first byte: a one-byte needle is this byte.
+    /// By byte: a one-byte needle.
     one: [u64; 4],
-    /// By the first two bytes (65,536 bits): a two-byte needle, or the start of a three-byte one.
+    /// By two bytes (65,536 bits each): a two-byte needle; the start of a three-byte one.
     two: Box<[u64]>,
+    three: Box<[u64]>,
     /// Keyed by `len << 24 | bytes`.
     ids: FxHashMap<u32, Vec<u32>>,
-    has_one: bool,
-    has_more: bool,
 }
 
 fn short_key(b: &[u8]) -> u32 {
@@ -156,51 +233,52 @@ fn short_key(b: &[u8]) -> u32 {
     k
 }
 
+fn set_bit(bits: &mut Box<[u64]>, k: usize) {
+    if bits.is_empty() {
+        *bits = vec![0u64; 1024].into_boxed_slice();
+    }
+    bits[k / 64] |= 1 << (k % 64);
+}
+
+fn has_bit(bits: &[u64], k: usize) -> bool {
+    bits.get(k / 64).is_some_and(|x| x & (1 << (k % 64)) != 0)
+}
+
 impl Short {
     fn add(&mut self, id: u32, b: &[u8]) {
         self.ids.entry(short_key(b)).or_default().push(id);
-        if let [c] = b {
-            self.one[usize::from(c >> 6)] |= 1 << (c & 63);
-            self.has_one = true;
-        } else {
-            if self.two.is_empty() {
-                self.two = vec![0u64; 1024].into_boxed_slice();
-            }
-            let k = usize::from(b[0]) | usize::from(b[1]) << 8;
-            self.two[k / 64] |= 1 << (k % 64);
-            self.has_more = true;
+        match b {
+            [c] => self.one[usize::from(c >> 6)] |= 1 << (c & 63),
+            [x, y] => set_bit(&mut self.two, usize::from(*x) | usize::from(*y) << 8),
+            [x, y, _] => set_bit(&mut self.three, usize::from(*x) | usize::from(*y) << 8),
+            _ => {}
         }
     }
 
-    fn find(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
-        let mut report = |key: &[u8], at: usize| {
-            if let Some(ids) = self.ids.get(&short_key(key)) {
-                for &id in ids {
-                    f(id, at, at + key.len());
-                }
-            }
-        };
-        if self.has_one {
-            for (i, &c) in hay.iter().enumerate() {
-                if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0 {
-                    report(&hay[i..=i], i);
-                }
+    fn report(&self, key: &[u8], at: usize, f: &mut impl FnMut(u32, usize, usize)) {
+        if let Some(ids) = self.ids.get(&short_key(key)) {
+            for &id in ids {
+                f(id, at, at + key.len());
             }
         }
-        if self.has_more {
-            for (i, w) in hay.windows(2).enumerate() {
-                let k = usize::from(w[0]) | usize::from(w[1]) << 8;
-                if self
-                    .two
-                    .get(k / 64)
-                    .is_some_and(|x| x & (1 << (k % 64)) != 0)
-                {
-                    report(w, i);
-                    if let Some(w3) = hay.get(i..i + 3) {
-                        report(w3, i);
-                    }
-                }
-            }
+    }
+
+    /// Reports the short needles starting at `i`.
+    #[inline(always)]
+    fn probe(&self, i: usize, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
+        let c = hay[i];
+        if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0 {
+            self.report(&hay[i..=i], i, f);
+        }
+        let Some(&d) = hay.get(i + 1) else {
+            return;
+        };
+        let k = usize::from(c) | usize::from(d) << 8;
+        if has_bit(&self.two, k) {
+            self.report(&hay[i..i + 2], i, f);
+        }
+        if i + 3 <= hay.len() && has_bit(&self.three, k) {
+            self.report(&hay[i..i + 3], i, f);
         }
     }
 }
@@ -209,8 +287,12 @@ impl Short {
 #[derive(Debug, Clone)]
 pub(crate) struct GramSet {
     needles: Vec<Box<[u8]>>,
-    tiers: Vec<Tier>,
+    /// Needles of four to seven bytes, by 4-byte grams.
+    mid: Option<Tier>,
+    /// Needles of eight bytes or more, by 8-byte grams.
+    long: Option<Tier>,
     short: Short,
+    has_short: bool,
 }
 
 impl GramSet {
@@ -218,7 +300,7 @@ impl GramSet {
     pub(crate) fn new(needles: Vec<Vec<u8>>) -> GramSet {
         let needles: Vec<Box<[u8]>> = needles.into_iter().map(Vec::into_boxed_slice).collect();
         let mut short = Short::default();
-        let mut tiers = Vec::new();
+        let (mut mid, mut long) = (None, None);
         for (width, lo, hi) in [(4, 4, 8), (8, 8, usize::MAX)] {
             let members: Vec<(u32, &[u8])> = needles
                 .iter()
@@ -241,26 +323,48 @@ impl GramSet {
                     *freq.entry(g).or_default() += 1;
                 }
             }
-            tiers.push(Tier::new(width, &members, &freq));
+            let t = Tier::new(width, &members, &freq);
+            if width == 4 {
+                mid = Some(t);
+            } else {
+                long = Some(t);
+            }
         }
         for (i, n) in needles.iter().enumerate() {
             if (1..4).contains(&n.len()) {
                 short.add(i as u32, n);
             }
         }
+        let has_short = !short.ids.is_empty();
         GramSet {
             needles,
-            tiers,
+            mid,
+            long,
             short,
+            has_short,
         }
     }
 
     /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`.
     pub(crate) fn find(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
-        for t in &self.tiers {
-            t.find(hay, &self.needles, &mut f);
+        // A tight loop per tier: fewer live values than one loop feeding all.
+        if let Some(t) = &self.long {
+            for (i, w) in hay.windows(8).enumerate() {
+                let g = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                t.probe(g, i, hay, &self.needles, &mut f);
+            }
         }
-        self.short.find(hay, &mut f);
+        if let Some(t) = &self.mid {
+            for (i, w) in hay.windows(4).enumerate() {
+                let g = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                t.probe(g, i, hay, &self.needles, &mut f);
+            }
+        }
+        if self.has_short {
+            for i in 0..hay.len() {
+                self.short.probe(i, hay, &mut f);
+            }
+        }
     }
 
     /// Needles shorter than a gram (engine tuning).
@@ -268,12 +372,35 @@ impl GramSet {
         self.short.ids.values().map(Vec::len).sum()
     }
 
+    /// Per tier: width, needles, slots, longest slot, distinct grams (engine tuning).
+    pub(crate) fn tier_stats(&self) -> String {
+        [&self.mid, &self.long]
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let longest = t.groups.iter().map(|g| g.end - g.start).max().unwrap_or(0);
+                format!(
+                    "w{}: {} needles, {} slots, {} grams, most needles under one gram {longest}",
+                    t.width,
+                    t.members.len(),
+                    t.starts.len() - 1,
+                    t.groups.len(),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Heap bytes held (for the engine's memory figures).
     #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
         self.needles.iter().map(|n| n.len() + 16).sum::<usize>()
-            + self.tiers.iter().map(Tier::heap_bytes).sum::<usize>()
-            + self.short.two.len() * 8
+            + [&self.mid, &self.long]
+                .into_iter()
+                .flatten()
+                .map(Tier::heap_bytes)
+                .sum::<usize>()
+            + (self.short.two.len() + self.short.three.len()) * 8
     }
 }
 

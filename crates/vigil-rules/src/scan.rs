@@ -13,8 +13,9 @@ use aho_corasick::{
 };
 use rustc_hash::FxHashMap;
 
-/// From this many substring literals on, a field is searched by grams.
-const GRAMS_FROM: usize = 24;
+/// From this many bytes of substring literals on, a field is searched by
+/// grams: an Aho-Corasick DFA that large misses the cache at every byte.
+const GRAMS_FROM_BYTES: usize = 8 << 10;
 
 #[derive(Debug)]
 enum Walk {
@@ -154,7 +155,7 @@ impl FieldScan {
         });
         let contains = (!sub.is_empty()).then(|| {
             let (n, a) = split(sub);
-            let search = if n.len() >= GRAMS_FROM {
+            let search = if n.iter().map(Vec::len).sum::<usize>() >= GRAMS_FROM_BYTES {
                 Search::Grams(GramSet::new(n))
             } else {
                 AhoCorasickBuilder::new()
@@ -183,7 +184,12 @@ impl FieldScan {
         };
         let contains = match &self.contains {
             Some((Search::Ac(_), a)) => format!("{} ac", a.len()),
-            Some((Search::Grams(g), a)) => format!("{} grams ({} short)", a.len(), g.short_count()),
+            Some((Search::Grams(g), a)) => format!(
+                "{} grams ({} short; {})",
+                a.len(),
+                g.short_count(),
+                g.tier_stats()
+            ),
             None => "0".into(),
         };
         format!(
@@ -240,7 +246,7 @@ mod tests {
 
     #[test]
     fn anchors_are_honoured_for_few_and_many_literals() {
-        for extra in [0, 100] {
+        for extra in [0, 100, 1000] {
             let mut lits = vec![
                 ("cmd.exe".to_owned(), Anchor::Exact, 0),
                 ("c:\\windows\\".to_owned(), Anchor::Prefix, 1),
