@@ -21,13 +21,13 @@ const GRAMS_FROM_BYTES: usize = 8 << 10;
 enum Walk {
     Trie(Box<dfa::DFA>),
     /// The trie could not be built (too large): the same literals by grams.
-    Grams(GramSet),
+    Grams(Box<GramSet>),
 }
 
 #[derive(Debug)]
 enum Search {
     Ac(AhoCorasick),
-    Grams(GramSet),
+    Grams(Box<GramSet>),
 }
 
 /// A field's literals with the atom each one sets; see the module documentation.
@@ -46,7 +46,7 @@ fn walk(needles: &[Vec<u8>]) -> Walk {
         .start_kind(StartKind::Anchored)
         .build(needles)
         .map(|d| Walk::Trie(Box::new(d)))
-        .unwrap_or_else(|_| Walk::Grams(GramSet::new(needles.to_vec())))
+        .unwrap_or_else(|_| Walk::Grams(Box::new(GramSet::new(needles.to_vec()))))
 }
 
 impl Walk {
@@ -156,14 +156,14 @@ impl FieldScan {
         let contains = (!sub.is_empty()).then(|| {
             let (n, a) = split(sub);
             let search = if n.iter().map(Vec::len).sum::<usize>() >= GRAMS_FROM_BYTES {
-                Search::Grams(GramSet::new(n))
+                Search::Grams(Box::new(GramSet::new(n)))
             } else {
                 AhoCorasickBuilder::new()
                     .kind(Some(AhoCorasickKind::DFA))
                     .match_kind(MatchKind::Standard)
                     .build(&n)
                     .map(Search::Ac)
-                    .unwrap_or_else(|_| Search::Grams(GramSet::new(n)))
+                    .unwrap_or_else(|_| Search::Grams(Box::new(GramSet::new(n))))
             };
             (search, a)
         });
