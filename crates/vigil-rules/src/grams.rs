@@ -221,6 +221,8 @@ struct Short {
     /// By two bytes (65,536 bits each): a two-byte needle; the start of a three-byte one.
     two: Box<[u64]>,
     three: Box<[u64]>,
+    /// By a hash of three bytes (65,536 bits): a three-byte needle may be there.
+    three_hashed: Box<[u64]>,
     /// Keyed by `len << 24 | bytes`.
     ids: FxHashMap<u32, Vec<u32>>,
 }
@@ -231,6 +233,10 @@ fn short_key(b: &[u8]) -> u32 {
         k |= u32::from(x) << (8 * i);
     }
     k
+}
+
+fn tri_hash(x: u8, y: u8, z: u8) -> usize {
+    ((u32::from(x) | u32::from(y) << 8 | u32::from(z) << 16).wrapping_mul(0x9E37_79B1) >> 16) as usize
 }
 
 fn set_bit(bits: &mut Box<[u64]>, k: usize) {
@@ -250,7 +256,10 @@ impl Short {
         match b {
             [c] => self.one[usize::from(c >> 6)] |= 1 << (c & 63),
             [x, y] => set_bit(&mut self.two, usize::from(*x) | usize::from(*y) << 8),
-            [x, y, _] => set_bit(&mut self.three, usize::from(*x) | usize::from(*y) << 8),
+            [x, y, z] => {
+                set_bit(&mut self.three, usize::from(*x) | usize::from(*y) << 8);
+                set_bit(&mut self.three_hashed, tri_hash(*x, *y, *z));
+            }
             _ => {}
         }
     }
@@ -277,8 +286,12 @@ impl Short {
         if has_bit(&self.two, k) {
             self.report(&hay[i..i + 2], i, f);
         }
-        if i + 3 <= hay.len() && has_bit(&self.three, k) {
-            self.report(&hay[i..i + 3], i, f);
+        if has_bit(&self.three, k) {
+            if let Some(&e) = hay.get(i + 2) {
+                if has_bit(&self.three_hashed, tri_hash(c, d, e)) {
+                    self.report(&hay[i..i + 3], i, f);
+                }
+            }
         }
     }
 }
@@ -400,7 +413,7 @@ impl GramSet {
                 .flatten()
                 .map(Tier::heap_bytes)
                 .sum::<usize>()
-            + (self.short.two.len() + self.short.three.len()) * 8
+            + (self.short.two.len() + self.short.three.len() + self.short.three_hashed.len()) * 8
     }
 }
 

@@ -45,7 +45,10 @@ pub(crate) struct Index {
     keywords: Option<FieldScan>,
     by_name: FxHashMap<String, u32>,
     /// Atom → the (rule, clause) pairs it satisfies.
-    atom_rules: Vec<Vec<(u32, u8)>>,
+    /// Atom `a` satisfies the (rule, clause) pairs `atom_rules[atom_start[a]..atom_start[a + 1]]`,
+    /// packed as `rule << 3 | clause`; one array, so a hit reads one run.
+    atom_start: Vec<u32>,
+    atom_rules: Vec<u32>,
     /// Per rule: the bit mask with one bit per clause (0 when not indexed).
     full: Vec<u8>,
     /// Per rule: its compiled detection, when it applies to the source.
@@ -60,8 +63,17 @@ struct CacheSlot {
     hash: u64,
     /// Whether the atoms include keyword literals.
     keywords: bool,
-    value: Vec<u8>,
-    atoms: Vec<u32>,
+    /// How many atoms `data` starts with.
+    atoms: u32,
+    /// The atoms (4 bytes each, little-endian), then the value: one block,
+    /// so a hit reads one run of memory.
+    data: Vec<u8>,
+}
+
+impl CacheSlot {
+    fn split(&self) -> (&[u8], &[u8]) {
+        self.data.split_at((self.atoms as usize * 4).min(self.data.len()))
+    }
 }
 
 /// Recent values of each field of one index, direct-mapped by hash: event
@@ -94,6 +106,8 @@ struct Scratch {
     touched: Vec<u32>,
     candidates: Vec<u32>,
     buffers: Buffers,
+    /// The atoms of the value being scanned, for its cache slot.
+    found: Vec<u32>,
     number: String,
 }
 
@@ -164,6 +178,14 @@ impl Index {
                 }
             }
         }
+        let mut atom_start = Vec::with_capacity(atom_rules.len() + 1);
+        let mut flat = Vec::new();
+        for pairs in &atom_rules {
+            atom_start.push(flat.len() as u32);
+            flat.extend(pairs.iter().map(|&(r, c)| r << 3 | u32::from(c)));
+        }
+        atom_start.push(flat.len() as u32);
+        let atom_rules = flat;
         let mut per_field: FxHashMap<String, Vec<(String, Anchor, u32)>> = FxHashMap::default();
         for (id, (field, lit, anchor)) in atoms.list.into_iter().enumerate() {
             per_field
@@ -188,6 +210,7 @@ impl Index {
             fields,
             keywords,
             by_name,
+            atom_start,
             atom_rules,
             full,
             programs,
@@ -197,7 +220,7 @@ impl Index {
 
     /// Scans the event's fields and collects candidate rules into `s.candidates`.
     fn scan(&self, event: &dyn Event, s: &mut Scratch) {
-        let words = self.atom_rules.len().div_ceil(64);
+        let words = self.atom_start.len().saturating_sub(1).div_ceil(64);
         if s.bits.len() < words {
             s.bits.resize(words, 0);
         }
@@ -241,6 +264,7 @@ impl Index {
             epoch,
             touched,
             buffers,
+            found,
             number,
             caches,
             stats,
@@ -257,11 +281,15 @@ impl Index {
             }
             *word |= b;
             hits.push(a);
-            for &(r, c) in self
-                .atom_rules
-                .get(a as usize)
-                .map_or(&[][..], Vec::as_slice)
-            {
+            let (lo, hi) = match (
+                self.atom_start.get(a as usize),
+                self.atom_start.get(a as usize + 1),
+            ) {
+                (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+                _ => (0, 0),
+            };
+            for &rc in self.atom_rules.get(lo..hi).unwrap_or_default() {
+                let (r, c) = (rc >> 3, rc & 7);
                 let ri = r as usize;
                 if stamp[ri] != *epoch {
                     stamp[ri] = *epoch;
@@ -318,25 +346,29 @@ impl Index {
             };
             stats.lookups += 1;
             let with = words.is_some();
-            if slot.hash == hash && slot.keywords == with && slot.value == text.as_bytes() {
-                stats.hits += 1;
-                for &a in &slot.atoms {
-                    mark(a);
+            if slot.hash == hash && slot.keywords == with {
+                let (atoms, value) = slot.split();
+                if value == text.as_bytes() {
+                    stats.hits += 1;
+                    for a in atoms.chunks_exact(4) {
+                        mark(u32::from_le_bytes([a[0], a[1], a[2], a[3]]));
+                    }
+                    return;
                 }
-                return;
             }
-            slot.hash = hash;
-            slot.keywords = with;
-            slot.value.clear();
-            slot.value.extend_from_slice(text.as_bytes());
-            slot.atoms.clear();
-            let atoms = &mut slot.atoms;
+            found.clear();
             run(buffers, &mut |a| {
                 mark(a);
-                atoms.push(a);
+                found.push(a);
             });
-            atoms.sort_unstable();
-            atoms.dedup();
+            found.sort_unstable();
+            found.dedup();
+            slot.hash = hash;
+            slot.keywords = with;
+            slot.atoms = found.len() as u32;
+            slot.data.clear();
+            slot.data.extend(found.iter().flat_map(|a| a.to_le_bytes()));
+            slot.data.extend_from_slice(text.as_bytes());
         };
         let visited = event.visit_fields(&mut |name, value| {
             let fi = self.by_name.get(name).map(|&i| i as usize);
@@ -462,7 +494,7 @@ impl Index {
                 seen.sort_unstable();
                 seen.dedup();
                 for a in seen {
-                    let k = self.atom_rules[a as usize].len();
+                    let k = (self.atom_start[a as usize + 1] - self.atom_start[a as usize]) as usize;
                     pairs += k;
                     worst.push((k, a));
                 }

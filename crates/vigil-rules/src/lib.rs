@@ -73,4 +73,4 @@ pub use field::{CompileOptions, MAX_EXPANDED_VALUES};
 pub use index::CacheStats;
 pub use logsource::LogSource;
 pub use rule::{Filter, Level, Rule};
-pub use ruleset::{LoadReport, Match, RuleSet};
+pub use ruleset::{LoadReport, Match, RuleSet, SourceRules};

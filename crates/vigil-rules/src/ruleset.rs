@@ -397,13 +397,17 @@ impl RuleSet {
     /// Indices of the rules whose log source covers `source`, whose detection
     /// matches `event`, and that no applicable filter suppresses, in rule order.
     pub fn matching_rules(&self, source: &LogSource, event: &dyn Event) -> Vec<usize> {
-        let ix = self.index(source);
-        let mut ctx = Ctx::new(event);
-        let mut out = Vec::new();
-        ix.matching(&self.rules, &mut ctx, &mut out, |r, ctx| {
-            !self.filtered(r, source, ctx)
-        });
-        out
+        self.for_source(source).matching_rules(event)
+    }
+
+    /// The rules for one log source, compiled, for evaluating many events of
+    /// that source without finding its matcher each time.
+    pub fn for_source<'a>(&'a self, source: &'a LogSource) -> SourceRules<'a> {
+        SourceRules {
+            set: self,
+            source,
+            index: self.index(source),
+        }
     }
 
     /// Rules the prefilter cannot narrow down: evaluated on every event (engine tuning).
@@ -578,4 +582,24 @@ fn yaml_error_line(msg: &str) -> Option<usize> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A rule set's matcher for one log source; see [`RuleSet::for_source`].
+pub struct SourceRules<'a> {
+    set: &'a RuleSet,
+    source: &'a LogSource,
+    index: Arc<Index>,
+}
+
+impl SourceRules<'_> {
+    /// As [`RuleSet::matching_rules`] for this source.
+    pub fn matching_rules(&self, event: &dyn Event) -> Vec<usize> {
+        let mut ctx = Ctx::new(event);
+        let mut out = Vec::new();
+        self.index
+            .matching(&self.set.rules, &mut ctx, &mut out, |r, ctx| {
+                !self.set.filtered(r, self.source, ctx)
+            });
+        out
+    }
 }
