@@ -56,7 +56,11 @@ fn rule_files(corpus: &Path, product: &str) -> Vec<PathBuf> {
 /// `n` generated events in the flat form, each decoded as it is made (as a
 /// stream is), so no heap of freed JSON maps is left behind to slow the
 /// allocator during the timed loop.
-fn flat_events(n: usize, seed: u64, generator: fn(&mut events::Rng) -> serde_json::Value) -> Vec<FlatEvent> {
+fn flat_events(
+    n: usize,
+    seed: u64,
+    generator: fn(&mut events::Rng) -> serde_json::Value,
+) -> Vec<FlatEvent> {
     let mut r = events::Rng::new(seed);
     (0..n)
         .filter_map(|_| match generator(&mut r) {
@@ -202,7 +206,10 @@ fn run(
             }
         }
         if std::env::var_os("PASS_TIMES").is_some() {
-            println!("pass {_pass}: {:.0} events/s", evs.len() as f64 / tp.elapsed().as_secs_f64());
+            println!(
+                "pass {_pass}: {:.0} events/s",
+                evs.len() as f64 / tp.elapsed().as_secs_f64()
+            );
         }
     }
     let secs = t.elapsed().as_secs_f64() / passes as f64;

@@ -236,7 +236,8 @@ fn short_key(b: &[u8]) -> u32 {
 }
 
 fn tri_hash(x: u8, y: u8, z: u8) -> usize {
-    ((u32::from(x) | u32::from(y) << 8 | u32::from(z) << 16).wrapping_mul(0x9E37_79B1) >> 16) as usize
+    ((u32::from(x) | u32::from(y) << 8 | u32::from(z) << 16).wrapping_mul(0x9E37_79B1) >> 16)
+        as usize
 }
 
 fn set_bit(bits: &mut Box<[u64]>, k: usize) {
@@ -272,27 +273,82 @@ impl Short {
         }
     }
 
-    /// Reports the short needles starting at `i`.
+    /// Reports the short needles starting at `i`; with `seen`, only those
+    /// not reported before (one-byte needles such as `e` or `-` occur many
+    /// times in a value, and only whether they occur at all is asked).
     #[inline(always)]
-    fn probe(&self, i: usize, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
+    fn probe(
+        &self,
+        i: usize,
+        hay: &[u8],
+        mut seen: Option<&mut Seen>,
+        f: &mut impl FnMut(u32, usize, usize),
+    ) {
         let c = hay[i];
-        if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0 {
+        if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0
+            && seen.as_deref_mut().is_none_or(|s| s.first(u32::from(c)))
+        {
             self.report(&hay[i..=i], i, f);
         }
         let Some(&d) = hay.get(i + 1) else {
             return;
         };
         let k = usize::from(c) | usize::from(d) << 8;
-        if has_bit(&self.two, k) {
+        if has_bit(&self.two, k)
+            && seen
+                .as_deref_mut()
+                .is_none_or(|s| s.first(2 << 24 | k as u32))
+        {
             self.report(&hay[i..i + 2], i, f);
         }
         if has_bit(&self.three, k) {
             if let Some(&e) = hay.get(i + 2) {
-                if has_bit(&self.three_hashed, tri_hash(c, d, e)) {
+                if has_bit(&self.three_hashed, tri_hash(c, d, e))
+                    && seen
+                        .as_deref_mut()
+                        .is_none_or(|s| s.first(short_key(&hay[i..i + 3])))
+                {
                     self.report(&hay[i..i + 3], i, f);
                 }
             }
         }
+    }
+}
+
+/// Short needle keys already reported for one value (a few; past that,
+/// reports are no longer deduplicated, which is only slower).
+struct Seen {
+    bytes: [u64; 4],
+    keys: [u32; 32],
+    len: usize,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            bytes: [0; 4],
+            keys: [0; 32],
+            len: 0,
+        }
+    }
+
+    /// Whether `key` is new (and records it).
+    #[inline]
+    fn first(&mut self, key: u32) -> bool {
+        if key < 256 {
+            let (w, b) = (key as usize / 64, 1u64 << (key % 64));
+            let new = self.bytes[w] & b == 0;
+            self.bytes[w] |= b;
+            return new;
+        }
+        if self.keys[..self.len].contains(&key) {
+            return false;
+        }
+        if self.len < self.keys.len() {
+            self.keys[self.len] = key;
+            self.len += 1;
+        }
+        true
     }
 }
 
@@ -360,22 +416,39 @@ impl GramSet {
 
     /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`.
     pub(crate) fn find(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
+        self.find_long(hay, &mut f);
+        if self.has_short {
+            for i in 0..hay.len() {
+                self.short.probe(i, hay, None, &mut f);
+            }
+        }
+    }
+
+    fn find_long(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
             for (i, w) in hay.windows(8).enumerate() {
                 let g = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-                t.probe(g, i, hay, &self.needles, &mut f);
+                t.probe(g, i, hay, &self.needles, f);
             }
         }
         if let Some(t) = &self.mid {
             for (i, w) in hay.windows(4).enumerate() {
                 let g = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-                t.probe(g, i, hay, &self.needles, &mut f);
+                t.probe(g, i, hay, &self.needles, f);
             }
         }
+    }
+
+    /// Calls `f(needle)` for the needles that occur in `hay`: each once for
+    /// the short ones, at least once for the others.
+    pub(crate) fn find_any(&self, hay: &[u8], mut f: impl FnMut(u32)) {
+        let mut report = |n: u32, _: usize, _: usize| f(n);
+        self.find_long(hay, &mut report);
         if self.has_short {
+            let mut seen = Seen::new();
             for i in 0..hay.len() {
-                self.short.probe(i, hay, &mut f);
+                self.short.probe(i, hay, Some(&mut seen), &mut report);
             }
         }
     }
@@ -483,6 +556,20 @@ mod tests {
         assert!(set.heap_bytes() < 1024, "{}", set.heap_bytes());
     }
 
+    fn found_any(set: &GramSet, hay: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        set.find_any(hay, |n| out.push(n));
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn ids(all: Vec<(u32, usize, usize)>) -> Vec<u32> {
+        let mut v: Vec<u32> = all.into_iter().map(|x| x.0).collect();
+        v.dedup();
+        v
+    }
+
     proptest! {
         #[test]
         fn agrees_with_a_naive_search(
@@ -491,6 +578,7 @@ mod tests {
         ) {
             let set = GramSet::new(needles.clone());
             prop_assert_eq!(found(&set, &hay), naive(&needles, &hay));
+            prop_assert_eq!(found_any(&set, &hay), ids(naive(&needles, &hay)));
         }
 
         #[test]
@@ -501,6 +589,7 @@ mod tests {
             let needles: Vec<Vec<u8>> = needles.into_iter().map(String::into_bytes).collect();
             let set = GramSet::new(needles.clone());
             prop_assert_eq!(found(&set, hay.as_bytes()), naive(&needles, hay.as_bytes()));
+            prop_assert_eq!(found_any(&set, hay.as_bytes()), ids(naive(&needles, hay.as_bytes())));
         }
     }
 }

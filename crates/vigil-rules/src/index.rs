@@ -72,7 +72,8 @@ struct CacheSlot {
 
 impl CacheSlot {
     fn split(&self) -> (&[u8], &[u8]) {
-        self.data.split_at((self.atoms as usize * 4).min(self.data.len()))
+        self.data
+            .split_at((self.atoms as usize * 4).min(self.data.len()))
     }
 }
 
@@ -494,7 +495,8 @@ impl Index {
                 seen.sort_unstable();
                 seen.dedup();
                 for a in seen {
-                    let k = (self.atom_start[a as usize + 1] - self.atom_start[a as usize]) as usize;
+                    let k =
+                        (self.atom_start[a as usize + 1] - self.atom_start[a as usize]) as usize;
                     pairs += k;
                     worst.push((k, a));
                 }

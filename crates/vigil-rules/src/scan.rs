@@ -226,7 +226,7 @@ impl FieldScan {
                         f(atoms[m.pattern().as_usize()]);
                     }
                 }
-                Search::Grams(g) => g.find(lower, |n, _, _| f(atoms[n as usize])),
+                Search::Grams(g) => g.find_any(lower, |n| f(atoms[n as usize])),
             }
         }
     }
