@@ -301,16 +301,12 @@ impl Short {
         {
             self.report(&hay[i..i + 2], i, f);
         }
-        if has_bit(&self.three, k) {
-            if let Some(&e) = hay.get(i + 2) {
-                if has_bit(&self.three_hashed, tri_hash(c, d, e))
-                    && seen
-                        .as_deref_mut()
-                        .is_none_or(|s| s.first(short_key(&hay[i..i + 3])))
-                {
-                    self.report(&hay[i..i + 3], i, f);
-                }
-            }
+        if let Some(&e) = hay.get(i + 2)
+            && has_bit(&self.three, k)
+            && has_bit(&self.three_hashed, tri_hash(c, d, e))
+            && seen.is_none_or(|s| s.first(short_key(&hay[i..i + 3])))
+        {
+            self.report(&hay[i..i + 3], i, f);
         }
     }
 }
