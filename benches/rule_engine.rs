@@ -244,6 +244,11 @@ fn main() {
     // Each measurement runs in its own process, so RSS figures do not mix.
     match std::env::args().nth(1).as_deref() {
         Some("windows") => run(&corpus, "windows", events::windows_event, n),
+        Some("windows-uncached") => {
+            // The same without the field value caches: every value scanned.
+            RuleSet::use_value_cache(false);
+            run(&corpus, "windows", events::windows_event, n)
+        }
         Some("linux") => run(&corpus, "linux", events::linux_event, n),
         Some("whole") => {
             let rss0 = rss_kib();
@@ -272,7 +277,7 @@ fn main() {
         }
         _ => {
             let exe = std::env::current_exe().expect("own path");
-            for part in ["windows", "linux", "whole"] {
+            for part in ["windows", "windows-uncached", "linux", "whole"] {
                 let status = std::process::Command::new(&exe)
                     .arg(part)
                     .status()

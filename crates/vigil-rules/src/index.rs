@@ -97,6 +97,8 @@ pub struct CacheStats {
 /// Per-thread scratch so an event allocates nothing once warmed up.
 #[derive(Default)]
 struct Scratch {
+    /// Value caches off on this thread (to measure what they bring).
+    no_cache: bool,
     caches: Vec<ValueCache>,
     stats: CacheStats,
     bits: Vec<u64>,
@@ -269,6 +271,7 @@ impl Index {
             number,
             caches,
             stats,
+            no_cache,
             ..
         } = s;
         let cache = &mut caches[ci].slots;
@@ -331,7 +334,7 @@ impl Index {
                     words.scan_lower(&buffers.lower, &mut *out);
                 }
             };
-            if !cacheable || text.len() > CACHE_MAX_VALUE {
+            if !cacheable || text.len() > CACHE_MAX_VALUE || *no_cache {
                 run(buffers, &mut |a| {
                     mark(a);
                 });
@@ -445,6 +448,15 @@ impl Index {
                 out.push(i);
             }
         }
+    }
+
+    /// Turns this thread's value caches on or off.
+    pub(crate) fn use_value_cache(on: bool) {
+        SCRATCH.with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                s.no_cache = !on;
+            }
+        });
     }
 
     /// This thread's value cache figures so far.

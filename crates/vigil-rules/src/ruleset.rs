@@ -430,6 +430,13 @@ impl RuleSet {
         self.index(source).profile(events)
     }
 
+    /// Turns the field value caches of this thread on (the default) or off
+    /// (engine tuning: to measure what they bring).
+    #[doc(hidden)]
+    pub fn use_value_cache(on: bool) {
+        Index::use_value_cache(on)
+    }
+
     /// How often this thread found field values in its caches (engine tuning).
     #[doc(hidden)]
     pub fn cache_stats() -> crate::index::CacheStats {

@@ -4,10 +4,58 @@
 //! generated event mix.
 
 use proptest::prelude::*;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use vigil_rules::{JsonEvent, LoadReport, LogSource, RuleSet};
+use vigil_rules::{Event, FieldValue, FlatEvent, JsonEvent, LoadReport, LogSource, RuleSet};
 
-const FIELDS: &[&str] = &["Image", "CommandLine", "User"];
+/// An event that can only be asked for fields by name (as the sensor's
+/// records are): the engine's lookup path rather than its visiting path.
+struct LookupOnly(JsonEvent);
+
+impl Event for LookupOnly {
+    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
+        self.0.field(name)
+    }
+    fn values(&self) -> Vec<Cow<'_, str>> {
+        self.0.values()
+    }
+}
+
+/// What the compiled path decides for `e`, through every event form and
+/// twice (the second time from the value cache), must be what evaluating
+/// each rule one by one decides.
+fn assert_all_forms_agree(
+    set: &RuleSet,
+    src: &LogSource,
+    e: serde_json::Map<String, serde_json::Value>,
+) {
+    let flat = FlatEvent::from_json(&e);
+    let json = JsonEvent(e);
+    let want = set.matching_rules_unindexed(src, &json);
+    for round in 0..2 {
+        assert_eq!(
+            set.matching_rules(src, &json),
+            want,
+            "json, round {round}: {:?}",
+            json.0
+        );
+        assert_eq!(
+            set.matching_rules(src, &flat),
+            want,
+            "flat, round {round}: {:?}",
+            json.0
+        );
+    }
+    let lookup = LookupOnly(json);
+    assert_eq!(
+        set.matching_rules(src, &lookup),
+        want,
+        "by name: {:?}",
+        lookup.0.0
+    );
+}
+
+const FIELDS: &[&str] = &["Image", "CommandLine", "User", "Pid"];
 const MODS: &[&str] = &[
     "",
     "|contains",
@@ -38,6 +86,12 @@ fn selection() -> impl Strategy<Value = String> {
     .prop_map(|entries| {
         let mut s = String::new();
         for (f, m, vals) in entries {
+            if f == "Pid" {
+                // Keywords (keyless values), searched in every value.
+                let vals: Vec<String> = vals.iter().map(|v| format!("'{v}'")).collect();
+                s.push_str(&format!("    '{m}': [{}]\n", vals.join(", ")));
+                continue;
+            }
             let vals: Vec<String> = vals
                 .into_iter()
                 .map(|v| {
@@ -84,7 +138,15 @@ fn event() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> 
     )
     .prop_map(|kv| {
         kv.into_iter()
-            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+            .map(|(k, v)| {
+                // Numbers and booleans too: rules compare their text.
+                let v = match (k, v.len()) {
+                    ("Pid", n) => serde_json::Value::from(n as i64),
+                    (_, 7) => serde_json::Value::Bool(true),
+                    _ => serde_json::Value::String(v),
+                };
+                (k.to_owned(), v)
+            })
             .collect()
     })
 }
@@ -101,8 +163,7 @@ proptest! {
         }
         let src = LogSource::new("p", "c");
         for e in events {
-            let e = JsonEvent(e);
-            prop_assert_eq!(set.matching_rules(&src, &e), set.matching_rules_unindexed(&src, &e), "event {:?}", e.0);
+            assert_all_forms_agree(&set, &src, e);
         }
     }
 }
@@ -120,9 +181,12 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
         eprintln!("SKIPPED: Sigma corpus not found (set VIGIL_SIGMA_CORPUS)");
         return;
     }
+    // Emerging threats bring keyword rules (searched in every value).
     let (set, _) = RuleSet::load_paths(&[
         corpus.join("rules/windows/process_creation"),
         corpus.join("rules/linux/process_creation"),
+        corpus.join("rules-emerging-threats"),
+        corpus.join("rules-threat-hunting/windows/process_creation"),
     ]);
     for (src, evs) in [
         (
@@ -136,16 +200,41 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
     ] {
         let mut matched = 0;
         for e in evs {
-            let e = JsonEvent(e);
-            let fast = set.matching_rules(&src, &e);
-            assert_eq!(
-                fast,
-                set.matching_rules_unindexed(&src, &e),
-                "event {:?}",
-                e.0
-            );
-            matched += usize::from(!fast.is_empty());
+            matched += usize::from(!set.matching_rules(&src, &JsonEvent(e.clone())).is_empty());
+            assert_all_forms_agree(&set, &src, e);
         }
         assert!(matched > 0, "the mix should trigger some rules");
+    }
+}
+
+/// More distinct values than a field's cache holds: values take each other's
+/// slots, and a slot must never answer for a value it no longer holds.
+#[test]
+fn value_cache_replacement_keeps_answers_exact() {
+    let mut set = RuleSet::new();
+    let mut report = LoadReport::default();
+    set.load_str(
+        Path::new("r.yml"),
+        "title: t\nlogsource: {product: p, category: c}\ndetection:\n  s:\n    CommandLine|contains: ['evil', 'x7']\n  k: ['needle']\n  condition: s or k\n",
+        &mut report,
+    );
+    assert_eq!(report.rejected.len(), 0, "{report}");
+    let src = LogSource::new("p", "c");
+    for round in 0..2 {
+        for i in 0..3000u32 {
+            let cmd = match i % 7 {
+                0 => format!("run evil {i}"),
+                1 => format!("value {i} with needle"),
+                _ => format!("benign {i}"),
+            };
+            let serde_json::Value::Object(m) =
+                serde_json::json!({ "CommandLine": cmd, "Other": format!("o{}", i % 5) })
+            else {
+                unreachable!()
+            };
+            let want = i % 7 < 2 || cmd.contains("x7");
+            let got = set.matching_rules(&src, &FlatEvent::from_json(&m));
+            assert_eq!(!got.is_empty(), want, "round {round}: {cmd}");
+        }
     }
 }
