@@ -10,13 +10,20 @@
 //! sensor adapts its records to [`Event`]; the server and the CLI load rule
 //! sets the same way.
 //!
-//! How it evaluates: every field an event is asked for is looked up and
-//! lower-cased once per event; literal lists of a field run as one set; and a
-//! per-log-source prefilter (one Aho-Corasick automaton per field over the
-//! literals each rule needs) picks the candidate rules, so cost grows with
-//! matches rather than with the number of rules. Nothing is silently dropped:
-//! anything the engine cannot evaluate is a [`Rejection`] with file, line, rule
-//! id and reason.
+//! How it evaluates: all rules of a log source compile into one matcher
+//! (`index`). Every literal a rule uses is an *atom* (field, lower-cased
+//! literal, anchor); each field of an event is lower-cased and searched once
+//! for all its atoms (exact values by hash, prefixes and suffixes by trie,
+//! substrings by Aho-Corasick or, for thousands of literals, by 4/8-byte
+//! grams), and the atoms found are remembered per value in a bounded
+//! per-thread cache, since event streams repeat the same values. Atoms pick
+//! the candidate rules (each rule needs one atom from each of its clauses)
+//! and then decide them: most Sigma entries are literal lists, evaluated as
+//! bits; regexes, numbers, `cidr`, `fieldref` and the like are evaluated on
+//! the event only when a candidate gets that far. Cost grows with what the
+//! event contains and matches, not with the number of rules. Nothing is
+//! silently dropped: anything the engine cannot evaluate is a [`Rejection`]
+//! with file, line, rule id and reason.
 //!
 //! Choices where the specification leaves room (following pySigma where it
 //! has a reference behaviour):
