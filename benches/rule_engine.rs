@@ -1,7 +1,10 @@
 //! Single-thread rule evaluation throughput with the SigmaHQ corpus loaded,
 //! over a realistic mix (about 1% malicious), and the memory the compiled set
 //! takes. `cargo bench --bench rule_engine` (corpus from VIGIL_SIGMA_CORPUS,
-//! default ../shared/sigma; EVENTS to change the event count).
+//! default ../shared/sigma). One part alone: `-- windows`, `-- windows-uncached`,
+//! `-- linux`, `-- whole`. Knobs: EVENTS (event count), PASSES (repeat the
+//! timed loop, for profilers), PASS_TIMES (print each pass), PROFILE_RULES
+//! (where the time goes: candidates, costly rules, each field's search).
 
 mod support;
 
