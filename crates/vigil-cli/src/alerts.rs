@@ -145,9 +145,9 @@ pub async fn list(profile: &Profile, args: ListArgs) -> Result<()> {
             .into_inner();
         for a in &resp.alerts {
             if args.json {
-                println!("{}", to_json(a));
+                out!("{}", to_json(a));
             } else {
-                println!("{}", one_line(a));
+                out!("{}", one_line(a));
             }
             printed += 1;
         }
@@ -176,26 +176,26 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
             v["matched_sequences"] =
                 json!(d.matched.iter().map(|m| m.sequence).collect::<Vec<_>>());
         }
-        println!("{v}");
+        out!("{v}");
     } else {
         let p = a.process.clone().unwrap_or_default();
-        println!("Alert        {}", a.id);
-        println!("Rule         {} ({})", a.rule_title, a.rule_id);
-        println!("Severity     {}", severity_name(a.severity));
-        println!("Status       {}", status_name(a.status));
-        println!("Time         {}", rfc3339(a.time_unix_ns));
-        println!("Device       {} ({})", a.hostname, a.device_id);
-        println!("Process      pid {} guid {}", p.pid, p.guid);
-        println!(
+        out!("Alert        {}", a.id);
+        out!("Rule         {} ({})", a.rule_title, a.rule_id);
+        out!("Severity     {}", severity_name(a.severity));
+        out!("Status       {}", status_name(a.status));
+        out!("Time         {}", rfc3339(a.time_unix_ns));
+        out!("Device       {} ({})", a.hostname, a.device_id);
+        out!("Process      pid {} guid {}", p.pid, p.guid);
+        out!(
             "Executable   {}",
             p.executable.map(|e| e.text).unwrap_or_default()
         );
-        println!("Command line {}", p.command_line);
-        println!("Tags         {}", a.tags.join(", "));
+        out!("Command line {}", p.command_line);
+        out!("Tags         {}", a.tags.join(", "));
         if let Some(d) = &a.detection
             && !d.description.is_empty()
         {
-            println!("Description  {}", d.description.trim());
+            out!("Description  {}", d.description.trim());
         }
     }
     Ok(())
@@ -213,9 +213,9 @@ pub async fn watch(profile: &Profile, json: bool, min: Option<Severity>) -> Resu
     while let Some(a) = s.next().await {
         let a = a.map_err(|s| anyhow::anyhow!("WatchAlerts: {}: {}", s.code(), s.message()))?;
         if json {
-            println!("{}", to_json(&a));
+            out!("{}", to_json(&a));
         } else {
-            println!("{}", one_line(&a));
+            out!("{}", one_line(&a));
         }
     }
     Ok(())

@@ -1,5 +1,15 @@
 //! `vigil`: the command line for analysts, admins and rule authors.
 
+/// Writes a line to standard output, as `println!` does, but returns the
+/// error instead of panicking: `vigil … | head` closes the pipe early, and
+/// that ends the command quietly (see `main`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)?
+    }};
+}
+
 mod alerts;
 mod profile;
 mod rules;
@@ -138,6 +148,19 @@ fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    match run().await {
+        // The reader of our output went away (`vigil rules match … | head`).
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -28,12 +28,12 @@ pub fn check(paths: &[PathBuf], as_json: bool) -> Result<bool> {
             .iter()
             .map(|r| json!({"path": r.path.display().to_string(), "line": r.line, "id": r.id, "reason": r.error.to_string()}))
             .collect();
-        println!("{}", json!({"loaded": report.loaded, "rejected": rejected}));
+        out!("{}", json!({"loaded": report.loaded, "rejected": rejected}));
     } else {
         for r in &report.rejected {
-            println!("{r}");
+            out!("{r}");
         }
-        println!("{report}");
+        out!("{report}");
     }
     Ok(report.rejected.is_empty())
 }
@@ -48,7 +48,7 @@ pub fn bundle(paths: &[PathBuf], output: &Path) -> Result<bool> {
     let tmp = output.with_extension("vrb.tmp");
     std::fs::write(&tmp, json.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;
-    println!("{report}; bundle written to {}", output.display());
+    out!("{report}; bundle written to {}", output.display());
     Ok(report.rejected.is_empty())
 }
 
@@ -187,13 +187,13 @@ pub fn matches(paths: &[PathBuf], events: &Path, logsource: Option<&str>) -> Res
     let mut last = 0;
     for input in &inputs {
         for h in engine.process(&input.source, &input.event, input.time_ns) {
-            println!("{}", hit_json(&set, input.line, h));
+            out!("{}", hit_json(&set, input.line, h));
         }
         last = input.line;
     }
     // Windows still open at the end of the input are judged now.
     for h in engine.flush() {
-        println!("{}", hit_json(&set, last, h));
+        out!("{}", hit_json(&set, last, h));
     }
     if engine.evictions() > 0 {
         eprintln!("correlation state evictions: {}", engine.evictions());
@@ -206,12 +206,12 @@ pub fn test(paths: &[PathBuf]) -> Result<bool> {
     let files = vigil_rules::testing::find_test_files(paths);
     let result = vigil_rules::testing::run_tests(&set, &files);
     for f in &result.failed {
-        println!("FAIL {f}");
+        out!("FAIL {f}");
     }
     for id in &result.untested {
         eprintln!("untested: rule {id} has no tests file");
     }
-    println!("{} passed, {} failed", result.passed, result.failed.len());
+    out!("{} passed, {} failed", result.passed, result.failed.len());
     Ok(result.failed.is_empty() && report.rejected.is_empty())
 }
 
@@ -229,7 +229,7 @@ pub fn bench(paths: &[PathBuf], events: &Path, logsource: Option<&str>) -> Resul
         .iter()
         .map(|i| sources.iter().position(|s| **s == i.source).unwrap_or(0))
         .collect();
-    println!("loaded {report} in {:.3} s", t.elapsed().as_secs_f64());
+    out!("loaded {report} in {:.3} s", t.elapsed().as_secs_f64());
     // Single thread, evaluation only; repeat until a second has passed.
     let mut n = 0usize;
     let mut matched = 0usize;
@@ -241,12 +241,12 @@ pub fn bench(paths: &[PathBuf], events: &Path, logsource: Option<&str>) -> Resul
         n += inputs.len();
     }
     let secs = t.elapsed().as_secs_f64();
-    println!(
+    out!(
         "{} events, {:.2}% matched",
         n,
         matched as f64 * 100.0 / n as f64
     );
-    println!("{:.0} events/s", n as f64 / secs);
+    out!("{:.0} events/s", n as f64 / secs);
     Ok(())
 }
 

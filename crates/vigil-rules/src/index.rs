@@ -27,9 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Values per field remembered with the atoms they satisfy.
 const CACHE_SLOTS: usize = 512;
 /// Longer values are scanned every time (and not kept).
-const CACHE_MAX_VALUE: usize = 1024;
+const CACHE_MAX_VALUE: usize = 512;
 /// Indexes (log sources, rule sets) a thread keeps caches for.
-const CACHED_INDEXES: usize = 8;
+const CACHED_INDEXES: usize = 4;
 
 static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 
