@@ -184,6 +184,16 @@ impl FieldMatcher {
         Some((lits, self.all))
     }
 
+    /// Whether the result depends on this entry's own field alone (not on
+    /// other fields, as `fieldref` does, nor on every value, as keywords do).
+    pub(crate) fn reads_only_its_field(&self) -> bool {
+        self.field.is_some()
+            && !self
+                .matchers
+                .iter()
+                .any(|m| matches!(m, ValueMatcher::FieldRef { .. }))
+    }
+
     pub(crate) fn clauses(&self) -> Clauses {
         let Some(field) = self.field.as_ref() else {
             return Vec::new();

@@ -16,7 +16,7 @@ use crate::eval::Ctx;
 use crate::event::{Event, FieldValue};
 use crate::logsource::LogSource;
 use crate::pattern::Anchor;
-use crate::program::{Facts, KEYWORDS, Node};
+use crate::program::{Facts, KEYWORDS, Memo, Node};
 use crate::rule::Rule;
 use crate::scan::{Buffers, FieldScan};
 use rustc_hash::FxHashMap;
@@ -68,6 +68,8 @@ struct CacheSlot {
     /// The atoms (4 bytes each, little-endian), then the value: one block,
     /// so a hit reads one run of memory.
     data: Vec<u8>,
+    /// Results of residual entries on this value: (memo id, result).
+    residuals: Vec<(u32, bool)>,
 }
 
 impl CacheSlot {
@@ -85,6 +87,37 @@ struct ValueCache {
     index: u64,
     /// `CACHE_SLOTS` per field, fields one after another.
     slots: Vec<CacheSlot>,
+}
+
+/// Residual results kept with the cached values of this event's fields.
+struct SlotMemo<'a> {
+    slots: &'a mut [CacheSlot],
+    field_slot: &'a [u32],
+}
+
+impl SlotMemo<'_> {
+    fn slot(&self, field: u32) -> Option<usize> {
+        match self.field_slot.get(field as usize) {
+            Some(&at) if at > 0 => Some(at as usize - 1),
+            _ => None,
+        }
+    }
+}
+
+impl Memo for SlotMemo<'_> {
+    fn get(&self, field: u32, id: u32) -> Option<bool> {
+        let slot = self.slots.get(self.slot(field)?)?;
+        slot.residuals.iter().find(|r| r.0 == id).map(|r| r.1)
+    }
+
+    fn put(&mut self, field: u32, id: u32, result: bool) {
+        let Some(at) = self.slot(field) else { return };
+        if let Some(slot) = self.slots.get_mut(at) {
+            if !slot.residuals.iter().any(|r| r.0 == id) {
+                slot.residuals.push((id, result));
+            }
+        }
+    }
 }
 
 /// How often values were found in the caches (engine tuning).
@@ -111,6 +144,10 @@ struct Scratch {
     buffers: Buffers,
     /// The atoms of the value being scanned, for its cache slot.
     found: Vec<u32>,
+    /// Per field of the index: its value's cache slot this event, plus one (0: none).
+    field_slot: Vec<u32>,
+    /// Which index's caches the current event uses.
+    current: usize,
     number: String,
 }
 
@@ -153,7 +190,7 @@ impl Atoms {
 impl Index {
     pub(crate) fn build(rules: &[Rule], source: &LogSource) -> Index {
         let mut atoms = Atoms::default();
-        let mut programs = vec![None; rules.len()];
+        let mut programs: Vec<Option<Node>> = vec![None; rules.len()];
         let mut applicable = 0;
         for (i, r) in rules.iter().enumerate() {
             if r.logsource.covers(source) {
@@ -202,11 +239,21 @@ impl Index {
             .map(|(f, lits)| (f, FieldScan::build(lits)))
             .collect();
         fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let by_name = fields
+        let by_name: FxHashMap<String, u32> = fields
             .iter()
             .enumerate()
             .map(|(i, (f, _))| (f.clone(), i as u32))
             .collect();
+        let mut next_memo = 0;
+        for (p, r) in programs.iter_mut().zip(rules) {
+            if let Some(p) = p {
+                p.assign_memos(
+                    &r.detection,
+                    &|m| m.field.as_ref().and_then(|f| by_name.get(f)).copied(),
+                    &mut next_memo,
+                );
+            }
+        }
         Index {
             id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
             always,
@@ -259,7 +306,11 @@ impl Index {
                 s.caches.len() - 1
             }
         };
+        s.current = ci;
+        s.field_slot.clear();
+        s.field_slot.resize(self.fields.len(), 0);
         let Scratch {
+            field_slot,
             bits,
             hits,
             mask,
@@ -344,10 +395,15 @@ impl Index {
             h.write(text.as_bytes());
             let hash = h.finish();
             let row = fi.unwrap_or(self.fields.len());
-            let Some(slot) = cache.get_mut(row * CACHE_SLOTS + (hash as usize % CACHE_SLOTS))
-            else {
+            let at = row * CACHE_SLOTS + (hash as usize % CACHE_SLOTS);
+            let Some(slot) = cache.get_mut(at) else {
                 return;
             };
+            if let Some(x) = fi.and_then(|i| field_slot.get_mut(i)) {
+                // A field seen twice in one event (an `Event` may allow it)
+                // has no single value to remember results for.
+                *x = if *x == 0 { at as u32 + 1 } else { u32::MAX };
+            }
             stats.lookups += 1;
             let with = words.is_some();
             if slot.hash == hash && slot.keywords == with {
@@ -369,6 +425,7 @@ impl Index {
             found.dedup();
             slot.hash = hash;
             slot.keywords = with;
+            slot.residuals.clear();
             slot.atoms = found.len() as u32;
             slot.data.clear();
             slot.data.extend(found.iter().flat_map(|a| a.to_le_bytes()));
@@ -435,16 +492,30 @@ impl Index {
         keep: &mut impl FnMut(&'r Rule, &mut Ctx<'r, '_>) -> bool,
     ) {
         self.scan(ctx.event, s);
-        let facts = Facts {
-            bits: &s.bits,
-            hits: &s.hits,
+        let Scratch {
+            bits,
+            hits,
+            caches,
+            field_slot,
+            current,
+            candidates,
+            ..
+        } = s;
+        let mut memo = caches.get_mut(*current).map(|c| SlotMemo {
+            slots: &mut c.slots,
+            field_slot,
+        });
+        let mut facts = Facts {
+            bits,
+            hits,
+            memo: memo.as_mut().map(|m| m as &mut dyn Memo),
         };
-        for &i in &s.candidates {
+        for &i in candidates.iter() {
             let i = i as usize;
             let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
                 continue;
             };
-            if p.eval(&facts, &r.detection, ctx) && keep(r, ctx) {
+            if p.eval(&mut facts, &r.detection, ctx) && keep(r, ctx) {
                 out.push(i);
             }
         }

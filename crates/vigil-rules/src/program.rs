@@ -39,6 +39,9 @@ pub(crate) enum Node {
         map: u32,
         entry: u32,
         hints: AtomClauses,
+        /// For an entry that reads only its own field: (field, id) under
+        /// which its result is remembered with the field's cached value.
+        memo: Option<(u32, u32)>,
     },
     Not(Box<Node>),
     And(Vec<Node>),
@@ -47,12 +50,21 @@ pub(crate) enum Node {
     AtLeast(usize, Vec<Node>),
 }
 
+/// Results of residual entries remembered per field value (see
+/// [`Node::Residual`]'s `memo`): a regex over a command line seen before is
+/// not run again.
+pub(crate) trait Memo {
+    fn get(&self, field: u32, id: u32) -> Option<bool>;
+    fn put(&mut self, field: u32, id: u32, result: bool);
+}
+
 /// What the field scan found for the event under evaluation.
 pub(crate) struct Facts<'a> {
     /// One bit per atom of the log source.
     pub(crate) bits: &'a [u64],
     /// The atoms set, each once.
     pub(crate) hits: &'a [u32],
+    pub(crate) memo: Option<&'a mut dyn Memo>,
 }
 
 impl Facts<'_> {
@@ -86,7 +98,7 @@ impl Node {
     /// Evaluates the node; residual entries read the event through `ctx`.
     pub(crate) fn eval<'r>(
         &self,
-        facts: &Facts<'_>,
+        facts: &mut Facts<'_>,
         det: &'r Detection,
         ctx: &mut Ctx<'r, '_>,
     ) -> bool {
@@ -100,10 +112,25 @@ impl Node {
                 r != *negate
             }
             Node::Residual {
-                sel, map, entry, ..
-            } => det
-                .entry(*sel as usize, *map as usize, *entry as usize)
-                .is_some_and(|m| m.matches(ctx)),
+                sel,
+                map,
+                entry,
+                memo,
+                ..
+            } => {
+                if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref()) {
+                    if let Some(r) = m.get(*f, *id) {
+                        return r;
+                    }
+                }
+                let r = det
+                    .entry(*sel as usize, *map as usize, *entry as usize)
+                    .is_some_and(|m| m.matches(ctx));
+                if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref_mut()) {
+                    m.put(*f, *id, r);
+                }
+                r
+            }
             Node::Not(inner) => !inner.eval(facts, det, ctx),
             Node::And(items) => items.iter().all(|i| i.eval(facts, det, ctx)),
             Node::Or(items) => items.iter().any(|i| i.eval(facts, det, ctx)),
@@ -120,6 +147,39 @@ impl Node {
                 }
                 false
             }
+        }
+    }
+
+    /// Gives every residual entry that reads only its own field a memo id;
+    /// `field` maps such an entry to its field's index (`None`: not kept).
+    pub(crate) fn assign_memos(
+        &mut self,
+        det: &Detection,
+        field: &impl Fn(&FieldMatcher) -> Option<u32>,
+        next: &mut u32,
+    ) {
+        match self {
+            Node::Residual {
+                sel,
+                map,
+                entry,
+                memo,
+                ..
+            } => {
+                *memo = det
+                    .entry(*sel as usize, *map as usize, *entry as usize)
+                    .filter(|m| m.reads_only_its_field())
+                    .and_then(field)
+                    .map(|f| {
+                        *next += 1;
+                        (f, *next - 1)
+                    });
+            }
+            Node::Not(i) => i.assign_memos(det, field, next),
+            Node::And(v) | Node::Or(v) | Node::AtLeast(_, v) => {
+                v.iter_mut().for_each(|n| n.assign_memos(det, field, next))
+            }
+            Node::Atoms { .. } => {}
         }
     }
 
@@ -274,5 +334,6 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
         map: map as u32,
         entry: entry as u32,
         hints,
+        memo: None,
     }
 }
