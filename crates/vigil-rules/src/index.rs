@@ -112,10 +112,10 @@ impl Memo for SlotMemo<'_> {
 
     fn put(&mut self, field: u32, id: u32, result: bool) {
         let Some(at) = self.slot(field) else { return };
-        if let Some(slot) = self.slots.get_mut(at) {
-            if !slot.residuals.iter().any(|r| r.0 == id) {
-                slot.residuals.push((id, result));
-            }
+        if let Some(slot) = self.slots.get_mut(at)
+            && !slot.residuals.iter().any(|r| r.0 == id)
+        {
+            slot.residuals.push((id, result));
         }
     }
 }

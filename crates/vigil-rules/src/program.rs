@@ -118,10 +118,10 @@ impl Node {
                 memo,
                 ..
             } => {
-                if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref()) {
-                    if let Some(r) = m.get(*f, *id) {
-                        return r;
-                    }
+                if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref())
+                    && let Some(r) = m.get(*f, *id)
+                {
+                    return r;
                 }
                 let r = det
                     .entry(*sel as usize, *map as usize, *entry as usize)
