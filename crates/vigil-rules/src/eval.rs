@@ -34,6 +34,11 @@ impl<'e> Slot<'e> {
         &self.text
     }
 
+    /// The text, cheaply (a borrow of the event's own string when it is one).
+    pub(crate) fn text_cow(&self) -> Cow<'e, str> {
+        self.text.clone()
+    }
+
     /// The value lower-cased (computed on first use).
     pub(crate) fn lower(&mut self) -> &str {
         if self.lower.is_none() {

@@ -60,6 +60,30 @@ impl ValueMatcher {
             if o.is_missing() {
                 return false;
             }
+            // ASCII both sides (the usual case): compare in place, no copies.
+            let o_text = o.text_cow();
+            let v = ctx.slot(id, field);
+            if v.is_missing() {
+                return false;
+            }
+            let v_text = v.text_cow();
+            if o_text.is_ascii() && v_text.is_ascii() && *anchor != Anchor::Contains {
+                let (v, o) = (v_text.as_bytes(), o_text.as_bytes());
+                let eq = |a: &[u8], b: &[u8]| {
+                    if *cased {
+                        a == b
+                    } else {
+                        a.eq_ignore_ascii_case(b)
+                    }
+                };
+                return match anchor {
+                    Anchor::Exact => eq(v, o),
+                    Anchor::Prefix => v.len() >= o.len() && eq(&v[..o.len()], o),
+                    Anchor::Suffix => v.len() >= o.len() && eq(&v[v.len() - o.len()..], o),
+                    Anchor::Contains => false,
+                };
+            }
+            let o = ctx.slot(*other_id, other);
             let o = if *cased {
                 o.text().to_owned()
             } else {

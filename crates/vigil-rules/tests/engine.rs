@@ -354,6 +354,58 @@ fn spec_modifiers_numbers_networks_time_and_references() {
         serde_json::json!({"Image": "/bin/x", "ParentImage": "/bin/y"})
     ));
     assert!(!hits(&set, serde_json::json!({"ParentImage": "/bin/y"})));
+    // Anchors, `cased`, and text beyond ASCII (compared after full lower-casing).
+    for (rule, image, parent, want) in [
+        (
+            "ParentImage|fieldref|startswith: Image",
+            "/BIN",
+            "/bin/x",
+            true,
+        ),
+        (
+            "ParentImage|fieldref|startswith: Image",
+            "/bin/x/y",
+            "/bin/x",
+            false,
+        ),
+        ("ParentImage|fieldref|endswith: Image", "X", "/bin/x", true),
+        (
+            "ParentImage|fieldref|contains: Image",
+            "IN/",
+            "/bin/x",
+            true,
+        ),
+        (
+            "ParentImage|fieldref|cased: Image",
+            "/bin/X",
+            "/bin/x",
+            false,
+        ),
+        (
+            "ParentImage|fieldref|cased: Image",
+            "/bin/x",
+            "/bin/x",
+            true,
+        ),
+        ("ParentImage|fieldref: Image", "/ÜBER", "/über", true),
+        (
+            "ParentImage|fieldref|endswith: Image",
+            "ÜBER",
+            "/über",
+            true,
+        ),
+        ("ParentImage|fieldref|endswith: Image", "", "/x", true),
+    ] {
+        let set = one_rule(&format!("  s:\n    {rule}\n  condition: s\n"));
+        assert_eq!(
+            hits(
+                &set,
+                serde_json::json!({"Image": image, "ParentImage": parent})
+            ),
+            want,
+            "{rule} {image} {parent}"
+        );
+    }
 
     let set =
         one_rule("  s:\n    CommandLine|exists: true\n    User|exists: false\n  condition: s\n");
