@@ -35,9 +35,8 @@ pub(crate) enum Node {
     /// A field entry evaluated on the event: the entry's place in its
     /// detection, and what its values need (as clauses) for the prefilter.
     Residual {
-        sel: u32,
-        map: u32,
-        entry: u32,
+        /// Selection, map within it, entry within the map.
+        at: [u32; 3],
         hints: AtomClauses,
         /// For an entry that reads only its own field: (field, id) under
         /// which its result is remembered with the field's cached value.
@@ -84,6 +83,10 @@ impl Facts<'_> {
     }
 }
 
+fn entry_at(det: &Detection, [sel, map, entry]: [u32; 3]) -> Option<&FieldMatcher> {
+    det.entry(sel as usize, map as usize, entry as usize)
+}
+
 /// Interns (field, lower-cased literal, anchor) as an atom id.
 pub(crate) type Intern<'a> = dyn FnMut(&str, &str, Anchor) -> u32 + 'a;
 
@@ -111,21 +114,13 @@ impl Node {
                 };
                 r != *negate
             }
-            Node::Residual {
-                sel,
-                map,
-                entry,
-                memo,
-                ..
-            } => {
+            Node::Residual { at, memo, .. } => {
                 if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref())
                     && let Some(r) = m.get(*f, *id)
                 {
                     return r;
                 }
-                let r = det
-                    .entry(*sel as usize, *map as usize, *entry as usize)
-                    .is_some_and(|m| m.matches(ctx));
+                let r = entry_at(det, *at).is_some_and(|m| m.matches(ctx));
                 if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref_mut()) {
                     m.put(*f, *id, r);
                 }
@@ -159,15 +154,8 @@ impl Node {
         next: &mut u32,
     ) {
         match self {
-            Node::Residual {
-                sel,
-                map,
-                entry,
-                memo,
-                ..
-            } => {
-                *memo = det
-                    .entry(*sel as usize, *map as usize, *entry as usize)
+            Node::Residual { at, memo, .. } => {
+                *memo = entry_at(det, *at)
                     .filter(|m| m.reads_only_its_field())
                     .and_then(field)
                     .map(|f| {
@@ -330,9 +318,7 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
         })
         .collect();
     Node::Residual {
-        sel: sel as u32,
-        map: map as u32,
-        entry: entry as u32,
+        at: [sel as u32, map as u32, entry as u32],
         hints,
         memo: None,
     }
