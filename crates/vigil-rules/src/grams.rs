@@ -83,10 +83,10 @@ fn gram(b: &[u8], width: usize) -> u64 {
 impl Tier {
     /// `needles`: (id, bytes), every one at least `width` long.
     fn new(width: usize, needles: &[(u32, &[u8])], freq: &FxHashMap<u64, u32>) -> Tier {
-        // About 8 bitmap bits per needle (so few positions get past the
+        // About 32 bitmap bits per needle (so few positions get past the
         // bitmap), a table slot per needle.
         let n = needles.len().max(1);
-        let bits = (n * 8).next_power_of_two().clamp(512, 1 << 18);
+        let bits = (n * 32).next_power_of_two().clamp(512, 1 << 18);
         let slots = n.next_power_of_two().clamp(16, 1 << 16);
         let bitmap_shift = 64 - bits.trailing_zeros();
         let table_shift = 64 - slots.trailing_zeros();
@@ -424,13 +424,13 @@ impl GramSet {
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
             for (i, w) in hay.windows(8).enumerate() {
-                let g = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+                let g = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
                 t.probe(g, i, hay, &self.needles, f);
             }
         }
         if let Some(t) = &self.mid {
             for (i, w) in hay.windows(4).enumerate() {
-                let g = u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+                let g = u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
                 t.probe(g, i, hay, &self.needles, f);
             }
         }

@@ -428,7 +428,10 @@ impl Index {
             slot.residuals.clear();
             slot.atoms = found.len() as u32;
             slot.data.clear();
-            slot.data.extend(found.iter().flat_map(|a| a.to_le_bytes()));
+            slot.data.reserve(found.len() * 4 + text.len());
+            for a in found.iter() {
+                slot.data.extend_from_slice(&a.to_le_bytes());
+            }
             slot.data.extend_from_slice(text.as_bytes());
         };
         let visited = event.visit_fields(&mut |name, value| {
