@@ -74,8 +74,10 @@ impl Facts<'_> {
     }
 
     fn any(&self, ids: &[u32]) -> bool {
-        // Long lists (hash lists run to thousands) are probed from the few hits instead.
-        if ids.len() > 16 && self.hits.len() < ids.len() {
+        // Long lists (hash lists run to thousands) are probed from the few
+        // hits instead, when that is fewer steps.
+        let search = self.hits.len() * (ids.len().max(1).ilog2() as usize + 1);
+        if search < ids.len() {
             self.hits.iter().any(|h| ids.binary_search(h).is_ok())
         } else {
             ids.iter().any(|&a| self.has(a))
