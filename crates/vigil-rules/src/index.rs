@@ -9,6 +9,11 @@
 //! - evaluation: a candidate's [`Node`] tree is decided from the atom bits,
 //!   reading the event again only for entries literals cannot decide.
 //!
+//! Each thread keeps, per index and field, the atoms of recently seen values
+//! (and the results of residual entries on them): a value seen before is a
+//! hash and a byte-for-byte compare, not a search. Keyword atoms are searched
+//! in every string and number value of the event.
+//!
 //! Cost grows with what the event contains and what it matches, not with the
 //! number of rules.
 
