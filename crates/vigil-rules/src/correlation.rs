@@ -86,6 +86,21 @@ pub struct Correlation {
     aliases: HashMap<String, HashMap<String, String>>,
 }
 
+impl Correlation {
+    /// Whether `other` correlates the same way (everything but the
+    /// descriptive fields), so state gathered under one is valid for the other.
+    fn same_definition(&self, other: &Correlation) -> bool {
+        self.kind == other.kind
+            && self.rules == other.rules
+            && self.group_by == other.group_by
+            && self.timespan_ns == other.timespan_ns
+            && self.fields == other.fields
+            && self.generate == other.generate
+            && self.condition == other.condition
+            && self.aliases == other.aliases
+    }
+}
+
 /// Largest time span accepted (one year).
 const MAX_TIMESPAN_NS: i64 = 366 * 86_400 * 1_000_000_000;
 
@@ -361,6 +376,27 @@ impl Engine {
             silent,
             silent_corr,
         }
+    }
+
+    /// The engine for a new rule set (a hot reload), keeping the state of
+    /// every correlation whose own definition did not change (same id, type,
+    /// referenced rules, group-by, timespan, fields, condition, aliases and
+    /// `generate`): an edit elsewhere in the rules does not restart its
+    /// window. State of correlations that changed or went away is dropped.
+    pub fn reload(&mut self, set: Arc<RuleSet>) {
+        let mut next = Engine::new(set, self.config);
+        next.evictions = self.evictions;
+        let old = self.set.correlations();
+        for (ci, c) in next.set.correlations().iter().enumerate() {
+            if let Some(oi) = old
+                .iter()
+                .position(|o| o.id == c.id && o.same_definition(c))
+                && let (Some(from), Some(to)) = (self.states.get_mut(oi), next.states.get_mut(ci))
+            {
+                *to = std::mem::take(from);
+            }
+        }
+        *self = next;
     }
 
     pub fn rule_set(&self) -> &Arc<RuleSet> {

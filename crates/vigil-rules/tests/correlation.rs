@@ -64,6 +64,32 @@ fn with(corr: &str) -> Arc<RuleSet> {
 }
 
 #[test]
+fn state_survives_a_reload_that_leaves_the_correlation_unchanged() {
+    const BRUTE: &str = "title: brute\nid: brute\ncorrelation:\n  type: event_count\n  rules: [failed_login]\n  group-by: [User]\n  timespan: 1m\n  condition: {gte: 3}\n";
+    let f = serde_json::json!({"Outcome": "failure", "User": "a"});
+    let two = |e: &mut Engine| run(e, &[(0, f.clone()), (10, f.clone())]);
+    // An unrelated rule is added (and the correlation's title edited): the
+    // two failures already counted still count.
+    let mut e = Engine::new(with(BRUTE), EngineConfig::default());
+    assert!(two(&mut e).iter().all(Vec::is_empty));
+    let edited = format!(
+        "{}---\ntitle: other\nid: other\nlogsource: {{product: linux}}\ndetection:\n  s: {{Outcome: odd}}\n  condition: s\n",
+        BRUTE.replace("title: brute", "title: brute force")
+    );
+    e.reload(with(&edited));
+    assert_eq!(run(&mut e, &[(20, f.clone())])[0], vec!["brute"]);
+    // The correlation itself changes (a longer window): it starts over.
+    let mut e = Engine::new(with(BRUTE), EngineConfig::default());
+    two(&mut e);
+    e.reload(with(&BRUTE.replace("timespan: 1m", "timespan: 2m")));
+    assert!(run(&mut e, &[(20, f.clone())])[0].is_empty());
+    assert_eq!(
+        run(&mut e, &[(21, f.clone()), (22, f.clone())])[1],
+        vec!["brute"]
+    );
+}
+
+#[test]
 fn event_count_fires_at_threshold_per_group_inside_the_window() {
     let s = with(
         "title: brute\nid: brute\ncorrelation:\n  type: event_count\n  rules: [failed_login]\n  group-by: [User]\n  timespan: 1m\n  condition: {gte: 3}\nlevel: high\n",

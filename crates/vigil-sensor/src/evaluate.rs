@@ -87,9 +87,6 @@ impl Event for ProcessCreation<'_> {
 pub struct Evaluator {
     engine: Engine,
     source: LogSource,
-    config: EngineConfig,
-    /// Evictions of earlier rule sets (state starts over on reload).
-    evicted_before: u64,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -107,16 +104,14 @@ impl Evaluator {
         Evaluator {
             engine: Engine::new(rules, config),
             source,
-            config,
-            evicted_before: 0,
         }
     }
 
-    /// Swaps in a new rule set between two events; correlation state starts over.
+    /// Swaps in a new rule set between two events. Correlations whose
+    /// definition did not change keep their state (see [`Engine::reload`]).
     pub fn replace(&mut self, rules: Arc<RuleSet>) {
-        let evicted = self.evictions();
-        *self = Evaluator::new(rules, self.config);
-        self.evicted_before = evicted;
+        rules.prepare(&self.source);
+        self.engine.reload(rules);
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -125,7 +120,7 @@ impl Evaluator {
 
     /// Correlation state dropped to stay within bounds.
     pub fn evictions(&self) -> u64 {
-        self.evicted_before + self.engine.evictions()
+        self.engine.evictions()
     }
 
     /// Detections for one record payload (empty for kinds no collector feeds rules yet).

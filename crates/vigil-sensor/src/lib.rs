@@ -341,7 +341,8 @@ impl Sensor {
         self.detections.subscribe()
     }
 
-    /// Swaps in a new rule set (between two events; correlation state starts over).
+    /// Swaps in a new rule set between two events; correlations whose
+    /// definition did not change keep their state.
     pub fn replace_rules(&self, rules: RuleSet) {
         let _ = self.reload.send(Arc::new(rules));
     }
