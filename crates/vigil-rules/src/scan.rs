@@ -271,6 +271,29 @@ mod tests {
         }
     }
 
+    /// The fallback when a trie cannot be built walks the same literals by grams.
+    #[test]
+    fn gram_walks_find_the_same_prefixes_and_suffixes_as_tries() {
+        let lits: Vec<Vec<u8>> = ["c:", "c:\\windows\\", "exe.", "exe.dmc\\", "x"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        let trie = walk(&lits);
+        assert!(matches!(trie, Walk::Trie(_)));
+        let grams = Walk::Grams(Box::new(GramSet::new(lits)));
+        for hay in ["c:\\windows\\system32\\cmd.exe", "xc:", "", "c:", "cmd.exe"] {
+            for backwards in [false, true] {
+                let found = |w: &Walk| {
+                    let mut v = Vec::new();
+                    w.prefixes(hay.as_bytes(), backwards, |p| v.push(p));
+                    v.sort_unstable();
+                    v
+                };
+                assert_eq!(found(&trie), found(&grams), "{hay} backwards={backwards}");
+            }
+        }
+    }
+
     #[test]
     fn non_ascii_values_are_lower_cased_first() {
         let s = FieldScan::build(vec![("ünïcode".to_owned(), Anchor::Contains, 7)]);
