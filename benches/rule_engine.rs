@@ -222,7 +222,7 @@ fn run(
     let secs = t.elapsed().as_secs_f64() / passes as f64;
     let cache = RuleSet::cache_stats();
     println!(
-        "{product}/process_creation: {} rules ({report}), load {:.2} s, compiled set +{} MiB RSS; {} events, {:.2}% matched, field values found in cache {:.0}%; {:.0} events/s",
+        "{product}/process_creation: {} rules ({report}), load {:.2} s, compiled set +{} MiB RSS; {} events, {:.2}% matched, field values found in cache {:.1}%; {:.0} events/s",
         set.len(),
         load.as_secs_f64(),
         rss1.saturating_sub(rss0) / 1024,

@@ -29,8 +29,9 @@ use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Values per field remembered with the atoms they satisfy.
-const CACHE_SLOTS: usize = 512;
+/// Values remembered (all fields of an index together) with the atoms they
+/// satisfy: fields with few values take few slots, command lines the rest.
+const CACHE_SLOTS: usize = 8192;
 /// Longer values are scanned every time (and not kept).
 const CACHE_MAX_VALUE: usize = 512;
 /// Indexes (log sources, rule sets) a thread keeps caches for.
@@ -66,6 +67,8 @@ pub(crate) struct Index {
 #[derive(Default)]
 struct CacheSlot {
     hash: u64,
+    /// The field (row) the value belongs to.
+    row: u32,
     /// Whether the atoms include keyword literals.
     keywords: bool,
     /// How many atoms `data` starts with.
@@ -90,9 +93,18 @@ impl CacheSlot {
 /// a new value takes its slot's place.
 struct ValueCache {
     index: u64,
-    /// `CACHE_SLOTS` per field, fields one after another.
+    /// `CACHE_SLOTS` slots, shared by all fields (a slot records its field).
     slots: Vec<CacheSlot>,
+    /// Per row, `DOOR_BITS` bits: values seen once. A value takes a slot only
+    /// when seen a second time, so values that never come back (a command
+    /// line with a fresh GUID) do not push out the ones that do.
+    door: Vec<u64>,
+    /// Per row: bits set since the row's door was last cleared.
+    door_set: Vec<u32>,
 }
+
+/// Bits per row of a cache's door (cleared once half are set).
+const DOOR_BITS: usize = 4096;
 
 /// Residual results kept with the cached values of this event's fields.
 struct SlotMemo<'a> {
@@ -304,9 +316,9 @@ impl Index {
                 s.caches.push(ValueCache {
                     index: self.id,
                     // One row per field, and one for values of fields only keywords read.
-                    slots: (0..(self.fields.len() + 1) * CACHE_SLOTS)
-                        .map(|_| CacheSlot::default())
-                        .collect(),
+                    slots: (0..CACHE_SLOTS).map(|_| CacheSlot::default()).collect(),
+                    door: vec![0; (self.fields.len() + 1) * DOOR_BITS / 64],
+                    door_set: vec![0; self.fields.len() + 1],
                 });
                 s.caches.len() - 1
             }
@@ -330,7 +342,7 @@ impl Index {
             no_cache,
             ..
         } = s;
-        let cache = &mut caches[ci].slots;
+        let cache = &mut caches[ci];
         let mut mark = |a: u32| -> bool {
             let (w, b) = (a as usize / 64, 1u64 << (a % 64));
             let Some(word) = bits.get_mut(w) else {
@@ -400,21 +412,30 @@ impl Index {
             h.write(text.as_bytes());
             let hash = h.finish();
             let row = fi.unwrap_or(self.fields.len());
-            let at = row * CACHE_SLOTS + (hash as usize % CACHE_SLOTS);
-            let Some(slot) = cache.get_mut(at) else {
+            let at = (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize
+                % CACHE_SLOTS;
+            let Some(slot) = cache.slots.get_mut(at) else {
                 return;
             };
-            if let Some(x) = fi.and_then(|i| field_slot.get_mut(i)) {
-                // A field seen twice in one event (an `Event` may allow it)
-                // has no single value to remember results for.
-                *x = if *x == 0 { at as u32 + 1 } else { u32::MAX };
-            }
+            // Which slot holds this field's value this event, for residual
+            // results; none when the value is not kept, or when the field
+            // comes twice in one event (an `Event` may allow it).
+            let mut holds = |kept: bool| {
+                if let Some(x) = fi.and_then(|i| field_slot.get_mut(i)) {
+                    *x = if *x == 0 && kept {
+                        at as u32 + 1
+                    } else {
+                        u32::MAX
+                    };
+                }
+            };
             stats.lookups += 1;
             let with = words.is_some();
-            if slot.hash == hash && slot.keywords == with {
+            if slot.hash == hash && slot.row == row as u32 && slot.keywords == with {
                 let (atoms, value) = slot.split();
                 if value == text.as_bytes() {
                     stats.hits += 1;
+                    holds(true);
                     for a in atoms.chunks_exact(4) {
                         mark(u32::from_le_bytes([a[0], a[1], a[2], a[3]]));
                     }
@@ -426,9 +447,31 @@ impl Index {
                 mark(a);
                 found.push(a);
             });
+            let bit = row * DOOR_BITS + (hash >> 52) as usize % DOOR_BITS;
+            let (Some(word), Some(set)) =
+                (cache.door.get_mut(bit / 64), cache.door_set.get_mut(row))
+            else {
+                return;
+            };
+            if *word & (1 << (bit % 64)) == 0 {
+                // First sighting (as far as the door remembers): not kept.
+                *word |= 1 << (bit % 64);
+                *set += 1;
+                if *set as usize >= DOOR_BITS / 2 {
+                    *set = 0;
+                    let first = row * DOOR_BITS / 64;
+                    if let Some(words) = cache.door.get_mut(first..first + DOOR_BITS / 64) {
+                        words.fill(0);
+                    }
+                }
+                holds(false);
+                return;
+            }
+            holds(true);
             found.sort_unstable();
             found.dedup();
             slot.hash = hash;
+            slot.row = row as u32;
             slot.keywords = with;
             slot.residuals.clear();
             slot.atoms = found.len() as u32;
