@@ -412,15 +412,22 @@ impl GramSet {
 
     /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`.
     pub(crate) fn find(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
-        self.find_long(hay, &mut f);
-        if self.has_short {
-            for i in 0..hay.len() {
-                self.short.probe(i, hay, None, &mut f);
-            }
-        }
+        self.search(hay, None, &mut f);
     }
 
-    fn find_long(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
+    /// Calls `f(needle)` for the needles that occur in `hay`: each once for
+    /// the short ones, at least once for the others.
+    pub(crate) fn find_any(&self, hay: &[u8], mut f: impl FnMut(u32)) {
+        self.search(hay, Some(&mut Seen::new()), &mut |n, _, _| f(n));
+    }
+
+    /// Every tier over `hay`; with `seen`, short needles reported once each.
+    fn search(
+        &self,
+        hay: &[u8],
+        mut seen: Option<&mut Seen>,
+        f: &mut impl FnMut(u32, usize, usize),
+    ) {
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
             for (i, w) in hay.windows(8).enumerate() {
@@ -434,17 +441,9 @@ impl GramSet {
                 t.probe(g, i, hay, &self.needles, f);
             }
         }
-    }
-
-    /// Calls `f(needle)` for the needles that occur in `hay`: each once for
-    /// the short ones, at least once for the others.
-    pub(crate) fn find_any(&self, hay: &[u8], mut f: impl FnMut(u32)) {
-        let mut report = |n: u32, _: usize, _: usize| f(n);
-        self.find_long(hay, &mut report);
         if self.has_short {
-            let mut seen = Seen::new();
             for i in 0..hay.len() {
-                self.short.probe(i, hay, Some(&mut seen), &mut report);
+                self.short.probe(i, hay, seen.as_deref_mut(), f);
             }
         }
     }

@@ -103,6 +103,9 @@ struct ValueCache {
     door_set: Vec<u32>,
 }
 
+// (rule, clause) marks pack the clause into 3 bits, and a rule's clause mask is a u8.
+const _: () = assert!(crate::program::MAX_CLAUSES <= 8);
+
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
 
