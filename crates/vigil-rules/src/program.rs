@@ -225,23 +225,55 @@ fn score(c: &[u32], weight: &impl Fn(u32) -> usize) -> (usize, std::cmp::Reverse
     )
 }
 
-/// Either of several alternatives must hold: one clause, the union of each
-/// alternative's best clause, or nothing if any alternative has none.
-fn any_of(alts: impl Iterator<Item = AtomClauses>, weight: &impl Fn(u32) -> usize) -> AtomClauses {
-    let mut clause = Vec::new();
-    for a in alts {
-        match a.iter().max_by_key(|c| score(c, weight)) {
-            Some(c) => clause.extend_from_slice(c),
-            None => return Vec::new(),
+/// Cross products of clauses tried when distributing an `or` (see [`any_of`]).
+const MAX_PRODUCT: usize = 64;
+
+/// Either of several alternatives must hold. In CNF, `(A1 and A2) or B` is
+/// `(A1 or B) and (A2 or B)`: every way of picking one clause per
+/// alternative gives a clause (their union). All such clauses are kept
+/// when there are few (the most selective when many, from each
+/// alternative's best clauses); nothing if any alternative has no clause.
+fn any_of(
+    alternatives: impl Iterator<Item = AtomClauses>,
+    weight: &impl Fn(u32) -> usize,
+) -> AtomClauses {
+    let mut alts: Vec<AtomClauses> = Vec::new();
+    for mut a in alternatives {
+        if a.is_empty() {
+            return Vec::new();
         }
+        a.sort_by_key(|c| std::cmp::Reverse(score(c, weight)));
+        alts.push(a);
     }
-    clause.sort_unstable();
-    clause.dedup();
-    if clause.is_empty() {
-        Vec::new()
-    } else {
-        vec![clause]
+    if alts.is_empty() {
+        return Vec::new();
     }
+    // Fewer clauses from the alternatives with most, until the product is small.
+    let mut keep: Vec<usize> = alts.iter().map(Vec::len).collect();
+    while keep.iter().product::<usize>() > MAX_PRODUCT {
+        let Some(most) = (0..keep.len()).max_by_key(|&i| keep[i]) else {
+            break;
+        };
+        keep[most] -= 1;
+    }
+    let mut out: AtomClauses = vec![Vec::new()];
+    for (a, &k) in alts.iter().zip(&keep) {
+        out = out
+            .iter()
+            .flat_map(|prefix| {
+                a.iter().take(k).map(move |c| {
+                    let mut u = prefix.clone();
+                    u.extend_from_slice(c);
+                    u
+                })
+            })
+            .collect();
+    }
+    for c in &mut out {
+        c.sort_unstable();
+        c.dedup();
+    }
+    all_of(std::iter::once(out), weight)
 }
 
 fn all_of(parts: impl Iterator<Item = AtomClauses>, weight: &impl Fn(u32) -> usize) -> AtomClauses {
@@ -323,5 +355,53 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
         at: [sel as u32, map as u32, entry as u32],
         hints,
         memo: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn atoms(ids: &[u32]) -> Node {
+        Node::Atoms {
+            ids: ids.into(),
+            all: false,
+            negate: false,
+        }
+    }
+
+    fn sorted(mut c: AtomClauses) -> AtomClauses {
+        c.sort();
+        c
+    }
+
+    #[test]
+    fn an_or_of_ands_distributes_into_every_clause() {
+        // (1 and 2) or 3  ==  (1 or 3) and (2 or 3)
+        let n = Node::Or(vec![Node::And(vec![atoms(&[1]), atoms(&[2])]), atoms(&[3])]);
+        assert_eq!(sorted(n.clauses(&|_| 1)), vec![vec![1, 3], vec![2, 3]]);
+    }
+
+    #[test]
+    fn an_alternative_without_clauses_leaves_the_or_without_any() {
+        let n = Node::Or(vec![atoms(&[1]), Node::Not(Box::new(atoms(&[2])))]);
+        assert!(n.clauses(&|_| 1).is_empty());
+    }
+
+    #[test]
+    fn large_products_keep_a_bounded_number_of_valid_clauses() {
+        // Ten alternatives of three single-atom clauses each: 3^10 products.
+        let alts = (0..10u32)
+            .map(|i| Node::And((0..3).map(|j| atoms(&[i * 3 + j])).collect()))
+            .collect();
+        let clauses = Node::Or(alts).clauses(&|a| a as usize);
+        assert!(!clauses.is_empty() && clauses.len() <= MAX_CLAUSES);
+        for c in &clauses {
+            // Each clause names one atom of every alternative: any event
+            // matching some alternative satisfies it.
+            for i in 0..10u32 {
+                assert!(c.iter().any(|a| a / 3 == i), "{c:?}");
+            }
+        }
     }
 }
