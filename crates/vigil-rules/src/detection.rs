@@ -59,6 +59,25 @@ impl Detection {
         maps.get(map)?.get(entry)
     }
 
+    /// The one field every entry reads, when there is one: the detection is
+    /// then a function of that field's value alone (absent included).
+    pub(crate) fn single_field(&self) -> Option<&str> {
+        let mut one: Option<&str> = None;
+        for Selection::AnyOf(maps) in &self.selections {
+            for f in maps.iter().flatten() {
+                if !f.reads_only_its_field() {
+                    return None;
+                }
+                let name = f.field.as_deref()?;
+                match one {
+                    Some(o) if o != name => return None,
+                    _ => one = Some(name),
+                }
+            }
+        }
+        one
+    }
+
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
         self.eval(&self.condition, ctx)
     }

@@ -43,27 +43,37 @@ static NEXT_INDEX_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Index {
     /// Distinguishes this index's value caches from other indexes' on a thread.
     id: u64,
-    /// Rules with no derivable clause: always evaluated.
+    /// Rules over several fields with no derivable clause: always evaluated.
     always: Vec<u32>,
+    /// Per rule: 1 + the row of the one field it reads (0: it reads more).
+    /// Such a rule is a function of that field's value: its verdict is kept
+    /// with the cached value (see [`CacheSlot::verdicts`]).
+    single: Vec<u32>,
+    /// Per row: its single-field rules, and those of them with no clause
+    /// (evaluated when the row's value does not come from the cache).
+    row_rules: Vec<Vec<u32>>,
+    row_always: Vec<Vec<u32>>,
+    /// Per row: the single-field rules that match when the field is absent.
+    row_absent: Vec<Vec<u32>>,
+    /// Rows with rules in `row_always` or `row_absent`.
+    rows_checked: Vec<u32>,
     /// Field name → its scan.
     fields: Vec<(String, FieldScan)>,
     /// Keyword literals, searched in every string and number value.
     keywords: Option<FieldScan>,
     by_name: FxHashMap<String, u32>,
-    /// Atom → the (rule, clause) pairs it satisfies.
     /// Atom `a` satisfies the (rule, clause) pairs `atom_rules[atom_start[a]..atom_start[a + 1]]`,
-    /// packed as `rule << 3 | clause`; one array, so a hit reads one run.
+    /// packed as `rule << 11 | all clauses' mask << 3 | clause` (see
+    /// [`Marks::rule`]); one array, so a hit reads one run.
     atom_start: Vec<u32>,
     atom_rules: Vec<u32>,
-    /// Per rule: the bit mask with one bit per clause (0 when not indexed).
-    full: Vec<u8>,
     /// Per rule: its compiled detection, when it applies to the source.
     programs: Vec<Option<Node>>,
     /// How many rules apply to the source at all.
     pub(crate) applicable: usize,
 }
 
-/// One remembered value of a field and the atoms it satisfies.
+/// One remembered value of a field and what it decides.
 #[derive(Default)]
 struct CacheSlot {
     hash: u64,
@@ -71,20 +81,32 @@ struct CacheSlot {
     row: u32,
     /// Whether the atoms include keyword literals.
     keywords: bool,
-    /// How many atoms `data` starts with.
+    /// Whether `verdicts` is known (set after the event that filled the slot).
+    ready: bool,
+    /// How many atoms, then (rule, clause) marks, `data` starts with.
     atoms: u32,
-    /// The atoms (4 bytes each, little-endian), then the value: one block,
-    /// so a hit reads one run of memory.
+    marks: u32,
+    /// The atoms and the marks of rules over several fields (4 bytes each,
+    /// little-endian), then the value: one block, so a hit reads one run.
     data: Vec<u8>,
+    /// The single-field rules of this row the value matches.
+    verdicts: Vec<u32>,
     /// Results of residual entries on this value: (memo id, result).
     residuals: Vec<(u32, bool)>,
 }
 
 impl CacheSlot {
-    fn split(&self) -> (&[u8], &[u8]) {
-        self.data
-            .split_at((self.atoms as usize * 4).min(self.data.len()))
+    /// (atoms, marks, value).
+    fn split(&self) -> (&[u8], &[u8], &[u8]) {
+        let a = (self.atoms as usize * 4).min(self.data.len());
+        let m = (a + self.marks as usize * 4).min(self.data.len());
+        (&self.data[..a], &self.data[a..m], &self.data[m..])
     }
+}
+
+fn u32s(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.chunks_exact(4)
+        .map(|a| u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
 }
 
 /// Recent values of each field of one index, direct-mapped by hash: event
@@ -105,6 +127,11 @@ struct ValueCache {
 
 // (rule, clause) marks pack the clause into 3 bits, and a rule's clause mask is a u8.
 const _: () = assert!(crate::program::MAX_CLAUSES <= 8);
+/// Rules from this index on are evaluated on every event (the packed marks
+/// have 21 bits for the rule).
+const MARKED_RULES: usize = 1 << 21;
+/// Marks of rule `r` of an event carry the event's epoch above the clause mask.
+const EPOCHS: u32 = 1 << 24;
 
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
@@ -156,11 +183,23 @@ struct Scratch {
     stats: CacheStats,
     bits: Vec<u64>,
     hits: Vec<u32>,
-    mask: Vec<u8>,
-    stamp: Vec<u32>,
+    /// Per rule: `epoch << 8 | clauses satisfied` (older epochs: none).
+    state: Vec<u32>,
     epoch: u32,
-    touched: Vec<u32>,
+    /// `rule << 1 | decided`: decided rules are known to match (a cached
+    /// verdict); the others are evaluated.
     candidates: Vec<u32>,
+    /// Per row: the epoch it was last seen in, and how (see [`Seen`]).
+    row_seen: Vec<u32>,
+    row_how: Vec<Seen>,
+    /// Rows that came twice in this event.
+    dups: Vec<u32>,
+    /// Slots filled this event, awaiting their verdicts: (row, slot, hash).
+    pending: Vec<(u32, u32, u64)>,
+    /// Single-field rules that matched this event (for `pending`).
+    single_true: Vec<u32>,
+    /// The marks of the value being kept, for its cache slot.
+    slot_marks: Vec<u32>,
     buffers: Buffers,
     /// The atoms of the value being scanned, for its cache slot.
     found: Vec<u32>,
@@ -169,6 +208,16 @@ struct Scratch {
     /// Which index's caches the current event uses.
     current: usize,
     number: String,
+}
+
+/// How a row's value came this event.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Seen {
+    /// From a cache slot with its verdicts.
+    #[default]
+    Cached,
+    /// Searched (or null, or not a string): its rules are evaluated.
+    Searched,
 }
 
 thread_local! {
@@ -207,6 +256,63 @@ impl Atoms {
     }
 }
 
+/// Setting atom bits and (rule, clause) marks for one event.
+struct Marks<'a> {
+    index: &'a Index,
+    bits: &'a mut [u64],
+    hits: &'a mut Vec<u32>,
+    state: &'a mut [u32],
+    epoch: u32,
+    candidates: &'a mut Vec<u32>,
+}
+
+impl Marks<'_> {
+    /// Sets atom `a`; false when it was set already.
+    #[inline(always)]
+    fn atom(&mut self, a: u32) -> bool {
+        let (w, b) = (a as usize / 64, 1u64 << (a % 64));
+        let Some(word) = self.bits.get_mut(w) else {
+            return false;
+        };
+        if *word & b != 0 {
+            return false;
+        }
+        *word |= b;
+        self.hits.push(a);
+        true
+    }
+
+    /// Marks a (rule, clause) pair (packed as in [`Index::atom_rules`]); the
+    /// rule becomes a candidate when its last clause is marked.
+    #[inline(always)]
+    fn rule(&mut self, rc: u32) {
+        let r = (rc >> 11) as usize;
+        let Some(st) = self.state.get_mut(r) else {
+            return;
+        };
+        let old = if *st >> 8 == self.epoch {
+            *st
+        } else {
+            self.epoch << 8
+        };
+        let new = old | 1 << (rc & 7);
+        *st = new;
+        if new != old && new & 0xff == (rc >> 3) & 0xff {
+            self.candidates.push((r as u32) << 1);
+        }
+    }
+
+    /// Sets atom `a` and marks every (rule, clause) it satisfies.
+    fn atom_and_rules(&mut self, a: u32) {
+        if self.atom(a) {
+            let index = self.index;
+            for &rc in index.rules_of(a) {
+                self.rule(rc);
+            }
+        }
+    }
+}
+
 impl Index {
     pub(crate) fn build(rules: &[Rule], source: &LogSource) -> Index {
         let mut atoms = Atoms::default();
@@ -220,21 +326,20 @@ impl Index {
                 }));
             }
         }
-        let mut always = Vec::new();
-        let mut full = vec![0u8; rules.len()];
-        let mut atom_rules: Vec<Vec<(u32, u8)>> = vec![Vec::new(); atoms.list.len()];
+        let mut no_clause = Vec::new();
+        let mut atom_rules: Vec<Vec<u32>> = vec![Vec::new(); atoms.list.len()];
         let weight = |a| atoms.weight(a);
         for (i, p) in programs.iter().enumerate() {
             let Some(p) = p else { continue };
             let clauses = p.clauses(&weight);
-            if clauses.is_empty() {
-                always.push(i as u32);
+            if clauses.is_empty() || i >= MARKED_RULES {
+                no_clause.push(i as u32);
                 continue;
             }
-            full[i] = ((1u16 << clauses.len()) - 1) as u8;
+            let full = ((1u32 << clauses.len()) - 1) << 3;
             for (c, clause) in clauses.into_iter().enumerate() {
                 for a in clause {
-                    atom_rules[a as usize].push((i as u32, c as u8));
+                    atom_rules[a as usize].push((i as u32) << 11 | full | c as u32);
                 }
             }
         }
@@ -242,7 +347,7 @@ impl Index {
         let mut flat = Vec::new();
         for pairs in &atom_rules {
             atom_start.push(flat.len() as u32);
-            flat.extend(pairs.iter().map(|&(r, c)| r << 3 | u32::from(c)));
+            flat.extend_from_slice(pairs);
         }
         atom_start.push(flat.len() as u32);
         let atom_rules = flat;
@@ -274,15 +379,54 @@ impl Index {
                 );
             }
         }
+        // Rules of one (indexed) field, and what they decide when it is absent.
+        let rows = fields.len() + 1;
+        let mut single = vec![0u32; rules.len()];
+        let (mut row_rules, mut row_always, mut row_absent) = (
+            vec![Vec::new(); rows],
+            vec![Vec::new(); rows],
+            vec![Vec::new(); rows],
+        );
+        let empty = crate::event::FlatEvent::new();
+        for (i, (p, r)) in programs.iter().zip(rules).enumerate() {
+            let Some(p) = p else { continue };
+            let Some(&row) = r.detection.single_field().and_then(|f| by_name.get(f)) else {
+                continue;
+            };
+            single[i] = row + 1;
+            row_rules[row as usize].push(i as u32);
+            let mut facts = Facts {
+                bits: &[],
+                hits: &[],
+                memo: None,
+            };
+            if p.eval(&mut facts, &r.detection, &mut Ctx::new(&empty)) {
+                row_absent[row as usize].push(i as u32);
+            }
+        }
+        let mut always = Vec::new();
+        for i in no_clause {
+            match single[i as usize] {
+                0 => always.push(i),
+                row => row_always[row as usize - 1].push(i),
+            }
+        }
+        let rows_checked = (0..rows as u32)
+            .filter(|&r| !row_always[r as usize].is_empty() || !row_absent[r as usize].is_empty())
+            .collect();
         Index {
             id: NEXT_INDEX_ID.fetch_add(1, Ordering::Relaxed),
             always,
+            single,
+            row_rules,
+            row_always,
+            row_absent,
+            rows_checked,
             fields,
             keywords,
             by_name,
             atom_start,
             atom_rules,
-            full,
             programs,
             applicable,
         }
@@ -290,17 +434,22 @@ impl Index {
 
     /// Scans the event's fields and collects candidate rules into `s.candidates`.
     fn scan(&self, event: &dyn Event, s: &mut Scratch) {
-        let words = self.atom_start.len().saturating_sub(1).div_ceil(64);
-        if s.bits.len() < words {
-            s.bits.resize(words, 0);
+        let words_needed = self.atom_start.len().saturating_sub(1).div_ceil(64);
+        if s.bits.len() < words_needed {
+            s.bits.resize(words_needed, 0);
         }
-        if s.mask.len() < self.full.len() {
-            s.mask.resize(self.full.len(), 0);
-            s.stamp.resize(self.full.len(), 0);
+        if s.state.len() < self.programs.len() {
+            s.state.resize(self.programs.len(), 0);
         }
-        s.epoch = s.epoch.wrapping_add(1);
-        if s.epoch == 0 {
-            s.stamp.iter_mut().for_each(|x| *x = 0);
+        let rows = self.fields.len() + 1;
+        if s.row_seen.len() < rows {
+            s.row_seen.resize(rows, 0);
+            s.row_how.resize(rows, Seen::Cached);
+        }
+        s.epoch += 1;
+        if s.epoch >= EPOCHS {
+            s.state.iter_mut().for_each(|x| *x = 0);
+            s.row_seen.iter_mut().for_each(|x| *x = 0);
             s.epoch = 1;
         }
         for &h in &s.hits {
@@ -309,7 +458,9 @@ impl Index {
             }
         }
         s.hits.clear();
-        s.touched.clear();
+        s.candidates.clear();
+        s.dups.clear();
+        s.pending.clear();
         let ci = match s.caches.iter().position(|c| c.index == self.id) {
             Some(i) => i,
             None => {
@@ -320,8 +471,8 @@ impl Index {
                     index: self.id,
                     // One row per field, and one for values of fields only keywords read.
                     slots: (0..CACHE_SLOTS).map(|_| CacheSlot::default()).collect(),
-                    door: vec![0; (self.fields.len() + 1) * DOOR_BITS / 64],
-                    door_set: vec![0; self.fields.len() + 1],
+                    door: vec![0; rows * DOOR_BITS / 64],
+                    door_set: vec![0; rows],
                 });
                 s.caches.len() - 1
             }
@@ -333,10 +484,14 @@ impl Index {
             field_slot,
             bits,
             hits,
-            mask,
-            stamp,
+            state,
             epoch,
-            touched,
+            candidates,
+            row_seen,
+            row_how,
+            dups,
+            pending,
+            slot_marks,
             buffers,
             found,
             number,
@@ -345,41 +500,33 @@ impl Index {
             no_cache,
             ..
         } = s;
+        let epoch = *epoch;
         let cache = &mut caches[ci];
-        let mut mark = |a: u32| -> bool {
-            let (w, b) = (a as usize / 64, 1u64 << (a % 64));
-            let Some(word) = bits.get_mut(w) else {
-                return false;
-            };
-            if *word & b != 0 {
-                return false;
-            }
-            *word |= b;
-            hits.push(a);
-            let (lo, hi) = match (
-                self.atom_start.get(a as usize),
-                self.atom_start.get(a as usize + 1),
-            ) {
-                (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
-                _ => (0, 0),
-            };
-            for &rc in self.atom_rules.get(lo..hi).unwrap_or_default() {
-                let (r, c) = (rc >> 3, rc & 7);
-                let ri = r as usize;
-                if stamp[ri] != *epoch {
-                    stamp[ri] = *epoch;
-                    mask[ri] = 0;
-                    touched.push(r);
-                }
-                mask[ri] |= 1 << c;
-            }
-            true
+        let mut marks = Marks {
+            index: self,
+            bits,
+            hits,
+            state,
+            epoch,
+            candidates,
         };
         let keywords = self.keywords.as_ref();
         // One field's value: its own literals (when `fi` names an indexed
         // field) and, with `with_keywords`, the keyword literals (strings and
         // numbers only).
         let mut field = |fi: Option<usize>, value: FieldValue<'_>, with_keywords: bool| {
+            // How the row's value came, for its single-field rules.
+            let mut came = |how: Seen| {
+                if let Some(i) = fi
+                    && let (Some(seen), Some(h)) = (row_seen.get_mut(i), row_how.get_mut(i))
+                {
+                    if *seen == epoch {
+                        dups.push(i as u32);
+                    }
+                    *seen = epoch;
+                    *h = how;
+                }
+            };
             let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
             let (text, cacheable): (&str, bool) = match &value {
                 FieldValue::Str(t) => (t, true),
@@ -390,10 +537,14 @@ impl Index {
                     (number, false)
                 }
                 FieldValue::Bool(b) => (if *b { "true" } else { "false" }, false),
-                FieldValue::Null => return,
+                FieldValue::Null => {
+                    came(Seen::Searched);
+                    return;
+                }
             };
             let words = keywords.filter(|_| with_keywords && !matches!(value, FieldValue::Bool(_)));
             if scan.is_none() && words.is_none() {
+                came(Seen::Searched);
                 return;
             }
             let run = |buffers: &mut Buffers, out: &mut dyn FnMut(u32)| {
@@ -406,9 +557,8 @@ impl Index {
                 }
             };
             if !cacheable || text.len() > CACHE_MAX_VALUE || *no_cache {
-                run(buffers, &mut |a| {
-                    mark(a);
-                });
+                came(Seen::Searched);
+                run(buffers, &mut |a| marks.atom_and_rules(a));
                 return;
             }
             let mut h = rustc_hash::FxBuildHasher.build_hasher();
@@ -434,20 +584,28 @@ impl Index {
             };
             stats.lookups += 1;
             let with = words.is_some();
-            if slot.hash == hash && slot.row == row as u32 && slot.keywords == with {
-                let (atoms, value) = slot.split();
+            if slot.ready && slot.hash == hash && slot.row == row as u32 && slot.keywords == with {
+                let (atoms, rule_marks, value) = slot.split();
                 if value == text.as_bytes() {
                     stats.hits += 1;
                     holds(true);
-                    for a in atoms.chunks_exact(4) {
-                        mark(u32::from_le_bytes([a[0], a[1], a[2], a[3]]));
+                    came(Seen::Cached);
+                    for a in u32s(atoms) {
+                        marks.atom(a);
                     }
+                    for rc in u32s(rule_marks) {
+                        marks.rule(rc);
+                    }
+                    marks
+                        .candidates
+                        .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
                     return;
                 }
             }
+            came(Seen::Searched);
             found.clear();
             run(buffers, &mut |a| {
-                mark(a);
+                marks.atom_and_rules(a);
                 found.push(a);
             });
             let bit = row * DOOR_BITS + (hash >> 52) as usize % DOOR_BITS;
@@ -473,17 +631,37 @@ impl Index {
             holds(true);
             found.sort_unstable();
             found.dedup();
+            // The marks of rules over several fields; single-field rules
+            // are decided once, by this event, and kept as verdicts.
+            slot_marks.clear();
+            for &a in found.iter() {
+                slot_marks.extend(
+                    self.rules_of(a)
+                        .iter()
+                        .filter(|&&rc| self.single.get((rc >> 11) as usize) == Some(&0)),
+                );
+            }
+            slot_marks.sort_unstable();
+            slot_marks.dedup();
             slot.hash = hash;
             slot.row = row as u32;
             slot.keywords = with;
             slot.residuals.clear();
+            slot.verdicts.clear();
             slot.atoms = found.len() as u32;
+            slot.marks = slot_marks.len() as u32;
             slot.data.clear();
-            slot.data.reserve(found.len() * 4 + text.len());
-            for a in found.iter() {
+            slot.data
+                .reserve((found.len() + slot_marks.len()) * 4 + text.len());
+            for a in found.iter().chain(slot_marks.iter()) {
                 slot.data.extend_from_slice(&a.to_le_bytes());
             }
             slot.data.extend_from_slice(text.as_bytes());
+            // A row without single-field rules has no verdicts to wait for.
+            slot.ready = self.row_rules.get(row).is_none_or(Vec::is_empty);
+            if !slot.ready {
+                pending.push((row as u32, at as u32, hash));
+            }
         };
         let visited = event.visit_fields(&mut |name, value| {
             let fi = self.by_name.get(name).map(|&i| i as usize);
@@ -498,22 +676,44 @@ impl Index {
             if let Some(words) = keywords {
                 for v in event.values() {
                     buffers.lower(&v);
-                    words.scan_lower(&buffers.lower, |a| {
-                        mark(a);
-                    });
+                    words.scan_lower(&buffers.lower, |a| marks.atom_and_rules(a));
                 }
             }
         }
-        s.candidates.clear();
-        s.candidates.extend(
-            s.touched
-                .iter()
-                .copied()
-                .filter(|&r| s.mask[r as usize] == self.full[r as usize]),
-        );
-        s.candidates.extend_from_slice(&self.always);
-        s.candidates.sort_unstable();
-        s.candidates.dedup();
+        let candidates = marks.candidates;
+        // Single-field rules of rows whose value was searched, or absent.
+        for &row in &self.rows_checked {
+            let r = row as usize;
+            if row_seen.get(r) != Some(&epoch) {
+                candidates.extend(self.row_absent[r].iter().map(|&i| i << 1 | 1));
+            } else if row_how.get(r) == Some(&Seen::Searched) {
+                candidates.extend(self.row_always[r].iter().map(|&i| i << 1));
+            }
+        }
+        // A row that came twice: which value the rules read is the event's
+        // business, so its single-field rules are all evaluated.
+        for &row in dups.iter() {
+            candidates.extend(self.row_rules[row as usize].iter().map(|&i| i << 1));
+            pending.retain(|p| p.0 != row);
+        }
+        candidates.extend(self.always.iter().map(|&r| r << 1));
+        // Sorted by rule; a rule both decided and not is evaluated.
+        candidates.sort_unstable();
+        candidates.dedup_by_key(|c| *c >> 1);
+    }
+
+    /// The (rule, clause) pairs atom `a` satisfies.
+    fn rules_of(&self, a: u32) -> &[u32] {
+        match (
+            self.atom_start.get(a as usize),
+            self.atom_start.get(a as usize + 1),
+        ) {
+            (Some(&lo), Some(&hi)) => self
+                .atom_rules
+                .get(lo as usize..hi as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
     }
 
     /// Calls `keep(rule, ctx)` for every rule whose detection matches the event
@@ -553,6 +753,8 @@ impl Index {
             field_slot,
             current,
             candidates,
+            pending,
+            single_true,
             ..
         } = s;
         let mut memo = caches.get_mut(*current).map(|c| SlotMemo {
@@ -564,14 +766,43 @@ impl Index {
             hits,
             memo: memo.as_mut().map(|m| m as &mut dyn Memo),
         };
-        for &i in candidates.iter() {
-            let i = i as usize;
+        single_true.clear();
+        for &c in candidates.iter() {
+            let i = (c >> 1) as usize;
             let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
                 continue;
             };
-            if p.eval(&mut facts, &r.detection, ctx) && keep(r, ctx) {
+            let hit = c & 1 == 1 || p.eval(&mut facts, &r.detection, ctx);
+            if !hit {
+                continue;
+            }
+            if !pending.is_empty() && self.single.get(i).is_some_and(|&x| x != 0) {
+                single_true.push(i as u32);
+            }
+            if keep(r, ctx) {
                 out.push(i);
             }
+        }
+        // Slots filled by this event: their single-field rules were all
+        // evaluated on it (the row was searched), so the verdicts are known.
+        let Some(cache) = caches.get_mut(*current) else {
+            return;
+        };
+        for &(row, at, hash) in pending.iter() {
+            let Some(slot) = cache.slots.get_mut(at as usize) else {
+                continue;
+            };
+            if slot.ready || slot.row != row || slot.hash != hash {
+                // Taken by another field of this event since.
+                continue;
+            }
+            slot.verdicts.clear();
+            slot.verdicts.extend(
+                single_true
+                    .iter()
+                    .filter(|&&i| self.single.get(i as usize) == Some(&(row + 1))),
+            );
+            slot.ready = true;
         }
     }
 
@@ -594,7 +825,7 @@ impl Index {
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut s) => {
                 self.scan(event, &mut s);
-                s.candidates.clone()
+                s.candidates.iter().map(|c| c >> 1).collect()
             }
             Err(_) => Vec::new(),
         })

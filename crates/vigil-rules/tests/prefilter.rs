@@ -21,6 +21,25 @@ impl Event for LookupOnly {
     }
 }
 
+/// An event that lists each field twice (the `Event` contract allows it, as
+/// long as each listing gives what `field` returns).
+struct Twice(JsonEvent);
+
+impl Event for Twice {
+    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
+        self.0.field(name)
+    }
+    fn values(&self) -> Vec<Cow<'_, str>> {
+        self.0.values()
+    }
+    fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
+        for _ in 0..2 {
+            self.0.visit_fields(f);
+        }
+        true
+    }
+}
+
 /// What the compiled path decides for `e`, through every event form and
 /// twice (the second time from the value cache), must be what evaluating
 /// each rule one by one decides.
@@ -46,7 +65,14 @@ fn assert_all_forms_agree(
             json.0
         );
     }
-    let lookup = LookupOnly(json);
+    let twice = Twice(json);
+    assert_eq!(
+        set.matching_rules(src, &twice),
+        want,
+        "each field twice: {:?}",
+        twice.0.0
+    );
+    let lookup = LookupOnly(twice.0);
     assert_eq!(
         set.matching_rules(src, &lookup),
         want,
@@ -236,5 +262,48 @@ fn value_cache_replacement_keeps_answers_exact() {
             let got = set.matching_rules(&src, &FlatEvent::from_json(&m));
             assert_eq!(!got.is_empty(), want, "round {round}: {cmd}");
         }
+    }
+}
+
+/// Lists `Image` twice with different values (`field` answers the second):
+/// outside the `Event` contract, and it must not teach the value cache a
+/// wrong answer for the first value.
+struct Inconsistent;
+
+impl Event for Inconsistent {
+    fn field(&self, name: &str) -> Option<FieldValue<'_>> {
+        (name == "Image").then(|| FieldValue::Str(Cow::Borrowed("c:\\evil.exe")))
+    }
+    fn values(&self) -> Vec<Cow<'_, str>> {
+        vec![Cow::Borrowed("c:\\evil.exe")]
+    }
+    fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
+        f("Image", FieldValue::Str(Cow::Borrowed("c:\\benign.exe")));
+        f("Image", FieldValue::Str(Cow::Borrowed("c:\\evil.exe")));
+        true
+    }
+}
+
+#[test]
+fn a_field_listed_twice_does_not_poison_cached_verdicts() {
+    let mut set = RuleSet::new();
+    let mut report = LoadReport::default();
+    set.load_str(
+        Path::new("r.yml"),
+        "title: t\nlogsource: {product: p, category: c}\ndetection:\n  s:\n    Image|endswith: '\\evil.exe'\n  condition: s\n",
+        &mut report,
+    );
+    assert_eq!(report.rejected.len(), 0, "{report}");
+    let src = LogSource::new("p", "c");
+    let benign = || {
+        let mut e = FlatEvent::new();
+        e.push("Image", FieldValue::Str(Cow::Borrowed("c:\\benign.exe")));
+        e
+    };
+    // Seen once (not kept yet): the inconsistent event is the one to keep it.
+    assert!(set.matching_rules(&src, &benign()).is_empty());
+    assert_eq!(set.matching_rules(&src, &Inconsistent), vec![0]);
+    for _ in 0..3 {
+        assert!(set.matching_rules(&src, &benign()).is_empty());
     }
 }
