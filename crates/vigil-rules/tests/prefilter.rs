@@ -272,7 +272,7 @@ struct Inconsistent;
 
 impl Event for Inconsistent {
     fn field(&self, name: &str) -> Option<FieldValue<'_>> {
-        (name == "Image").then(|| FieldValue::Str(Cow::Borrowed("c:\\evil.exe")))
+        (name == "Image").then_some(FieldValue::Str(Cow::Borrowed("c:\\evil.exe")))
     }
     fn values(&self) -> Vec<Cow<'_, str>> {
         vec![Cow::Borrowed("c:\\evil.exe")]
