@@ -59,23 +59,27 @@ impl Detection {
         maps.get(map)?.get(entry)
     }
 
+    /// Every field the detection reads, each once; `None` when it has
+    /// keywords (they read every value).
+    pub(crate) fn fields_read(&self) -> Option<Vec<&str>> {
+        let mut out: Vec<&str> = Vec::new();
+        for Selection::AnyOf(maps) in &self.selections {
+            for f in maps.iter().flatten() {
+                out.extend(f.fields_read()?);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
+    }
+
     /// The one field every entry reads, when there is one: the detection is
     /// then a function of that field's value alone (absent included).
     pub(crate) fn single_field(&self) -> Option<&str> {
-        let mut one: Option<&str> = None;
-        for Selection::AnyOf(maps) in &self.selections {
-            for f in maps.iter().flatten() {
-                if !f.reads_only_its_field() {
-                    return None;
-                }
-                let name = f.field.as_deref()?;
-                match one {
-                    Some(o) if o != name => return None,
-                    _ => one = Some(name),
-                }
-            }
+        match self.fields_read()?.as_slice() {
+            [one] => Some(one),
+            _ => None,
         }
-        one
     }
 
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {

@@ -218,6 +218,18 @@ impl FieldMatcher {
                 .any(|m| matches!(m, ValueMatcher::FieldRef { .. }))
     }
 
+    /// The fields this entry reads: its own and any `fieldref` target;
+    /// `None` for keywords (they read every value).
+    pub(crate) fn fields_read(&self) -> Option<impl Iterator<Item = &str>> {
+        let own = self.field.as_deref()?;
+        Some(
+            std::iter::once(own).chain(self.matchers.iter().filter_map(|m| match m {
+                ValueMatcher::FieldRef { other, .. } => Some(other.as_str()),
+                _ => None,
+            })),
+        )
+    }
+
     pub(crate) fn clauses(&self) -> Clauses {
         let Some(field) = self.field.as_ref() else {
             return Vec::new();

@@ -57,6 +57,11 @@ pub(crate) struct Index {
     row_absent: Vec<Vec<u32>>,
     /// Rows with rules in `row_always` or `row_absent`.
     rows_checked: Vec<u32>,
+    /// Per rule over several fields: the rows it reads, when they are all
+    /// indexed fields and at most [`MEMO_FIELDS`]; its verdict is then a
+    /// function of those values, remembered by their slots' fill numbers
+    /// (see [`RuleMemo`]).
+    reads: Vec<Option<Box<[u32]>>>,
     /// Field name → its scan.
     fields: Vec<(String, FieldScan)>,
     /// Keyword literals, searched in every string and number value.
@@ -83,6 +88,9 @@ struct CacheSlot {
     keywords: bool,
     /// Whether `verdicts` is known (set after the event that filled the slot).
     ready: bool,
+    /// The cache's fill number when this value took the slot: names the
+    /// value (never reused while it could be remembered; see [`RuleMemo`]).
+    fill: u32,
     /// How many atoms, then (rule, clause) marks, `data` starts with.
     atoms: u32,
     marks: u32,
@@ -123,6 +131,69 @@ struct ValueCache {
     door: Vec<u64>,
     /// Per row: bits set since the row's door was last cleared.
     door_set: Vec<u32>,
+    /// The last fill number given.
+    fills: u32,
+    /// Verdicts of rules over several fields, direct-mapped.
+    rule_memo: Vec<RuleMemo>,
+}
+
+/// Most fields a rule may read for its verdict to be remembered.
+const MEMO_FIELDS: usize = 6;
+/// Verdicts remembered per index.
+const RULE_MEMO_SLOTS: usize = 8192;
+/// A row's fill number when its value cannot name it (not kept, not a
+/// string, or the field came twice); 0 is an absent field.
+const NO_FILL: u32 = u32::MAX;
+
+/// A rule's verdict on the values (named by fill numbers, 0 for absent) of
+/// the fields it reads: a rule is a function of those values, and a fill
+/// number names one value byte for byte.
+#[derive(Clone, Copy)]
+struct RuleMemo {
+    rule: u32,
+    fills: [u32; MEMO_FIELDS],
+    verdict: bool,
+}
+
+impl Default for RuleMemo {
+    fn default() -> Self {
+        RuleMemo {
+            rule: u32::MAX,
+            fills: [0; MEMO_FIELDS],
+            verdict: false,
+        }
+    }
+}
+
+impl ValueCache {
+    fn new(index: u64, rows: usize) -> ValueCache {
+        ValueCache {
+            index,
+            slots: (0..CACHE_SLOTS).map(|_| CacheSlot::default()).collect(),
+            door: vec![0; rows * DOOR_BITS / 64],
+            door_set: vec![0; rows],
+            fills: 0,
+            rule_memo: vec![RuleMemo::default(); RULE_MEMO_SLOTS],
+        }
+    }
+
+    /// A new fill number; when they run out, everything remembered is
+    /// forgotten first (and `false` says numbers given earlier this event
+    /// no longer name their values).
+    fn next_fill(&mut self) -> (u32, bool) {
+        if self.fills + 1 < NO_FILL {
+            self.fills += 1;
+            return (self.fills, true);
+        }
+        for s in &mut self.slots {
+            s.ready = false;
+            s.hash = 0;
+            s.fill = 0;
+        }
+        self.rule_memo.fill(RuleMemo::default());
+        self.fills = 1;
+        (1, false)
+    }
 }
 
 // (rule, clause) marks pack the clause into 3 bits, and a rule's clause mask is a u8.
@@ -205,6 +276,9 @@ struct Scratch {
     found: Vec<u32>,
     /// Per field of the index: its value's cache slot this event, plus one (0: none).
     field_slot: Vec<u32>,
+    /// Per field of the index: its value's fill number this event (0:
+    /// absent; [`NO_FILL`]: present, not nameable).
+    field_fill: Vec<u32>,
     /// Which index's caches the current event uses.
     current: usize,
     number: String,
@@ -411,6 +485,24 @@ impl Index {
                 row => row_always[row as usize - 1].push(i),
             }
         }
+        let reads = programs
+            .iter()
+            .zip(rules)
+            .enumerate()
+            .map(|(i, (p, r))| {
+                p.as_ref()?;
+                if single[i] != 0 {
+                    return None;
+                }
+                let rows: Option<Box<[u32]>> = r
+                    .detection
+                    .fields_read()?
+                    .iter()
+                    .map(|f| by_name.get(*f).copied())
+                    .collect();
+                rows.filter(|r| r.len() <= MEMO_FIELDS)
+            })
+            .collect();
         let rows_checked = (0..rows as u32)
             .filter(|&r| !row_always[r as usize].is_empty() || !row_absent[r as usize].is_empty())
             .collect();
@@ -422,6 +514,7 @@ impl Index {
             row_always,
             row_absent,
             rows_checked,
+            reads,
             fields,
             keywords,
             by_name,
@@ -467,21 +560,19 @@ impl Index {
                 if s.caches.len() >= CACHED_INDEXES {
                     s.caches.remove(0);
                 }
-                s.caches.push(ValueCache {
-                    index: self.id,
-                    // One row per field, and one for values of fields only keywords read.
-                    slots: (0..CACHE_SLOTS).map(|_| CacheSlot::default()).collect(),
-                    door: vec![0; rows * DOOR_BITS / 64],
-                    door_set: vec![0; rows],
-                });
+                // One row per field, and one for values of fields only keywords read.
+                s.caches.push(ValueCache::new(self.id, rows));
                 s.caches.len() - 1
             }
         };
         s.current = ci;
         s.field_slot.clear();
         s.field_slot.resize(self.fields.len(), 0);
+        s.field_fill.clear();
+        s.field_fill.resize(self.fields.len(), 0);
         let Scratch {
             field_slot,
+            field_fill,
             bits,
             hits,
             state,
@@ -511,21 +602,35 @@ impl Index {
             candidates,
         };
         let keywords = self.keywords.as_ref();
+        // Fill numbers ran out and restarted during this event.
+        let restarted = std::cell::Cell::new(false);
         // One field's value: its own literals (when `fi` names an indexed
         // field) and, with `with_keywords`, the keyword literals (strings and
         // numbers only).
         let mut field = |fi: Option<usize>, value: FieldValue<'_>, with_keywords: bool| {
-            // How the row's value came, for its single-field rules.
-            let mut came = |how: Seen| {
-                if let Some(i) = fi
-                    && let (Some(seen), Some(h)) = (row_seen.get_mut(i), row_how.get_mut(i))
-                {
-                    if *seen == epoch {
-                        dups.push(i as u32);
-                    }
-                    *seen = epoch;
-                    *h = how;
+            // How the row's value came (for its single-field rules), and
+            // the slot and fill number that hold it, if kept (for residual
+            // results and rule verdicts); a row that comes twice has neither.
+            let mut came = |how: Seen, kept: Option<(usize, u32)>| {
+                let Some(i) = fi else { return };
+                let (Some(seen), Some(h), Some(slot), Some(fill)) = (
+                    row_seen.get_mut(i),
+                    row_how.get_mut(i),
+                    field_slot.get_mut(i),
+                    field_fill.get_mut(i),
+                ) else {
+                    return;
+                };
+                let twice = *seen == epoch;
+                if twice {
+                    dups.push(i as u32);
                 }
+                *seen = epoch;
+                *h = how;
+                (*slot, *fill) = match kept {
+                    Some((at, f)) if !twice => (at as u32 + 1, f),
+                    _ => (u32::MAX, NO_FILL),
+                };
             };
             let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
             let (text, cacheable): (&str, bool) = match &value {
@@ -538,13 +643,13 @@ impl Index {
                 }
                 FieldValue::Bool(b) => (if *b { "true" } else { "false" }, false),
                 FieldValue::Null => {
-                    came(Seen::Searched);
+                    came(Seen::Searched, None);
                     return;
                 }
             };
             let words = keywords.filter(|_| with_keywords && !matches!(value, FieldValue::Bool(_)));
             if scan.is_none() && words.is_none() {
-                came(Seen::Searched);
+                came(Seen::Searched, None);
                 return;
             }
             let run = |buffers: &mut Buffers, out: &mut dyn FnMut(u32)| {
@@ -557,7 +662,7 @@ impl Index {
                 }
             };
             if !cacheable || text.len() > CACHE_MAX_VALUE || *no_cache {
-                came(Seen::Searched);
+                came(Seen::Searched, None);
                 run(buffers, &mut |a| marks.atom_and_rules(a));
                 return;
             }
@@ -567,20 +672,8 @@ impl Index {
             let row = fi.unwrap_or(self.fields.len());
             let at = (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize
                 % CACHE_SLOTS;
-            let Some(slot) = cache.slots.get_mut(at) else {
+            let Some(slot) = cache.slots.get(at) else {
                 return;
-            };
-            // Which slot holds this field's value this event, for residual
-            // results; none when the value is not kept, or when the field
-            // comes twice in one event (an `Event` may allow it).
-            let mut holds = |kept: bool| {
-                if let Some(x) = fi.and_then(|i| field_slot.get_mut(i)) {
-                    *x = if *x == 0 && kept {
-                        at as u32 + 1
-                    } else {
-                        u32::MAX
-                    };
-                }
             };
             stats.lookups += 1;
             let with = words.is_some();
@@ -588,8 +681,7 @@ impl Index {
                 let (atoms, rule_marks, value) = slot.split();
                 if value == text.as_bytes() {
                     stats.hits += 1;
-                    holds(true);
-                    came(Seen::Cached);
+                    came(Seen::Cached, Some((at, slot.fill)));
                     for a in u32s(atoms) {
                         marks.atom(a);
                     }
@@ -602,7 +694,6 @@ impl Index {
                     return;
                 }
             }
-            came(Seen::Searched);
             found.clear();
             run(buffers, &mut |a| {
                 marks.atom_and_rules(a);
@@ -625,10 +716,9 @@ impl Index {
                         words.fill(0);
                     }
                 }
-                holds(false);
+                came(Seen::Searched, None);
                 return;
             }
-            holds(true);
             found.sort_unstable();
             found.dedup();
             // The marks of rules over several fields; single-field rules
@@ -643,6 +733,14 @@ impl Index {
             }
             slot_marks.sort_unstable();
             slot_marks.dedup();
+            let (fill, still) = cache.next_fill();
+            if !still {
+                restarted.set(true);
+            }
+            let Some(slot) = cache.slots.get_mut(at) else {
+                return;
+            };
+            slot.fill = fill;
             slot.hash = hash;
             slot.row = row as u32;
             slot.keywords = with;
@@ -662,6 +760,7 @@ impl Index {
             if !slot.ready {
                 pending.push((row as u32, at as u32, hash));
             }
+            came(Seen::Searched, Some((at, fill)));
         };
         let visited = event.visit_fields(&mut |name, value| {
             let fi = self.by_name.get(name).map(|&i| i as usize);
@@ -679,6 +778,10 @@ impl Index {
                     words.scan_lower(&buffers.lower, |a| marks.atom_and_rules(a));
                 }
             }
+        }
+        if restarted.get() {
+            // Fill numbers given before the restart no longer name their values.
+            field_fill.fill(NO_FILL);
         }
         let candidates = marks.candidates;
         // Single-field rules of rows whose value was searched, or absent.
@@ -751,20 +854,24 @@ impl Index {
             hits,
             caches,
             field_slot,
+            field_fill,
             current,
             candidates,
             pending,
             single_true,
             ..
         } = s;
-        let mut memo = caches.get_mut(*current).map(|c| SlotMemo {
-            slots: &mut c.slots,
-            field_slot,
-        });
+        let Some(ValueCache {
+            slots, rule_memo, ..
+        }) = caches.get_mut(*current)
+        else {
+            return;
+        };
+        let mut memo = SlotMemo { slots, field_slot };
         let mut facts = Facts {
             bits,
             hits,
-            memo: memo.as_mut().map(|m| m as &mut dyn Memo),
+            memo: Some(&mut memo),
         };
         single_true.clear();
         for &c in candidates.iter() {
@@ -772,7 +879,40 @@ impl Index {
             let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
                 continue;
             };
-            let hit = c & 1 == 1 || p.eval(&mut facts, &r.detection, ctx);
+            let hit = c & 1 == 1 || {
+                // A rule over several fields whose values are all named (or
+                // absent): its verdict on them may be remembered.
+                let key = self
+                    .reads
+                    .get(i)
+                    .and_then(Option::as_deref)
+                    .and_then(|rows| {
+                        let mut fills = [0u32; MEMO_FIELDS];
+                        for (f, &row) in fills.iter_mut().zip(rows) {
+                            *f = *field_fill.get(row as usize)?;
+                            if *f == NO_FILL {
+                                return None;
+                            }
+                        }
+                        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+                        h.write_u32(i as u32);
+                        fills.iter().for_each(|&f| h.write_u32(f));
+                        Some((h.finish() as usize % RULE_MEMO_SLOTS, fills))
+                    });
+                match key.and_then(|(at, fills)| Some((rule_memo.get_mut(at)?, fills))) {
+                    Some((m, fills)) if m.rule == i as u32 && m.fills == fills => m.verdict,
+                    Some((m, fills)) => {
+                        let v = p.eval(&mut facts, &r.detection, ctx);
+                        *m = RuleMemo {
+                            rule: i as u32,
+                            fills,
+                            verdict: v,
+                        };
+                        v
+                    }
+                    None => p.eval(&mut facts, &r.detection, ctx),
+                }
+            };
             if !hit {
                 continue;
             }
@@ -785,11 +925,8 @@ impl Index {
         }
         // Slots filled by this event: their single-field rules were all
         // evaluated on it (the row was searched), so the verdicts are known.
-        let Some(cache) = caches.get_mut(*current) else {
-            return;
-        };
         for &(row, at, hash) in pending.iter() {
-            let Some(slot) = cache.slots.get_mut(at as usize) else {
+            let Some(slot) = memo.slots.get_mut(at as usize) else {
                 continue;
             };
             if slot.ready || slot.row != row || slot.hash != hash {
