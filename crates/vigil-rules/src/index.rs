@@ -67,11 +67,22 @@ pub(crate) struct Index {
     /// Keyword literals, searched in every string and number value.
     keywords: Option<FieldScan>,
     by_name: FxHashMap<String, u32>,
-    /// Atom `a` satisfies the (rule, clause) pairs `atom_rules[atom_start[a]..atom_start[a + 1]]`,
-    /// packed as `rule << 11 | all clauses' mask << 3 | clause` (see
-    /// [`Marks::rule`]); one array, so a hit reads one run.
+    /// Rules with clauses, numbered densely (local id → rule): the clause
+    /// sets of an event are bitsets over local ids.
+    local_rules: Vec<u32>,
+    /// 64-bit words per clause set, and clause sets (the most clauses a rule has).
+    words: usize,
+    clause_sets: usize,
+    /// Per clause set and word: rules without that clause (it holds vacuously).
+    missing: Vec<u64>,
+    /// Per word: local ids in use.
+    live: Vec<u64>,
+    /// Per word: rules over several fields (their marks are kept with a value).
+    multi: Vec<u64>,
+    /// Atom `a` sets the clause bits `atom_marks[atom_start[a]..atom_start[a + 1]]`;
+    /// one array, so a hit reads one run.
     atom_start: Vec<u32>,
-    atom_rules: Vec<u32>,
+    atom_marks: Vec<ClauseBits>,
     /// Per rule: its compiled detection, when it applies to the source.
     programs: Vec<Option<Node>>,
     /// How many rules apply to the source at all.
@@ -91,11 +102,12 @@ struct CacheSlot {
     /// The cache's fill number when this value took the slot: names the
     /// value (never reused while it could be remembered; see [`RuleMemo`]).
     fill: u32,
-    /// How many atoms, then (rule, clause) marks, `data` starts with.
+    /// How many atoms, then clause bits of rules over several fields, `data` starts with.
     atoms: u32,
     marks: u32,
-    /// The atoms and the marks of rules over several fields (4 bytes each,
-    /// little-endian), then the value: one block, so a hit reads one run.
+    /// The atoms (4 bytes each, little-endian) and the clause bits of rules
+    /// over several fields ([`CLAUSE_BITS_BYTES`] each), then the value: one
+    /// block, so a hit reads one run.
     data: Vec<u8>,
     /// The single-field rules of this row the value matches.
     verdicts: Vec<u32>,
@@ -107,7 +119,7 @@ impl CacheSlot {
     /// (atoms, marks, value).
     fn split(&self) -> (&[u8], &[u8], &[u8]) {
         let a = (self.atoms as usize * 4).min(self.data.len());
-        let m = (a + self.marks as usize * 4).min(self.data.len());
+        let m = (a + self.marks as usize * CLAUSE_BITS_BYTES).min(self.data.len());
         (&self.data[..a], &self.data[a..m], &self.data[m..])
     }
 }
@@ -196,13 +208,16 @@ impl ValueCache {
     }
 }
 
-// (rule, clause) marks pack the clause into 3 bits, and a rule's clause mask is a u8.
-const _: () = assert!(crate::program::MAX_CLAUSES <= 8);
-/// Rules from this index on are evaluated on every event (the packed marks
-/// have 21 bits for the rule).
-const MARKED_RULES: usize = 1 << 21;
-/// Marks of rule `r` of an event carry the event's epoch above the clause mask.
-const EPOCHS: u32 = 1 << 24;
+/// Bits of one word of one clause set: clause `c` of the rules with local
+/// ids `64 * w ..` holds where `bits` are set; `at = c * words + w`.
+#[derive(Debug, Clone, Copy)]
+struct ClauseBits {
+    at: u32,
+    bits: u64,
+}
+
+/// Bytes a [`ClauseBits`] takes in a cache slot.
+const CLAUSE_BITS_BYTES: usize = 12;
 
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
@@ -254,8 +269,8 @@ struct Scratch {
     stats: CacheStats,
     bits: Vec<u64>,
     hits: Vec<u32>,
-    /// Per rule: `epoch << 8 | clauses satisfied` (older epochs: none).
-    state: Vec<u32>,
+    /// The event's clause sets (see [`Index::local_rules`]).
+    sets: Vec<u64>,
     epoch: u32,
     /// `rule << 1 | decided`: decided rules are known to match (a cached
     /// verdict); the others are evaluated.
@@ -269,8 +284,8 @@ struct Scratch {
     pending: Vec<(u32, u32, u64)>,
     /// Single-field rules that matched this event (for `pending`).
     single_true: Vec<u32>,
-    /// The marks of the value being kept, for its cache slot.
-    slot_marks: Vec<u32>,
+    /// The clause bits of the value being kept, for its cache slot.
+    slot_marks: Vec<ClauseBits>,
     buffers: Buffers,
     /// The atoms of the value being scanned, for its cache slot.
     found: Vec<u32>,
@@ -330,14 +345,12 @@ impl Atoms {
     }
 }
 
-/// Setting atom bits and (rule, clause) marks for one event.
+/// Setting atom bits and clause bits for one event.
 struct Marks<'a> {
     index: &'a Index,
     bits: &'a mut [u64],
     hits: &'a mut Vec<u32>,
-    state: &'a mut [u32],
-    epoch: u32,
-    candidates: &'a mut Vec<u32>,
+    sets: &'a mut [u64],
 }
 
 impl Marks<'_> {
@@ -356,32 +369,19 @@ impl Marks<'_> {
         true
     }
 
-    /// Marks a (rule, clause) pair (packed as in [`Index::atom_rules`]); the
-    /// rule becomes a candidate when its last clause is marked.
     #[inline(always)]
-    fn rule(&mut self, rc: u32) {
-        let r = (rc >> 11) as usize;
-        let Some(st) = self.state.get_mut(r) else {
-            return;
-        };
-        let old = if *st >> 8 == self.epoch {
-            *st
-        } else {
-            self.epoch << 8
-        };
-        let new = old | 1 << (rc & 7);
-        *st = new;
-        if new != old && new & 0xff == (rc >> 3) & 0xff {
-            self.candidates.push((r as u32) << 1);
+    fn clauses(&mut self, cb: ClauseBits) {
+        if let Some(w) = self.sets.get_mut(cb.at as usize) {
+            *w |= cb.bits;
         }
     }
 
-    /// Sets atom `a` and marks every (rule, clause) it satisfies.
+    /// Sets atom `a` and the clauses it satisfies.
     fn atom_and_rules(&mut self, a: u32) {
         if self.atom(a) {
             let index = self.index;
-            for &rc in index.rules_of(a) {
-                self.rule(rc);
+            for &cb in index.marks_of(a) {
+                self.clauses(cb);
             }
         }
     }
@@ -401,30 +401,54 @@ impl Index {
             }
         }
         let mut no_clause = Vec::new();
-        let mut atom_rules: Vec<Vec<u32>> = vec![Vec::new(); atoms.list.len()];
         let weight = |a| atoms.weight(a);
+        // (local id, clauses) of every rule with clauses.
+        let mut local_rules = Vec::new();
+        let mut local_clauses = Vec::new();
         for (i, p) in programs.iter().enumerate() {
             let Some(p) = p else { continue };
             let clauses = p.clauses(&weight);
-            if clauses.is_empty() || i >= MARKED_RULES {
+            if clauses.is_empty() {
                 no_clause.push(i as u32);
                 continue;
             }
-            let full = ((1u32 << clauses.len()) - 1) << 3;
-            for (c, clause) in clauses.into_iter().enumerate() {
-                for a in clause {
-                    atom_rules[a as usize].push((i as u32) << 11 | full | c as u32);
+            local_rules.push(i as u32);
+            local_clauses.push(clauses);
+        }
+        let words = local_rules.len().div_ceil(64).max(1);
+        let clause_sets = local_clauses.iter().map(Vec::len).max().unwrap_or(0);
+        let mut missing = vec![0u64; clause_sets * words];
+        let mut live = vec![0u64; words];
+        let mut per_atom: Vec<Vec<(u32, u64)>> = vec![Vec::new(); atoms.list.len()];
+        for (l, clauses) in local_clauses.iter().enumerate() {
+            let (w, bit) = (l / 64, 1u64 << (l % 64));
+            live[w] |= bit;
+            for c in clauses.len()..clause_sets {
+                missing[c * words + w] |= bit;
+            }
+            for (c, clause) in clauses.iter().enumerate() {
+                for &a in clause {
+                    per_atom[a as usize].push(((c * words + w) as u32, bit));
                 }
             }
         }
-        let mut atom_start = Vec::with_capacity(atom_rules.len() + 1);
-        let mut flat = Vec::new();
-        for pairs in &atom_rules {
-            atom_start.push(flat.len() as u32);
-            flat.extend_from_slice(pairs);
+        let mut atom_start = Vec::with_capacity(per_atom.len() + 1);
+        let mut atom_marks: Vec<ClauseBits> = Vec::new();
+        for mut pairs in per_atom {
+            let first = atom_marks.len();
+            atom_start.push(first as u32);
+            pairs.sort_unstable_by_key(|p| p.0);
+            for (at, bit) in pairs {
+                match atom_marks
+                    .get_mut(first..)
+                    .and_then(<[ClauseBits]>::last_mut)
+                {
+                    Some(last) if last.at == at => last.bits |= bit,
+                    _ => atom_marks.push(ClauseBits { at, bits: bit }),
+                }
+            }
         }
-        atom_start.push(flat.len() as u32);
-        let atom_rules = flat;
+        atom_start.push(atom_marks.len() as u32);
         let mut per_field: FxHashMap<String, Vec<(String, Anchor, u32)>> = FxHashMap::default();
         for (id, (field, lit, anchor)) in atoms.list.into_iter().enumerate() {
             per_field
@@ -478,6 +502,12 @@ impl Index {
                 row_absent[row as usize].push(i as u32);
             }
         }
+        let mut multi = vec![0u64; words];
+        for (l, &i) in local_rules.iter().enumerate() {
+            if single[i as usize] == 0 {
+                multi[l / 64] |= 1 << (l % 64);
+            }
+        }
         let mut always = Vec::new();
         for i in no_clause {
             match single[i as usize] {
@@ -518,8 +548,14 @@ impl Index {
             fields,
             keywords,
             by_name,
+            local_rules,
+            words,
+            clause_sets,
+            missing,
+            live,
+            multi,
             atom_start,
-            atom_rules,
+            atom_marks,
             programs,
             applicable,
         }
@@ -531,17 +567,15 @@ impl Index {
         if s.bits.len() < words_needed {
             s.bits.resize(words_needed, 0);
         }
-        if s.state.len() < self.programs.len() {
-            s.state.resize(self.programs.len(), 0);
-        }
+        s.sets.clear();
+        s.sets.resize(self.clause_sets * self.words, 0);
         let rows = self.fields.len() + 1;
         if s.row_seen.len() < rows {
             s.row_seen.resize(rows, 0);
             s.row_how.resize(rows, Seen::Cached);
         }
-        s.epoch += 1;
-        if s.epoch >= EPOCHS {
-            s.state.iter_mut().for_each(|x| *x = 0);
+        s.epoch = s.epoch.wrapping_add(1);
+        if s.epoch == 0 {
             s.row_seen.iter_mut().for_each(|x| *x = 0);
             s.epoch = 1;
         }
@@ -575,7 +609,7 @@ impl Index {
             field_fill,
             bits,
             hits,
-            state,
+            sets,
             epoch,
             candidates,
             row_seen,
@@ -597,9 +631,7 @@ impl Index {
             index: self,
             bits,
             hits,
-            state,
-            epoch,
-            candidates,
+            sets,
         };
         let keywords = self.keywords.as_ref();
         // Fill numbers ran out and restarted during this event.
@@ -685,12 +717,14 @@ impl Index {
                     for a in u32s(atoms) {
                         marks.atom(a);
                     }
-                    for rc in u32s(rule_marks) {
-                        marks.rule(rc);
+                    for cb in rule_marks.chunks_exact(CLAUSE_BITS_BYTES) {
+                        let (at, bits) = cb.split_at(4);
+                        marks.clauses(ClauseBits {
+                            at: u32::from_le_bytes(at.try_into().unwrap_or_default()),
+                            bits: u64::from_le_bytes(bits.try_into().unwrap_or_default()),
+                        });
                     }
-                    marks
-                        .candidates
-                        .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
+                    candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
                     return;
                 }
             }
@@ -725,14 +759,22 @@ impl Index {
             // are decided once, by this event, and kept as verdicts.
             slot_marks.clear();
             for &a in found.iter() {
-                slot_marks.extend(
-                    self.rules_of(a)
-                        .iter()
-                        .filter(|&&rc| self.single.get((rc >> 11) as usize) == Some(&0)),
-                );
+                for &cb in self.marks_of(a) {
+                    let w = cb.at as usize % self.words;
+                    let bits = cb.bits & self.multi.get(w).copied().unwrap_or(0);
+                    if bits != 0 {
+                        slot_marks.push(ClauseBits { at: cb.at, bits });
+                    }
+                }
             }
-            slot_marks.sort_unstable();
-            slot_marks.dedup();
+            slot_marks.sort_unstable_by_key(|cb| cb.at);
+            slot_marks.dedup_by(|b, a| {
+                let same = a.at == b.at;
+                if same {
+                    a.bits |= b.bits;
+                }
+                same
+            });
             let (fill, still) = cache.next_fill();
             if !still {
                 restarted.set(true);
@@ -750,9 +792,13 @@ impl Index {
             slot.marks = slot_marks.len() as u32;
             slot.data.clear();
             slot.data
-                .reserve((found.len() + slot_marks.len()) * 4 + text.len());
-            for a in found.iter().chain(slot_marks.iter()) {
+                .reserve(found.len() * 4 + slot_marks.len() * CLAUSE_BITS_BYTES + text.len());
+            for a in found.iter() {
                 slot.data.extend_from_slice(&a.to_le_bytes());
+            }
+            for cb in slot_marks.iter() {
+                slot.data.extend_from_slice(&cb.at.to_le_bytes());
+                slot.data.extend_from_slice(&cb.bits.to_le_bytes());
             }
             slot.data.extend_from_slice(text.as_bytes());
             // A row without single-field rules has no verdicts to wait for.
@@ -783,7 +829,21 @@ impl Index {
             // Fill numbers given before the restart no longer name their values.
             field_fill.fill(NO_FILL);
         }
-        let candidates = marks.candidates;
+        // Rules whose every clause holds.
+        for w in 0..self.words {
+            let mut m = self.live[w];
+            for c in 0..self.clause_sets {
+                let at = c * self.words + w;
+                m &= sets[at] | self.missing[at];
+            }
+            while m != 0 {
+                let l = w * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let Some(&r) = self.local_rules.get(l) {
+                    candidates.push(r << 1);
+                }
+            }
+        }
         // Single-field rules of rows whose value was searched, or absent.
         for &row in &self.rows_checked {
             let r = row as usize;
@@ -805,14 +865,14 @@ impl Index {
         candidates.dedup_by_key(|c| *c >> 1);
     }
 
-    /// The (rule, clause) pairs atom `a` satisfies.
-    fn rules_of(&self, a: u32) -> &[u32] {
+    /// The clause bits atom `a` sets.
+    fn marks_of(&self, a: u32) -> &[ClauseBits] {
         match (
             self.atom_start.get(a as usize),
             self.atom_start.get(a as usize + 1),
         ) {
             (Some(&lo), Some(&hi)) => self
-                .atom_rules
+                .atom_marks
                 .get(lo as usize..hi as usize)
                 .unwrap_or_default(),
             _ => &[],
@@ -1000,8 +1060,11 @@ impl Index {
                 seen.sort_unstable();
                 seen.dedup();
                 for a in seen {
-                    let k =
-                        (self.atom_start[a as usize + 1] - self.atom_start[a as usize]) as usize;
+                    let k = self
+                        .marks_of(a)
+                        .iter()
+                        .map(|cb| cb.bits.count_ones() as usize)
+                        .sum();
                     pairs += k;
                     worst.push((k, a));
                 }
