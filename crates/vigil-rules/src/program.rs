@@ -17,8 +17,9 @@ use crate::eval::Ctx;
 use crate::field::FieldMatcher;
 use crate::pattern::Anchor;
 
-/// Most clauses kept per rule (the most selective ones).
-pub(crate) const MAX_CLAUSES: usize = 8;
+/// Most clauses kept per rule (the most selective ones): each is a bitset
+/// an event fills, and past four they rarely narrow the candidates further.
+pub(crate) const MAX_CLAUSES: usize = 4;
 
 /// Clauses in conjunctive normal form: each inner list is a disjunction of atoms.
 pub(crate) type AtomClauses = Vec<Vec<u32>>;
