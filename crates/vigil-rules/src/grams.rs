@@ -218,6 +218,8 @@ impl Tier {
 struct Short {
     /// By byte: a one-byte needle.
     one: [u64; 4],
+    /// The one-byte needles.
+    one_list: Vec<u8>,
     /// By two bytes (65,536 bits each): a two-byte needle; the start of a three-byte one.
     two: Box<[u64]>,
     three: Box<[u64]>,
@@ -255,7 +257,13 @@ impl Short {
     fn add(&mut self, id: u32, b: &[u8]) {
         self.ids.entry(short_key(b)).or_default().push(id);
         match b {
-            [c] => self.one[usize::from(c >> 6)] |= 1 << (c & 63),
+            [c] => {
+                let (w, bit) = (usize::from(c >> 6), 1u64 << (c & 63));
+                if self.one[w] & bit == 0 {
+                    self.one_list.push(*c);
+                }
+                self.one[w] |= bit;
+            }
             [x, y] => set_bit(&mut self.two, usize::from(*x) | usize::from(*y) << 8),
             [x, y, z] => {
                 set_bit(&mut self.three, usize::from(*x) | usize::from(*y) << 8);
@@ -273,9 +281,24 @@ impl Short {
         }
     }
 
+    /// Reports the one-byte needles `hay` holds, each once and at
+    /// position 0 (they occur many times in a value, and only whether they
+    /// occur at all is asked): one pass of independent stores marks the
+    /// bytes present, no lookup per position.
+    fn report_bytes(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
+        let mut present = [false; 256];
+        for &b in hay {
+            present[usize::from(b)] = true;
+        }
+        for &b in &self.one_list {
+            if present[usize::from(b)] {
+                self.report(&[b], 0, f);
+            }
+        }
+    }
+
     /// Reports the short needles starting at `i`; with `seen`, only those
-    /// not reported before (one-byte needles such as `e` or `-` occur many
-    /// times in a value, and only whether they occur at all is asked).
+    /// not reported before and no one-byte needles (see [`Short::report_bytes`]).
     #[inline(always)]
     fn probe(
         &self,
@@ -285,9 +308,7 @@ impl Short {
         f: &mut impl FnMut(u32, usize, usize),
     ) {
         let c = hay[i];
-        if self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0
-            && seen.as_deref_mut().is_none_or(|s| s.first(u32::from(c)))
-        {
+        if seen.is_none() && self.one[usize::from(c >> 6)] & (1 << (c & 63)) != 0 {
             self.report(&hay[i..=i], i, f);
         }
         let Some(&d) = hay.get(i + 1) else {
@@ -442,6 +463,9 @@ impl GramSet {
             }
         }
         if self.has_short {
+            if seen.is_some() {
+                self.short.report_bytes(hay, f);
+            }
             for i in 0..hay.len() {
                 self.short.probe(i, hay, seen.as_deref_mut(), f);
             }
