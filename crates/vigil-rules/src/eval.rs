@@ -75,7 +75,7 @@ impl<'r, 'e> Ctx<'r, 'e> {
         Ctx {
             event,
             slot_of: Vec::new(),
-            slots: Vec::with_capacity(16),
+            slots: Vec::new(),
             values: None,
         }
     }

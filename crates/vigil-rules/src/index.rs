@@ -149,6 +149,9 @@ struct ValueCache {
     rule_memo: Vec<RuleMemo>,
 }
 
+/// Field names remembered per event (see `Scratch::names`).
+const MAX_REMEMBERED_NAMES: usize = 64;
+
 /// Most fields a rule may read for its verdict to be remembered.
 const MEMO_FIELDS: usize = 6;
 /// Verdicts remembered per index.
@@ -286,6 +289,13 @@ struct Scratch {
     single_true: Vec<u32>,
     /// The clause bits of the value being kept, for its cache slot.
     slot_marks: Vec<ClauseBits>,
+    /// The field names of the last event (of index `names_of`), in order,
+    /// with their rows: events of one source list their fields in the same
+    /// order, so a name is compared with the last event's at its place
+    /// before it is hashed.
+    names_of: u64,
+    names: Vec<(u32, u32, u32)>,
+    names_text: String,
     buffers: Buffers,
     /// The atoms of the value being scanned, for its cache slot.
     found: Vec<u32>,
@@ -617,6 +627,9 @@ impl Index {
             dups,
             pending,
             slot_marks,
+            names_of,
+            names,
+            names_text,
             buffers,
             found,
             number,
@@ -808,9 +821,33 @@ impl Index {
             }
             came(Seen::Searched, Some((at, fill)));
         };
+        if *names_of != self.id {
+            *names_of = self.id;
+            names.clear();
+            names_text.clear();
+        }
+        let mut k = 0;
         let visited = event.visit_fields(&mut |name, value| {
-            let fi = self.by_name.get(name).map(|&i| i as usize);
-            field(fi, value, true);
+            let known = names.get(k).and_then(|&(s, e, row)| {
+                (names_text.get(s as usize..e as usize) == Some(name)).then_some(row)
+            });
+            let row = known.unwrap_or_else(|| {
+                let row = self.by_name.get(name).copied().unwrap_or(u32::MAX);
+                // Remember it at this place (bounded: events have few fields).
+                if k < MAX_REMEMBERED_NAMES && names_text.len() + name.len() <= u32::MAX as usize {
+                    let start = names_text.len() as u32;
+                    names_text.push_str(name);
+                    names.truncate(k);
+                    names.push((start, names_text.len() as u32, row));
+                    if names_text.len() > 64 * MAX_REMEMBERED_NAMES {
+                        names.clear();
+                        names_text.clear();
+                    }
+                }
+                row
+            });
+            k += 1;
+            field((row != u32::MAX).then_some(row as usize), value, true);
         });
         if !visited {
             for (fi, (name, _)) in self.fields.iter().enumerate() {
