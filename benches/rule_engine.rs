@@ -6,7 +6,7 @@
 //! timed loop, for profilers), PASS_TIMES (print each pass), PROFILE_RULES
 //! (where the time goes: candidates, costly rules, each field's search),
 //! MIX=fresh|recurring (Windows: only the events whose command line never
-//! recurs, or only the others).
+//! recurs, or only the others), DISTINCT=k (only k recurring events, repeated).
 
 mod support;
 
@@ -204,6 +204,13 @@ fn run(
             c.contains("--type=renderer") || c.contains('{')
         })
     };
+    // DISTINCT=k: only k recurring events, repeated (the cached path alone).
+    if let Some(k) = std::env::var("DISTINCT").ok().and_then(|k| k.parse().ok()) {
+        let base: Vec<FlatEvent> = evs.iter().filter(|e| !fresh(e)).take(k).cloned().collect();
+        if !base.is_empty() {
+            evs = (0..n).map(|i| base[i % base.len()].clone()).collect();
+        }
+    }
     match std::env::var("MIX").as_deref() {
         Ok("fresh") => evs.retain(fresh),
         Ok("recurring") => evs.retain(|e| !fresh(e)),

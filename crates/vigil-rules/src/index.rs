@@ -212,7 +212,7 @@ impl ValueCache {
 }
 
 /// Bits of one word of one clause set: clause `c` of the rules with local
-/// ids `64 * w ..` holds where `bits` are set; `at = c * words + w`.
+/// ids `64 * w ..` holds where `bits` are set; `at = w * clause sets + c`.
 #[derive(Debug, Clone, Copy)]
 struct ClauseBits {
     at: u32,
@@ -434,11 +434,11 @@ impl Index {
             let (w, bit) = (l / 64, 1u64 << (l % 64));
             live[w] |= bit;
             for c in clauses.len()..clause_sets {
-                missing[c * words + w] |= bit;
+                missing[w * clause_sets + c] |= bit;
             }
             for (c, clause) in clauses.iter().enumerate() {
                 for &a in clause {
-                    per_atom[a as usize].push(((c * words + w) as u32, bit));
+                    per_atom[a as usize].push(((w * clause_sets + c) as u32, bit));
                 }
             }
         }
@@ -773,7 +773,7 @@ impl Index {
             slot_marks.clear();
             for &a in found.iter() {
                 for &cb in self.marks_of(a) {
-                    let w = cb.at as usize % self.words;
+                    let w = cb.at as usize / self.clause_sets.max(1);
                     let bits = cb.bits & self.multi.get(w).copied().unwrap_or(0);
                     if bits != 0 {
                         slot_marks.push(ClauseBits { at: cb.at, bits });
@@ -867,11 +867,19 @@ impl Index {
             field_fill.fill(NO_FILL);
         }
         // Rules whose every clause holds.
-        for w in 0..self.words {
-            let mut m = self.live[w];
-            for c in 0..self.clause_sets {
-                let at = c * self.words + w;
-                m &= sets[at] | self.missing[at];
+        // Every rule with clauses has a first one: words where no first
+        // clause holds are passed over at once.
+        for (w, (set, missing)) in sets
+            .chunks_exact(self.clause_sets.max(1))
+            .zip(self.missing.chunks_exact(self.clause_sets.max(1)))
+            .enumerate()
+        {
+            let mut m = self.live.get(w).copied().unwrap_or(0) & set[0];
+            if m == 0 {
+                continue;
+            }
+            for (s, x) in set.iter().zip(missing).skip(1) {
+                m &= s | x;
             }
             while m != 0 {
                 let l = w * 64 + m.trailing_zeros() as usize;
