@@ -225,16 +225,29 @@ const CLAUSE_BITS_BYTES: usize = 12;
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
 
+/// How one row's value came in the current event.
+#[derive(Clone, Copy, Default)]
+struct RowState {
+    /// The epoch (event) it was last seen in: the rest is about that event.
+    seen: u32,
+    how: Seen,
+    /// Its cache slot plus one (0 or `u32::MAX`: none).
+    slot: u32,
+    /// Its fill number ([`NO_FILL`]: not nameable).
+    fill: u32,
+}
+
 /// Residual results kept with the cached values of this event's fields.
 struct SlotMemo<'a> {
     slots: &'a mut [CacheSlot],
-    field_slot: &'a [u32],
+    rows: &'a [RowState],
+    epoch: u32,
 }
 
 impl SlotMemo<'_> {
     fn slot(&self, field: u32) -> Option<usize> {
-        match self.field_slot.get(field as usize) {
-            Some(&at) if at > 0 => Some(at as usize - 1),
+        match self.rows.get(field as usize) {
+            Some(r) if r.seen == self.epoch && r.slot > 0 => Some(r.slot as usize - 1),
             _ => None,
         }
     }
@@ -278,9 +291,8 @@ struct Scratch {
     /// `rule << 1 | decided`: decided rules are known to match (a cached
     /// verdict); the others are evaluated.
     candidates: Vec<u32>,
-    /// Per row: the epoch it was last seen in, and how (see [`Seen`]).
-    row_seen: Vec<u32>,
-    row_how: Vec<Seen>,
+    /// Per row: how its value came (valid for the epoch it names).
+    rows: Vec<RowState>,
     /// Rows that came twice in this event.
     dups: Vec<u32>,
     /// Slots filled this event, awaiting their verdicts: (row, slot, hash).
@@ -299,11 +311,6 @@ struct Scratch {
     buffers: Buffers,
     /// The atoms of the value being scanned, for its cache slot.
     found: Vec<u32>,
-    /// Per field of the index: its value's cache slot this event, plus one (0: none).
-    field_slot: Vec<u32>,
-    /// Per field of the index: its value's fill number this event (0:
-    /// absent; [`NO_FILL`]: present, not nameable).
-    field_fill: Vec<u32>,
     /// Which index's caches the current event uses.
     current: usize,
     number: String,
@@ -580,13 +587,12 @@ impl Index {
         s.sets.clear();
         s.sets.resize(self.clause_sets * self.words, 0);
         let rows = self.fields.len() + 1;
-        if s.row_seen.len() < rows {
-            s.row_seen.resize(rows, 0);
-            s.row_how.resize(rows, Seen::Cached);
+        if s.rows.len() < rows {
+            s.rows.resize(rows, RowState::default());
         }
         s.epoch = s.epoch.wrapping_add(1);
         if s.epoch == 0 {
-            s.row_seen.iter_mut().for_each(|x| *x = 0);
+            s.rows.iter_mut().for_each(|x| x.seen = 0);
             s.epoch = 1;
         }
         for &h in &s.hits {
@@ -610,20 +616,13 @@ impl Index {
             }
         };
         s.current = ci;
-        s.field_slot.clear();
-        s.field_slot.resize(self.fields.len(), 0);
-        s.field_fill.clear();
-        s.field_fill.resize(self.fields.len(), 0);
         let Scratch {
-            field_slot,
-            field_fill,
             bits,
             hits,
             sets,
             epoch,
             candidates,
-            row_seen,
-            row_how,
+            rows: row_state,
             dups,
             pending,
             slot_marks,
@@ -657,24 +656,22 @@ impl Index {
             // the slot and fill number that hold it, if kept (for residual
             // results and rule verdicts); a row that comes twice has neither.
             let mut came = |how: Seen, kept: Option<(usize, u32)>| {
-                let Some(i) = fi else { return };
-                let (Some(seen), Some(h), Some(slot), Some(fill)) = (
-                    row_seen.get_mut(i),
-                    row_how.get_mut(i),
-                    field_slot.get_mut(i),
-                    field_fill.get_mut(i),
-                ) else {
+                let Some(r) = fi.and_then(|i| row_state.get_mut(i)) else {
                     return;
                 };
-                let twice = *seen == epoch;
+                let twice = r.seen == epoch;
                 if twice {
-                    dups.push(i as u32);
+                    dups.push(fi.unwrap_or_default() as u32);
                 }
-                *seen = epoch;
-                *h = how;
-                (*slot, *fill) = match kept {
+                let (slot, fill) = match kept {
                     Some((at, f)) if !twice => (at as u32 + 1, f),
                     _ => (u32::MAX, NO_FILL),
+                };
+                *r = RowState {
+                    seen: epoch,
+                    how,
+                    slot,
+                    fill,
                 };
             };
             let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
@@ -864,7 +861,10 @@ impl Index {
         }
         if restarted.get() {
             // Fill numbers given before the restart no longer name their values.
-            field_fill.fill(NO_FILL);
+            row_state
+                .iter_mut()
+                .filter(|r| r.seen == epoch)
+                .for_each(|r| r.fill = NO_FILL);
         }
         // Rules whose every clause holds.
         // Every rule with clauses has a first one: words where no first
@@ -892,9 +892,10 @@ impl Index {
         // Single-field rules of rows whose value was searched, or absent.
         for &row in &self.rows_checked {
             let r = row as usize;
-            if row_seen.get(r) != Some(&epoch) {
+            let state = row_state.get(r).copied().unwrap_or_default();
+            if state.seen != epoch {
                 candidates.extend(self.row_absent[r].iter().map(|&i| i << 1 | 1));
-            } else if row_how.get(r) == Some(&Seen::Searched) {
+            } else if state.how == Seen::Searched {
                 candidates.extend(self.row_always[r].iter().map(|&i| i << 1));
             }
         }
@@ -958,8 +959,8 @@ impl Index {
             bits,
             hits,
             caches,
-            field_slot,
-            field_fill,
+            rows,
+            epoch,
             current,
             candidates,
             pending,
@@ -972,7 +973,9 @@ impl Index {
         else {
             return;
         };
-        let mut memo = SlotMemo { slots, field_slot };
+        let epoch = *epoch;
+        let rows: &[RowState] = rows;
+        let mut memo = SlotMemo { slots, rows, epoch };
         let mut facts = Facts {
             bits,
             hits,
@@ -991,10 +994,12 @@ impl Index {
                     .reads
                     .get(i)
                     .and_then(Option::as_deref)
-                    .and_then(|rows| {
+                    .and_then(|read| {
                         let mut fills = [0u32; MEMO_FIELDS];
-                        for (f, &row) in fills.iter_mut().zip(rows) {
-                            *f = *field_fill.get(row as usize)?;
+                        for (f, &row) in fills.iter_mut().zip(read) {
+                            let r = rows.get(row as usize)?;
+                            // 0: absent this event.
+                            *f = if r.seen == epoch { r.fill } else { 0 };
                             if *f == NO_FILL {
                                 return None;
                             }
