@@ -4,15 +4,24 @@
 //! literal, anchor). Per field, one [`FieldScan`] finds which atoms a value
 //! satisfies; each field of the event is read, lower-cased and scanned once.
 //! Atoms then do two jobs:
-//! - the prefilter: a rule is a candidate only when each of its clauses (see
-//!   [`Node::clauses`]) has an atom set, or when it has no clause at all;
+//! - the prefilter: each rule keeps up to four clauses (see
+//!   [`Node::clauses`]), each a set of atoms one of which any matching event
+//!   has. An event fills one bitset per clause position over the rules; a
+//!   rule is a candidate where all its clause bits are set, or when it has no
+//!   clause at all;
 //! - evaluation: a candidate's [`Node`] tree is decided from the atom bits,
 //!   reading the event again only for entries literals cannot decide.
 //!
-//! Each thread keeps, per index and field, the atoms of recently seen values
-//! (and the results of residual entries on them): a value seen before is a
-//! hash and a byte-for-byte compare, not a search. Keyword atoms are searched
-//! in every string and number value of the event.
+//! Each thread keeps, per index, a bounded cache of recurring field values
+//! (a value is kept on its second sighting). A kept value holds its atoms, the
+//! clause bits it sets for rules over several fields, and the *verdicts* of
+//! the rules that read only its field (such a rule is a function of that one
+//! value, so it is evaluated once, by the event that filled the slot). A rule
+//! over several fields has its verdict remembered too, keyed by the fill
+//! numbers of the values it reads (a fill number names one value, byte for
+//! byte). A value seen before is thus a hash and a byte-for-byte compare,
+//! not a search, and its rules are not evaluated again. Keyword atoms are
+//! searched in every string and number value of the event.
 //!
 //! Cost grows with what the event contains and what it matches, not with the
 //! number of rules.

@@ -20,7 +20,9 @@
 //! the candidate rules (each rule needs one atom from each of its clauses)
 //! and then decide them: most Sigma entries are literal lists, evaluated as
 //! bits; regexes, numbers, `cidr`, `fieldref` and the like are evaluated on
-//! the event only when a candidate gets that far. Cost grows with what the
+//! the event only when a candidate gets that far. A rule's verdict on
+//! recurring values is remembered with them (rules of one field in the
+//! value's cache slot, the others by the values they read). Cost grows with what the
 //! event contains and matches, not with the number of rules. Nothing is
 //! silently dropped: anything the engine cannot evaluate is a [`Rejection`]
 //! with file, line, rule id and reason.
