@@ -231,6 +231,23 @@ struct ClauseBits {
 /// Bytes a [`ClauseBits`] takes in a cache slot.
 const CLAUSE_BITS_BYTES: usize = 12;
 
+impl ClauseBits {
+    /// Its form in a cache slot (little-endian `at`, then `bits`).
+    fn write(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.at.to_le_bytes());
+        out.extend_from_slice(&self.bits.to_le_bytes());
+    }
+
+    /// Back from [`ClauseBits::write`]'s form.
+    fn read(b: &[u8]) -> ClauseBits {
+        let (at, bits) = b.split_at(4.min(b.len()));
+        ClauseBits {
+            at: u32::from_le_bytes(at.try_into().unwrap_or_default()),
+            bits: u64::from_le_bytes(bits.try_into().unwrap_or_default()),
+        }
+    }
+}
+
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
 
@@ -737,11 +754,7 @@ impl Index {
                         marks.atom(a);
                     }
                     for cb in rule_marks.chunks_exact(CLAUSE_BITS_BYTES) {
-                        let (at, bits) = cb.split_at(4);
-                        marks.clauses(ClauseBits {
-                            at: u32::from_le_bytes(at.try_into().unwrap_or_default()),
-                            bits: u64::from_le_bytes(bits.try_into().unwrap_or_default()),
-                        });
+                        marks.clauses(ClauseBits::read(cb));
                     }
                     candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
                     return;
@@ -816,8 +829,7 @@ impl Index {
                 slot.data.extend_from_slice(&a.to_le_bytes());
             }
             for cb in slot_marks.iter() {
-                slot.data.extend_from_slice(&cb.at.to_le_bytes());
-                slot.data.extend_from_slice(&cb.bits.to_le_bytes());
+                cb.write(&mut slot.data);
             }
             slot.data.extend_from_slice(text.as_bytes());
             // A row without single-field rules has no verdicts to wait for.

@@ -235,16 +235,24 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
 
 /// More distinct values than a field's cache holds: values take each other's
 /// slots, and a slot must never answer for a value it no longer holds.
-#[test]
-fn value_cache_replacement_keeps_answers_exact() {
+/// A set of the one rule whose `detection:` block is `detection` (log source p/c).
+fn one_rule(detection: &str) -> RuleSet {
     let mut set = RuleSet::new();
     let mut report = LoadReport::default();
     set.load_str(
         Path::new("r.yml"),
-        "title: t\nlogsource: {product: p, category: c}\ndetection:\n  s:\n    CommandLine|contains: ['evil', 'x7']\n  k: ['needle']\n  condition: s or k\n",
+        &format!("title: t\nlogsource: {{product: p, category: c}}\ndetection:\n{detection}"),
         &mut report,
     );
     assert_eq!(report.rejected.len(), 0, "{report}");
+    set
+}
+
+#[test]
+fn value_cache_replacement_keeps_answers_exact() {
+    let set = one_rule(
+        "  s:\n    CommandLine|contains: ['evil', 'x7']\n  k: ['needle']\n  condition: s or k\n",
+    );
     let src = LogSource::new("p", "c");
     for round in 0..2 {
         for i in 0..3000u32 {
@@ -286,14 +294,7 @@ impl Event for Inconsistent {
 
 #[test]
 fn a_field_listed_twice_does_not_poison_cached_verdicts() {
-    let mut set = RuleSet::new();
-    let mut report = LoadReport::default();
-    set.load_str(
-        Path::new("r.yml"),
-        "title: t\nlogsource: {product: p, category: c}\ndetection:\n  s:\n    Image|endswith: '\\evil.exe'\n  condition: s\n",
-        &mut report,
-    );
-    assert_eq!(report.rejected.len(), 0, "{report}");
+    let set = one_rule("  s:\n    Image|endswith: '\\evil.exe'\n  condition: s\n");
     let src = LogSource::new("p", "c");
     let benign = || {
         let mut e = FlatEvent::new();
