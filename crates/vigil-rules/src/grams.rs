@@ -1,9 +1,11 @@
 //! Many needles searched at once in short texts, by grams.
 //!
-//! Each needle is filed under one of its grams (8 bytes for needles of 8 or
-//! more, 4 for shorter ones): the gram the fewest other needles contain,
-//! which is also the least likely to be common text. A text is read one
-//! position at a time; a bitmap small enough for the L1 cache says whether
+//! Each needle is filed under one of its grams (4 bytes for needles of four
+//! to eight, 8 for longer ones): the gram the fewest other needles contain,
+//! which is also the least likely to be common text. A needle of nine bytes
+//! or more is filed under two adjacent 8-byte grams, and that tier reads only
+//! every other position of a text (one of the two lands on it). At each
+//! position read, a bitmap small enough for the L1 cache says whether
 //! any needle is filed under the gram there, and only then are needles
 //! compared. Positions do not depend on each other (an automaton's next state
 //! depends on the last), so the loop runs at a few cycles per byte however
@@ -40,6 +42,8 @@ struct Member {
 #[derive(Debug, Clone)]
 struct Tier {
     width: usize,
+    /// Positions read: every one, or every other (see [`Tier::new`]).
+    stride: usize,
     bitmap: Box<[u64]>,
     bitmap_shift: u32,
     /// Groups of table slot `t` are `groups[starts[t]..starts[t + 1]]`.
@@ -81,32 +85,46 @@ fn gram(b: &[u8], width: usize) -> u64 {
 }
 
 impl Tier {
-    /// `needles`: (id, bytes), every one at least `width` long.
-    fn new(width: usize, needles: &[(u32, &[u8])], freq: &FxHashMap<u64, u32>) -> Tier {
+    /// `needles`: (id, bytes), every one at least `width + stride - 1` long.
+    /// With `stride` 2 a needle is filed under two adjacent grams, so that
+    /// reading every other position of a text finds each occurrence once.
+    fn new(
+        width: usize,
+        stride: usize,
+        needles: &[(u32, &[u8])],
+        freq: &FxHashMap<u64, u32>,
+    ) -> Tier {
         // About 32 bitmap bits per needle (so few positions get past the
         // bitmap), a table slot per needle.
         let n = needles.len().max(1);
         let bits = (n * 32).next_power_of_two().clamp(512, 1 << 18);
-        let slots = n.next_power_of_two().clamp(16, 1 << 16);
+        let slots = (n * stride).next_power_of_two().clamp(16, 1 << 16);
         let bitmap_shift = 64 - bits.trailing_zeros();
         let table_shift = 64 - slots.trailing_zeros();
         let mut bitmap = vec![0u64; bits / 64].into_boxed_slice();
         let mut by_slot: Vec<Vec<(u64, Member)>> = vec![Vec::new(); slots];
+        let rarity = |g: u64| freq.get(&g).copied().unwrap_or(0);
         for &(id, b) in needles {
-            let (offset, g) = (0..=b.len() - width)
-                .map(|i| (i, gram(&b[i..], width)))
-                .min_by_key(|&(i, g)| (freq.get(&g).copied().unwrap_or(0), i))
-                .unwrap_or((0, gram(b, width)));
-            let h = g.wrapping_mul(HASH);
-            let bit = (h >> bitmap_shift) as usize;
-            bitmap[bit / 64] |= 1 << (bit % 64);
-            by_slot[(h >> table_shift) as usize].push((
-                g,
-                Member {
-                    needle: id,
-                    offset: offset as u32,
-                },
-            ));
+            // The run of `stride` adjacent grams other needles share least.
+            let first = (0..=b.len() - width - (stride - 1))
+                .min_by_key(|&i| {
+                    let r: u32 = (i..i + stride).map(|j| rarity(gram(&b[j..], width))).sum();
+                    (r, i)
+                })
+                .unwrap_or(0);
+            for offset in first..first + stride {
+                let g = gram(&b[offset..], width);
+                let h = g.wrapping_mul(HASH);
+                let bit = (h >> bitmap_shift) as usize;
+                bitmap[bit / 64] |= 1 << (bit % 64);
+                by_slot[(h >> table_shift) as usize].push((
+                    g,
+                    Member {
+                        needle: id,
+                        offset: offset as u32,
+                    },
+                ));
+            }
         }
         let mut starts = Vec::with_capacity(slots + 1);
         let mut groups = Vec::new();
@@ -133,6 +151,7 @@ impl Tier {
         starts.push(groups.len() as u32);
         Tier {
             width,
+            stride,
             bitmap,
             bitmap_shift,
             starts: starts.into_boxed_slice(),
@@ -373,9 +392,10 @@ impl Seen {
 #[derive(Debug, Clone)]
 pub(crate) struct GramSet {
     needles: Vec<Box<[u8]>>,
-    /// Needles of four to seven bytes, by 4-byte grams.
+    /// Needles of four to eight bytes, by 4-byte grams.
     mid: Option<Tier>,
-    /// Needles of eight bytes or more, by 8-byte grams.
+    /// Needles of nine bytes or more, by two adjacent 8-byte grams (every
+    /// other position read).
     long: Option<Tier>,
     short: Short,
     has_short: bool,
@@ -387,7 +407,9 @@ impl GramSet {
         let needles: Vec<Box<[u8]>> = needles.into_iter().map(Vec::into_boxed_slice).collect();
         let mut short = Short::default();
         let (mut mid, mut long) = (None, None);
-        for (width, lo, hi) in [(4, 4, 8), (8, 8, usize::MAX)] {
+        // (gram width, stride, needle lengths): needles of nine bytes and
+        // more have two 8-byte grams, so every other position is read.
+        for (width, stride, lo, hi) in [(4, 1, 4, 9), (8, 2, 9, usize::MAX)] {
             let members: Vec<(u32, &[u8])> = needles
                 .iter()
                 .enumerate()
@@ -409,7 +431,7 @@ impl GramSet {
                     *freq.entry(g).or_default() += 1;
                 }
             }
-            let t = Tier::new(width, &members, &freq);
+            let t = Tier::new(width, stride, &members, &freq);
             if width == 4 {
                 mid = Some(t);
             } else {
@@ -451,7 +473,7 @@ impl GramSet {
     ) {
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
-            for (i, w) in hay.windows(8).enumerate() {
+            for (i, w) in hay.windows(8).enumerate().step_by(t.stride) {
                 let g = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
                 t.probe(g, i, hay, &self.needles, f);
             }
@@ -485,9 +507,10 @@ impl GramSet {
             .map(|t| {
                 let longest = t.groups.iter().map(|g| g.end - g.start).max().unwrap_or(0);
                 format!(
-                    "w{}: {} needles, {} slots, {} grams, most needles under one gram {longest}",
+                    "w{}/{}: {} needles, {} slots, {} grams, most needles under one gram {longest}",
                     t.width,
-                    t.members.len(),
+                    t.stride,
+                    t.members.len() / t.stride,
                     t.starts.len() - 1,
                     t.groups.len(),
                 )
