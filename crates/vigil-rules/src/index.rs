@@ -263,6 +263,39 @@ struct RowState {
     fill: u32,
 }
 
+impl RowState {
+    /// Records how row `fi`'s value came this event (for its single-field
+    /// rules), and the slot and fill number that hold it, if kept (for
+    /// residual results and rule verdicts); a row that comes twice has neither.
+    #[inline(always)]
+    fn came(
+        rows: &mut [RowState],
+        dups: &mut Vec<u32>,
+        fi: Option<usize>,
+        epoch: u32,
+        how: Seen,
+        kept: Option<(usize, u32)>,
+    ) {
+        let Some((i, r)) = fi.and_then(|i| Some((i, rows.get_mut(i)?))) else {
+            return;
+        };
+        let twice = r.seen == epoch;
+        if twice {
+            dups.push(i as u32);
+        }
+        let (slot, fill) = match kept {
+            Some((at, f)) if !twice => (at as u32 + 1, f),
+            _ => (u32::MAX, NO_FILL),
+        };
+        *r = RowState {
+            seen: epoch,
+            how,
+            slot,
+            fill,
+        };
+    }
+}
+
 /// Residual results kept with the cached values of this event's fields.
 struct SlotMemo<'a> {
     slots: &'a mut [CacheSlot],
@@ -678,27 +711,8 @@ impl Index {
         // field) and, with `with_keywords`, the keyword literals (strings and
         // numbers only).
         let mut field = |fi: Option<usize>, value: FieldValue<'_>, with_keywords: bool| {
-            // How the row's value came (for its single-field rules), and
-            // the slot and fill number that hold it, if kept (for residual
-            // results and rule verdicts); a row that comes twice has neither.
             let mut came = |how: Seen, kept: Option<(usize, u32)>| {
-                let Some(r) = fi.and_then(|i| row_state.get_mut(i)) else {
-                    return;
-                };
-                let twice = r.seen == epoch;
-                if twice {
-                    dups.push(fi.unwrap_or_default() as u32);
-                }
-                let (slot, fill) = match kept {
-                    Some((at, f)) if !twice => (at as u32 + 1, f),
-                    _ => (u32::MAX, NO_FILL),
-                };
-                *r = RowState {
-                    seen: epoch,
-                    how,
-                    slot,
-                    fill,
-                };
+                RowState::came(row_state, dups, fi, epoch, how, kept)
             };
             let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
             let (text, cacheable): (&str, bool) = match &value {
