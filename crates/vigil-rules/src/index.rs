@@ -296,6 +296,25 @@ impl RowState {
     }
 }
 
+/// Lower-cases `text` and calls `out` with the atoms of the field's own
+/// literals (`scan`) and of the keyword literals (`words`) it holds.
+#[inline(always)]
+fn search(
+    buffers: &mut Buffers,
+    text: &str,
+    scan: Option<&FieldScan>,
+    words: Option<&FieldScan>,
+    mut out: impl FnMut(u32),
+) {
+    buffers.lower(text);
+    if let Some(scan) = scan {
+        scan.scan_lower(&buffers.lower, &mut out);
+    }
+    if let Some(words) = words {
+        words.scan_lower(&buffers.lower, &mut out);
+    }
+}
+
 /// Residual results kept with the cached values of this event's fields.
 struct SlotMemo<'a> {
     slots: &'a mut [CacheSlot],
@@ -734,18 +753,9 @@ impl Index {
                 came(Seen::Searched, None);
                 return;
             }
-            let run = |buffers: &mut Buffers, out: &mut dyn FnMut(u32)| {
-                buffers.lower(text);
-                if let Some(scan) = scan {
-                    scan.scan_lower(&buffers.lower, &mut *out);
-                }
-                if let Some(words) = words {
-                    words.scan_lower(&buffers.lower, &mut *out);
-                }
-            };
             if !cacheable || text.len() > CACHE_MAX_VALUE || *no_cache {
                 came(Seen::Searched, None);
-                run(buffers, &mut |a| marks.atom_and_rules(a));
+                search(buffers, text, scan, words, |a| marks.atom_and_rules(a));
                 return;
             }
             let mut h = rustc_hash::FxBuildHasher.build_hasher();
@@ -775,7 +785,7 @@ impl Index {
                 }
             }
             found.clear();
-            run(buffers, &mut |a| {
+            search(buffers, text, scan, words, |a| {
                 marks.atom_and_rules(a);
                 found.push(a);
             });
