@@ -351,19 +351,21 @@ impl Short {
     }
 }
 
-/// Short needle keys already reported for one value (a few; past that,
-/// reports are no longer deduplicated, which is only slower).
+/// Two- and three-byte needle keys already reported for one value: a small
+/// open-addressed set (keys carry their length in the top byte, so 0 is
+/// free). Past [`SEEN_KEYS`] distinct keys, reports are no longer
+/// deduplicated, which is only slower.
 struct Seen {
-    bytes: [u64; 4],
-    keys: [u32; 32],
+    keys: [u32; SEEN_KEYS],
     len: usize,
 }
+
+const SEEN_KEYS: usize = 64;
 
 impl Seen {
     fn new() -> Seen {
         Seen {
-            bytes: [0; 4],
-            keys: [0; 32],
+            keys: [0; SEEN_KEYS],
             len: 0,
         }
     }
@@ -371,20 +373,21 @@ impl Seen {
     /// Whether `key` is new (and records it).
     #[inline]
     fn first(&mut self, key: u32) -> bool {
-        if key < 256 {
-            let (w, b) = (key as usize / 64, 1u64 << (key % 64));
-            let new = self.bytes[w] & b == 0;
-            self.bytes[w] |= b;
-            return new;
+        if self.len >= SEEN_KEYS / 2 {
+            return true;
         }
-        if self.keys[..self.len].contains(&key) {
-            return false;
+        let mut at = (key.wrapping_mul(0x9E37_79B1) >> 26) as usize;
+        loop {
+            match self.keys[at % SEEN_KEYS] {
+                0 => {
+                    self.keys[at % SEEN_KEYS] = key;
+                    self.len += 1;
+                    return true;
+                }
+                k if k == key => return false,
+                _ => at += 1,
+            }
         }
-        if self.len < self.keys.len() {
-            self.keys[self.len] = key;
-            self.len += 1;
-        }
-        true
     }
 }
 
