@@ -1194,3 +1194,42 @@ impl Index {
         &self.always
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_numbers_running_out_forget_everything_they_named() {
+        let mut cache = ValueCache::new(1, 2);
+        cache.slots[3].ready = true;
+        cache.slots[3].hash = 42;
+        cache.slots[3].fill = 7;
+        cache.rule_memo[5] = RuleMemo {
+            rule: 1,
+            fills: [7, 0, 0, 0, 0, 0],
+            verdict: true,
+        };
+        cache.fills = NO_FILL - 2;
+        assert_eq!(cache.next_fill(), (NO_FILL - 1, true));
+        // The next number would be NO_FILL: numbers restart, and nothing a
+        // number named before is kept.
+        assert_eq!(cache.next_fill(), (1, false));
+        assert!(!cache.slots[3].ready && cache.slots[3].fill == 0);
+        assert_eq!(cache.rule_memo[5].rule, u32::MAX);
+        assert_eq!(cache.next_fill(), (2, true));
+    }
+
+    #[test]
+    fn clause_bits_read_back_what_was_written() {
+        let cb = ClauseBits {
+            at: 0x0102_0304,
+            bits: 0x8000_0000_0000_0001,
+        };
+        let mut out = Vec::new();
+        cb.write(&mut out);
+        assert_eq!(out.len(), CLAUSE_BITS_BYTES);
+        let back = ClauseBits::read(&out);
+        assert_eq!((back.at, back.bits), (cb.at, cb.bits));
+    }
+}
