@@ -86,7 +86,7 @@ pub(crate) struct Index {
     missing: Vec<u64>,
     /// Per word: local ids in use.
     live: Vec<u64>,
-    /// Per word: rules over several fields (their marks are kept with a value).
+    /// Per word: rules over several fields (their clause bits are kept with a value).
     multi: Vec<u64>,
     /// Atom `a` sets the clause bits `atom_marks[atom_start[a]..atom_start[a + 1]]`;
     /// one array, so a hit reads one run.
@@ -125,7 +125,7 @@ struct CacheSlot {
 }
 
 impl CacheSlot {
-    /// (atoms, marks, value).
+    /// (atoms, clause bits, value).
     fn split(&self) -> (&[u8], &[u8], &[u8]) {
         let a = (self.atoms as usize * 4).min(self.data.len());
         let m = (a + self.marks as usize * CLAUSE_BITS_BYTES).min(self.data.len());
@@ -811,7 +811,7 @@ impl Index {
             }
             found.sort_unstable();
             found.dedup();
-            // The marks of rules over several fields; single-field rules
+            // The clause bits of rules over several fields; single-field rules
             // are decided once, by this event, and kept as verdicts.
             slot_marks.clear();
             for &a in found.iter() {
