@@ -211,11 +211,8 @@ impl FieldMatcher {
     /// Whether the result depends on this entry's own field alone (not on
     /// other fields, as `fieldref` does, nor on every value, as keywords do).
     pub(crate) fn reads_only_its_field(&self) -> bool {
-        self.field.is_some()
-            && !self
-                .matchers
-                .iter()
-                .any(|m| matches!(m, ValueMatcher::FieldRef { .. }))
+        self.fields_read()
+            .is_some_and(|mut f| f.all(|x| Some(x) == self.field.as_deref()))
     }
 
     /// The fields this entry reads: its own and any `fieldref` target;
