@@ -233,8 +233,6 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
     }
 }
 
-/// More distinct values than a field's cache holds: values take each other's
-/// slots, and a slot must never answer for a value it no longer holds.
 /// A set of the one rule whose `detection:` block is `detection` (log source p/c).
 fn one_rule(detection: &str) -> RuleSet {
     let mut set = RuleSet::new();
@@ -248,6 +246,8 @@ fn one_rule(detection: &str) -> RuleSet {
     set
 }
 
+/// More distinct values than a field's cache holds: values take each other's
+/// slots, and a slot must never answer for a value it no longer holds.
 #[test]
 fn value_cache_replacement_keeps_answers_exact() {
     let set = one_rule(
