@@ -911,9 +911,8 @@ impl Index {
                 .filter(|r| r.seen == epoch)
                 .for_each(|r| r.fill = NO_FILL);
         }
-        // Rules whose every clause holds.
-        // Every rule with clauses has a first one: words where no first
-        // clause holds are passed over at once.
+        // Rules whose every clause holds (every rule with clauses has a
+        // first one: words where no first clause holds are passed over).
         for (w, (set, missing)) in sets
             .chunks_exact(self.clause_sets.max(1))
             .zip(self.missing.chunks_exact(self.clause_sets.max(1)))
@@ -954,6 +953,31 @@ impl Index {
         // Sorted by rule; a rule both decided and not is evaluated.
         candidates.sort_unstable();
         candidates.dedup_by_key(|c| *c >> 1);
+    }
+
+    /// Where rule `i`'s verdict on this event's values is remembered: its
+    /// [`RuleMemo`] slot and the fill numbers of the fields it reads (0:
+    /// absent), when it reads several fields and all their values are named.
+    #[inline]
+    fn verdict_key(
+        &self,
+        i: usize,
+        rows: &[RowState],
+        epoch: u32,
+    ) -> Option<(usize, [u32; MEMO_FIELDS])> {
+        let read = self.reads.get(i)?.as_deref()?;
+        let mut fills = [0u32; MEMO_FIELDS];
+        for (f, &row) in fills.iter_mut().zip(read) {
+            let r = rows.get(row as usize)?;
+            *f = if r.seen == epoch { r.fill } else { 0 };
+            if *f == NO_FILL {
+                return None;
+            }
+        }
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write_u32(i as u32);
+        fills.iter().for_each(|&f| h.write_u32(f));
+        Some((h.finish() as usize % RULE_MEMO_SLOTS, fills))
     }
 
     /// The clause bits atom `a` sets.
@@ -1033,27 +1057,7 @@ impl Index {
                 continue;
             };
             let hit = c & 1 == 1 || {
-                // A rule over several fields whose values are all named (or
-                // absent): its verdict on them may be remembered.
-                let key = self
-                    .reads
-                    .get(i)
-                    .and_then(Option::as_deref)
-                    .and_then(|read| {
-                        let mut fills = [0u32; MEMO_FIELDS];
-                        for (f, &row) in fills.iter_mut().zip(read) {
-                            let r = rows.get(row as usize)?;
-                            // 0: absent this event.
-                            *f = if r.seen == epoch { r.fill } else { 0 };
-                            if *f == NO_FILL {
-                                return None;
-                            }
-                        }
-                        let mut h = rustc_hash::FxBuildHasher.build_hasher();
-                        h.write_u32(i as u32);
-                        fills.iter().for_each(|&f| h.write_u32(f));
-                        Some((h.finish() as usize % RULE_MEMO_SLOTS, fills))
-                    });
+                let key = self.verdict_key(i, rows, epoch);
                 match key.and_then(|(at, fills)| Some((rule_memo.get_mut(at)?, fills))) {
                     Some((m, fills)) if m.rule == i as u32 && m.fills == fills => m.verdict,
                     Some((m, fills)) => {
