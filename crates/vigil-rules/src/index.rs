@@ -125,6 +125,13 @@ struct CacheSlot {
 }
 
 impl CacheSlot {
+    /// Sets the atoms of the value it holds.
+    fn set_atoms(&self, marks: &mut Marks<'_>) {
+        for a in u32s(self.split().0) {
+            marks.atom(a);
+        }
+    }
+
     /// (atoms, clause bits, value).
     fn split(&self) -> (&[u8], &[u8], &[u8]) {
         let a = (self.atoms as usize * 4).min(self.data.len());
@@ -379,6 +386,11 @@ struct Scratch {
     single_true: Vec<u32>,
     /// The clause bits of the value being kept, for its cache slot.
     slot_marks: Vec<ClauseBits>,
+    /// Slots found this event whose atoms are not set yet: atoms only serve
+    /// evaluation, and a recurring event's verdicts are mostly remembered.
+    lazy: Vec<u32>,
+    /// Per candidate: its verdict this event.
+    verdicts: Vec<Verdict>,
     /// The field names of the last event (of index `names_of`), in order,
     /// with their rows: events of one source list their fields in the same
     /// order, so a name is compared with the last event's at its place
@@ -392,6 +404,15 @@ struct Scratch {
     /// Which index's caches the current event uses.
     current: usize,
     number: String,
+}
+
+/// A candidate rule's verdict on the event.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Yes,
+    No,
+    /// Not known yet: evaluate, and remember under this key (see [`Index::verdict_key`]).
+    Eval(Option<(usize, [u32; MEMO_FIELDS])>),
 }
 
 /// How a row's value came this event.
@@ -682,6 +703,7 @@ impl Index {
         s.candidates.clear();
         s.dups.clear();
         s.pending.clear();
+        s.lazy.clear();
         let ci = match s.caches.iter().position(|c| c.index == self.id) {
             Some(i) => i,
             None => {
@@ -704,6 +726,7 @@ impl Index {
             dups,
             pending,
             slot_marks,
+            lazy,
             names_of,
             names,
             names_text,
@@ -770,13 +793,11 @@ impl Index {
             stats.lookups += 1;
             let with = words.is_some();
             if slot.ready && slot.hash == hash && slot.row == row as u32 && slot.keywords == with {
-                let (atoms, rule_marks, value) = slot.split();
+                let (_, rule_marks, value) = slot.split();
                 if value == text.as_bytes() {
                     stats.hits += 1;
                     came(Seen::Cached, Some((at, slot.fill)));
-                    for a in u32s(atoms) {
-                        marks.atom(a);
-                    }
+                    lazy.push(at as u32);
                     for cb in rule_marks.chunks_exact(CLAUSE_BITS_BYTES) {
                         marks.clauses(ClauseBits::read(cb));
                     }
@@ -838,6 +859,11 @@ impl Index {
             let Some(slot) = cache.slots.get_mut(at) else {
                 return;
             };
+            // A value found earlier this event gives up its slot: its atoms first.
+            if let Some(k) = lazy.iter().position(|&l| l as usize == at) {
+                lazy.swap_remove(k);
+                slot.set_atoms(&mut marks);
+            }
             slot.fill = fill;
             slot.hash = hash;
             slot.row = row as u32;
@@ -1027,6 +1053,7 @@ impl Index {
         let Scratch {
             bits,
             hits,
+            sets,
             caches,
             rows,
             epoch,
@@ -1034,6 +1061,8 @@ impl Index {
             candidates,
             pending,
             single_true,
+            lazy,
+            verdicts,
             ..
         } = s;
         let Some(ValueCache {
@@ -1044,37 +1073,77 @@ impl Index {
         };
         let epoch = *epoch;
         let rows: &[RowState] = rows;
-        let mut memo = SlotMemo { slots, rows, epoch };
-        let mut facts = Facts {
-            bits,
-            hits,
-            memo: Some(&mut memo),
-        };
-        single_true.clear();
+        // Each candidate's verdict: decided by its value, remembered, or to
+        // be evaluated (then remembered where it has a key).
+        verdicts.clear();
+        let mut evaluate = false;
         for &c in candidates.iter() {
             let i = (c >> 1) as usize;
-            let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
-                continue;
-            };
-            let hit = c & 1 == 1 || {
-                let key = self.verdict_key(i, rows, epoch);
-                match key.and_then(|(at, fills)| Some((rule_memo.get_mut(at)?, fills))) {
-                    Some((m, fills)) if m.rule == i as u32 && m.fills == fills => m.verdict,
-                    Some((m, fills)) => {
-                        let v = p.eval(&mut facts, &r.detection, ctx);
-                        *m = RuleMemo {
-                            rule: i as u32,
-                            fills,
-                            verdict: v,
-                        };
-                        v
-                    }
-                    None => p.eval(&mut facts, &r.detection, ctx),
+            let v = if c & 1 == 1 {
+                Verdict::Yes
+            } else {
+                match self.verdict_key(i, rows, epoch) {
+                    Some((at, fills)) => match rule_memo.get(at) {
+                        Some(m) if m.rule == i as u32 && m.fills == fills => {
+                            if m.verdict {
+                                Verdict::Yes
+                            } else {
+                                Verdict::No
+                            }
+                        }
+                        _ => Verdict::Eval(Some((at, fills))),
+                    },
+                    None => Verdict::Eval(None),
                 }
             };
-            if !hit {
-                continue;
+            evaluate |= matches!(v, Verdict::Eval(_));
+            verdicts.push(v);
+        }
+        if evaluate {
+            let mut marks = Marks {
+                index: self,
+                bits,
+                hits,
+                sets,
+            };
+            for &at in lazy.iter() {
+                if let Some(slot) = slots.get(at as usize) {
+                    slot.set_atoms(&mut marks);
+                }
             }
+            lazy.clear();
+            let mut memo = SlotMemo { slots, rows, epoch };
+            let mut facts = Facts {
+                bits,
+                hits,
+                memo: Some(&mut memo),
+            };
+            for (&c, v) in candidates.iter().zip(verdicts.iter_mut()) {
+                let Verdict::Eval(key) = *v else { continue };
+                let i = (c >> 1) as usize;
+                let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
+                    *v = Verdict::No;
+                    continue;
+                };
+                let hit = p.eval(&mut facts, &r.detection, ctx);
+                if let Some((at, fills)) = key
+                    && let Some(m) = rule_memo.get_mut(at)
+                {
+                    *m = RuleMemo {
+                        rule: i as u32,
+                        fills,
+                        verdict: hit,
+                    };
+                }
+                *v = if hit { Verdict::Yes } else { Verdict::No };
+            }
+        }
+        single_true.clear();
+        for (&c, v) in candidates.iter().zip(verdicts.iter()) {
+            let i = (c >> 1) as usize;
+            let (Verdict::Yes, Some(r)) = (v, rules.get(i)) else {
+                continue;
+            };
             if !pending.is_empty() && self.single.get(i).is_some_and(|&x| x != 0) {
                 single_true.push(i as u32);
             }
@@ -1085,7 +1154,7 @@ impl Index {
         // Slots filled by this event: their single-field rules were all
         // evaluated on it (the row was searched), so the verdicts are known.
         for &(row, at, hash) in pending.iter() {
-            let Some(slot) = memo.slots.get_mut(at as usize) else {
+            let Some(slot) = slots.get_mut(at as usize) else {
                 continue;
             };
             if slot.ready || slot.row != row || slot.hash != hash {
