@@ -111,6 +111,9 @@ struct CacheSlot {
     /// The cache's fill number when this value took the slot: names the
     /// value (never reused while it could be remembered; see [`RuleMemo`]).
     fill: u32,
+    /// The epoch (event) it was last found or filled in: the other way of
+    /// its set is replaced first when this one is more recent.
+    used: u32,
     /// How many atoms, then clause bits of rules over several fields, `data` starts with.
     atoms: u32,
     marks: u32,
@@ -132,6 +135,16 @@ impl CacheSlot {
         }
     }
 
+    /// The value it holds.
+    fn value(&self) -> &[u8] {
+        self.split().2
+    }
+
+    /// The clause bits of rules over several fields it holds.
+    fn clause_bits(&self) -> &[u8] {
+        self.split().1
+    }
+
     /// (atoms, clause bits, value).
     fn split(&self) -> (&[u8], &[u8], &[u8]) {
         let a = (self.atoms as usize * 4).min(self.data.len());
@@ -145,10 +158,11 @@ fn u32s(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
         .map(|a| u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
 }
 
-/// Recent values of each field of one index, direct-mapped by hash: event
-/// streams repeat the same images, users, parents and command lines, and a
-/// remembered value costs a hash and a compare instead of a scan. Bounded:
-/// a new value takes its slot's place.
+/// Recent values of each field of one index, in sets of two slots chosen by
+/// hash: event streams repeat the same images, users, parents and command
+/// lines, and a remembered value costs a hash and a compare instead of a
+/// scan. Bounded: a new value takes the place of its set's least recently
+/// found one.
 struct ValueCache {
     index: u64,
     /// `CACHE_SLOTS` slots, shared by all fields (a slot records its field).
@@ -257,6 +271,19 @@ impl ClauseBits {
 
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
+
+/// The hash a value is kept under.
+fn value_hash(text: &str) -> u64 {
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// The set (slots `2 * set` and `2 * set + 1`) of a value of `row`: two
+/// ways, so two recurring values that hash alike both stay.
+fn set_of(hash: u64, row: usize) -> usize {
+    (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize % (CACHE_SLOTS / 2)
+}
 
 /// How one row's value came in the current event.
 #[derive(Clone, Copy, Default)]
@@ -781,30 +808,37 @@ impl Index {
                 search(buffers, text, scan, words, |a| marks.atom_and_rules(a));
                 return;
             }
-            let mut h = rustc_hash::FxBuildHasher.build_hasher();
-            h.write(text.as_bytes());
-            let hash = h.finish();
+            let hash = value_hash(text);
             let row = fi.unwrap_or(self.fields.len());
-            let at = (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize
-                % CACHE_SLOTS;
-            let Some(slot) = cache.slots.get(at) else {
-                return;
-            };
+            let set = set_of(hash, row);
             stats.lookups += 1;
             let with = words.is_some();
-            if slot.ready && slot.hash == hash && slot.row == row as u32 && slot.keywords == with {
-                let (_, rule_marks, value) = slot.split();
-                if value == text.as_bytes() {
+            for at in [2 * set, 2 * set + 1] {
+                let Some(slot) = cache.slots.get_mut(at) else {
+                    return;
+                };
+                if slot.ready
+                    && slot.hash == hash
+                    && slot.row == row as u32
+                    && slot.keywords == with
+                    && slot.value() == text.as_bytes()
+                {
                     stats.hits += 1;
+                    slot.used = epoch;
                     came(Seen::Cached, Some((at, slot.fill)));
                     lazy.push(at as u32);
-                    for cb in rule_marks.chunks_exact(CLAUSE_BITS_BYTES) {
+                    for cb in slot.clause_bits().chunks_exact(CLAUSE_BITS_BYTES) {
                         marks.clauses(ClauseBits::read(cb));
                     }
                     candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
                     return;
                 }
             }
+            // The way a new value takes: the one found least recently.
+            let at = match (cache.slots.get(2 * set), cache.slots.get(2 * set + 1)) {
+                (Some(a), Some(b)) if b.used.wrapping_sub(a.used) > u32::MAX / 2 => 2 * set + 1,
+                _ => 2 * set,
+            };
             found.clear();
             search(buffers, text, scan, words, |a| {
                 marks.atom_and_rules(a);
@@ -865,6 +899,7 @@ impl Index {
                 slot.set_atoms(&mut marks);
             }
             slot.fill = fill;
+            slot.used = epoch;
             slot.hash = hash;
             slot.row = row as u32;
             slot.keywords = with;
@@ -1291,6 +1326,55 @@ mod tests {
         assert!(!cache.slots[3].ready && cache.slots[3].fill == 0);
         assert_eq!(cache.rule_memo[5].rule, u32::MAX);
         assert_eq!(cache.next_fill(), (2, true));
+    }
+
+    /// Three values of one event in one set: the two found take both ways,
+    /// the third is kept in the way of one found earlier in the same event,
+    /// whose atoms must still count when the rule over all three is evaluated.
+    #[test]
+    fn a_way_changing_hands_within_an_event_keeps_the_first_values_atoms() {
+        use crate::{LoadReport, RuleSet, event::FlatEvent};
+        let mut set = RuleSet::new();
+        let mut report = LoadReport::default();
+        set.load_str(
+            std::path::Path::new("r.yml"),
+            "title: t\nlogsource: {product: p, category: c}\ndetection:\n  \
+             a: {A|contains: aaa}\n  b: {B|contains: bbb}\n  c: {C|contains: ccc}\n  \
+             condition: a and b and c\n",
+            &mut report,
+        );
+        assert!(report.rejected.is_empty(), "{report}");
+        // Rows are fields in name order: A 0, B 1, C 2.
+        let target = set_of(value_hash("aaa 0"), 0);
+        let in_target = |prefix: &str, row: usize| {
+            (0..)
+                .map(|i| format!("{prefix} {i}"))
+                .find(|v| set_of(value_hash(v), row) == target)
+                .unwrap_or_default()
+        };
+        let (a, b, c) = ("aaa 0".to_owned(), in_target("bbb", 1), in_target("ccc", 2));
+        let event = |with_c: bool| {
+            let mut m = serde_json::Map::new();
+            m.insert("A".into(), a.clone().into());
+            m.insert("B".into(), b.clone().into());
+            if with_c {
+                m.insert("C".into(), c.clone().into());
+            }
+            FlatEvent::from_json(&m)
+        };
+        let src = LogSource::new("p", "c");
+        // A and B are kept (second sightings) and take both ways.
+        for _ in 0..2 {
+            assert!(set.matching_rules(&src, &event(false)).is_empty());
+        }
+        // C's second sighting is kept in A's way, found earlier in that event.
+        for round in 0..3 {
+            assert_eq!(
+                set.matching_rules(&src, &event(true)),
+                vec![0],
+                "round {round}"
+            );
+        }
     }
 
     #[test]

@@ -273,32 +273,6 @@ fn value_cache_replacement_keeps_answers_exact() {
     }
 }
 
-/// A value found in the cache and a new value of another field kept in the
-/// same event can want the same slot: the first must still answer for its
-/// own field when a rule over both is evaluated after the slot changed hands.
-/// (Fields are visited in name order; each target comes twice, so its
-/// second sighting is kept; over 50,000 of them, some land on the image's slot.)
-#[test]
-fn a_slot_changing_hands_within_an_event_keeps_both_answers() {
-    let set = one_rule(
-        "  i:\n    Image|contains: 'aaa'\n  t:\n    TargetFilename|contains: 'bbb'\n  condition: i and t\n",
-    );
-    let src = LogSource::new("p", "c");
-    for i in 0..50_000u32 {
-        for _ in 0..2 {
-            let image = format!("c:\\aaa\\tool{}.exe", i % 4);
-            let target = format!("c:\\bbb\\{i}.txt");
-            let serde_json::Value::Object(m) =
-                serde_json::json!({ "Image": image, "TargetFilename": target })
-            else {
-                unreachable!()
-            };
-            let got = set.matching_rules(&src, &FlatEvent::from_json(&m));
-            assert_eq!(got, vec![0], "{image} / {target}");
-        }
-    }
-}
-
 /// Lists `Image` twice with different values (`field` answers the second):
 /// outside the `Event` contract, and it must not teach the value cache a
 /// wrong answer for the first value.
