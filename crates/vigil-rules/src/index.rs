@@ -158,8 +158,8 @@ fn u32s(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
         .map(|a| u32::from_le_bytes([a[0], a[1], a[2], a[3]]))
 }
 
-/// Recent values of each field of one index, in sets of two slots chosen by
-/// hash: event streams repeat the same images, users, parents and command
+/// Recent values of each field of one index, in sets of [`WAYS`] slots
+/// chosen by hash: event streams repeat the same images, users, parents and command
 /// lines, and a remembered value costs a hash and a compare instead of a
 /// scan. Bounded: a new value takes the place of its set's least recently
 /// found one.
@@ -269,6 +269,8 @@ impl ClauseBits {
     }
 }
 
+/// Slots per set of a value cache.
+const WAYS: usize = 4;
 /// Bits per row of a cache's door (cleared once half are set).
 const DOOR_BITS: usize = 4096;
 
@@ -279,10 +281,10 @@ fn value_hash(text: &str) -> u64 {
     h.finish()
 }
 
-/// The set (slots `2 * set` and `2 * set + 1`) of a value of `row`: two
-/// ways, so two recurring values that hash alike both stay.
+/// The set (slots `WAYS * set ..` `WAYS * set + WAYS`) of a value of
+/// `row`: several ways, so recurring values that hash alike all stay.
 fn set_of(hash: u64, row: usize) -> usize {
-    (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize % (CACHE_SLOTS / 2)
+    (hash ^ (row as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) as usize % (CACHE_SLOTS / WAYS)
 }
 
 /// How one row's value came in the current event.
@@ -813,7 +815,7 @@ impl Index {
             let set = set_of(hash, row);
             stats.lookups += 1;
             let with = words.is_some();
-            for at in [2 * set, 2 * set + 1] {
+            for at in WAYS * set..WAYS * set + WAYS {
                 let Some(slot) = cache.slots.get_mut(at) else {
                     return;
                 };
@@ -835,10 +837,14 @@ impl Index {
                 }
             }
             // The way a new value takes: the one found least recently.
-            let at = match (cache.slots.get(2 * set), cache.slots.get(2 * set + 1)) {
-                (Some(a), Some(b)) if b.used.wrapping_sub(a.used) > u32::MAX / 2 => 2 * set + 1,
-                _ => 2 * set,
-            };
+            let at = (WAYS * set..WAYS * set + WAYS)
+                .max_by_key(|&at| {
+                    cache
+                        .slots
+                        .get(at)
+                        .map_or(0, |s| epoch.wrapping_sub(s.used))
+                })
+                .unwrap_or(WAYS * set);
             found.clear();
             search(buffers, text, scan, words, |a| {
                 marks.atom_and_rules(a);
@@ -1328,49 +1334,53 @@ mod tests {
         assert_eq!(cache.next_fill(), (2, true));
     }
 
-    /// Three values of one event in one set: the two found take both ways,
-    /// the third is kept in the way of one found earlier in the same event,
-    /// whose atoms must still count when the rule over all three is evaluated.
+    /// `WAYS + 1` values of one event in one set: those found fill every
+    /// way, the last is kept in the way of one found earlier in the same
+    /// event, whose atoms must still count when the rule over all of them is
+    /// evaluated.
     #[test]
     fn a_way_changing_hands_within_an_event_keeps_the_first_values_atoms() {
         use crate::{LoadReport, RuleSet, event::FlatEvent};
+        // Fields f0..f{WAYS} (rows in name order); the rule needs each to hold "vK".
+        let selections: String = (0..=WAYS)
+            .map(|k| format!("  s{k}: {{f{k}|contains: v{k}}}\n"))
+            .collect();
         let mut set = RuleSet::new();
         let mut report = LoadReport::default();
         set.load_str(
             std::path::Path::new("r.yml"),
-            "title: t\nlogsource: {product: p, category: c}\ndetection:\n  \
-             a: {A|contains: aaa}\n  b: {B|contains: bbb}\n  c: {C|contains: ccc}\n  \
-             condition: a and b and c\n",
+            &format!(
+                "title: t\nlogsource: {{product: p, category: c}}\ndetection:\n{selections}  \
+                 condition: all of s*\n"
+            ),
             &mut report,
         );
         assert!(report.rejected.is_empty(), "{report}");
-        // Rows are fields in name order: A 0, B 1, C 2.
-        let target = set_of(value_hash("aaa 0"), 0);
-        let in_target = |prefix: &str, row: usize| {
-            (0..)
-                .map(|i| format!("{prefix} {i}"))
-                .find(|v| set_of(value_hash(v), row) == target)
-                .unwrap_or_default()
-        };
-        let (a, b, c) = ("aaa 0".to_owned(), in_target("bbb", 1), in_target("ccc", 2));
-        let event = |with_c: bool| {
+        let target = set_of(value_hash("v0 0"), 0);
+        let values: Vec<String> = (0..=WAYS)
+            .map(|k| {
+                (0..)
+                    .map(|i| format!("v{k} {i}"))
+                    .find(|v| set_of(value_hash(v), k) == target)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let event = |fields: usize| {
             let mut m = serde_json::Map::new();
-            m.insert("A".into(), a.clone().into());
-            m.insert("B".into(), b.clone().into());
-            if with_c {
-                m.insert("C".into(), c.clone().into());
+            for (k, v) in values.iter().enumerate().take(fields) {
+                m.insert(format!("f{k}"), v.clone().into());
             }
             FlatEvent::from_json(&m)
         };
         let src = LogSource::new("p", "c");
-        // A and B are kept (second sightings) and take both ways.
+        // The first WAYS values are kept (second sightings) and fill the set.
         for _ in 0..2 {
-            assert!(set.matching_rules(&src, &event(false)).is_empty());
+            assert!(set.matching_rules(&src, &event(WAYS)).is_empty());
         }
-        // C's second sighting is kept in A's way, found earlier in that event.
+        // The last one's second sighting is kept in the way of one found in that event.
         for round in 0..3 {
             assert_eq!(
-                set.matching_rules(&src, &event(true)),
+                set.matching_rules(&src, &event(WAYS + 1)),
                 vec![0],
                 "round {round}"
             );
