@@ -111,8 +111,8 @@ struct CacheSlot {
     /// The cache's fill number when this value took the slot: names the
     /// value (never reused while it could be remembered; see [`RuleMemo`]).
     fill: u32,
-    /// The epoch (event) it was last found or filled in: the other way of
-    /// its set is replaced first when this one is more recent.
+    /// The epoch (event) it was last found or filled in: a new value takes
+    /// the way of its set found least recently.
     used: u32,
     /// How many atoms, then clause bits of rules over several fields, `data` starts with.
     atoms: u32,
@@ -159,10 +159,10 @@ fn u32s(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
 }
 
 /// Recent values of each field of one index, in sets of [`WAYS`] slots
-/// chosen by hash: event streams repeat the same images, users, parents and command
-/// lines, and a remembered value costs a hash and a compare instead of a
-/// scan. Bounded: a new value takes the place of its set's least recently
-/// found one.
+/// chosen by hash: event streams repeat the same images, users, parents and
+/// command lines, and a remembered value costs a hash and a compare instead
+/// of a scan. Bounded: a new value takes the place of its set's least
+/// recently found one.
 struct ValueCache {
     index: u64,
     /// `CACHE_SLOTS` slots, shared by all fields (a slot records its field).
@@ -1341,7 +1341,8 @@ mod tests {
     #[test]
     fn a_way_changing_hands_within_an_event_keeps_the_first_values_atoms() {
         use crate::{LoadReport, RuleSet, event::FlatEvent};
-        // Fields f0..f{WAYS} (rows in name order); the rule needs each to hold "vK".
+        // Fields f0..f{WAYS} (rows in name order, as WAYS < 10); the rule
+        // needs each to hold "vK".
         let selections: String = (0..=WAYS)
             .map(|k| format!("  s{k}: {{f{k}|contains: v{k}}}\n"))
             .collect();
