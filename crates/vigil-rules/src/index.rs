@@ -135,16 +135,6 @@ impl CacheSlot {
         }
     }
 
-    /// The value it holds.
-    fn value(&self) -> &[u8] {
-        self.split().2
-    }
-
-    /// The clause bits of rules over several fields it holds.
-    fn clause_bits(&self) -> &[u8] {
-        self.split().1
-    }
-
     /// (atoms, clause bits, value).
     fn split(&self) -> (&[u8], &[u8], &[u8]) {
         let a = (self.atoms as usize * 4).min(self.data.len());
@@ -819,22 +809,26 @@ impl Index {
                 let Some(slot) = cache.slots.get_mut(at) else {
                     return;
                 };
-                if slot.ready
+                if !(slot.ready
                     && slot.hash == hash
                     && slot.row == row as u32
-                    && slot.keywords == with
-                    && slot.value() == text.as_bytes()
+                    && slot.keywords == with)
                 {
-                    stats.hits += 1;
-                    slot.used = epoch;
-                    came(Seen::Cached, Some((at, slot.fill)));
-                    lazy.push(at as u32);
-                    for cb in slot.clause_bits().chunks_exact(CLAUSE_BITS_BYTES) {
-                        marks.clauses(ClauseBits::read(cb));
-                    }
-                    candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
-                    return;
+                    continue;
                 }
+                let (_, clause_bits, value) = slot.split();
+                if value != text.as_bytes() {
+                    continue;
+                }
+                stats.hits += 1;
+                came(Seen::Cached, Some((at, slot.fill)));
+                lazy.push(at as u32);
+                for cb in clause_bits.chunks_exact(CLAUSE_BITS_BYTES) {
+                    marks.clauses(ClauseBits::read(cb));
+                }
+                candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
+                slot.used = epoch;
+                return;
             }
             // The way a new value takes: the one found least recently.
             let at = (WAYS * set..WAYS * set + WAYS)
