@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Values remembered (all fields of an index together) with the atoms they
 /// satisfy: fields with few values take few slots, command lines the rest.
-const CACHE_SLOTS: usize = 8192;
+const CACHE_SLOTS: usize = 16384;
 /// Longer values are scanned every time (and not kept).
 const CACHE_MAX_VALUE: usize = 512;
 /// Indexes (log sources, rule sets) a thread keeps caches for.
