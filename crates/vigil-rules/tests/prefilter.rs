@@ -247,28 +247,36 @@ fn one_rule(detection: &str) -> RuleSet {
 }
 
 /// More distinct values than a field's cache holds: values take each other's
-/// slots, and a slot must never answer for a value it no longer holds.
+/// slots, and a slot must never answer for a value it no longer holds. Each
+/// value comes twice (so it is kept), and comes back after 20,000 others
+/// were kept (more than the cache's 16,384 slots: its slot has most likely
+/// changed hands).
 #[test]
 fn value_cache_replacement_keeps_answers_exact() {
     let set = one_rule(
         "  s:\n    CommandLine|contains: ['evil', 'x7']\n  k: ['needle']\n  condition: s or k\n",
     );
     let src = LogSource::new("p", "c");
-    for round in 0..2 {
-        for i in 0..3000u32 {
-            let cmd = match i % 7 {
-                0 => format!("run evil {i}"),
-                1 => format!("value {i} with needle"),
-                _ => format!("benign {i}"),
-            };
-            let serde_json::Value::Object(m) =
-                serde_json::json!({ "CommandLine": cmd, "Other": format!("o{}", i % 5) })
-            else {
-                unreachable!()
-            };
-            let want = i % 7 < 2 || cmd.contains("x7");
-            let got = set.matching_rules(&src, &FlatEvent::from_json(&m));
-            assert_eq!(!got.is_empty(), want, "round {round}: {cmd}");
+    let check = |i: u32| {
+        let cmd = match i % 7 {
+            0 => format!("run evil {i}"),
+            1 => format!("value {i} with needle"),
+            _ => format!("benign {i}"),
+        };
+        let serde_json::Value::Object(m) =
+            serde_json::json!({ "CommandLine": cmd, "Other": format!("o{}", i % 5) })
+        else {
+            unreachable!()
+        };
+        let want = i % 7 < 2 || cmd.contains("x7");
+        let got = set.matching_rules(&src, &FlatEvent::from_json(&m));
+        assert_eq!(!got.is_empty(), want, "{cmd}");
+    };
+    for i in 0..40_000u32 {
+        check(i);
+        check(i);
+        if let Some(old) = i.checked_sub(20_000) {
+            check(old);
         }
     }
 }
