@@ -71,6 +71,10 @@ pub(crate) struct Index {
     /// function of those values, remembered by their slots' fill numbers
     /// (see [`RuleMemo`]).
     reads: Vec<Option<Box<[u32]>>>,
+    /// Per rule: the rows whose atoms its evaluation reads (`None`: every
+    /// row, as keywords are searched in all values). A found value's atoms
+    /// are set only when a rule reading its row is evaluated.
+    atom_rows: Vec<Option<Box<[u32]>>>,
     /// Field name → its scan.
     fields: Vec<(String, FieldScan)>,
     /// Keyword literals, searched in every string and number value.
@@ -668,6 +672,21 @@ impl Index {
                 rows.filter(|r| r.len() <= MEMO_FIELDS)
             })
             .collect();
+        let atom_rows = programs
+            .iter()
+            .zip(rules)
+            .map(|(p, r)| {
+                p.as_ref()?;
+                // Fields without literals have no atoms to set.
+                let rows: Box<[u32]> = r
+                    .detection
+                    .fields_read()?
+                    .iter()
+                    .filter_map(|f| by_name.get(*f).copied())
+                    .collect();
+                Some(rows)
+            })
+            .collect();
         let rows_checked = (0..rows as u32)
             .filter(|&r| !row_always[r as usize].is_empty() || !row_absent[r as usize].is_empty())
             .collect();
@@ -680,6 +699,7 @@ impl Index {
             row_absent,
             rows_checked,
             reads,
+            atom_rows,
             fields,
             keywords,
             by_name,
@@ -1098,6 +1118,7 @@ impl Index {
             single_true,
             lazy,
             verdicts,
+            dups,
             ..
         } = s;
         let Some(ValueCache {
@@ -1135,30 +1156,59 @@ impl Index {
             verdicts.push(v);
         }
         if evaluate {
-            let mut marks = Marks {
-                index: self,
-                bits,
-                hits,
-                sets,
-            };
-            for &at in lazy.iter() {
-                if let Some(slot) = slots.get(at as usize) {
-                    slot.set_atoms(&mut marks);
-                }
-            }
-            lazy.clear();
-            let mut memo = SlotMemo { slots, rows, epoch };
-            let mut facts = Facts {
-                bits,
-                hits,
-                memo: Some(&mut memo),
-            };
             for (&c, v) in candidates.iter().zip(verdicts.iter_mut()) {
                 let Verdict::Eval(key) = *v else { continue };
                 let i = (c >> 1) as usize;
                 let (Some(Some(p)), Some(r)) = (self.programs.get(i), rules.get(i)) else {
                     *v = Verdict::No;
                     continue;
+                };
+                if !lazy.is_empty() {
+                    let mut marks = Marks {
+                        index: self,
+                        bits,
+                        hits,
+                        sets,
+                    };
+                    // A row that came twice names only its last value: all then.
+                    let read = self.atom_rows.get(i).and_then(Option::as_deref);
+                    match read.filter(|_| dups.is_empty()) {
+                        Some(read) => {
+                            for &row in read {
+                                let Some(at) = rows
+                                    .get(row as usize)
+                                    .filter(|r| r.seen == epoch && r.slot > 0)
+                                    .map(|r| r.slot - 1)
+                                else {
+                                    continue;
+                                };
+                                if let Some(k) = lazy.iter().position(|&l| l == at) {
+                                    lazy.swap_remove(k);
+                                    if let Some(slot) = slots.get(at as usize) {
+                                        slot.set_atoms(&mut marks);
+                                    }
+                                }
+                            }
+                        }
+                        None => {
+                            for &at in lazy.iter() {
+                                if let Some(slot) = slots.get(at as usize) {
+                                    slot.set_atoms(&mut marks);
+                                }
+                            }
+                            lazy.clear();
+                        }
+                    }
+                }
+                let mut memo = SlotMemo {
+                    slots: &mut *slots,
+                    rows,
+                    epoch,
+                };
+                let mut facts = Facts {
+                    bits,
+                    hits,
+                    memo: Some(&mut memo),
                 };
                 let hit = p.eval(&mut facts, &r.detection, ctx);
                 if let Some((at, fills)) = key
