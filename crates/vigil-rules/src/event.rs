@@ -44,6 +44,13 @@ pub trait Event {
         let _ = f;
         false
     }
+
+    /// The event itself when it is a [`FlatEvent`], which the engine reads
+    /// directly (no call per field).
+    #[doc(hidden)]
+    fn as_flat(&self) -> Option<&FlatEvent> {
+        None
+    }
 }
 
 /// A flat JSON object keyed by Sigma field names; what `vigil rules match` reads.
@@ -108,9 +115,42 @@ pub struct FlatEvent {
     fields: Vec<(usize, usize, FlatValue)>,
 }
 
+/// A field value of a [`FlatEvent`] as stored (see [`FlatEvent::raw_fields`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RawValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+impl<'a> RawValue<'a> {
+    pub(crate) fn field_value(self) -> FieldValue<'a> {
+        match self {
+            RawValue::Str(s) => FieldValue::Str(Cow::Borrowed(s)),
+            RawValue::Int(i) => FieldValue::Int(i),
+            RawValue::Bool(b) => FieldValue::Bool(b),
+            RawValue::Null => FieldValue::Null,
+        }
+    }
+}
+
 impl FlatEvent {
     pub fn new() -> FlatEvent {
         FlatEvent::default()
+    }
+
+    /// Every field, front to back, as [`Event::visit_fields`] lists them.
+    pub(crate) fn raw_fields(&self) -> impl Iterator<Item = (&str, RawValue<'_>)> {
+        self.fields.iter().map(|&(s, e, v)| {
+            let value = match v {
+                FlatValue::Str(a, b) => RawValue::Str(self.text.get(a..b).unwrap_or_default()),
+                FlatValue::Int(i) => RawValue::Int(i),
+                FlatValue::Bool(b) => RawValue::Bool(b),
+                FlatValue::Null => RawValue::Null,
+            };
+            (self.text.get(s..e).unwrap_or_default(), value)
+        })
     }
 
     /// Adds (or replaces) the field `name`.
@@ -186,10 +226,14 @@ impl Event for FlatEvent {
     }
 
     fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
-        for &(s, e, v) in &self.fields {
-            f(self.text.get(s..e).unwrap_or_default(), self.value(v));
+        for (name, value) in self.raw_fields() {
+            f(name, value.field_value());
         }
         true
+    }
+
+    fn as_flat(&self) -> Option<&FlatEvent> {
+        Some(self)
     }
 }
 

@@ -53,29 +53,31 @@ struct Tier {
     members: Box<[Member]>,
 }
 
-/// Equal slices of equal length, without a call for the short ones needles are.
+/// Equal byte strings, without a call for the short ones needles, field
+/// names and many values are (overlapping word loads cover every byte).
 #[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
     }
-    if (8..=16).contains(&n) {
-        let w = |x: &[u8], at: usize| {
-            u64::from_le_bytes([
-                x[at],
-                x[at + 1],
-                x[at + 2],
-                x[at + 3],
-                x[at + 4],
-                x[at + 5],
-                x[at + 6],
-                x[at + 7],
-            ])
-        };
-        return w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8);
+    let word = |x: &[u8], at: usize| -> u64 {
+        x.get(at..at + 8)
+            .and_then(|w| w.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let half = |x: &[u8], at: usize| -> u32 {
+        x.get(at..at + 4)
+            .and_then(|w| w.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    match n {
+        0 => true,
+        1..4 => a == b,
+        4..8 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
     }
-    a == b
 }
 
 fn gram(b: &[u8], width: usize) -> u64 {
@@ -215,7 +217,10 @@ impl Tier {
                     continue;
                 };
                 let n = &needles[m.needle as usize];
-                if hay.get(start..start + n.len()).is_some_and(|h| same(h, n)) {
+                if hay
+                    .get(start..start + n.len())
+                    .is_some_and(|h| same_bytes(h, n))
+                {
                     f(m.needle, start, start + n.len());
                 }
             }

@@ -27,7 +27,9 @@
 //! number of rules.
 
 use crate::eval::Ctx;
+use crate::event::RawValue;
 use crate::event::{Event, FieldValue};
+use crate::grams::same_bytes;
 use crate::logsource::LogSource;
 use crate::pattern::Anchor;
 use crate::program::{Facts, KEYWORDS, Memo, Node};
@@ -269,9 +271,9 @@ const WAYS: usize = 4;
 const DOOR_BITS: usize = 4096;
 
 /// The hash a value is kept under.
-fn value_hash(text: &str) -> u64 {
+fn value_hash(text: &[u8]) -> u64 {
     let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    h.write(text.as_bytes());
+    h.write(text);
     h.finish()
 }
 
@@ -342,6 +344,225 @@ fn search(
     }
     if let Some(words) = words {
         words.scan_lower(&buffers.lower, &mut out);
+    }
+}
+
+/// One event's pass over its field values (see [`Index::scan`]).
+struct FieldPass<'a> {
+    index: &'a Index,
+    keywords: Option<&'a FieldScan>,
+    cache: &'a mut ValueCache,
+    marks: Marks<'a>,
+    rows: &'a mut [RowState],
+    dups: &'a mut Vec<u32>,
+    pending: &'a mut Vec<(u32, u32, u64)>,
+    slot_marks: &'a mut Vec<ClauseBits>,
+    lazy: &'a mut Vec<u32>,
+    buffers: &'a mut Buffers,
+    found: &'a mut Vec<u32>,
+    candidates: &'a mut Vec<u32>,
+    stats: &'a mut CacheStats,
+    no_cache: bool,
+    epoch: u32,
+    /// Fill numbers ran out and restarted during this event.
+    restarted: bool,
+}
+
+impl FieldPass<'_> {
+    #[inline(always)]
+    fn came(&mut self, fi: Option<usize>, how: Seen, kept: Option<(usize, u32)>) {
+        RowState::came(self.rows, self.dups, fi, self.epoch, how, kept);
+    }
+
+    /// A string value of field `fi` (`None`: a field only keywords read)
+    /// found in the value cache: its clause bits and verdicts count for the
+    /// event. False when it is not there (or not looked for).
+    #[inline(always)]
+    fn hit(&mut self, fi: Option<usize>, text: &[u8], with_keywords: bool) -> bool {
+        let with = with_keywords && self.keywords.is_some();
+        if (fi.is_none() && !with) || text.len() > CACHE_MAX_VALUE || self.no_cache {
+            return false;
+        }
+        let hash = value_hash(text);
+        let row = fi.unwrap_or(self.index.fields.len());
+        let set = set_of(hash, row);
+        self.stats.lookups += 1;
+        let Some(ways) = self.cache.slots.get_mut(WAYS * set..WAYS * set + WAYS) else {
+            return false;
+        };
+        let Some(way) = ways.iter().position(|slot| {
+            slot.hash == hash
+                && slot.ready
+                && slot.row == row as u32
+                && slot.keywords == with
+                && same_bytes(slot.split().2, text)
+        }) else {
+            return false;
+        };
+        let at = WAYS * set + way;
+        let slot = &mut ways[way];
+        slot.used = self.epoch;
+        self.stats.hits += 1;
+        let fill = slot.fill;
+        for cb in slot.split().1.chunks_exact(CLAUSE_BITS_BYTES) {
+            self.marks.clauses(ClauseBits::read(cb));
+        }
+        self.candidates
+            .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
+        self.lazy.push(at as u32);
+        self.came(fi, Seen::Cached, Some((at, fill)));
+        true
+    }
+
+    /// One field's value: its own literals (when `fi` names an indexed
+    /// field) and, with `with_keywords`, the keyword literals (strings and
+    /// numbers only); from the value cache when it is there (`tried`: it
+    /// was just looked for there).
+    fn value(
+        &mut self,
+        fi: Option<usize>,
+        value: FieldValue<'_>,
+        with_keywords: bool,
+        tried: bool,
+    ) {
+        let index = self.index;
+        let scan = fi.and_then(|i| index.fields.get(i)).map(|(_, s)| s);
+        // An integer as decimal text, without allocating.
+        let mut digits = [0u8; 24];
+        let (text, cacheable): (&str, bool) = match &value {
+            FieldValue::Str(t) => (t, true),
+            FieldValue::Int(i) => {
+                use std::io::Write;
+                let mut out = &mut digits[..];
+                let _ = write!(out, "{i}");
+                let len = 24 - out.len();
+                (
+                    std::str::from_utf8(&digits[..len]).unwrap_or_default(),
+                    false,
+                )
+            }
+            FieldValue::Bool(b) => (if *b { "true" } else { "false" }, false),
+            FieldValue::Null => {
+                self.came(fi, Seen::Searched, None);
+                return;
+            }
+        };
+        let words = self
+            .keywords
+            .filter(|_| with_keywords && !matches!(value, FieldValue::Bool(_)));
+        if scan.is_none() && words.is_none() {
+            self.came(fi, Seen::Searched, None);
+            return;
+        }
+        if !cacheable || text.len() > CACHE_MAX_VALUE || self.no_cache {
+            self.came(fi, Seen::Searched, None);
+            let marks = &mut self.marks;
+            search(self.buffers, text, scan, words, |a| marks.atom_and_rules(a));
+            return;
+        }
+        if !tried && self.hit(fi, text.as_bytes(), with_keywords) {
+            return;
+        }
+        let with = words.is_some();
+        let hash = value_hash(text.as_bytes());
+        let row = fi.unwrap_or(index.fields.len());
+        let set = set_of(hash, row);
+        let epoch = self.epoch;
+        let cache = &mut *self.cache;
+        // The way a new value takes: the one found least recently.
+        let at = (WAYS * set..WAYS * set + WAYS)
+            .max_by_key(|&at| {
+                cache
+                    .slots
+                    .get(at)
+                    .map_or(0, |s| epoch.wrapping_sub(s.used))
+            })
+            .unwrap_or(WAYS * set);
+        let (marks, found) = (&mut self.marks, &mut *self.found);
+        found.clear();
+        search(self.buffers, text, scan, words, |a| {
+            marks.atom_and_rules(a);
+            found.push(a);
+        });
+        let bit = row * DOOR_BITS + (hash >> 52) as usize % DOOR_BITS;
+        let (Some(word), Some(set)) = (cache.door.get_mut(bit / 64), cache.door_set.get_mut(row))
+        else {
+            return;
+        };
+        if *word & (1 << (bit % 64)) == 0 {
+            // First sighting (as far as the door remembers): not kept.
+            *word |= 1 << (bit % 64);
+            *set += 1;
+            if *set as usize >= DOOR_BITS / 2 {
+                *set = 0;
+                let first = row * DOOR_BITS / 64;
+                if let Some(words) = cache.door.get_mut(first..first + DOOR_BITS / 64) {
+                    words.fill(0);
+                }
+            }
+            self.came(fi, Seen::Searched, None);
+            return;
+        }
+        found.sort_unstable();
+        found.dedup();
+        // The clause bits of rules over several fields; single-field rules
+        // are decided once, by this event, and kept as verdicts.
+        let slot_marks = &mut *self.slot_marks;
+        slot_marks.clear();
+        for &a in found.iter() {
+            for &cb in index.marks_of(a) {
+                let w = cb.at as usize / index.clause_sets.max(1);
+                let bits = cb.bits & index.multi.get(w).copied().unwrap_or(0);
+                if bits != 0 {
+                    slot_marks.push(ClauseBits { at: cb.at, bits });
+                }
+            }
+        }
+        slot_marks.sort_unstable_by_key(|cb| cb.at);
+        slot_marks.dedup_by(|b, a| {
+            let same = a.at == b.at;
+            if same {
+                a.bits |= b.bits;
+            }
+            same
+        });
+        let (fill, still) = cache.next_fill();
+        if !still {
+            self.restarted = true;
+        }
+        let Some(slot) = cache.slots.get_mut(at) else {
+            return;
+        };
+        // A value found earlier this event gives up its slot: its atoms first.
+        if let Some(k) = self.lazy.iter().position(|&l| l as usize == at) {
+            self.lazy.swap_remove(k);
+            slot.set_atoms(marks);
+        }
+        slot.fill = fill;
+        slot.used = epoch;
+        slot.hash = hash;
+        slot.row = row as u32;
+        slot.keywords = with;
+        slot.residuals.clear();
+        slot.verdicts.clear();
+        slot.atoms = found.len() as u32;
+        slot.marks = slot_marks.len() as u32;
+        slot.data.clear();
+        slot.data
+            .reserve(found.len() * 4 + slot_marks.len() * CLAUSE_BITS_BYTES + text.len());
+        for a in found.iter() {
+            slot.data.extend_from_slice(&a.to_le_bytes());
+        }
+        for cb in slot_marks.iter() {
+            cb.write(&mut slot.data);
+        }
+        slot.data.extend_from_slice(text.as_bytes());
+        // A row without single-field rules has no verdicts to wait for.
+        slot.ready = index.row_rules.get(row).is_none_or(Vec::is_empty);
+        if !slot.ready {
+            self.pending.push((row as u32, at as u32, hash));
+        }
+        self.came(fi, Seen::Searched, Some((at, fill)));
     }
 }
 
@@ -426,7 +647,6 @@ struct Scratch {
     found: Vec<u32>,
     /// Which index's caches the current event uses.
     current: usize,
-    number: String,
 }
 
 /// A candidate rule's verdict on the event.
@@ -771,188 +991,50 @@ impl Index {
             names_text,
             buffers,
             found,
-            number,
             caches,
             stats,
             no_cache,
             ..
         } = s;
         let epoch = *epoch;
-        let cache = &mut caches[ci];
-        let mut marks = Marks {
+        let mut pass = FieldPass {
             index: self,
-            bits,
-            hits,
-            sets,
-        };
-        let keywords = self.keywords.as_ref();
-        // Fill numbers ran out and restarted during this event.
-        let restarted = std::cell::Cell::new(false);
-        // One field's value: its own literals (when `fi` names an indexed
-        // field) and, with `with_keywords`, the keyword literals (strings and
-        // numbers only).
-        let mut field = |fi: Option<usize>, value: FieldValue<'_>, with_keywords: bool| {
-            let mut came = |how: Seen, kept: Option<(usize, u32)>| {
-                RowState::came(row_state, dups, fi, epoch, how, kept)
-            };
-            let scan = fi.and_then(|i| self.fields.get(i)).map(|(_, s)| s);
-            let (text, cacheable): (&str, bool) = match &value {
-                FieldValue::Str(t) => (t, true),
-                FieldValue::Int(i) => {
-                    number.clear();
-                    use std::fmt::Write;
-                    let _ = write!(number, "{i}");
-                    (number, false)
-                }
-                FieldValue::Bool(b) => (if *b { "true" } else { "false" }, false),
-                FieldValue::Null => {
-                    came(Seen::Searched, None);
-                    return;
-                }
-            };
-            let words = keywords.filter(|_| with_keywords && !matches!(value, FieldValue::Bool(_)));
-            if scan.is_none() && words.is_none() {
-                came(Seen::Searched, None);
-                return;
-            }
-            if !cacheable || text.len() > CACHE_MAX_VALUE || *no_cache {
-                came(Seen::Searched, None);
-                search(buffers, text, scan, words, |a| marks.atom_and_rules(a));
-                return;
-            }
-            let hash = value_hash(text);
-            let row = fi.unwrap_or(self.fields.len());
-            let set = set_of(hash, row);
-            stats.lookups += 1;
-            let with = words.is_some();
-            for at in WAYS * set..WAYS * set + WAYS {
-                let Some(slot) = cache.slots.get_mut(at) else {
-                    return;
-                };
-                if !(slot.ready
-                    && slot.hash == hash
-                    && slot.row == row as u32
-                    && slot.keywords == with)
-                {
-                    continue;
-                }
-                let (_, clause_bits, value) = slot.split();
-                if value != text.as_bytes() {
-                    continue;
-                }
-                stats.hits += 1;
-                came(Seen::Cached, Some((at, slot.fill)));
-                lazy.push(at as u32);
-                for cb in clause_bits.chunks_exact(CLAUSE_BITS_BYTES) {
-                    marks.clauses(ClauseBits::read(cb));
-                }
-                candidates.extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
-                slot.used = epoch;
-                return;
-            }
-            // The way a new value takes: the one found least recently.
-            let at = (WAYS * set..WAYS * set + WAYS)
-                .max_by_key(|&at| {
-                    cache
-                        .slots
-                        .get(at)
-                        .map_or(0, |s| epoch.wrapping_sub(s.used))
-                })
-                .unwrap_or(WAYS * set);
-            found.clear();
-            search(buffers, text, scan, words, |a| {
-                marks.atom_and_rules(a);
-                found.push(a);
-            });
-            let bit = row * DOOR_BITS + (hash >> 52) as usize % DOOR_BITS;
-            let (Some(word), Some(set)) =
-                (cache.door.get_mut(bit / 64), cache.door_set.get_mut(row))
-            else {
-                return;
-            };
-            if *word & (1 << (bit % 64)) == 0 {
-                // First sighting (as far as the door remembers): not kept.
-                *word |= 1 << (bit % 64);
-                *set += 1;
-                if *set as usize >= DOOR_BITS / 2 {
-                    *set = 0;
-                    let first = row * DOOR_BITS / 64;
-                    if let Some(words) = cache.door.get_mut(first..first + DOOR_BITS / 64) {
-                        words.fill(0);
-                    }
-                }
-                came(Seen::Searched, None);
-                return;
-            }
-            found.sort_unstable();
-            found.dedup();
-            // The clause bits of rules over several fields; single-field rules
-            // are decided once, by this event, and kept as verdicts.
-            slot_marks.clear();
-            for &a in found.iter() {
-                for &cb in self.marks_of(a) {
-                    let w = cb.at as usize / self.clause_sets.max(1);
-                    let bits = cb.bits & self.multi.get(w).copied().unwrap_or(0);
-                    if bits != 0 {
-                        slot_marks.push(ClauseBits { at: cb.at, bits });
-                    }
-                }
-            }
-            slot_marks.sort_unstable_by_key(|cb| cb.at);
-            slot_marks.dedup_by(|b, a| {
-                let same = a.at == b.at;
-                if same {
-                    a.bits |= b.bits;
-                }
-                same
-            });
-            let (fill, still) = cache.next_fill();
-            if !still {
-                restarted.set(true);
-            }
-            let Some(slot) = cache.slots.get_mut(at) else {
-                return;
-            };
-            // A value found earlier this event gives up its slot: its atoms first.
-            if let Some(k) = lazy.iter().position(|&l| l as usize == at) {
-                lazy.swap_remove(k);
-                slot.set_atoms(&mut marks);
-            }
-            slot.fill = fill;
-            slot.used = epoch;
-            slot.hash = hash;
-            slot.row = row as u32;
-            slot.keywords = with;
-            slot.residuals.clear();
-            slot.verdicts.clear();
-            slot.atoms = found.len() as u32;
-            slot.marks = slot_marks.len() as u32;
-            slot.data.clear();
-            slot.data
-                .reserve(found.len() * 4 + slot_marks.len() * CLAUSE_BITS_BYTES + text.len());
-            for a in found.iter() {
-                slot.data.extend_from_slice(&a.to_le_bytes());
-            }
-            for cb in slot_marks.iter() {
-                cb.write(&mut slot.data);
-            }
-            slot.data.extend_from_slice(text.as_bytes());
-            // A row without single-field rules has no verdicts to wait for.
-            slot.ready = self.row_rules.get(row).is_none_or(Vec::is_empty);
-            if !slot.ready {
-                pending.push((row as u32, at as u32, hash));
-            }
-            came(Seen::Searched, Some((at, fill)));
+            keywords: self.keywords.as_ref(),
+            cache: &mut caches[ci],
+            marks: Marks {
+                index: self,
+                bits,
+                hits,
+                sets,
+            },
+            rows: row_state,
+            dups,
+            pending,
+            slot_marks,
+            lazy,
+            buffers,
+            found,
+            candidates,
+            stats,
+            no_cache: *no_cache,
+            epoch,
+            restarted: false,
         };
         if *names_of != self.id {
             *names_of = self.id;
             names.clear();
             names_text.clear();
         }
-        let mut k = 0;
-        let visited = event.visit_fields(&mut |name, value| {
+        // The row of the `k`th field, named `name`: events of one source list
+        // their fields in the same order, so the last event's name at that
+        // place is compared before the name is hashed.
+        let mut row_of = |k: usize, name: &str| -> Option<usize> {
             let known = names.get(k).and_then(|&(s, e, row)| {
-                (names_text.get(s as usize..e as usize) == Some(name)).then_some(row)
+                same_bytes(
+                    names_text.as_bytes().get(s as usize..e as usize)?,
+                    name.as_bytes(),
+                )
+                .then_some(row)
             });
             let row = known.unwrap_or_else(|| {
                 let row = self.by_name.get(name).copied().unwrap_or(u32::MAX);
@@ -969,23 +1051,53 @@ impl Index {
                 }
                 row
             });
-            k += 1;
-            field((row != u32::MAX).then_some(row as usize), value, true);
-        });
-        if !visited {
-            for (fi, (name, _)) in self.fields.iter().enumerate() {
-                if let Some(v) = event.field(name) {
-                    field(Some(fi), v, false);
+            (row != u32::MAX).then_some(row as usize)
+        };
+        if let Some(flat) = event.as_flat() {
+            // The common case without a call per field: strings are tried
+            // in the value cache first, from their bytes.
+            for (k, (name, value)) in flat.raw_fields().enumerate() {
+                let fi = row_of(k, name);
+                let tried = matches!(value, RawValue::Str(_));
+                if let RawValue::Str(text) = value
+                    && pass.hit(fi, text.as_bytes(), true)
+                {
+                    continue;
                 }
+                pass.value(fi, value.field_value(), true, tried);
             }
-            if let Some(words) = keywords {
-                for v in event.values() {
-                    buffers.lower(&v);
-                    words.scan_lower(&buffers.lower, |a| marks.atom_and_rules(a));
+        } else {
+            let mut k = 0;
+            let visited = event.visit_fields(&mut |name, value| {
+                let fi = row_of(k, name);
+                k += 1;
+                pass.value(fi, value, true, false);
+            });
+            if !visited {
+                for (fi, (name, _)) in self.fields.iter().enumerate() {
+                    if let Some(v) = event.field(name) {
+                        pass.value(Some(fi), v, false, false);
+                    }
+                }
+                if let Some(words) = pass.keywords {
+                    for v in event.values() {
+                        pass.buffers.lower(&v);
+                        let marks = &mut pass.marks;
+                        words.scan_lower(&pass.buffers.lower, |a| marks.atom_and_rules(a));
+                    }
                 }
             }
         }
-        if restarted.get() {
+        let FieldPass {
+            marks: Marks { sets, .. },
+            rows: row_state,
+            dups,
+            pending,
+            candidates,
+            restarted,
+            ..
+        } = pass;
+        if restarted {
             // Fill numbers given before the restart no longer name their values.
             row_state
                 .iter_mut()
@@ -1401,12 +1513,12 @@ mod tests {
             &mut report,
         );
         assert!(report.rejected.is_empty(), "{report}");
-        let target = set_of(value_hash("v0 0"), 0);
+        let target = set_of(value_hash(b"v0 0"), 0);
         let values: Vec<String> = (0..=WAYS)
             .map(|k| {
                 (0..)
                     .map(|i| format!("v{k} {i}"))
-                    .find(|v| set_of(value_hash(v), k) == target)
+                    .find(|v| set_of(value_hash(v.as_bytes()), k) == target)
                     .unwrap_or_default()
             })
             .collect();
