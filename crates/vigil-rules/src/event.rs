@@ -115,10 +115,11 @@ pub struct FlatEvent {
     fields: Vec<(usize, usize, FlatValue)>,
 }
 
-/// A field value of a [`FlatEvent`] as stored (see [`FlatEvent::raw_fields`]).
+/// A field value of a [`FlatEvent`] as stored (see [`FlatEvent::raw_fields`]):
+/// strings as their bytes, which are UTF-8.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RawValue<'a> {
-    Str(&'a str),
+    Str(&'a [u8]),
     Int(i64),
     Bool(bool),
     Null,
@@ -127,7 +128,7 @@ pub(crate) enum RawValue<'a> {
 impl<'a> RawValue<'a> {
     pub(crate) fn field_value(self) -> FieldValue<'a> {
         match self {
-            RawValue::Str(s) => FieldValue::Str(Cow::Borrowed(s)),
+            RawValue::Str(s) => FieldValue::Str(Cow::Borrowed(utf8(s))),
             RawValue::Int(i) => FieldValue::Int(i),
             RawValue::Bool(b) => FieldValue::Bool(b),
             RawValue::Null => FieldValue::Null,
@@ -135,21 +136,30 @@ impl<'a> RawValue<'a> {
     }
 }
 
+/// Bytes cut from a [`FlatEvent`]'s text at the boundaries it recorded
+/// (always whole characters).
+pub(crate) fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
 impl FlatEvent {
     pub fn new() -> FlatEvent {
         FlatEvent::default()
     }
 
-    /// Every field, front to back, as [`Event::visit_fields`] lists them.
-    pub(crate) fn raw_fields(&self) -> impl Iterator<Item = (&str, RawValue<'_>)> {
-        self.fields.iter().map(|&(s, e, v)| {
+    /// Every field, front to back, as [`Event::visit_fields`] lists them:
+    /// names and strings as bytes (cut without checking for character
+    /// boundaries, which the engine's cached path does not need).
+    pub(crate) fn raw_fields(&self) -> impl Iterator<Item = (&[u8], RawValue<'_>)> {
+        let text = self.text.as_bytes();
+        self.fields.iter().map(move |&(s, e, v)| {
             let value = match v {
-                FlatValue::Str(a, b) => RawValue::Str(self.text.get(a..b).unwrap_or_default()),
+                FlatValue::Str(a, b) => RawValue::Str(text.get(a..b).unwrap_or_default()),
                 FlatValue::Int(i) => RawValue::Int(i),
                 FlatValue::Bool(b) => RawValue::Bool(b),
                 FlatValue::Null => RawValue::Null,
             };
-            (self.text.get(s..e).unwrap_or_default(), value)
+            (text.get(s..e).unwrap_or_default(), value)
         })
     }
 
@@ -227,7 +237,7 @@ impl Event for FlatEvent {
 
     fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
         for (name, value) in self.raw_fields() {
-            f(name, value.field_value());
+            f(utf8(name), value.field_value());
         }
         true
     }

@@ -27,8 +27,8 @@
 //! number of rules.
 
 use crate::eval::Ctx;
-use crate::event::RawValue;
 use crate::event::{Event, FieldValue};
+use crate::event::{RawValue, utf8};
 use crate::grams::same_bytes;
 use crate::logsource::LogSource;
 use crate::pattern::Anchor;
@@ -120,9 +120,10 @@ struct CacheSlot {
     /// The epoch (event) it was last found or filled in: a new value takes
     /// the way of its set found least recently.
     used: u32,
-    /// How many atoms, then clause bits of rules over several fields, `data` starts with.
+    /// How many atoms `data` starts with (then the clause bits of rules
+    /// over several fields, then the value from `value_at`).
     atoms: u32,
-    marks: u32,
+    value_at: u32,
     /// The atoms (4 bytes each, little-endian) and the clause bits of rules
     /// over several fields ([`CLAUSE_BITS_BYTES`] each), then the value: one
     /// block, so a hit reads one run.
@@ -136,16 +137,23 @@ struct CacheSlot {
 impl CacheSlot {
     /// Sets the atoms of the value it holds.
     fn set_atoms(&self, marks: &mut Marks<'_>) {
-        for a in u32s(self.split().0) {
+        for a in u32s(self.data.get(..self.atoms as usize * 4).unwrap_or_default()) {
             marks.atom(a);
         }
     }
 
-    /// (atoms, clause bits, value).
-    fn split(&self) -> (&[u8], &[u8], &[u8]) {
-        let a = (self.atoms as usize * 4).min(self.data.len());
-        let m = (a + self.marks as usize * CLAUSE_BITS_BYTES).min(self.data.len());
-        (&self.data[..a], &self.data[a..m], &self.data[m..])
+    /// The clause bits it sets, in their [`ClauseBits::write`] form.
+    #[inline(always)]
+    fn clause_bytes(&self) -> &[u8] {
+        self.data
+            .get(self.atoms as usize * 4..self.value_at as usize)
+            .unwrap_or_default()
+    }
+
+    /// The value it holds.
+    #[inline(always)]
+    fn value(&self) -> &[u8] {
+        self.data.get(self.value_at as usize..).unwrap_or_default()
     }
 }
 
@@ -390,21 +398,26 @@ impl FieldPass<'_> {
         let Some(ways) = self.cache.slots.get_mut(WAYS * set..WAYS * set + WAYS) else {
             return false;
         };
-        let Some(way) = ways.iter().position(|slot| {
-            slot.hash == hash
+        let mut way = WAYS;
+        for (w, slot) in ways.iter().enumerate() {
+            if slot.hash == hash
                 && slot.ready
                 && slot.row == row as u32
                 && slot.keywords == with
-                && same_bytes(slot.split().2, text)
-        }) else {
+                && same_bytes(slot.value(), text)
+            {
+                way = w;
+                break;
+            }
+        }
+        let Some(slot) = ways.get_mut(way) else {
             return false;
         };
         let at = WAYS * set + way;
-        let slot = &mut ways[way];
         slot.used = self.epoch;
         self.stats.hits += 1;
         let fill = slot.fill;
-        for cb in slot.split().1.chunks_exact(CLAUSE_BITS_BYTES) {
+        for cb in slot.clause_bytes().chunks_exact(CLAUSE_BITS_BYTES) {
             self.marks.clauses(ClauseBits::read(cb));
         }
         self.candidates
@@ -546,7 +559,6 @@ impl FieldPass<'_> {
         slot.residuals.clear();
         slot.verdicts.clear();
         slot.atoms = found.len() as u32;
-        slot.marks = slot_marks.len() as u32;
         slot.data.clear();
         slot.data
             .reserve(found.len() * 4 + slot_marks.len() * CLAUSE_BITS_BYTES + text.len());
@@ -556,6 +568,7 @@ impl FieldPass<'_> {
         for cb in slot_marks.iter() {
             cb.write(&mut slot.data);
         }
+        slot.value_at = slot.data.len() as u32;
         slot.data.extend_from_slice(text.as_bytes());
         // A row without single-field rules has no verdicts to wait for.
         slot.ready = index.row_rules.get(row).is_none_or(Vec::is_empty);
@@ -1028,15 +1041,12 @@ impl Index {
         // The row of the `k`th field, named `name`: events of one source list
         // their fields in the same order, so the last event's name at that
         // place is compared before the name is hashed.
-        let mut row_of = |k: usize, name: &str| -> Option<usize> {
+        let mut row_of = |k: usize, name: &[u8]| -> Option<usize> {
             let known = names.get(k).and_then(|&(s, e, row)| {
-                same_bytes(
-                    names_text.as_bytes().get(s as usize..e as usize)?,
-                    name.as_bytes(),
-                )
-                .then_some(row)
+                same_bytes(names_text.as_bytes().get(s as usize..e as usize)?, name).then_some(row)
             });
             let row = known.unwrap_or_else(|| {
+                let name = utf8(name);
                 let row = self.by_name.get(name).copied().unwrap_or(u32::MAX);
                 // Remember it at this place (bounded: events have few fields).
                 if k < MAX_REMEMBERED_NAMES && names_text.len() + name.len() <= u32::MAX as usize {
@@ -1060,7 +1070,7 @@ impl Index {
                 let fi = row_of(k, name);
                 let tried = matches!(value, RawValue::Str(_));
                 if let RawValue::Str(text) = value
-                    && pass.hit(fi, text.as_bytes(), true)
+                    && pass.hit(fi, text, true)
                 {
                     continue;
                 }
@@ -1069,7 +1079,7 @@ impl Index {
         } else {
             let mut k = 0;
             let visited = event.visit_fields(&mut |name, value| {
-                let fi = row_of(k, name);
+                let fi = row_of(k, name.as_bytes());
                 k += 1;
                 pass.value(fi, value, true, false);
             });
