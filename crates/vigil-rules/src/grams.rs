@@ -36,6 +36,10 @@ struct Member {
     needle: u32,
     /// Where the gram sits in the needle.
     offset: u32,
+    /// The needle's bytes: `Tier::bytes[at..at + len]` (beside the other
+    /// members', so a check reads no pointer first).
+    at: u32,
+    len: u32,
 }
 
 /// Needles filed under grams of `width` bytes.
@@ -51,6 +55,8 @@ struct Tier {
     table_shift: u32,
     groups: Box<[Group]>,
     members: Box<[Member]>,
+    /// The tier's needles, one after another.
+    bytes: Box<[u8]>,
 }
 
 /// Equal byte strings, without a call for the short ones needles, field
@@ -106,7 +112,10 @@ impl Tier {
         let mut bitmap = vec![0u64; bits / 64].into_boxed_slice();
         let mut by_slot: Vec<Vec<(u64, Member)>> = vec![Vec::new(); slots];
         let rarity = |g: u64| freq.get(&g).copied().unwrap_or(0);
+        let mut bytes = Vec::new();
         for &(id, b) in needles {
+            let at = bytes.len() as u32;
+            bytes.extend_from_slice(b);
             // The run of `stride` adjacent grams other needles share least.
             let first = (0..=b.len() - width - (stride - 1))
                 .min_by_key(|&i| {
@@ -124,6 +133,8 @@ impl Tier {
                     Member {
                         needle: id,
                         offset: offset as u32,
+                        at,
+                        len: b.len() as u32,
                     },
                 ));
             }
@@ -160,19 +171,13 @@ impl Tier {
             table_shift,
             groups: groups.into_boxed_slice(),
             members: members.into_boxed_slice(),
+            bytes: bytes.into_boxed_slice(),
         }
     }
 
     /// Reports the needles filed under gram `g`, found at `i` in `hay`.
     #[inline(always)]
-    fn probe(
-        &self,
-        g: u64,
-        i: usize,
-        hay: &[u8],
-        needles: &[Box<[u8]>],
-        f: &mut impl FnMut(u32, usize, usize),
-    ) {
+    fn probe(&self, g: u64, i: usize, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
         let h = g.wrapping_mul(HASH);
         let bit = (h >> self.bitmap_shift) as usize;
         if self
@@ -182,19 +187,11 @@ impl Tier {
         {
             return;
         }
-        self.verify(h, g, i, hay, needles, f);
+        self.verify(h, g, i, hay, f);
     }
 
     #[inline(never)]
-    fn verify(
-        &self,
-        h: u64,
-        g: u64,
-        i: usize,
-        hay: &[u8],
-        needles: &[Box<[u8]>],
-        f: &mut impl FnMut(u32, usize, usize),
-    ) {
+    fn verify(&self, h: u64, g: u64, i: usize, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
         let t = (h >> self.table_shift) as usize;
         let (Some(&lo), Some(&hi)) = (self.starts.get(t), self.starts.get(t + 1)) else {
             return;
@@ -216,12 +213,12 @@ impl Tier {
                 let Some(start) = i.checked_sub(off) else {
                     continue;
                 };
-                let n = &needles[m.needle as usize];
-                if hay
-                    .get(start..start + n.len())
-                    .is_some_and(|h| same_bytes(h, n))
+                let (at, len) = (m.at as usize, m.len as usize);
+                if let (Some(h), Some(n)) =
+                    (hay.get(start..start + len), self.bytes.get(at..at + len))
+                    && same_bytes(h, n)
                 {
-                    f(m.needle, start, start + n.len());
+                    f(m.needle, start, start + len);
                 }
             }
         }
@@ -233,6 +230,7 @@ impl Tier {
             + self.starts.len() * 4
             + self.groups.len() * size_of::<Group>()
             + self.members.len() * size_of::<Member>()
+            + self.bytes.len()
     }
 }
 
@@ -399,7 +397,6 @@ impl Seen {
 /// A set of byte-string needles; see the module documentation.
 #[derive(Debug, Clone)]
 pub(crate) struct GramSet {
-    needles: Vec<Box<[u8]>>,
     /// Needles of four to eight bytes, by 4-byte grams.
     mid: Option<Tier>,
     /// Needles of nine bytes or more, by two adjacent 8-byte grams (every
@@ -412,7 +409,6 @@ pub(crate) struct GramSet {
 impl GramSet {
     /// Builds the set; needle `i` is reported as `i`. Empty needles are never reported.
     pub(crate) fn new(needles: Vec<Vec<u8>>) -> GramSet {
-        let needles: Vec<Box<[u8]>> = needles.into_iter().map(Vec::into_boxed_slice).collect();
         let mut short = Short::default();
         let (mut mid, mut long) = (None, None);
         // (gram width, stride, needle lengths): needles of nine bytes and
@@ -453,7 +449,6 @@ impl GramSet {
         }
         let has_short = !short.ids.is_empty();
         GramSet {
-            needles,
             mid,
             long,
             short,
@@ -483,13 +478,13 @@ impl GramSet {
         if let Some(t) = &self.long {
             for (i, w) in hay.windows(8).enumerate().step_by(t.stride) {
                 let g = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-                t.probe(g, i, hay, &self.needles, f);
+                t.probe(g, i, hay, f);
             }
         }
         if let Some(t) = &self.mid {
             for (i, w) in hay.windows(4).enumerate() {
                 let g = u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
-                t.probe(g, i, hay, &self.needles, f);
+                t.probe(g, i, hay, f);
             }
         }
         if self.has_short {
@@ -530,7 +525,7 @@ impl GramSet {
     /// Heap bytes held (for the engine's memory figures).
     #[cfg(test)]
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.needles.iter().map(|n| n.len() + 16).sum::<usize>()
+        self.short.ids.len() * 16
             + [&self.mid, &self.long]
                 .into_iter()
                 .flatten()
