@@ -247,6 +247,10 @@ struct Short {
     three: Box<[u64]>,
     /// By a hash of three bytes (65,536 bits): a three-byte needle may be there.
     three_hashed: Box<[u64]>,
+    /// By a hash of two bytes (4,096 bits, small enough to stay in the L1
+    /// cache): a two-byte needle or the start of a three-byte one may be
+    /// there. Most positions of a text stop here.
+    pairs: Box<[u64]>,
     /// Keyed by `len << 24 | bytes`.
     ids: FxHashMap<u32, Vec<u32>>,
 }
@@ -264,6 +268,13 @@ fn tri_hash(x: u8, y: u8, z: u8) -> usize {
         as usize
 }
 
+/// Bits of [`Short::pairs`].
+const PAIR_BITS: usize = 4096;
+
+fn pair_hash(k: usize) -> usize {
+    (k as u32).wrapping_mul(0x9E37_79B1) as usize >> (32 - PAIR_BITS.trailing_zeros())
+}
+
 fn set_bit(bits: &mut Box<[u64]>, k: usize) {
     if bits.is_empty() {
         *bits = vec![0u64; 1024].into_boxed_slice();
@@ -276,6 +287,16 @@ fn has_bit(bits: &[u64], k: usize) -> bool {
 }
 
 impl Short {
+    fn set_pair(&mut self, k: usize) {
+        if self.pairs.is_empty() {
+            self.pairs = vec![0u64; PAIR_BITS / 64].into_boxed_slice();
+        }
+        let h = pair_hash(k);
+        if let Some(w) = self.pairs.get_mut(h / 64) {
+            *w |= 1 << (h % 64);
+        }
+    }
+
     fn add(&mut self, id: u32, b: &[u8]) {
         self.ids.entry(short_key(b)).or_default().push(id);
         match b {
@@ -286,9 +307,15 @@ impl Short {
                 }
                 self.one[w] |= bit;
             }
-            [x, y] => set_bit(&mut self.two, usize::from(*x) | usize::from(*y) << 8),
+            [x, y] => {
+                let k = usize::from(*x) | usize::from(*y) << 8;
+                set_bit(&mut self.two, k);
+                self.set_pair(k);
+            }
             [x, y, z] => {
-                set_bit(&mut self.three, usize::from(*x) | usize::from(*y) << 8);
+                let k = usize::from(*x) | usize::from(*y) << 8;
+                set_bit(&mut self.three, k);
+                self.set_pair(k);
                 set_bit(&mut self.three_hashed, tri_hash(*x, *y, *z));
             }
             _ => {}
@@ -337,6 +364,9 @@ impl Short {
             return;
         };
         let k = usize::from(c) | usize::from(d) << 8;
+        if !has_bit(&self.pairs, pair_hash(k)) {
+            return;
+        }
         if has_bit(&self.two, k)
             && seen
                 .as_deref_mut()
