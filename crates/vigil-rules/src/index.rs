@@ -867,7 +867,6 @@ impl Index {
             row_rules[row as usize].push(i as u32);
             let mut facts = Facts {
                 bits: &[],
-                hits: &[],
                 memo: None,
             };
             if p.eval(&mut facts, &r.detection, &mut Ctx::new(&empty)) {
@@ -1329,7 +1328,6 @@ impl Index {
                 };
                 let mut facts = Facts {
                     bits,
-                    hits,
                     memo: Some(&mut memo),
                 };
                 let hit = p.eval(&mut facts, &r.detection, ctx);

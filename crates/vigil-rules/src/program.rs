@@ -30,6 +30,9 @@ pub(crate) enum Node {
     /// set; `negate` for `|neq`.
     Atoms {
         ids: Box<[u32]>,
+        /// The same atoms as (64-bit word of the atom bits, mask): a rule's
+        /// literals are interned together, so a long list is a few words.
+        words: Box<[(u32, u64)]>,
         all: bool,
         negate: bool,
     },
@@ -62,28 +65,7 @@ pub(crate) trait Memo {
 pub(crate) struct Facts<'a> {
     /// One bit per atom of the log source.
     pub(crate) bits: &'a [u64],
-    /// The atoms set, each once.
-    pub(crate) hits: &'a [u32],
     pub(crate) memo: Option<&'a mut dyn Memo>,
-}
-
-impl Facts<'_> {
-    fn has(&self, atom: u32) -> bool {
-        self.bits
-            .get(atom as usize / 64)
-            .is_some_and(|w| w & (1 << (atom % 64)) != 0)
-    }
-
-    fn any(&self, ids: &[u32]) -> bool {
-        // Long lists (hash lists run to thousands) are probed from the few
-        // hits instead, when that is fewer steps.
-        let search = self.hits.len() * (ids.len().max(1).ilog2() as usize + 1);
-        if search < ids.len() {
-            self.hits.iter().any(|h| ids.binary_search(h).is_ok())
-        } else {
-            ids.iter().any(|&a| self.has(a))
-        }
-    }
 }
 
 fn entry_at(det: &Detection, [sel, map, entry]: [u32; 3]) -> Option<&FieldMatcher> {
@@ -94,6 +76,26 @@ fn entry_at(det: &Detection, [sel, map, entry]: [u32; 3]) -> Option<&FieldMatche
 pub(crate) type Intern<'a> = dyn FnMut(&str, &str, Anchor) -> u32 + 'a;
 
 impl Node {
+    /// A field entry decided by the atoms `ids`.
+    pub(crate) fn atoms(ids: Vec<u32>, all: bool, negate: bool) -> Node {
+        let mut words: Vec<(u32, u64)> = Vec::new();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        for a in sorted {
+            let (w, bit) = (a / 64, 1u64 << (a % 64));
+            match words.last_mut() {
+                Some((lw, m)) if *lw == w => *m |= bit,
+                _ => words.push((w, bit)),
+            }
+        }
+        Node::Atoms {
+            ids: ids.into_boxed_slice(),
+            words: words.into_boxed_slice(),
+            all,
+            negate,
+        }
+    }
+
     /// Compiles `det`'s condition. `intern` gives atom ids.
     pub(crate) fn compile(det: &Detection, intern: &mut Intern<'_>) -> Node {
         let mut n = lower(det, det.condition(), intern);
@@ -109,11 +111,14 @@ impl Node {
         ctx: &mut Ctx<'r, '_>,
     ) -> bool {
         match self {
-            Node::Atoms { ids, all, negate } => {
+            Node::Atoms {
+                words, all, negate, ..
+            } => {
+                let word = |w: u32| facts.bits.get(w as usize).copied().unwrap_or(0);
                 let r = if *all {
-                    ids.iter().all(|&a| facts.has(a))
+                    words.iter().all(|&(w, m)| word(w) & m == m)
                 } else {
-                    facts.any(ids)
+                    words.iter().any(|&(w, m)| word(w) & m != 0)
                 };
                 r != *negate
             }
@@ -333,11 +338,7 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
             ids.sort_unstable();
             ids.dedup();
         }
-        return Node::Atoms {
-            ids: ids.into_boxed_slice(),
-            all,
-            negate: f.negate,
-        };
+        return Node::atoms(ids, all, f.negate);
     }
     let hints = f
         .clauses()
@@ -364,11 +365,7 @@ mod tests {
     use super::*;
 
     fn atoms(ids: &[u32]) -> Node {
-        Node::Atoms {
-            ids: ids.into(),
-            all: false,
-            negate: false,
-        }
+        Node::atoms(ids.to_vec(), false, false)
     }
 
     fn sorted(mut c: AtomClauses) -> AtomClauses {
