@@ -189,7 +189,9 @@ const MAX_REMEMBERED_NAMES: usize = 64;
 /// Most fields a rule may read for its verdict to be remembered.
 const MEMO_FIELDS: usize = 6;
 /// Verdicts remembered per index.
-const RULE_MEMO_SLOTS: usize = 8192;
+const RULE_MEMO_SLOTS: usize = 16384;
+/// Verdicts per bucket of the table (see [`Index::verdict_key`]).
+const MEMO_WAYS: usize = 8;
 /// A row's fill number when its value cannot name it (not kept, not a
 /// string, or the field came twice); 0 is an absent field.
 const NO_FILL: u32 = u32::MAX;
@@ -1176,10 +1178,14 @@ impl Index {
                 return None;
             }
         }
-        let mut h = rustc_hash::FxBuildHasher.build_hasher();
-        h.write_u32(i as u32);
-        fills.iter().for_each(|&f| h.write_u32(f));
-        Some((h.finish() as usize % RULE_MEMO_SLOTS, fills))
+        // The verdicts of one event's candidates mostly share their newest
+        // value (its command line, say): they are kept side by side, in the
+        // few ways of that value's bucket, so an event reads one or two
+        // cache lines of the table, not one per candidate.
+        let newest = fills.iter().copied().max().unwrap_or(0);
+        let bucket = (u64::from(newest).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+            % (RULE_MEMO_SLOTS / MEMO_WAYS);
+        Some((bucket * MEMO_WAYS, fills))
     }
 
     /// The clause bits atom `a` sets.
@@ -1260,15 +1266,15 @@ impl Index {
                 Verdict::Yes
             } else {
                 match self.verdict_key(i, rows, epoch) {
-                    Some((at, fills)) => match rule_memo.get(at) {
-                        Some(m) if m.rule == i as u32 && m.fills == fills => {
-                            if m.verdict {
-                                Verdict::Yes
-                            } else {
-                                Verdict::No
-                            }
-                        }
-                        _ => Verdict::Eval(Some((at, fills))),
+                    Some((at, fills)) => match rule_memo
+                        .get(at..at + MEMO_WAYS)
+                        .unwrap_or_default()
+                        .iter()
+                        .find(|m| m.rule == i as u32 && m.fills == fills)
+                    {
+                        Some(m) if m.verdict => Verdict::Yes,
+                        Some(_) => Verdict::No,
+                        None => Verdict::Eval(Some((at, fills))),
                     },
                     None => Verdict::Eval(None),
                 }
@@ -1332,9 +1338,16 @@ impl Index {
                 };
                 let hit = p.eval(&mut facts, &r.detection, ctx);
                 if let Some((at, fills)) = key
-                    && let Some(m) = rule_memo.get_mut(at)
+                    && let Some(ways) = rule_memo.get_mut(at..at + MEMO_WAYS)
                 {
-                    *m = RuleMemo {
+                    // The rule's older entry, else a free way, else the
+                    // oldest (the ways shift down; the newest is first).
+                    let k = ways
+                        .iter()
+                        .position(|m| m.rule == i as u32 || m.rule == u32::MAX)
+                        .unwrap_or(MEMO_WAYS - 1);
+                    ways[..=k].rotate_right(1);
+                    ways[0] = RuleMemo {
                         rule: i as u32,
                         fills,
                         verdict: hit,

@@ -281,6 +281,49 @@ fn value_cache_replacement_keeps_answers_exact() {
     }
 }
 
+/// Remembered verdicts of rules over several fields are kept in small
+/// buckets chosen by the newest value the rules read: more candidates than a
+/// bucket holds, over values that recur with changing partners (the user
+/// decides the verdict, not the candidacy), push each other out, and every
+/// verdict must stay exact.
+#[test]
+fn more_candidates_than_a_verdict_bucket_holds_stay_exact() {
+    let mut set = RuleSet::new();
+    let mut report = LoadReport::default();
+    for r in 0..20 {
+        set.load_str(
+            Path::new(&format!("r{r}.yml")),
+            &format!(
+                "title: r{r}\nlogsource: {{product: p, category: c}}\ndetection:\n  \
+                 a: {{CommandLine|contains: 'run'}}\n  b: {{Image|endswith: 'x{}.exe'}}\n  \
+                 f: {{User: 'u{}'}}\n  condition: a and b and not f\n",
+                r % 5,
+                r % 3
+            ),
+            &mut report,
+        );
+    }
+    assert!(report.rejected.is_empty(), "{report}");
+    let src = LogSource::new("p", "c");
+    for round in 0..6u32 {
+        for i in 0..300u32 {
+            let serde_json::Value::Object(m) = serde_json::json!({
+                "CommandLine": format!("run job {}", i % 40),
+                "Image": format!("C:\\x{}.exe", (i + round) % 7),
+                "User": format!("u{}", (i * 7 + round) % 4),
+            }) else {
+                unreachable!()
+            };
+            let flat = FlatEvent::from_json(&m);
+            assert_eq!(
+                set.matching_rules(&src, &flat),
+                set.matching_rules_unindexed(&src, &JsonEvent(m.clone())),
+                "round {round}, {m:?}"
+            );
+        }
+    }
+}
+
 /// Lists `Image` twice with different values (`field` answers the second):
 /// outside the `Event` contract, and it must not teach the value cache a
 /// wrong answer for the first value.
