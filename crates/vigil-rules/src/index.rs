@@ -179,7 +179,8 @@ struct ValueCache {
     door_set: Vec<u32>,
     /// The last fill number given.
     fills: u32,
-    /// Verdicts of rules over several fields, direct-mapped.
+    /// Verdicts of rules over several fields, in buckets of [`MEMO_WAYS`]
+    /// (see [`Index::verdict_key`]), the newest first.
     rule_memo: Vec<RuleMemo>,
 }
 
