@@ -358,6 +358,16 @@ fn search(
     }
 }
 
+/// What [`FieldPass::lookup`] found.
+enum Lookup {
+    /// The value is in the cache (and now counts for the event).
+    Found,
+    /// It is not, and hashes to this.
+    Missed(u64),
+    /// Values like it are not kept (too long, caches off, or nothing to search).
+    NotKept,
+}
+
 /// One event's pass over its field values (see [`Index::scan`]).
 struct FieldPass<'a> {
     index: &'a Index,
@@ -385,21 +395,21 @@ impl FieldPass<'_> {
         RowState::came(self.rows, self.dups, fi, self.epoch, how, kept);
     }
 
-    /// A string value of field `fi` (`None`: a field only keywords read)
-    /// found in the value cache: its clause bits and verdicts count for the
-    /// event. False when it is not there (or not looked for).
+    /// Looks a string value of field `fi` (`None`: a field only keywords
+    /// read) up in the value cache; when it is there, its clause bits and
+    /// verdicts count for the event.
     #[inline(always)]
-    fn hit(&mut self, fi: Option<usize>, text: &[u8], with_keywords: bool) -> bool {
+    fn lookup(&mut self, fi: Option<usize>, text: &[u8], with_keywords: bool) -> Lookup {
         let with = with_keywords && self.keywords.is_some();
         if (fi.is_none() && !with) || text.len() > CACHE_MAX_VALUE || self.no_cache {
-            return false;
+            return Lookup::NotKept;
         }
         let hash = value_hash(text);
         let row = fi.unwrap_or(self.index.fields.len());
         let set = set_of(hash, row);
         self.stats.lookups += 1;
         let Some(ways) = self.cache.slots.get_mut(WAYS * set..WAYS * set + WAYS) else {
-            return false;
+            return Lookup::Missed(hash);
         };
         let mut way = WAYS;
         for (w, slot) in ways.iter().enumerate() {
@@ -414,7 +424,7 @@ impl FieldPass<'_> {
             }
         }
         let Some(slot) = ways.get_mut(way) else {
-            return false;
+            return Lookup::Missed(hash);
         };
         let at = WAYS * set + way;
         slot.used = self.epoch;
@@ -427,19 +437,19 @@ impl FieldPass<'_> {
             .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
         self.lazy.push(at as u32);
         self.came(fi, Seen::Cached, Some((at, fill)));
-        true
+        Lookup::Found
     }
 
     /// One field's value: its own literals (when `fi` names an indexed
     /// field) and, with `with_keywords`, the keyword literals (strings and
-    /// numbers only); from the value cache when it is there (`tried`: it
-    /// was just looked for there).
+    /// numbers only); from the value cache when it is there (`missed`: it
+    /// was just looked for there and not found, under this hash).
     fn value(
         &mut self,
         fi: Option<usize>,
         value: FieldValue<'_>,
         with_keywords: bool,
-        tried: bool,
+        missed: Option<u64>,
     ) {
         let index = self.index;
         let scan = fi.and_then(|i| index.fields.get(i)).map(|(_, s)| s);
@@ -476,11 +486,15 @@ impl FieldPass<'_> {
             search(self.buffers, text, scan, words, |a| marks.atom_and_rules(a));
             return;
         }
-        if !tried && self.hit(fi, text.as_bytes(), with_keywords) {
-            return;
-        }
+        let hash = match missed {
+            Some(hash) => hash,
+            None => match self.lookup(fi, text.as_bytes(), with_keywords) {
+                Lookup::Found => return,
+                Lookup::Missed(hash) => hash,
+                Lookup::NotKept => value_hash(text.as_bytes()),
+            },
+        };
         let with = words.is_some();
-        let hash = value_hash(text.as_bytes());
         let row = fi.unwrap_or(index.fields.len());
         let set = set_of(hash, row);
         let epoch = self.epoch;
@@ -1070,25 +1084,27 @@ impl Index {
             // in the value cache first, from their bytes.
             for (k, (name, value)) in flat.raw_fields().enumerate() {
                 let fi = row_of(k, name);
-                let tried = matches!(value, RawValue::Str(_));
-                if let RawValue::Str(text) = value
-                    && pass.hit(fi, text, true)
-                {
-                    continue;
-                }
-                pass.value(fi, value.field_value(), true, tried);
+                let missed = match value {
+                    RawValue::Str(text) => match pass.lookup(fi, text, true) {
+                        Lookup::Found => continue,
+                        Lookup::Missed(hash) => Some(hash),
+                        Lookup::NotKept => None,
+                    },
+                    _ => None,
+                };
+                pass.value(fi, value.field_value(), true, missed);
             }
         } else {
             let mut k = 0;
             let visited = event.visit_fields(&mut |name, value| {
                 let fi = row_of(k, name.as_bytes());
                 k += 1;
-                pass.value(fi, value, true, false);
+                pass.value(fi, value, true, None);
             });
             if !visited {
                 for (fi, (name, _)) in self.fields.iter().enumerate() {
                     if let Some(v) = event.field(name) {
-                        pass.value(Some(fi), v, false, false);
+                        pass.value(Some(fi), v, false, None);
                     }
                 }
                 if let Some(words) = pass.keywords {
