@@ -236,8 +236,8 @@ impl Event for FlatEvent {
     }
 
     fn visit_fields(&self, f: &mut dyn FnMut(&str, FieldValue<'_>)) -> bool {
-        for (name, value) in self.raw_fields() {
-            f(utf8(name), value.field_value());
+        for &(s, e, v) in &self.fields {
+            f(self.text.get(s..e).unwrap_or_default(), self.value(v));
         }
         true
     }
