@@ -105,7 +105,9 @@ impl Tier {
         // About 32 bitmap bits per needle (so few positions get past the
         // bitmap), a table slot per needle.
         let n = needles.len().max(1);
-        let bits = (n * 32).next_power_of_two().clamp(512, 1 << 18);
+        let bits = (n * 16 * stride.max(2))
+            .next_power_of_two()
+            .clamp(512, 1 << 18);
         let slots = (n * stride).next_power_of_two().clamp(16, 1 << 16);
         let bitmap_shift = 64 - bits.trailing_zeros();
         let table_shift = 64 - slots.trailing_zeros();
@@ -334,14 +336,16 @@ impl Short {
     /// position 0 (they occur many times in a value, and only whether they
     /// occur at all is asked): one pass of independent stores marks the
     /// bytes present, no lookup per position.
-    fn report_bytes(&self, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
-        let mut present = [false; 256];
-        for &b in hay {
-            present[usize::from(b)] = true;
+    fn report_bytes(&self, hay: &[u8], from: usize, f: &mut impl FnMut(u32, usize, usize)) {
+        // Where each byte first occurs (from the back, so the first wins).
+        let mut first = [usize::MAX; 256];
+        for (i, &b) in hay.iter().enumerate().skip(from).rev() {
+            first[usize::from(b)] = i;
         }
         for &b in &self.one_list {
-            if present[usize::from(b)] {
-                self.report(&[b], 0, f);
+            let at = first[usize::from(b)];
+            if at != usize::MAX {
+                self.report(&[b], at, f);
             }
         }
     }
@@ -439,11 +443,19 @@ pub(crate) struct GramSet {
 impl GramSet {
     /// Builds the set; needle `i` is reported as `i`. Empty needles are never reported.
     pub(crate) fn new(needles: Vec<Vec<u8>>) -> GramSet {
+        GramSet::with_long_stride(needles, 2)
+    }
+
+    /// As [`GramSet::new`], with needles of nine bytes and more filed under
+    /// `stride` adjacent 8-byte grams (every `stride`th position read): for
+    /// sets whose needles are all at least `stride + 7` bytes long.
+    pub(crate) fn with_long_stride(needles: Vec<Vec<u8>>, stride: usize) -> GramSet {
         let mut short = Short::default();
         let (mut mid, mut long) = (None, None);
         // (gram width, stride, needle lengths): needles of nine bytes and
         // more have two 8-byte grams, so every other position is read.
-        for (width, stride, lo, hi) in [(4, 1, 4, 9), (8, 2, 9, usize::MAX)] {
+        let long_from = 9.max(stride + 7);
+        for (width, stride, lo, hi) in [(4, 1, 4, long_from), (8, stride, long_from, usize::MAX)] {
             let members: Vec<(u32, &[u8])> = needles
                 .iter()
                 .enumerate()
@@ -488,40 +500,49 @@ impl GramSet {
 
     /// Calls `f(needle, start, end)` for every occurrence of every needle in `hay`.
     pub(crate) fn find(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
-        self.search(hay, None, &mut f);
+        self.search(hay, 0, None, &mut f);
     }
 
     /// Calls `f(needle)` for the needles that occur in `hay`: each once for
     /// the short ones, at least once for the others.
     pub(crate) fn find_any(&self, hay: &[u8], mut f: impl FnMut(u32)) {
-        self.search(hay, Some(&mut Seen::new()), &mut |n, _, _| f(n));
+        self.search(hay, 0, Some(&mut Seen::new()), &mut |n, _, _| f(n));
     }
 
-    /// Every tier over `hay`; with `seen`, short needles reported once each.
+    /// Calls `f(needle, end)` for every needle occurring in `hay` at or
+    /// after `from` (and some that start before it): short ones once, at
+    /// their first occurrence there, the others at least once.
+    pub(crate) fn find_any_from(&self, hay: &[u8], from: usize, mut f: impl FnMut(u32, usize)) {
+        self.search(hay, from, Some(&mut Seen::new()), &mut |n, _, e| f(n, e));
+    }
+
+    /// Every tier over `hay[from..]` (an occurrence starting at or after
+    /// `from` has its grams there); with `seen`, short needles reported once each.
     fn search(
         &self,
         hay: &[u8],
+        from: usize,
         mut seen: Option<&mut Seen>,
         f: &mut impl FnMut(u32, usize, usize),
     ) {
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
-            for (i, w) in hay.windows(8).enumerate().step_by(t.stride) {
+            for (i, w) in hay.windows(8).enumerate().skip(from).step_by(t.stride) {
                 let g = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
                 t.probe(g, i, hay, f);
             }
         }
         if let Some(t) = &self.mid {
-            for (i, w) in hay.windows(4).enumerate() {
+            for (i, w) in hay.windows(4).enumerate().skip(from) {
                 let g = u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
                 t.probe(g, i, hay, f);
             }
         }
         if self.has_short {
             if seen.is_some() {
-                self.short.report_bytes(hay, f);
+                self.short.report_bytes(hay, from, f);
             }
-            for i in 0..hay.len() {
+            for i in from..hay.len() {
                 self.short.probe(i, hay, seen.as_deref_mut(), f);
             }
         }

@@ -34,7 +34,7 @@ use crate::logsource::LogSource;
 use crate::pattern::Anchor;
 use crate::program::{Facts, KEYWORDS, Memo, Node};
 use crate::rule::Rule;
-use crate::scan::{Buffers, FieldScan};
+use crate::scan::{Buffers, FieldScan, REUSE_SPAN, Reuse};
 use rustc_hash::FxHashMap;
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher};
@@ -45,6 +45,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const CACHE_SLOTS: usize = 16384;
 /// Longer values are scanned every time (and not kept).
 const CACHE_MAX_VALUE: usize = 512;
+/// Values this long or longer are searched taking what they share with the
+/// last one of their field that began with the same bytes.
+const REUSE_FROM_LEN: usize = 64;
+/// Such last values remembered per index.
+const REUSE_ENTRIES: usize = 64;
 /// Indexes (log sources, rule sets) a thread keeps caches for.
 const CACHED_INDEXES: usize = 4;
 
@@ -179,6 +184,9 @@ struct ValueCache {
     door_set: Vec<u32>,
     /// The last fill number given.
     fills: u32,
+    /// The last long values searched, by field and first bytes (see
+    /// [`FieldScan::scan_lower_reusing`]).
+    reuse: Vec<Reuse>,
     /// Verdicts of rules over several fields, in buckets of [`MEMO_WAYS`]
     /// (see [`Index::verdict_key`]), the newest first.
     rule_memo: Vec<RuleMemo>,
@@ -226,6 +234,7 @@ impl ValueCache {
             door_set: vec![0; rows],
             fills: 0,
             rule_memo: vec![RuleMemo::default(); RULE_MEMO_SLOTS],
+            reuse: (0..REUSE_ENTRIES).map(|_| Reuse::default()).collect(),
         }
     }
 
@@ -347,11 +356,31 @@ fn search(
     text: &str,
     scan: Option<&FieldScan>,
     words: Option<&FieldScan>,
+    reuse: Option<(&mut [Reuse], usize)>,
     mut out: impl FnMut(u32),
 ) {
     buffers.lower(text);
     if let Some(scan) = scan {
-        scan.scan_lower(&buffers.lower, &mut out);
+        match reuse {
+            // A long value: the last one of its field that began alike may
+            // share most of it (see `FieldScan::scan_lower_reusing`).
+            Some((table, row)) if buffers.lower.len() >= REUSE_FROM_LEN && !table.is_empty() => {
+                let mut h = rustc_hash::FxBuildHasher.build_hasher();
+                h.write_usize(row);
+                h.write(buffers.lower.get(..REUSE_SPAN).unwrap_or_default());
+                let key = h.finish();
+                let len = table.len();
+                if let Some(last) = table.get_mut(key as usize % len) {
+                    if last.key != key {
+                        // Another field's (or another start's) value: nothing to take.
+                        *last = Reuse::default();
+                        last.key = key;
+                    }
+                    scan.scan_lower_reusing(&buffers.lower, last, &mut out);
+                }
+            }
+            _ => scan.scan_lower(&buffers.lower, &mut out),
+        }
     }
     if let Some(words) = words {
         words.scan_lower(&buffers.lower, &mut out);
@@ -483,7 +512,9 @@ impl FieldPass<'_> {
         if !cacheable || text.len() > CACHE_MAX_VALUE || self.no_cache {
             self.came(fi, Seen::Searched, None);
             let marks = &mut self.marks;
-            search(self.buffers, text, scan, words, |a| marks.atom_and_rules(a));
+            search(self.buffers, text, scan, words, None, |a| {
+                marks.atom_and_rules(a)
+            });
             return;
         }
         let hash = match missed {
@@ -510,7 +541,8 @@ impl FieldPass<'_> {
             .unwrap_or(WAYS * set);
         let (marks, found) = (&mut self.marks, &mut *self.found);
         found.clear();
-        search(self.buffers, text, scan, words, |a| {
+        let reuse = Some((&mut cache.reuse[..], row));
+        search(self.buffers, text, scan, words, reuse, |a| {
             marks.atom_and_rules(a);
             found.push(a);
         });

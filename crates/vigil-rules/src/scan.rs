@@ -38,6 +38,26 @@ pub(crate) struct FieldScan {
     /// Over reversed literals; walked over the reversed value.
     suffix: Option<(Walk, Vec<u32>)>,
     contains: Option<(Search, Vec<u32>)>,
+    /// With many literals: those longer than [`REUSE_SPAN`] bytes apart from
+    /// `contains`, so that a value sharing a long prefix with the last one
+    /// searched needs only its tail searched for the others (see
+    /// [`FieldScan::scan_lower_reusing`]).
+    long_contains: Option<(Box<GramSet>, Vec<u32>)>,
+}
+
+/// The longest literal whose occurrences [`FieldScan::scan_lower_reusing`]
+/// takes from the previous value.
+pub(crate) const REUSE_SPAN: usize = 32;
+/// Common prefixes shorter than this are not worth reusing.
+const REUSE_MIN: usize = REUSE_SPAN + 8;
+
+/// The last value searched for one field's literals, with where each literal
+/// of `contains` first ends in it (lower-cased bytes).
+#[derive(Default)]
+pub(crate) struct Reuse {
+    pub(crate) key: u64,
+    text: Vec<u8>,
+    ends: Vec<(u32, u32)>,
 }
 
 fn walk(needles: &[Vec<u8>]) -> Walk {
@@ -153,9 +173,21 @@ impl FieldScan {
             let (n, a) = split(suf);
             (walk(&n), a)
         });
+        let many = sub.iter().map(|(n, _)| n.len()).sum::<usize>() >= GRAMS_FROM_BYTES;
+        let mut long_contains = None;
+        if many {
+            let (long, short): (Vec<_>, Vec<_>) =
+                sub.into_iter().partition(|(n, _)| n.len() > REUSE_SPAN);
+            sub = short;
+            if !long.is_empty() {
+                let (n, a) = split(long);
+                // All longer than REUSE_SPAN: every eighth position read.
+                long_contains = Some((Box::new(GramSet::with_long_stride(n, 8)), a));
+            }
+        }
         let contains = (!sub.is_empty()).then(|| {
             let (n, a) = split(sub);
-            let search = if n.iter().map(Vec::len).sum::<usize>() >= GRAMS_FROM_BYTES {
+            let search = if many {
                 Search::Grams(Box::new(GramSet::new(n)))
             } else {
                 AhoCorasickBuilder::new()
@@ -172,6 +204,7 @@ impl FieldScan {
             prefix,
             suffix,
             contains,
+            long_contains,
         }
     }
 
@@ -192,8 +225,12 @@ impl FieldScan {
             ),
             None => "0".into(),
         };
+        let longer = match &self.long_contains {
+            Some((g, a)) => format!(" + {} longer ({})", a.len(), g.tier_stats()),
+            None => String::new(),
+        };
         format!(
-            "exact {}, prefix {}, suffix {}, contains {}",
+            "exact {}, prefix {}, suffix {}, contains {}{longer}",
             self.exact.len(),
             kind(&self.prefix),
             kind(&self.suffix),
@@ -208,8 +245,8 @@ impl FieldScan {
         self.scan_lower(&buf.lower, f);
     }
 
-    /// [`FieldScan::scan`] of a value already lower-cased.
-    pub(crate) fn scan_lower(&self, lower: &[u8], mut f: impl FnMut(u32)) {
+    /// The exact, prefix and suffix literals `lower` satisfies.
+    fn scan_anchored(&self, lower: &[u8], f: &mut impl FnMut(u32)) {
         if let Some(&a) = self.exact.get(lower) {
             f(a);
         }
@@ -219,6 +256,11 @@ impl FieldScan {
         if let Some((w, atoms)) = &self.suffix {
             w.prefixes(lower, true, |p| f(atoms[p]));
         }
+    }
+
+    /// [`FieldScan::scan`] of a value already lower-cased.
+    pub(crate) fn scan_lower(&self, lower: &[u8], mut f: impl FnMut(u32)) {
+        self.scan_anchored(lower, &mut f);
         if let Some((s, atoms)) = &self.contains {
             match s {
                 Search::Ac(ac) => {
@@ -229,12 +271,130 @@ impl FieldScan {
                 Search::Grams(g) => g.find_any(lower, |n| f(atoms[n as usize])),
             }
         }
+        if let Some((g, atoms)) = &self.long_contains {
+            g.find_any(lower, |n| f(atoms[n as usize]));
+        }
+    }
+
+    /// [`FieldScan::scan_lower`], taking from `last` (the last value of the
+    /// field searched this way) the literals of `contains` that end within
+    /// the prefix it shares with `lower`: only the rest of `lower`, from
+    /// where such a literal could start, is searched for them. A value with a
+    /// fresh id at its end then costs its tail. `last` then holds `lower`.
+    pub(crate) fn scan_lower_reusing(
+        &self,
+        lower: &[u8],
+        last: &mut Reuse,
+        mut f: impl FnMut(u32),
+    ) {
+        let Some((Search::Grams(g), atoms)) = &self.contains else {
+            self.scan_lower(lower, f);
+            return;
+        };
+        self.scan_anchored(lower, &mut f);
+        if let Some((g, atoms)) = &self.long_contains {
+            g.find_any(lower, |n| f(atoms[n as usize]));
+        }
+        let shared = last
+            .text
+            .iter()
+            .zip(lower)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut ends = std::mem::take(&mut last.ends);
+        let (from, kept) = if shared >= REUSE_MIN {
+            // Every literal of `contains` ending past `shared` starts at or
+            // after `from`; those ending within it were found in `last`.
+            ends.retain(|&(_, end)| end as usize <= shared);
+            for &(n, _) in &ends {
+                f(atoms[n as usize]);
+            }
+            (shared + 1 - REUSE_SPAN, shared)
+        } else {
+            ends.clear();
+            (0, 0)
+        };
+        g.find_any_from(lower, from, |n, end| {
+            if end > kept {
+                f(atoms[n as usize]);
+                ends.push((n, end as u32));
+            }
+        });
+        last.ends = ends;
+        last.text.clear();
+        last.text.extend_from_slice(lower);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Enough literals for the gram search (and a literal set apart as
+    /// longer than `REUSE_SPAN`): fillers, plus `extra` drawn from the
+    /// values under test so that they occur, at every length class.
+    fn big_scan(extra: &[String]) -> FieldScan {
+        let mut lits: Vec<(String, Anchor, u32)> = (0..800)
+            .map(|i| {
+                (
+                    format!("filler-{i:04}-literal"),
+                    Anchor::Contains,
+                    10_000 + i,
+                )
+            })
+            .collect();
+        lits.push(("z".repeat(40), Anchor::Contains, 9_999));
+        // Found only in some tails: one-, two- and three-byte ones.
+        for (i, l) in ["x", "xx", "1x", "x-x"].into_iter().enumerate() {
+            lits.push((l.to_owned(), Anchor::Contains, 9_000 + i as u32));
+        }
+        for (i, l) in extra.iter().enumerate() {
+            lits.push((l.to_lowercase(), Anchor::Contains, i as u32));
+        }
+        FieldScan::build(lits)
+    }
+
+    fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Values that share prefixes of every length with the one searched
+        /// before them: taking that value's literals must find exactly what
+        /// a full search finds.
+        #[test]
+        fn reusing_the_last_value_finds_what_a_full_search_finds(
+            base in "[a-d/ \\-]{60,140}",
+            tails in proptest::collection::vec(("[0-9]{0,3}", "[a-d/ x1-]{0,60}"), 1..8),
+            picks in proptest::collection::vec((0usize..140, 1usize..48), 1..40),
+        ) {
+            // Literals cut from the base (1 to 47 bytes, so across the
+            // short, mid, long and longer-than-REUSE_SPAN classes).
+            let extra: Vec<String> = picks
+                .iter()
+                .filter_map(|&(at, len)| base.get(at..(at + len).min(base.len())))
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let scan = big_scan(&extra);
+            let mut last = Reuse::default();
+            let mut buf = Buffers::default();
+            for (cut, tail) in &tails {
+                let keep = cut.parse::<usize>().unwrap_or(0) % (base.len() + 1);
+                let value = format!("{}{}", &base[..keep], tail);
+                buf.lower(&value);
+                let mut full = Vec::new();
+                scan.scan_lower(&buf.lower, |a| full.push(a));
+                let mut reused = Vec::new();
+                scan.scan_lower_reusing(&buf.lower, &mut last, |a| reused.push(a));
+                prop_assert_eq!(sorted(reused), sorted(full), "{:?}", value);
+            }
+        }
+    }
 
     fn hits(scan: &FieldScan, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
