@@ -4,6 +4,9 @@
 //! the reversed value), which stops at the first byte no literal continues
 //! with; substrings are one pass of Aho-Corasick (few literals) or of a
 //! [`GramSet`] (many). Values arrive lower-cased; literals are stored so.
+//! With many substring literals, a long value may take the ones it shares
+//! with the last value searched (the same start, a fresh id at the end: see
+//! [`FieldScan::scan_lower_reusing`]); the caller keeps that last value.
 
 use crate::grams::GramSet;
 use crate::pattern::Anchor;
