@@ -419,6 +419,12 @@ struct FieldPass<'a> {
 }
 
 impl FieldPass<'_> {
+    /// Whether a string value this long is looked for in (and kept in) the value cache.
+    #[inline(always)]
+    fn keeps(&self, len: usize) -> bool {
+        len <= CACHE_MAX_VALUE && !self.no_cache
+    }
+
     #[inline(always)]
     fn came(&mut self, fi: Option<usize>, how: Seen, kept: Option<(usize, u32)>) {
         RowState::came(self.rows, self.dups, fi, self.epoch, how, kept);
@@ -430,7 +436,7 @@ impl FieldPass<'_> {
     #[inline(always)]
     fn lookup(&mut self, fi: Option<usize>, text: &[u8], with_keywords: bool) -> Lookup {
         let with = with_keywords && self.keywords.is_some();
-        if (fi.is_none() && !with) || text.len() > CACHE_MAX_VALUE || self.no_cache {
+        if (fi.is_none() && !with) || !self.keeps(text.len()) {
             return Lookup::NotKept;
         }
         let hash = value_hash(text);
@@ -509,7 +515,7 @@ impl FieldPass<'_> {
             self.came(fi, Seen::Searched, None);
             return;
         }
-        if !cacheable || text.len() > CACHE_MAX_VALUE || self.no_cache {
+        if !cacheable || !self.keeps(text.len()) {
             self.came(fi, Seen::Searched, None);
             let marks = &mut self.marks;
             search(self.buffers, text, scan, words, None, |a| {
