@@ -371,11 +371,9 @@ fn search(
                 let key = h.finish();
                 let len = table.len();
                 if let Some(last) = table.get_mut(key as usize % len) {
-                    if last.key != key {
-                        // Another field's (or another start's) value: nothing to take.
-                        *last = Reuse::default();
-                        last.key = key;
-                    }
+                    // The field is checked, not only hashed: literal ids
+                    // of another field's scan must never be taken.
+                    last.claim(row, key);
                     scan.scan_lower_reusing(&buffers.lower, last, &mut out);
                 }
             }

@@ -58,9 +58,25 @@ const REUSE_MIN: usize = REUSE_SPAN + 8;
 /// of `contains` first ends in it (lower-cased bytes).
 #[derive(Default)]
 pub(crate) struct Reuse {
-    pub(crate) key: u64,
+    /// The field (whose literal ids `ends` holds) and the hash of the
+    /// value's first bytes it was filed under.
+    row: usize,
+    key: u64,
     text: Vec<u8>,
     ends: Vec<(u32, u32)>,
+}
+
+impl Reuse {
+    /// Makes it the place of values of field `row` filed under `key`:
+    /// what it held for another field or start is forgotten (its buffers kept).
+    pub(crate) fn claim(&mut self, row: usize, key: u64) {
+        if self.row != row || self.key != key {
+            self.row = row;
+            self.key = key;
+            self.text.clear();
+            self.ends.clear();
+        }
+    }
 }
 
 fn walk(needles: &[Vec<u8>]) -> Walk {
