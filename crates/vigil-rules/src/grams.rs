@@ -446,14 +446,14 @@ impl GramSet {
         GramSet::with_long_stride(needles, 2)
     }
 
-    /// As [`GramSet::new`], with needles of nine bytes and more filed under
-    /// `stride` adjacent 8-byte grams (every `stride`th position read): for
-    /// sets whose needles are all at least `stride + 7` bytes long.
+    /// As [`GramSet::new`], with needles of `stride + 7` bytes and more
+    /// (nine at least) filed under `stride` adjacent 8-byte grams, so every
+    /// `stride`th position is read; shorter ones go to the 4-byte tier. Worth
+    /// it for sets of long needles only.
     pub(crate) fn with_long_stride(needles: Vec<Vec<u8>>, stride: usize) -> GramSet {
         let mut short = Short::default();
         let (mut mid, mut long) = (None, None);
-        // (gram width, stride, needle lengths): needles of nine bytes and
-        // more have two 8-byte grams, so every other position is read.
+        // (gram width, stride, needle lengths).
         let long_from = 9.max(stride + 7);
         for (width, stride, lo, hi) in [(4, 1, 4, long_from), (8, stride, long_from, usize::MAX)] {
             let members: Vec<(u32, &[u8])> = needles
