@@ -939,38 +939,33 @@ impl Index {
                 row => row_always[row as usize - 1].push(i),
             }
         }
-        let reads = programs
-            .iter()
-            .zip(rules)
-            .enumerate()
-            .map(|(i, (p, r))| {
-                p.as_ref()?;
-                if single[i] != 0 {
-                    return None;
-                }
-                let rows: Option<Box<[u32]>> = r
-                    .detection
-                    .fields_read()?
-                    .iter()
-                    .map(|f| by_name.get(*f).copied())
-                    .collect();
-                rows.filter(|r| r.len() <= MEMO_FIELDS)
-            })
-            .collect();
-        let atom_rows = programs
+        // Per rule: the indexed rows it reads (fields without literals have
+        // no atoms to set), and whether those are all the fields it reads.
+        let read_rows: Vec<Option<(Box<[u32]>, bool)>> = programs
             .iter()
             .zip(rules)
             .map(|(p, r)| {
                 p.as_ref()?;
-                // Fields without literals have no atoms to set.
-                let rows: Box<[u32]> = r
-                    .detection
-                    .fields_read()?
+                let fields = r.detection.fields_read()?;
+                let rows: Box<[u32]> = fields
                     .iter()
                     .filter_map(|f| by_name.get(*f).copied())
                     .collect();
-                Some(rows)
+                let all = rows.len() == fields.len();
+                Some((rows, all))
             })
+            .collect();
+        let reads = read_rows
+            .iter()
+            .zip(&single)
+            .map(|(read, &single)| {
+                let (rows, all) = read.as_ref()?;
+                (single == 0 && *all && rows.len() <= MEMO_FIELDS).then(|| rows.clone())
+            })
+            .collect();
+        let atom_rows = read_rows
+            .into_iter()
+            .map(|read| read.map(|(rows, _)| rows))
             .collect();
         let rows_checked = (0..rows as u32)
             .filter(|&r| !row_always[r as usize].is_empty() || !row_absent[r as usize].is_empty())
