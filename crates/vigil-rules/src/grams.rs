@@ -57,6 +57,8 @@ struct Tier {
     members: Box<[Member]>,
     /// The tier's needles, one after another.
     bytes: Box<[u8]>,
+    /// Its longest needle.
+    max_len: usize,
 }
 
 /// Equal byte strings, without a call for the short ones needles, field
@@ -164,6 +166,7 @@ impl Tier {
             }
         }
         starts.push(groups.len() as u32);
+        let max_len = needles.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
         Tier {
             width,
             stride,
@@ -174,6 +177,7 @@ impl Tier {
             groups: groups.into_boxed_slice(),
             members: members.into_boxed_slice(),
             bytes: bytes.into_boxed_slice(),
+            max_len,
         }
     }
 
@@ -509,40 +513,51 @@ impl GramSet {
         self.search(hay, 0, Some(&mut Seen::new()), &mut |n, _, _| f(n));
     }
 
-    /// Calls `f(needle, end)` for every needle occurring in `hay` at or
-    /// after `from` (and some that start before it): short ones once, at
-    /// their first occurrence there, the others at least once.
-    pub(crate) fn find_any_from(&self, hay: &[u8], from: usize, mut f: impl FnMut(u32, usize)) {
-        self.search(hay, from, Some(&mut Seen::new()), &mut |n, _, e| f(n, e));
+    /// Calls `f(needle, end)` for the needles occurring in `hay` that end
+    /// after `kept` (and some that end earlier): short ones once, at their
+    /// first occurrence from where the shortest could start, the others at
+    /// least once. Each tier reads only from where its longest needle would
+    /// have to start to end there.
+    pub(crate) fn find_any_ending_after(
+        &self,
+        hay: &[u8],
+        kept: usize,
+        mut f: impl FnMut(u32, usize),
+    ) {
+        self.search(hay, kept, Some(&mut Seen::new()), &mut |n, _, e| f(n, e));
     }
 
-    /// Every tier over `hay[from..]` (an occurrence starting at or after
-    /// `from` has its grams there); with `seen`, short needles reported once each.
+    /// Every tier over `hay`, from where a needle of its own that ends after
+    /// `kept` could start (0: all of it); with `seen`, short needles
+    /// reported once each.
     fn search(
         &self,
         hay: &[u8],
-        from: usize,
+        kept: usize,
         mut seen: Option<&mut Seen>,
         f: &mut impl FnMut(u32, usize, usize),
     ) {
+        // A needle of `len` bytes ending after `kept` starts at or after this.
+        let from = |len: usize| (kept + 1).saturating_sub(len);
         // A tight loop per tier: fewer live values than one loop feeding all.
         if let Some(t) = &self.long {
-            for (i, w) in hay.windows(8).enumerate().skip(from).step_by(t.stride) {
+            let first = from(t.max_len);
+            for (i, w) in hay.windows(8).enumerate().skip(first).step_by(t.stride) {
                 let g = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
                 t.probe(g, i, hay, f);
             }
         }
         if let Some(t) = &self.mid {
-            for (i, w) in hay.windows(4).enumerate().skip(from) {
+            for (i, w) in hay.windows(4).enumerate().skip(from(t.max_len)) {
                 let g = u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0; 4])));
                 t.probe(g, i, hay, f);
             }
         }
         if self.has_short {
             if seen.is_some() {
-                self.short.report_bytes(hay, from, f);
+                self.short.report_bytes(hay, from(1), f);
             }
-            for i in from..hay.len() {
+            for i in from(3)..hay.len() {
                 self.short.probe(i, hay, seen.as_deref_mut(), f);
             }
         }

@@ -321,19 +321,20 @@ impl FieldScan {
             .take_while(|(a, b)| a == b)
             .count();
         let mut ends = std::mem::take(&mut last.ends);
-        let (from, kept) = if shared >= REUSE_MIN {
-            // Every literal of `contains` ending past `shared` starts at or
-            // after `from`; those ending within it were found in `last`.
+        let kept = if shared >= REUSE_MIN {
+            // Literals of `contains` ending within `shared` were found in
+            // `last`; those ending past it are searched for (each tier from
+            // where its longest could start).
             ends.retain(|&(_, end)| end as usize <= shared);
             for &(n, _) in &ends {
                 f(atoms[n as usize]);
             }
-            (shared + 1 - REUSE_SPAN, shared)
+            shared
         } else {
             ends.clear();
-            (0, 0)
+            0
         };
-        g.find_any_from(lower, from, |n, end| {
+        g.find_any_ending_after(lower, kept, |n, end| {
             if end > kept {
                 f(atoms[n as usize]);
                 ends.push((n, end as u32));
@@ -380,6 +381,41 @@ mod tests {
         v
     }
 
+    /// A literal of every length that starts inside the prefix a value
+    /// shares with the last one and ends just past it is found, as a full
+    /// search finds it.
+    #[test]
+    fn literals_across_where_a_value_leaves_the_last_one_are_found() {
+        let base: String = (0..120)
+            .map(|i| char::from(b'a' + (i * 7 % 23) as u8))
+            .collect();
+        for len in 1..=40usize {
+            for past in 1..=len {
+                let shared = 80;
+                let last = format!("{}#{}", &base[..shared], &base[shared + 1..]);
+                let value = format!("{}@{}", &base[..shared], &base[shared + 1..]);
+                // Starts `len - past` bytes before the divergence, ends `past` after it.
+                let start = shared + past - len;
+                let lit = value[start..start + len].to_owned();
+                let scan = big_scan(std::slice::from_ref(&lit));
+                let (mut buf, mut reuse) = (Buffers::default(), Reuse::default());
+                buf.lower(&last);
+                scan.scan_lower_reusing(&buf.lower, &mut reuse, |_| {});
+                buf.lower(&value);
+                let mut full = Vec::new();
+                scan.scan_lower(&buf.lower, |a| full.push(a));
+                let mut reused = Vec::new();
+                scan.scan_lower_reusing(&buf.lower, &mut reuse, |a| reused.push(a));
+                assert!(full.contains(&0), "{lit:?} not in {value:?}");
+                assert_eq!(
+                    sorted(reused),
+                    sorted(full),
+                    "{lit:?} ({len} bytes, {past} past)"
+                );
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// Values that share prefixes of every length with the one searched
@@ -389,23 +425,33 @@ mod tests {
         fn reusing_the_last_value_finds_what_a_full_search_finds(
             base in "[a-d/ \\-]{60,140}",
             tails in proptest::collection::vec(("[0-9]{0,3}", "[a-d/ x1-]{0,60}"), 1..8),
-            picks in proptest::collection::vec((0usize..140, 1usize..48), 1..40),
+            picks in proptest::collection::vec((0usize..8, 0usize..200, 1usize..48), 1..40),
         ) {
-            // Literals cut from the base (1 to 47 bytes, so across the
-            // short, mid, long and longer-than-REUSE_SPAN classes).
+            let values: Vec<String> = tails
+                .iter()
+                .map(|(cut, tail)| {
+                    let keep = cut.parse::<usize>().unwrap_or(0) % (base.len() + 1);
+                    format!("{}{}", &base[..keep], tail)
+                })
+                .collect();
+            // Literals cut from the values (1 to 47 bytes, so across the
+            // short, mid, long and longer-than-REUSE_SPAN classes), many
+            // across where a value leaves the one before it.
             let extra: Vec<String> = picks
                 .iter()
-                .filter_map(|&(at, len)| base.get(at..(at + len).min(base.len())))
+                .filter_map(|&(v, at, len)| {
+                    let value = &values[v % values.len()];
+                    let at = at % value.len().max(1);
+                    value.get(at..(at + len).min(value.len()))
+                })
                 .filter(|l| !l.is_empty())
                 .map(str::to_owned)
                 .collect();
             let scan = big_scan(&extra);
             let mut last = Reuse::default();
             let mut buf = Buffers::default();
-            for (cut, tail) in &tails {
-                let keep = cut.parse::<usize>().unwrap_or(0) % (base.len() + 1);
-                let value = format!("{}{}", &base[..keep], tail);
-                buf.lower(&value);
+            for value in &values {
+                buf.lower(value);
                 let mut full = Vec::new();
                 scan.scan_lower(&buf.lower, |a| full.push(a));
                 let mut reused = Vec::new();
