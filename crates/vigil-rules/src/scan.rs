@@ -79,6 +79,26 @@ impl Reuse {
     }
 }
 
+/// How many bytes `a` and `b` begin with alike (eight compared at a time).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let mut n = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let (x, y) = (
+            u64::from_le_bytes(x.try_into().unwrap_or_default()),
+            u64::from_le_bytes(y.try_into().unwrap_or_default()),
+        );
+        if x != y {
+            return n + (x ^ y).trailing_zeros() as usize / 8;
+        }
+        n += 8;
+    }
+    n + a[n.min(a.len())..]
+        .iter()
+        .zip(&b[n.min(b.len())..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 fn walk(needles: &[Vec<u8>]) -> Walk {
     dfa::Builder::new()
         .match_kind(MatchKind::Standard)
@@ -314,12 +334,7 @@ impl FieldScan {
         if let Some((g, atoms)) = &self.long_contains {
             g.find_any(lower, |n| f(atoms[n as usize]));
         }
-        let shared = last
-            .text
-            .iter()
-            .zip(lower)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = common_prefix(&last.text, lower);
         let mut ends = std::mem::take(&mut last.ends);
         let kept = if shared >= REUSE_MIN {
             // Literals of `contains` ending within `shared` were found in
@@ -413,6 +428,20 @@ mod tests {
                     "{lit:?} ({len} bytes, {past} past)"
                 );
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn common_prefix_counts_the_bytes_two_values_begin_with_alike(
+            a in proptest::collection::vec(0u8..4, 0..40),
+            b in proptest::collection::vec(0u8..4, 0..40),
+            join in 0usize..40,
+        ) {
+            // Often sharing a long start: `b` begins with part of `a`.
+            let b: Vec<u8> = a.iter().take(join).chain(&b).copied().collect();
+            let naive = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            prop_assert_eq!(common_prefix(&a, &b), naive);
         }
     }
 
