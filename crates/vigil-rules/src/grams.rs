@@ -246,6 +246,8 @@ impl Tier {
 struct Short {
     /// By byte: a one-byte needle.
     one: [u64; 4],
+    /// The one-byte needles.
+    one_list: Vec<u8>,
     /// By two bytes (65,536 bits each): a two-byte needle; the start of a three-byte one.
     two: Box<[u64]>,
     three: Box<[u64]>,
@@ -305,7 +307,11 @@ impl Short {
         self.ids.entry(short_key(b)).or_default().push(id);
         match b {
             [c] => {
-                self.one[usize::from(c >> 6)] |= 1u64 << (c & 63);
+                let (w, bit) = (usize::from(c >> 6), 1u64 << (c & 63));
+                if self.one[w] & bit == 0 {
+                    self.one_list.push(*c);
+                }
+                self.one[w] |= bit;
             }
             [x, y] => {
                 let k = usize::from(*x) | usize::from(*y) << 8;
@@ -330,19 +336,20 @@ impl Short {
         }
     }
 
-    /// Reports the one-byte needles `hay` holds from `from` on, each once
-    /// and at its first position there (they occur many times in a value,
-    /// and only whether they occur at all is asked).
+    /// Reports the one-byte needles `hay` holds, each once and at
+    /// position 0 (they occur many times in a value, and only whether they
+    /// occur at all is asked): one pass of independent stores marks the
+    /// bytes present, no lookup per position.
     fn report_bytes(&self, hay: &[u8], from: usize, f: &mut impl FnMut(u32, usize, usize)) {
-        if self.one == [0; 4] {
-            return;
+        // Where each byte first occurs (from the back, so the first wins).
+        let mut first = [usize::MAX; 256];
+        for (i, &b) in hay.iter().enumerate().skip(from).rev() {
+            first[usize::from(b)] = i;
         }
-        let mut reported = [0u64; 4];
-        for (i, &b) in hay.iter().enumerate().skip(from) {
-            let (w, bit) = (usize::from(b >> 6), 1u64 << (b & 63));
-            if self.one[w] & bit != 0 && reported[w] & bit == 0 {
-                reported[w] |= bit;
-                self.report(&[b], i, f);
+        for &b in &self.one_list {
+            let at = first[usize::from(b)];
+            if at != usize::MAX {
+                self.report(&[b], at, f);
             }
         }
     }
