@@ -3,6 +3,7 @@
 use crate::eval::Slot;
 use crate::event::FieldValue;
 use regex::{Regex, RegexBuilder};
+use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Upper bound on a compiled regex (the regex crate's own limit), so a rule
 /// cannot make the engine allocate without bound.
@@ -28,7 +29,7 @@ pub(crate) enum Pattern {
     /// hints are lower-cased literals one of which every match contains (for
     /// globs, the longest literal run; for `re`, what regex-syntax extracts),
     /// which lets the prefilter skip the regex. Empty: no such literals.
-    Regex(Regex, Vec<String>),
+    Regex(Re, Vec<String>),
     /// A YAML number: equal as number, or as its decimal text.
     Number(i64),
     Bool(bool),
@@ -139,14 +140,16 @@ impl Pattern {
                     .map(|s| crate::eval::lowercase(s))
                     .into_iter()
                     .collect();
-                Pattern::Regex(build_regex(&re, !cased, false, true)?, hint)
+                Pattern::Regex(build_regex(&re, !cased, false, true, None)?, hint)
             }
         })
     }
 
     pub(crate) fn regex(value: &str, i: bool, m: bool, s: bool) -> Result<Pattern, String> {
-        let hints = regex_literals(&pcre_classes_to_ascii(value), i, m, s).unwrap_or_default();
-        Ok(Pattern::Regex(build_regex(value, i, m, s)?, hints))
+        let hir = parse(&pcre_classes_to_ascii(value), i, m, s);
+        let hints = hir.as_ref().and_then(regex_literals).unwrap_or_default();
+        let run = hir.as_ref().and_then(required_run);
+        Ok(Pattern::Regex(build_regex(value, i, m, s, run)?, hints))
     }
 
     /// Lower-cased literals, one of which occurs in every value this pattern
@@ -306,30 +309,130 @@ pub(crate) fn pcre_classes_to_ascii(re: &str) -> String {
 /// Most literal alternatives taken from one regex for the prefilter.
 const MAX_REGEX_LITERALS: usize = 64;
 
-/// Literals one of which every match of `re` contains, lower-cased; `None`
-/// when there is no such small set of non-empty literals.
-fn regex_literals(re: &str, i: bool, m: bool, s: bool) -> Option<Vec<String>> {
-    let hir = regex_syntax::ParserBuilder::new()
+/// `re` parsed as the regex crate parses it with these flags.
+fn parse(re: &str, i: bool, m: bool, s: bool) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .case_insensitive(i)
         .multi_line(m)
         .dot_matches_new_line(s)
         .build()
         .parse(re)
-        .ok()?;
-    let mut out = crate::required::required_literals(&hir)?;
+        .ok()
+}
+
+/// Literals one of which every match of `hir` contains, lower-cased; `None`
+/// when there is no such small set of non-empty literals.
+fn regex_literals(hir: &Hir) -> Option<Vec<String>> {
+    let mut out = crate::required::required_literals(hir)?;
     out.sort();
     out.dedup();
     (out.len() <= MAX_REGEX_LITERALS && out.iter().all(|l| !l.is_empty())).then_some(out)
 }
 
-fn build_regex(re: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {
-    RegexBuilder::new(&pcre_classes_to_ascii(re))
+/// Shortest run worth checking for before a regex runs.
+const MIN_RUN: u32 = 8;
+
+/// A run of at least `min` bytes of an ASCII class that every match of a
+/// regex contains (`[a-f0-9]{64}`, say): a value without one cannot match,
+/// and checking takes a few reads per `min` bytes where the regex walks
+/// every byte. Such regexes usually have no literal for the prefilter, so
+/// they would otherwise run on every value of their field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClassRun {
+    /// Bytes 0..128 in the class.
+    class: u128,
+    min: usize,
+}
+
+impl ClassRun {
+    fn has(&self, b: u8) -> bool {
+        b < 128 && self.class & (1 << b) != 0
+    }
+
+    /// Whether `hay` holds `min` class bytes in a row. A window of `min`
+    /// bytes is read from its end back: the first byte out of the class
+    /// rules out every window holding it, so the next one starts after it.
+    pub(crate) fn occurs_in(&self, hay: &[u8]) -> bool {
+        let mut start = 0;
+        while start + self.min <= hay.len() {
+            let window = &hay[start..start + self.min];
+            match window.iter().rposition(|&b| !self.has(b)) {
+                None => return true,
+                Some(out) => start += out + 1,
+            }
+        }
+        false
+    }
+}
+
+/// A class run (see [`ClassRun`]) every match of `hir` passes through, the
+/// longest found: in `hir` itself or in a part every match passes through
+/// (captures, concatenations, repetitions of at least one).
+fn required_run(hir: &Hir) -> Option<ClassRun> {
+    match hir.kind() {
+        HirKind::Capture(c) => required_run(&c.sub),
+        HirKind::Concat(parts) => parts.iter().filter_map(required_run).max_by_key(|r| r.min),
+        HirKind::Repetition(r) if r.min >= 1 => match r.sub.kind() {
+            HirKind::Class(c) if r.min >= MIN_RUN => Some(ClassRun {
+                class: ascii_class(c)?,
+                min: r.min as usize,
+            }),
+            HirKind::Class(_) => None,
+            _ => required_run(&r.sub),
+        },
+        _ => None,
+    }
+}
+
+/// The class as a set of ASCII bytes; `None` if it holds anything else
+/// (a non-ASCII character spans several bytes, so runs would not count it).
+fn ascii_class(c: &Class) -> Option<u128> {
+    let ranges: Vec<(u32, u32)> = match c {
+        Class::Unicode(u) => u
+            .ranges()
+            .iter()
+            .map(|r| (u32::from(r.start()), u32::from(r.end())))
+            .collect(),
+        Class::Bytes(b) => b
+            .ranges()
+            .iter()
+            .map(|r| (u32::from(r.start()), u32::from(r.end())))
+            .collect(),
+    };
+    let mut class = 0u128;
+    for (lo, hi) in ranges {
+        if hi >= 128 {
+            return None;
+        }
+        for b in lo..=hi {
+            class |= 1 << b;
+        }
+    }
+    Some(class)
+}
+
+/// A compiled regex, with the class run its matches need if it has one.
+#[derive(Debug, Clone)]
+pub(crate) struct Re {
+    re: Regex,
+    run: Option<ClassRun>,
+}
+
+impl Re {
+    pub(crate) fn is_match(&self, hay: &str) -> bool {
+        self.run.is_none_or(|r| r.occurs_in(hay.as_bytes())) && self.re.is_match(hay)
+    }
+}
+
+fn build_regex(re: &str, i: bool, m: bool, s: bool, run: Option<ClassRun>) -> Result<Re, String> {
+    let re = RegexBuilder::new(&pcre_classes_to_ascii(re))
         .case_insensitive(i)
         .multi_line(m)
         .dot_matches_new_line(s)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(Re { re, run })
 }
 
 #[cfg(test)]
@@ -419,19 +522,23 @@ mod tests {
         assert!(Pattern::regex(r"-k\s\w{1,64}(?:\s?(?:-p|-s))?", false, false, false).is_ok());
     }
 
+    fn lits(re: &str, i: bool, m: bool, s: bool) -> Option<Vec<String>> {
+        parse(re, i, m, s).as_ref().and_then(regex_literals)
+    }
+
     #[test]
     fn regex_literals_for_the_prefilter() {
         assert_eq!(
-            regex_literals("foo(bar|baz)", false, false, false),
+            lits("foo(bar|baz)", false, false, false),
             Some(vec!["foobar".into(), "foobaz".into()])
         );
         assert_eq!(
-            regex_literals("(?:IEX|iex)\\(", true, false, false),
+            lits("(?:IEX|iex)\\(", true, false, false),
             Some(vec!["iex(".into()])
         );
-        assert_eq!(regex_literals(".*", false, false, false), None);
-        assert_eq!(regex_literals("a?", false, false, false), None);
-        assert_eq!(regex_literals("[a-z]+$", false, false, false), None);
+        assert_eq!(lits(".*", false, false, false), None);
+        assert_eq!(lits("a?", false, false, false), None);
+        assert_eq!(lits("[a-z]+$", false, false, false), None);
     }
 
     #[test]
@@ -447,5 +554,60 @@ mod tests {
                 .matches_str("abc")
         );
         assert!(Pattern::regex("(", false, false, false).is_err());
+    }
+
+    fn run_of(re: &str, i: bool) -> Option<ClassRun> {
+        parse(&pcre_classes_to_ascii(re), i, false, false)
+            .as_ref()
+            .and_then(required_run)
+    }
+
+    #[test]
+    fn required_class_runs_are_found_where_every_match_passes() {
+        let hex = run_of(r"\s[a-fA-F0-9]{64}\s[a-fA-F0-9]{16}", false).unwrap();
+        assert_eq!(hex.min, 64);
+        assert!(hex.has(b'a') && hex.has(b'F') && hex.has(b'7') && !hex.has(b'g'));
+        assert_eq!(run_of(r"(?:x[0-9]{10})+y", false).map(|r| r.min), Some(10));
+        // Case folding is in the class: [a-f] with i takes A-F too.
+        assert!(run_of(r"[a-f]{8}", true).unwrap().has(b'C'));
+        // Not on every path, too short, or not ASCII: none.
+        assert_eq!(run_of(r"[0-9]{64}|abc", false), None);
+        assert_eq!(run_of(r"(?:[0-9]{64})?abc", false), None);
+        assert_eq!(run_of(r"[0-9]{7}", false), None);
+        assert_eq!(run_of(r"[a-zé]{20}", false), None);
+        assert_eq!(run_of(r".{20}", false), None);
+    }
+
+    #[test]
+    fn a_class_run_is_found_wherever_it_lies() {
+        let run = run_of(r"[a-f]{4}[0-9]{8}", false).unwrap();
+        assert_eq!(run.min, 8);
+        assert!(run.occurs_in(b"12345678"));
+        assert!(run.occurs_in(b"x1234567890"));
+        assert!(run.occurs_in(b"1 2 3 4 5 6 7 8 123456 12345678"));
+        assert!(!run.occurs_in(b"1234567 1234567"));
+        assert!(!run.occurs_in(b""));
+        assert!(!run.occurs_in(b"1234567"));
+    }
+
+    proptest::proptest! {
+        /// The check never turns down a value the regex matches, and it
+        /// answers as a plain count of runs does.
+        #[test]
+        fn a_class_run_check_agrees_with_counting(
+            hay in "[0-9a-c ]{0,60}",
+            min in 1usize..12,
+        ) {
+            let run = ClassRun { class: (0..10).fold(0u128, |c, d| c | 1 << (b'0' + d)), min };
+            let mut best = 0;
+            let mut cur = 0;
+            for b in hay.bytes() {
+                cur = if b.is_ascii_digit() { cur + 1 } else { 0 };
+                best = best.max(cur);
+            }
+            proptest::prop_assert_eq!(run.occurs_in(hay.as_bytes()), best >= min);
+            let re = Pattern::regex(&format!("[0-9]{{{min}}}"), false, false, false).unwrap();
+            proptest::prop_assert_eq!(re.matches_str(&hay), best >= min);
+        }
     }
 }
