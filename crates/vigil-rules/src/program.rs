@@ -37,7 +37,8 @@ pub(crate) enum Node {
         negate: bool,
     },
     /// A field entry evaluated on the event: the entry's place in its
-    /// detection, and what its values need (as clauses) for the prefilter.
+    /// detection, and what its values need (as clauses) for the prefilter
+    /// and to decide it false without reading the event.
     Residual {
         /// Selection, map within it, entry within the map.
         at: [u32; 3],
@@ -122,7 +123,19 @@ impl Node {
                 };
                 r != *negate
             }
-            Node::Residual { at, memo, .. } => {
+            Node::Residual { at, memo, hints } => {
+                // A value the entry matches holds an atom of every hint
+                // clause (the prefilter's own guarantee): without one, the
+                // entry is false and the event need not be read.
+                let set = |a: u32| {
+                    facts
+                        .bits
+                        .get(a as usize / 64)
+                        .is_some_and(|w| w >> (a % 64) & 1 != 0)
+                };
+                if !hints.iter().all(|c| c.iter().any(|&a| set(a))) {
+                    return false;
+                }
                 if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref())
                     && let Some(r) = m.get(*f, *id)
                 {
