@@ -125,13 +125,13 @@ struct CacheSlot {
     /// The epoch (event) it was last found or filled in: a new value takes
     /// the way of its set found least recently.
     used: u32,
-    /// How many atoms `data` starts with (then the clause bits of rules
-    /// over several fields, then the value from `value_at`).
+    /// How many bytes of `data` are the value, and how many atoms end it.
+    value_len: u32,
     atoms: u32,
-    value_at: u32,
-    /// The atoms (4 bytes each, little-endian) and the clause bits of rules
-    /// over several fields ([`CLAUSE_BITS_BYTES`] each), then the value: one
-    /// block, so a hit reads one run.
+    /// The value, the clause bits of rules over several fields
+    /// ([`CLAUSE_BITS_BYTES`] each), then the atoms (4 bytes each,
+    /// little-endian): one block, read forward by a hit (compare, then
+    /// clause bits; the atoms only when a rule is evaluated).
     data: Vec<u8>,
     /// The single-field rules of this row the value matches.
     verdicts: Vec<u32>,
@@ -142,7 +142,8 @@ struct CacheSlot {
 impl CacheSlot {
     /// Sets the atoms of the value it holds.
     fn set_atoms(&self, marks: &mut Marks<'_>) {
-        for a in u32s(self.data.get(..self.atoms as usize * 4).unwrap_or_default()) {
+        let from = self.data.len().saturating_sub(self.atoms as usize * 4);
+        for a in u32s(self.data.get(from..).unwrap_or_default()) {
             marks.atom(a);
         }
     }
@@ -150,15 +151,16 @@ impl CacheSlot {
     /// The clause bits it sets, in their [`ClauseBits::write`] form.
     #[inline(always)]
     fn clause_bytes(&self) -> &[u8] {
+        let end = self.data.len().saturating_sub(self.atoms as usize * 4);
         self.data
-            .get(self.atoms as usize * 4..self.value_at as usize)
+            .get(self.value_len as usize..end)
             .unwrap_or_default()
     }
 
     /// The value it holds.
     #[inline(always)]
     fn value(&self) -> &[u8] {
-        self.data.get(self.value_at as usize..).unwrap_or_default()
+        self.data.get(..self.value_len as usize).unwrap_or_default()
     }
 }
 
@@ -466,6 +468,7 @@ impl FieldPass<'_> {
         for cb in slot.clause_bytes().chunks_exact(CLAUSE_BITS_BYTES) {
             self.marks.clauses(ClauseBits::read(cb));
         }
+
         self.candidates
             .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
         self.lazy.push(at as u32);
@@ -615,14 +618,14 @@ impl FieldPass<'_> {
         slot.data.clear();
         slot.data
             .reserve(found.len() * 4 + slot_marks.len() * CLAUSE_BITS_BYTES + text.len());
-        for a in found.iter() {
-            slot.data.extend_from_slice(&a.to_le_bytes());
-        }
+        slot.data.extend_from_slice(text.as_bytes());
+        slot.value_len = text.len() as u32;
         for cb in slot_marks.iter() {
             cb.write(&mut slot.data);
         }
-        slot.value_at = slot.data.len() as u32;
-        slot.data.extend_from_slice(text.as_bytes());
+        for a in found.iter() {
+            slot.data.extend_from_slice(&a.to_le_bytes());
+        }
         // A row without single-field rules has no verdicts to wait for.
         slot.ready = index.row_rules.get(row).is_none_or(Vec::is_empty);
         if !slot.ready {
@@ -669,6 +672,11 @@ impl Memo for SlotMemo<'_> {
 pub struct CacheStats {
     pub lookups: u64,
     pub hits: u64,
+    /// Candidates decided by a value's verdicts or the verdict memo, and
+    /// those evaluated (with and without a memo key).
+    pub remembered: u64,
+    pub evaluated_keyed: u64,
+    pub evaluated_unkeyed: u64,
 }
 
 /// Per-thread scratch so an event allocates nothing once warmed up.
@@ -1294,6 +1302,7 @@ impl Index {
             lazy,
             verdicts,
             dups,
+            stats,
             ..
         } = s;
         let Some(ValueCache {
@@ -1327,6 +1336,11 @@ impl Index {
                     None => Verdict::Eval(None),
                 }
             };
+            match v {
+                Verdict::Eval(Some(_)) => stats.evaluated_keyed += 1,
+                Verdict::Eval(None) => stats.evaluated_unkeyed += 1,
+                _ => stats.remembered += 1,
+            }
             evaluate |= matches!(v, Verdict::Eval(_));
             verdicts.push(v);
         }
