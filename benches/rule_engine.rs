@@ -281,6 +281,14 @@ fn run(
         cache.hits as f64 * 100.0 / cache.lookups.max(1) as f64,
         n as f64 / secs
     );
+    // Engine tuning: where the candidates' verdicts came from (warm-up included).
+    let candidates = (cache.remembered + cache.evaluated_keyed + cache.evaluated_unkeyed).max(1);
+    println!(
+        "  candidate verdicts: {:.1}% remembered, {:.1}% evaluated and remembered, {:.1}% evaluated (not rememberable)",
+        cache.remembered as f64 * 100.0 / candidates as f64,
+        cache.evaluated_keyed as f64 * 100.0 / candidates as f64,
+        cache.evaluated_unkeyed as f64 * 100.0 / candidates as f64,
+    );
 }
 
 fn main() {
