@@ -182,7 +182,7 @@ struct ValueCache {
     /// when seen a second time, so values that never come back (a command
     /// line with a fresh GUID) do not push out the ones that do.
     door: Vec<u64>,
-    /// Per row: bits set since the row's door was last cleared.
+    /// Per row: values taken since the row's door was last cleared.
     door_set: Vec<u32>,
     /// The last fill number given.
     fills: u32,
@@ -289,8 +289,14 @@ impl ClauseBits {
 
 /// Slots per set of a value cache.
 const WAYS: usize = 4;
-/// Bits per row of a cache's door (cleared once half are set).
-const DOOR_BITS: usize = 4096;
+/// Values a row's door remembers before it is cleared: as many as the
+/// cache holds (a TinyLFU doorkeeper's size), so a value that comes back
+/// within that many others of its field is taken on its second sighting.
+const DOOR_VALUES: usize = CACHE_SLOTS;
+/// Bits per row of a cache's door: two per value, a quarter set at most,
+/// so a new value passes for one seen before rarely (about 1 in 16 when full).
+const DOOR_BITS: usize = DOOR_VALUES * 8;
+const _: () = assert!(DOOR_BITS.is_power_of_two() && 2 * DOOR_BITS.trailing_zeros() <= 48);
 
 /// The hash a value is kept under.
 fn value_hash(text: &[u8]) -> u64 {
@@ -468,7 +474,6 @@ impl FieldPass<'_> {
         for cb in slot.clause_bytes().chunks_exact(CLAUSE_BITS_BYTES) {
             self.marks.clauses(ClauseBits::read(cb));
         }
-
         self.candidates
             .extend(slot.verdicts.iter().map(|&r| r << 1 | 1));
         self.lazy.push(at as u32);
@@ -553,20 +558,33 @@ impl FieldPass<'_> {
             marks.atom_and_rules(a);
             found.push(a);
         });
-        let bit = row * DOOR_BITS + (hash >> 52) as usize % DOOR_BITS;
-        let (Some(word), Some(set)) = (cache.door.get_mut(bit / 64), cache.door_set.get_mut(row))
-        else {
-            return;
+        // Two bits per value, from the hash's top bits (its low ones choose
+        // the cache set): a value never seen passes for seen only when
+        // others set both.
+        let width = DOOR_BITS.trailing_zeros();
+        let bits = [hash >> (64 - width), hash >> (64 - 2 * width)]
+            .map(|b| row * DOOR_BITS + b as usize % DOOR_BITS);
+        let has = |b: usize| {
+            cache
+                .door
+                .get(b / 64)
+                .is_some_and(|w| w & (1 << (b % 64)) != 0)
         };
-        if *word & (1 << (bit % 64)) == 0 {
+        if !bits.iter().all(|&b| has(b)) {
             // First sighting (as far as the door remembers): not kept.
-            *word |= 1 << (bit % 64);
-            *set += 1;
-            if *set as usize >= DOOR_BITS / 2 {
-                *set = 0;
-                let first = row * DOOR_BITS / 64;
-                if let Some(words) = cache.door.get_mut(first..first + DOOR_BITS / 64) {
-                    words.fill(0);
+            for b in bits {
+                if let Some(w) = cache.door.get_mut(b / 64) {
+                    *w |= 1 << (b % 64);
+                }
+            }
+            if let Some(set) = cache.door_set.get_mut(row) {
+                *set += 1;
+                if *set as usize >= DOOR_VALUES {
+                    *set = 0;
+                    let first = row * DOOR_BITS / 64;
+                    if let Some(words) = cache.door.get_mut(first..first + DOOR_BITS / 64) {
+                        words.fill(0);
+                    }
                 }
             }
             self.came(fi, Seen::Searched, None);
@@ -1551,6 +1569,45 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value is kept on its second sighting, within as many others of its
+    /// field as the cache holds; a new value seldom passes for one seen.
+    #[test]
+    fn the_door_keeps_values_seen_twice_and_seldom_mistakes_new_ones() {
+        use crate::{LoadReport, RuleSet, event::FlatEvent};
+        let mut set = RuleSet::new();
+        let mut report = LoadReport::default();
+        set.load_str(
+            std::path::Path::new("r.yml"),
+            "title: t\nlogsource: {product: p, category: c}\ndetection:\n  s: {CommandLine|contains: x}\n  condition: s\n",
+            &mut report,
+        );
+        assert!(report.rejected.is_empty(), "{report}");
+        let src = LogSource::new("p", "c");
+        let hits_for = |values: std::ops::Range<u32>| {
+            let before = Index::cache_stats().hits;
+            for i in values {
+                let mut m = serde_json::Map::new();
+                m.insert("CommandLine".into(), format!("run {i}").into());
+                let _ = set.matching_rules(&src, &FlatEvent::from_json(&m));
+            }
+            Index::cache_stats().hits - before
+        };
+        // Values seen once: not found, and (mostly) not kept.
+        assert_eq!(hits_for(0..DOOR_VALUES as u32 - 4_000), 0);
+        // New values seen twice: the second sighting finds only the few
+        // the door took for seen (two bits each, a fifth of them set: about
+        // 1 in 25; one bit each would be about 1 in 10).
+        let fresh = DOOR_VALUES as u32..DOOR_VALUES as u32 + 2_000;
+        assert_eq!(hits_for(fresh.clone()), 0);
+        let mistaken = hits_for(fresh.clone());
+        assert!(
+            mistaken < 100,
+            "{mistaken} of 2000 new values passed for seen"
+        );
+        // The third sighting finds them kept.
+        assert!(hits_for(fresh) >= 1_950);
+    }
 
     #[test]
     fn fill_numbers_running_out_forget_everything_they_named() {
