@@ -278,11 +278,12 @@ impl ClauseBits {
     }
 
     /// Back from [`ClauseBits::write`]'s form.
-    fn read(b: &[u8]) -> ClauseBits {
-        let (at, bits) = b.split_at(4.min(b.len()));
+    #[inline(always)]
+    fn read(b: &[u8; CLAUSE_BITS_BYTES]) -> ClauseBits {
+        let [a0, a1, a2, a3, b0, b1, b2, b3, b4, b5, b6, b7] = *b;
         ClauseBits {
-            at: u32::from_le_bytes(at.try_into().unwrap_or_default()),
-            bits: u64::from_le_bytes(bits.try_into().unwrap_or_default()),
+            at: u32::from_le_bytes([a0, a1, a2, a3]),
+            bits: u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
         }
     }
 }
@@ -471,7 +472,7 @@ impl FieldPass<'_> {
         slot.used = self.epoch;
         self.stats.hits += 1;
         let fill = slot.fill;
-        for cb in slot.clause_bytes().chunks_exact(CLAUSE_BITS_BYTES) {
+        for cb in slot.clause_bytes().as_chunks::<CLAUSE_BITS_BYTES>().0 {
             self.marks.clauses(ClauseBits::read(cb));
         }
         self.candidates
@@ -1693,7 +1694,7 @@ mod tests {
         let mut out = Vec::new();
         cb.write(&mut out);
         assert_eq!(out.len(), CLAUSE_BITS_BYTES);
-        let back = ClauseBits::read(&out);
+        let back = ClauseBits::read(out.as_chunks().0.first().expect("one"));
         assert_eq!((back.at, back.bits), (cb.at, cb.bits));
     }
 }
