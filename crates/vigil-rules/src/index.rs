@@ -77,7 +77,8 @@ pub(crate) struct Index {
     /// indexed fields and at most [`MEMO_FIELDS`]; its verdict is then a
     /// function of those values, remembered by their slots' fill numbers
     /// (see [`RuleMemo`]).
-    reads: Vec<Option<Box<[u32]>>>,
+    /// In place: no pointer to follow per candidate.
+    reads: Vec<ReadRows>,
     /// Per rule: the rows whose atoms its evaluation reads (`None`: every
     /// row, as keywords are searched in all values). A found value's atoms
     /// are set only when a rule reading its row is evaluated.
@@ -285,6 +286,33 @@ impl ClauseBits {
             at: u32::from_le_bytes([a0, a1, a2, a3]),
             bits: u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
         }
+    }
+}
+
+/// The rows a rule's verdict is keyed by (see [`Index::reads`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadRows {
+    keyed: bool,
+    len: u8,
+    rows: [u32; MEMO_FIELDS],
+}
+
+impl ReadRows {
+    /// `None` past [`MEMO_FIELDS`] rows.
+    fn new(rows: &[u32]) -> Option<ReadRows> {
+        let mut out = ReadRows {
+            keyed: true,
+            len: u8::try_from(rows.len()).ok()?,
+            rows: [0; MEMO_FIELDS],
+        };
+        out.rows.get_mut(..rows.len())?.copy_from_slice(rows);
+        Some(out)
+    }
+
+    fn rows(&self) -> Option<&[u32]> {
+        self.rows
+            .get(..usize::from(self.len))
+            .filter(|_| self.keyed)
     }
 }
 
@@ -986,8 +1014,10 @@ impl Index {
             .iter()
             .zip(&single)
             .map(|(read, &single)| {
-                let (rows, all) = read.as_ref()?;
-                (single == 0 && *all && rows.len() <= MEMO_FIELDS).then(|| rows.clone())
+                read.as_ref()
+                    .filter(|(_, all)| single == 0 && *all)
+                    .and_then(|(rows, _)| ReadRows::new(rows))
+                    .unwrap_or_default()
             })
             .collect();
         let atom_rows = read_rows
@@ -1244,7 +1274,7 @@ impl Index {
         rows: &[RowState],
         epoch: u32,
     ) -> Option<(usize, [u32; MEMO_FIELDS])> {
-        let read = self.reads.get(i)?.as_deref()?;
+        let read = self.reads.get(i)?.rows()?;
         let mut fills = [0u32; MEMO_FIELDS];
         for (f, &row) in fills.iter_mut().zip(read) {
             let r = rows.get(row as usize)?;
