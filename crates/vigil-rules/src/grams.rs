@@ -50,10 +50,11 @@ struct Tier {
     stride: usize,
     bitmap: Box<[u64]>,
     bitmap_shift: u32,
-    /// Groups of table slot `t` are `groups[starts[t]..starts[t + 1]]`.
-    starts: Box<[u32]>,
+    /// The groups, open-addressed by the top bits of the gram's hash (at
+    /// most half full, linear probing; `end == 0`: empty): a gram the
+    /// bitmap let through costs one read when no needle is filed under it.
+    table: Box<[Group]>,
     table_shift: u32,
-    groups: Box<[Group]>,
     members: Box<[Member]>,
     /// The tier's needles, one after another.
     bytes: Box<[u8]>,
@@ -105,16 +106,14 @@ impl Tier {
         freq: &FxHashMap<u64, u32>,
     ) -> Tier {
         // About 32 bitmap bits per needle (so few positions get past the
-        // bitmap), a table slot per needle.
+        // bitmap).
         let n = needles.len().max(1);
         let bits = (n * 16 * stride.max(2))
             .next_power_of_two()
             .clamp(512, 1 << 18);
-        let slots = (n * stride).next_power_of_two().clamp(16, 1 << 16);
         let bitmap_shift = 64 - bits.trailing_zeros();
-        let table_shift = 64 - slots.trailing_zeros();
         let mut bitmap = vec![0u64; bits / 64].into_boxed_slice();
-        let mut by_slot: Vec<Vec<(u64, Member)>> = vec![Vec::new(); slots];
+        let mut filed: Vec<(u64, Member)> = Vec::with_capacity(needles.len() * stride);
         let rarity = |g: u64| freq.get(&g).copied().unwrap_or(0);
         let mut bytes = Vec::new();
         for &(id, b) in needles {
@@ -132,7 +131,7 @@ impl Tier {
                 let h = g.wrapping_mul(HASH);
                 let bit = (h >> bitmap_shift) as usize;
                 bitmap[bit / 64] |= 1 << (bit % 64);
-                by_slot[(h >> table_shift) as usize].push((
+                filed.push((
                     g,
                     Member {
                         needle: id,
@@ -143,38 +142,44 @@ impl Tier {
                 ));
             }
         }
-        let mut starts = Vec::with_capacity(slots + 1);
-        let mut groups = Vec::new();
-        let mut members = Vec::with_capacity(needles.len());
-        for mut s in by_slot {
-            starts.push(groups.len() as u32);
-            s.sort_by_key(|(g, m)| (*g, m.needle));
-            let first = groups.len();
-            for (g, m) in s {
-                let in_slot = groups.len() > first;
-                match groups.last_mut() {
-                    Some(Group { gram, end, .. }) if in_slot && *gram == g => {
-                        *end += 1;
-                    }
-                    _ => groups.push(Group {
-                        gram: g,
-                        start: members.len() as u32,
-                        end: members.len() as u32 + 1,
-                    }),
-                }
-                members.push(m);
+        // One group per gram, its members side by side.
+        filed.sort_by_key(|(g, m)| (*g, m.needle));
+        let mut groups: Vec<Group> = Vec::new();
+        let mut members = Vec::with_capacity(filed.len());
+        for (g, m) in filed {
+            match groups.last_mut() {
+                Some(Group { gram, end, .. }) if *gram == g => *end += 1,
+                _ => groups.push(Group {
+                    gram: g,
+                    start: members.len() as u32,
+                    end: members.len() as u32 + 1,
+                }),
             }
+            members.push(m);
         }
-        starts.push(groups.len() as u32);
+        let slots = (groups.len() * 2).next_power_of_two().max(16);
+        let table_shift = 64 - slots.trailing_zeros();
+        let empty = Group {
+            gram: 0,
+            start: 0,
+            end: 0,
+        };
+        let mut table = vec![empty; slots].into_boxed_slice();
+        for grp in groups {
+            let mut t = (grp.gram.wrapping_mul(HASH) >> table_shift) as usize;
+            while table[t].end != 0 {
+                t = (t + 1) % slots;
+            }
+            table[t] = grp;
+        }
         let max_len = needles.iter().map(|(_, b)| b.len()).max().unwrap_or(0);
         Tier {
             width,
             stride,
             bitmap,
             bitmap_shift,
-            starts: starts.into_boxed_slice(),
+            table,
             table_shift,
-            groups: groups.into_boxed_slice(),
             members: members.into_boxed_slice(),
             bytes: bytes.into_boxed_slice(),
             max_len,
@@ -198,34 +203,28 @@ impl Tier {
 
     #[inline(never)]
     fn verify(&self, h: u64, g: u64, i: usize, hay: &[u8], f: &mut impl FnMut(u32, usize, usize)) {
-        let t = (h >> self.table_shift) as usize;
-        let (Some(&lo), Some(&hi)) = (self.starts.get(t), self.starts.get(t + 1)) else {
-            return;
-        };
-        for grp in self
-            .groups
-            .get(lo as usize..hi as usize)
-            .unwrap_or_default()
-        {
-            if grp.gram != g {
-                continue;
+        let mut t = (h >> self.table_shift) as usize;
+        let grp = loop {
+            match self.table.get(t) {
+                Some(grp) if grp.end != 0 && grp.gram != g => t = (t + 1) % self.table.len(),
+                Some(grp) if grp.end != 0 => break grp,
+                _ => return,
             }
-            let members = self
-                .members
-                .get(grp.start as usize..grp.end as usize)
-                .unwrap_or_default();
-            for m in members {
-                let off = m.offset as usize;
-                let Some(start) = i.checked_sub(off) else {
-                    continue;
-                };
-                let (at, len) = (m.at as usize, m.len as usize);
-                if let (Some(h), Some(n)) =
-                    (hay.get(start..start + len), self.bytes.get(at..at + len))
-                    && same_bytes(h, n)
-                {
-                    f(m.needle, start, start + len);
-                }
+        };
+        let members = self
+            .members
+            .get(grp.start as usize..grp.end as usize)
+            .unwrap_or_default();
+        for m in members {
+            let off = m.offset as usize;
+            let Some(start) = i.checked_sub(off) else {
+                continue;
+            };
+            let (at, len) = (m.at as usize, m.len as usize);
+            if let (Some(h), Some(n)) = (hay.get(start..start + len), self.bytes.get(at..at + len))
+                && same_bytes(h, n)
+            {
+                f(m.needle, start, start + len);
             }
         }
     }
@@ -233,8 +232,7 @@ impl Tier {
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         self.bitmap.len() * 8
-            + self.starts.len() * 4
-            + self.groups.len() * size_of::<Group>()
+            + self.table.len() * size_of::<Group>()
             + self.members.len() * size_of::<Member>()
             + self.bytes.len()
     }
@@ -574,14 +572,15 @@ impl GramSet {
             .into_iter()
             .flatten()
             .map(|t| {
-                let longest = t.groups.iter().map(|g| g.end - g.start).max().unwrap_or(0);
+                let groups = t.table.iter().filter(|g| g.end != 0);
+                let longest = groups.clone().map(|g| g.end - g.start).max().unwrap_or(0);
                 format!(
                     "w{}/{}: {} needles, {} slots, {} grams, most needles under one gram {longest}",
                     t.width,
                     t.stride,
                     t.members.len() / t.stride,
-                    t.starts.len() - 1,
-                    t.groups.len(),
+                    t.table.len(),
+                    groups.count(),
                 )
             })
             .collect::<Vec<_>>()
