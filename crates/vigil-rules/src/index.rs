@@ -189,7 +189,7 @@ struct ValueCache {
     fills: u32,
     /// The last long values searched, by field and first bytes (see
     /// [`FieldScan::scan_lower_reusing`]).
-    reuse: Vec<Reuse>,
+    reuse: Vec<Reuse<TakenMarks>>,
     /// Verdicts of rules over several fields, in buckets of [`MEMO_WAYS`]
     /// (see [`Index::verdict_key`]), the newest first.
     rule_memo: Vec<RuleMemo>,
@@ -272,6 +272,18 @@ struct ClauseBits {
 const CLAUSE_BITS_BYTES: usize = 12;
 
 impl ClauseBits {
+    /// One entry per clause set word, its bits the union of those given for it.
+    fn merge(marks: &mut Vec<ClauseBits>) {
+        marks.sort_unstable_by_key(|cb| cb.at);
+        marks.dedup_by(|b, a| {
+            let same = a.at == b.at;
+            if same {
+                a.bits |= b.bits;
+            }
+            same
+        });
+    }
+
     /// Its form in a cache slot (little-endian `at`, then `bits`).
     fn write(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.at.to_le_bytes());
@@ -385,6 +397,23 @@ impl RowState {
     }
 }
 
+/// What a search found: an atom, or the atoms taken from the last value of
+/// the field (see [`FieldScan::scan_lower_reusing`]) with the clause bits
+/// they set, as made for the last value that took them.
+enum Hit<'a> {
+    Atom(u32),
+    Taken(&'a [u32], &'a mut TakenMarks),
+}
+
+/// The clause bits of a set of atoms taken from the last value of a field,
+/// merged (by [`Marks::taken`]): values of one shape take the same atoms, so
+/// they are looked up once, not per atom and value.
+#[derive(Default)]
+struct TakenMarks {
+    atoms: Vec<u32>,
+    marks: Vec<ClauseBits>,
+}
+
 /// Lower-cases `text` and calls `out` with the atoms of the field's own
 /// literals (`scan`) and of the keyword literals (`words`) it holds.
 #[inline(always)]
@@ -393,8 +422,8 @@ fn search(
     text: &str,
     scan: Option<&FieldScan>,
     words: Option<&FieldScan>,
-    reuse: Option<(&mut [Reuse], usize)>,
-    mut out: impl FnMut(u32),
+    reuse: Option<(&mut [Reuse<TakenMarks>], usize)>,
+    mut out: impl FnMut(Hit<'_>),
 ) {
     buffers.lower(text);
     if let Some(scan) = scan {
@@ -411,14 +440,16 @@ fn search(
                     // The field is checked, not only hashed: literal ids
                     // of another field's scan must never be taken.
                     last.claim(row, key);
-                    scan.scan_lower_reusing(&buffers.lower, last, &mut out);
+                    let (taken, memo) =
+                        scan.scan_lower_reusing(&buffers.lower, last, |a| out(Hit::Atom(a)));
+                    out(Hit::Taken(taken, memo));
                 }
             }
-            _ => scan.scan_lower(&buffers.lower, &mut out),
+            _ => scan.scan_lower(&buffers.lower, |a| out(Hit::Atom(a))),
         }
     }
     if let Some(words) = words {
-        words.scan_lower(&buffers.lower, &mut out);
+        words.scan_lower(&buffers.lower, |a| out(Hit::Atom(a)));
     }
 }
 
@@ -553,8 +584,9 @@ impl FieldPass<'_> {
         if !cacheable || !self.keeps(text.len()) {
             self.came(fi, Seen::Searched, None);
             let marks = &mut self.marks;
-            search(self.buffers, text, scan, words, None, |a| {
-                marks.atom_and_rules(a)
+            search(self.buffers, text, scan, words, None, |hit| match hit {
+                Hit::Atom(a) => marks.atom_and_rules(a),
+                Hit::Taken(atoms, memo) => marks.taken(atoms, memo),
             });
             return;
         }
@@ -583,9 +615,15 @@ impl FieldPass<'_> {
         let (marks, found) = (&mut self.marks, &mut *self.found);
         found.clear();
         let reuse = Some((&mut cache.reuse[..], row));
-        search(self.buffers, text, scan, words, reuse, |a| {
-            marks.atom_and_rules(a);
-            found.push(a);
+        search(self.buffers, text, scan, words, reuse, |hit| match hit {
+            Hit::Atom(a) => {
+                marks.atom_and_rules(a);
+                found.push(a);
+            }
+            Hit::Taken(atoms, memo) => {
+                marks.taken(atoms, memo);
+                found.extend_from_slice(atoms);
+            }
         });
         // Two bits per value, from the hash's top bits (its low ones choose
         // the cache set): a value never seen passes for seen only when
@@ -634,14 +672,7 @@ impl FieldPass<'_> {
                 }
             }
         }
-        slot_marks.sort_unstable_by_key(|cb| cb.at);
-        slot_marks.dedup_by(|b, a| {
-            let same = a.at == b.at;
-            if same {
-                a.bits |= b.bits;
-            }
-            same
-        });
+        ClauseBits::merge(slot_marks);
         let (fill, still) = cache.next_fill();
         if !still {
             self.restarted = true;
@@ -853,6 +884,27 @@ impl Marks<'_> {
     fn clauses(&mut self, cb: ClauseBits) {
         if let Some(w) = self.sets.get_mut(cb.at as usize) {
             *w |= cb.bits;
+        }
+    }
+
+    /// Sets `atoms` and the clauses they satisfy, as [`Marks::atom_and_rules`]
+    /// of each does; their clause bits come merged from `memo`, made again
+    /// only when the atoms differ from those it was made for.
+    fn taken(&mut self, atoms: &[u32], memo: &mut TakenMarks) {
+        if memo.atoms != atoms {
+            memo.atoms.clear();
+            memo.atoms.extend_from_slice(atoms);
+            memo.marks.clear();
+            for &a in atoms {
+                memo.marks.extend_from_slice(self.index.marks_of(a));
+            }
+            ClauseBits::merge(&mut memo.marks);
+        }
+        for &a in atoms {
+            self.atom(a);
+        }
+        for &cb in &memo.marks {
+            self.clauses(cb);
         }
     }
 

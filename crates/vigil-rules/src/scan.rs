@@ -57,16 +57,21 @@ const REUSE_MIN: usize = REUSE_SPAN + 8;
 /// The last value searched for one field's literals, with where each literal
 /// of `contains` first ends in it (lower-cased bytes).
 #[derive(Default)]
-pub(crate) struct Reuse {
+pub(crate) struct Reuse<M = ()> {
     /// The field (whose literal ids `ends` holds) and the hash of the
     /// value's first bytes it was filed under.
     row: usize,
     key: u64,
     text: Vec<u8>,
     ends: Vec<(u32, u32)>,
+    /// The atoms the last search took from the value before it.
+    taken: Vec<u32>,
+    /// What the caller derives from `taken` (kept for the next value,
+    /// which usually takes the same).
+    memo: M,
 }
 
-impl Reuse {
+impl<M: Default> Reuse<M> {
     /// Makes it the place of values of field `row` filed under `key`:
     /// what it held for another field or start is forgotten (its buffers kept).
     pub(crate) fn claim(&mut self, row: usize, key: u64) {
@@ -75,6 +80,7 @@ impl Reuse {
             self.key = key;
             self.text.clear();
             self.ends.clear();
+            self.memo = M::default();
         }
     }
 }
@@ -320,15 +326,20 @@ impl FieldScan {
     /// the prefix it shares with `lower`: only the rest of `lower`, from
     /// where such a literal could start, is searched for them. A value with a
     /// fresh id at its end then costs its tail. `last` then holds `lower`.
-    pub(crate) fn scan_lower_reusing(
+    ///
+    /// The atoms of the literals taken from `last` are not passed to `f`
+    /// but returned (with `last`'s memo): a value of the same shape as the
+    /// last one takes the same, and the caller may reuse what it made of them.
+    pub(crate) fn scan_lower_reusing<'l, M>(
         &self,
         lower: &[u8],
-        last: &mut Reuse,
+        last: &'l mut Reuse<M>,
         mut f: impl FnMut(u32),
-    ) {
+    ) -> (&'l [u32], &'l mut M) {
+        last.taken.clear();
         let Some((Search::Grams(g), atoms)) = &self.contains else {
             self.scan_lower(lower, f);
-            return;
+            return (&last.taken, &mut last.memo);
         };
         self.scan_anchored(lower, &mut f);
         if let Some((g, atoms)) = &self.long_contains {
@@ -341,9 +352,8 @@ impl FieldScan {
             // `last`; those ending past it are searched for (each tier from
             // where its longest could start).
             ends.retain(|&(_, end)| end as usize <= shared);
-            for &(n, _) in &ends {
-                f(atoms[n as usize]);
-            }
+            last.taken
+                .extend(ends.iter().map(|&(n, _)| atoms[n as usize]));
             shared
         } else {
             ends.clear();
@@ -358,6 +368,7 @@ impl FieldScan {
         last.ends = ends;
         last.text.clear();
         last.text.extend_from_slice(lower);
+        (&last.taken, &mut last.memo)
     }
 }
 
@@ -413,14 +424,16 @@ mod tests {
                 let start = shared + past - len;
                 let lit = value[start..start + len].to_owned();
                 let scan = big_scan(std::slice::from_ref(&lit));
-                let (mut buf, mut reuse) = (Buffers::default(), Reuse::default());
+                let (mut buf, mut reuse) = (Buffers::default(), Reuse::<()>::default());
                 buf.lower(&last);
-                scan.scan_lower_reusing(&buf.lower, &mut reuse, |_| {});
+                let _ = scan.scan_lower_reusing(&buf.lower, &mut reuse, |_| {});
                 buf.lower(&value);
                 let mut full = Vec::new();
                 scan.scan_lower(&buf.lower, |a| full.push(a));
                 let mut reused = Vec::new();
-                scan.scan_lower_reusing(&buf.lower, &mut reuse, |a| reused.push(a));
+                let (taken, _) =
+                    scan.scan_lower_reusing(&buf.lower, &mut reuse, |a| reused.push(a));
+                reused.extend_from_slice(taken);
                 assert!(full.contains(&0), "{lit:?} not in {value:?}");
                 assert_eq!(
                     sorted(reused),
@@ -477,14 +490,15 @@ mod tests {
                 .map(str::to_owned)
                 .collect();
             let scan = big_scan(&extra);
-            let mut last = Reuse::default();
+            let mut last = Reuse::<()>::default();
             let mut buf = Buffers::default();
             for value in &values {
                 buf.lower(value);
                 let mut full = Vec::new();
                 scan.scan_lower(&buf.lower, |a| full.push(a));
                 let mut reused = Vec::new();
-                scan.scan_lower_reusing(&buf.lower, &mut last, |a| reused.push(a));
+                let (taken, _) = scan.scan_lower_reusing(&buf.lower, &mut last, |a| reused.push(a));
+                reused.extend_from_slice(taken);
                 prop_assert_eq!(sorted(reused), sorted(full), "{:?}", value);
             }
         }

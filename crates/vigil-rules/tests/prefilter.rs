@@ -233,6 +233,56 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
     }
 }
 
+/// Command lines that begin alike take the literals of the one searched
+/// before them, with the clause bits made for those literals: when the
+/// literals taken change, the bits must change with them, or a rule needing
+/// a literal taken now but not before would be missed.
+#[test]
+fn literals_taken_from_the_last_command_line_bring_their_own_clause_bits() {
+    let mut set = RuleSet::new();
+    let mut report = LoadReport::default();
+    for (i, lit) in ["alpha", "omega"].into_iter().enumerate() {
+        set.load_str(
+            Path::new(&format!("r{i}.yml")),
+            &format!(
+                "title: {lit}\nlogsource: {{product: p, category: c}}\ndetection:\n  s: {{CommandLine|contains: ' {lit} '}}\n  condition: s\n"
+            ),
+            &mut report,
+        );
+    }
+    // Enough literals for the gram search, which takes from the last value.
+    let fillers: Vec<String> = (0..800)
+        .map(|i| format!("'filler-{i:04}-literal'"))
+        .collect();
+    set.load_str(
+        Path::new("fillers.yml"),
+        &format!(
+            "title: fillers\nlogsource: {{product: p, category: c}}\ndetection:\n  s: {{CommandLine|contains: [{}]}}\n  condition: s\n",
+            fillers.join(", ")
+        ),
+        &mut report,
+    );
+    assert!(report.rejected.is_empty(), "{report}");
+    let src = LogSource::new("p", "c");
+    // One shape, 44 bytes alike, then the literal, then a tail never seen.
+    let start = "C:\\Windows\\system32\\cmd.exe /c start /b run";
+    for (i, lit) in ["alpha", "alpha", "omega", "omega", "alpha"]
+        .into_iter()
+        .enumerate()
+    {
+        let cmd = format!("{start} {lit} {}", format!("{i}").repeat(30));
+        let mut e = serde_json::Map::new();
+        e.insert("CommandLine".into(), cmd.clone().into());
+        let want = vec![usize::from(lit == "omega")];
+        assert_eq!(
+            set.matching_rules(&src, &JsonEvent(e.clone())),
+            want,
+            "{cmd}"
+        );
+        assert_all_forms_agree(&set, &src, e);
+    }
+}
+
 /// A set of the one rule whose `detection:` block is `detection` (log source p/c).
 fn one_rule(detection: &str) -> RuleSet {
     let mut set = RuleSet::new();
