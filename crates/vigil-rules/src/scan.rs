@@ -88,11 +88,8 @@ impl<M: Default> Reuse<M> {
 /// How many bytes `a` and `b` begin with alike (eight compared at a time).
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let mut n = 0;
-    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let (x, y) = (
-            u64::from_le_bytes(x.try_into().unwrap_or_default()),
-            u64::from_le_bytes(y.try_into().unwrap_or_default()),
-        );
+    for (x, y) in a.as_chunks::<8>().0.iter().zip(b.as_chunks::<8>().0) {
+        let (x, y) = (u64::from_le_bytes(*x), u64::from_le_bytes(*y));
         if x != y {
             return n + (x ^ y).trailing_zeros() as usize / 8;
         }
