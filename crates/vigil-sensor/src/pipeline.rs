@@ -177,6 +177,7 @@ impl Pipeline {
             rules_loaded: (self.evaluator.rules().len()
                 + self.evaluator.rules().correlations().len()) as u64,
             rss_bytes: rss_bytes(),
+            ..SensorHealth::default()
         }
     }
 }

@@ -47,5 +47,6 @@ pub(crate) fn host_info(machine_id: &str, boot_id: &str) -> HostInfo {
         sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
         architecture: std::env::consts::ARCH.to_owned(),
         boot_id: boot_id.to_owned(),
+        ..HostInfo::default()
     }
 }

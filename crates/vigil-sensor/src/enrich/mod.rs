@@ -333,6 +333,8 @@ impl Enricher {
             origin: info.origin.as_str().to_owned(),
             tty: info.tty,
             session_id: info.session_id,
+            argv_truncated: info.argv_truncated,
+            ..ProcessStart::default()
         };
         out.push((info.unix_ns, Payload::ProcessStart(start)));
         // An exit that raced ahead of this exec (same pid, later time) follows it now.
