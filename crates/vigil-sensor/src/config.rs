@@ -134,7 +134,34 @@ fn default_max_message() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectConfig {
-    /// Use the kernel audit subsystem for process execution (recommended).
+    /// Use eBPF (processes, files, network) where the kernel has BTF; audit
+    /// and the proc connector are the fallback, chosen automatically.
+    #[serde(default = "yes")]
+    pub ebpf: bool,
+    /// Report file changes (eBPF only).
+    #[serde(default = "yes")]
+    pub files: bool,
+    /// Report network connections and listeners (eBPF only).
+    #[serde(default = "yes")]
+    pub network: bool,
+    /// The kernel ring buffer between the eBPF programs and the sensor, in KiB
+    /// (a power of two; what does not fit is counted as dropped).
+    #[serde(default = "default_ring_kb")]
+    pub ring_buffer_kb: u32,
+    /// File paths never reported, besides /proc, /sys and the data directory.
+    #[serde(default)]
+    pub exclude_paths: Vec<PathBuf>,
+    /// Executables whose processes (and their file and network activity) are not reported.
+    #[serde(default)]
+    pub exclude_executables: Vec<PathBuf>,
+    /// Leave out the sensor's own process and everything it starts.
+    #[serde(default = "yes")]
+    pub exclude_self: bool,
+    /// Written files under these paths are hashed when closed (persistence
+    /// files and executables always are).
+    #[serde(default)]
+    pub hash_written_under: Vec<PathBuf>,
+    /// Use the kernel audit subsystem for process execution when eBPF is unavailable.
     #[serde(default = "yes")]
     pub audit: bool,
     /// Use the proc connector for exits (and execs when audit is off).
@@ -151,12 +178,24 @@ pub struct CollectConfig {
 impl Default for CollectConfig {
     fn default() -> Self {
         CollectConfig {
+            ebpf: true,
+            files: true,
+            network: true,
+            ring_buffer_kb: default_ring_kb(),
+            exclude_paths: Vec::new(),
+            exclude_executables: Vec::new(),
+            exclude_self: true,
+            hash_written_under: Vec::new(),
             audit: true,
             proc_connector: true,
             inventory: true,
             hash_max_mb: default_hash_mb(),
         }
     }
+}
+
+fn default_ring_kb() -> u32 {
+    8192
 }
 
 fn yes() -> bool {
@@ -232,6 +271,29 @@ impl vigil_config::Validate for SensorConfig {
                 "rules.correlation_max_entries",
                 "must be between 1 and 1000000".into(),
             ));
+        }
+        if !(64..=1024 * 1024).contains(&self.collect.ring_buffer_kb)
+            || !self.collect.ring_buffer_kb.is_power_of_two()
+        {
+            return Err((
+                "collect.ring_buffer_kb",
+                "must be a power of two between 64 and 1048576".into(),
+            ));
+        }
+        for (field, paths) in [
+            ("collect.exclude_paths", &self.collect.exclude_paths),
+            (
+                "collect.exclude_executables",
+                &self.collect.exclude_executables,
+            ),
+            (
+                "collect.hash_written_under",
+                &self.collect.hash_written_under,
+            ),
+        ] {
+            if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
+                return Err((field, format!("{} is not an absolute path", p.display())));
+            }
         }
         if self.enrollment.token.is_some() && self.enrollment.token_file.is_some() {
             return Err(("enrollment", "set `token` or `token_file`, not both".into()));

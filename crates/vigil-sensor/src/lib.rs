@@ -136,136 +136,193 @@ impl Sensor {
         let mut sources = Vec::new();
         let mut degraded = Vec::new();
 
-        // Process execution: audit first, proc connector as the fallback.
-        let mut exec_from_connector = false;
-        if cfg.collect.audit {
-            match AuditSource::start() {
+        // eBPF first (processes, files, network); audit + proc connector as the fallback.
+        let mut ebpf_running = false;
+        if cfg.collect.ebpf {
+            let opts = vigil_ebpf::Options {
+                ring_bytes: cfg.collect.ring_buffer_kb.saturating_mul(1024),
+                files: cfg.collect.files,
+                network: cfg.collect.network,
+                self_tgid: std::process::id(),
+            };
+            match collect::ebpf::EbpfSource::start(&opts) {
                 Ok(src) => {
+                    let mut what = vec!["process exec/fork/exit"];
+                    if cfg.collect.files {
+                        what.push("files");
+                    }
+                    if cfg.collect.network {
+                        what.push("network");
+                    }
                     sources.push(format!(
-                        "process exec: audit netlink ({:?} mode)",
-                        src.mode()
+                        "{}: eBPF ({})",
+                        what.join(", "),
+                        src.attached().join(", ")
                     ));
+                    let mut excluded: Vec<Vec<u8>> = vec![
+                        b"/proc".to_vec(),
+                        b"/sys".to_vec(),
+                        path_bytes(&cfg.data_dir),
+                    ];
+                    excluded.extend(cfg.collect.exclude_paths.iter().map(|p| path_bytes(p)));
+                    let filter = collect::ebpf::PathFilter::new(excluded);
                     let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-                    threads.push(spawn("vigil-audit", move || {
-                        let lost_tx = tx.clone();
-                        let r = src.run(
-                            stop,
-                            |e| forward(&tx, RawEvent::Exec(exec_from_audit(e)), "audit"),
-                            |n| {
-                                let _ = lost_tx.try_send(RawEvent::Lost {
-                                    source: "audit",
-                                    count: u64::from(n),
-                                });
-                            },
-                        );
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "Audit source stopped");
-                        }
-                    })?);
+                    threads.push(spawn("vigil-ebpf", move || src.run(stop, tx, filter))?);
+                    ebpf_running = true;
                 }
                 Err(e) => {
                     let why = if e.is_permission() {
-                        "missing CAP_AUDIT_CONTROL (and CAP_AUDIT_READ when auditd runs)".to_owned()
+                        format!("{e} (needs root, or CAP_BPF with CAP_PERFMON)")
                     } else {
                         e.to_string()
                     };
                     let msg = format!(
-                        "process exec via audit unavailable ({why}); falling back to the proc connector + /proc: \
-                         argv of processes that exit within about a millisecond can be missed"
+                        "eBPF collector unavailable: {why}; falling back to audit and the proc connector; \
+                         file and network activity are not collected"
                     );
                     tracing::warn!("{msg}");
                     degraded.push(msg);
-                    exec_from_connector = true;
                 }
             }
         } else {
-            exec_from_connector = true;
-            degraded.push(
-                "process exec via audit disabled by configuration (collect.audit = false)".into(),
-            );
+            degraded.push("eBPF collector disabled by configuration (collect.ebpf = false)".into());
         }
-        if cfg.collect.proc_connector {
-            match ProcConnector::start() {
-                Ok(src) => {
-                    sources.push(format!(
-                        "process exit/fork{}: proc connector",
-                        if exec_from_connector { "/exec" } else { "" }
-                    ));
-                    let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-                    threads.push(spawn("vigil-proc-cn", move || {
-                        let lost_tx = tx.clone();
-                        let clock_offset = procfs::monotonic_to_unix_offset_ns();
-                        let r = src.run(
-                            stop,
-                            |ev| match ev {
-                                collect::proc_connector::ProcEvent::Exit {
-                                    tgid,
-                                    exit_code,
-                                    exit_signal,
-                                    timestamp_ns,
-                                } => {
-                                    let unix_ns = clock_offset
-                                        .saturating_add(i64::try_from(timestamp_ns).unwrap_or(0));
-                                    forward(
+        if !ebpf_running {
+            // Process execution: audit first, proc connector as the fallback.
+            let mut exec_from_connector = false;
+            if cfg.collect.audit {
+                match AuditSource::start() {
+                    Ok(src) => {
+                        sources.push(format!(
+                            "process exec: audit netlink ({:?} mode)",
+                            src.mode()
+                        ));
+                        let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+                        threads.push(spawn("vigil-audit", move || {
+                            let lost_tx = tx.clone();
+                            let r = src.run(
+                                stop,
+                                |e| forward(&tx, RawEvent::Exec(exec_from_audit(e)), "audit"),
+                                |n| {
+                                    let _ = lost_tx.try_send(RawEvent::Lost {
+                                        source: "audit",
+                                        count: u64::from(n),
+                                    });
+                                },
+                            );
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "Audit source stopped");
+                            }
+                        })?);
+                    }
+                    Err(e) => {
+                        let why = if e.is_permission() {
+                            "missing CAP_AUDIT_CONTROL (and CAP_AUDIT_READ when auditd runs)"
+                                .to_owned()
+                        } else {
+                            e.to_string()
+                        };
+                        let msg = format!(
+                            "process exec via audit unavailable ({why}); falling back to the proc connector + /proc: \
+                             argv of processes that exit within about a millisecond can be missed"
+                        );
+                        tracing::warn!("{msg}");
+                        degraded.push(msg);
+                        exec_from_connector = true;
+                    }
+                }
+            } else {
+                exec_from_connector = true;
+                degraded.push(
+                    "process exec via audit disabled by configuration (collect.audit = false)"
+                        .into(),
+                );
+            }
+            if cfg.collect.proc_connector {
+                match ProcConnector::start() {
+                    Ok(src) => {
+                        sources.push(format!(
+                            "process exit/fork{}: proc connector",
+                            if exec_from_connector { "/exec" } else { "" }
+                        ));
+                        let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+                        threads.push(spawn("vigil-proc-cn", move || {
+                            let lost_tx = tx.clone();
+                            let clock_offset = procfs::monotonic_to_unix_offset_ns();
+                            let r = src.run(
+                                stop,
+                                |ev| match ev {
+                                    collect::proc_connector::ProcEvent::Exit {
+                                        tgid,
+                                        exit_code,
+                                        exit_signal,
+                                        timestamp_ns,
+                                    } => {
+                                        let unix_ns = clock_offset.saturating_add(
+                                            i64::try_from(timestamp_ns).unwrap_or(0),
+                                        );
+                                        forward(
+                                            &tx,
+                                            RawEvent::Exit {
+                                                pid: tgid,
+                                                exit_code,
+                                                exit_signal,
+                                                unix_ns,
+                                            },
+                                            "proc_connector",
+                                        )
+                                    }
+                                    collect::proc_connector::ProcEvent::Fork {
+                                        parent_tgid,
+                                        child_tgid,
+                                    } => forward(
                                         &tx,
-                                        RawEvent::Exit {
-                                            pid: tgid,
-                                            exit_code,
-                                            exit_signal,
-                                            unix_ns,
+                                        RawEvent::Fork {
+                                            parent: parent_tgid,
+                                            child: child_tgid,
+                                            child_start_ticks: None,
                                         },
                                         "proc_connector",
-                                    )
-                                }
-                                collect::proc_connector::ProcEvent::Fork {
-                                    parent_tgid,
-                                    child_tgid,
-                                } => forward(
-                                    &tx,
-                                    RawEvent::Fork {
-                                        parent: parent_tgid,
-                                        child: child_tgid,
-                                    },
-                                    "proc_connector",
-                                ),
-                                collect::proc_connector::ProcEvent::Exec { tgid, .. }
-                                    if exec_from_connector =>
-                                {
-                                    if let Some(info) = procfs::exec_info(
-                                        tgid,
-                                        pipeline::now_ns(),
-                                        Origin::ProcFallback,
-                                    ) {
-                                        forward(&tx, RawEvent::Exec(info), "proc_connector");
+                                    ),
+                                    collect::proc_connector::ProcEvent::Exec { tgid, .. }
+                                        if exec_from_connector =>
+                                    {
+                                        if let Some(info) = procfs::exec_info(
+                                            tgid,
+                                            pipeline::now_ns(),
+                                            Origin::ProcFallback,
+                                        ) {
+                                            forward(&tx, RawEvent::Exec(info), "proc_connector");
+                                        }
                                     }
-                                }
-                                collect::proc_connector::ProcEvent::Exec { .. } => {}
-                            },
-                            || {
-                                let _ = lost_tx.try_send(RawEvent::Lost {
-                                    source: "proc_connector",
-                                    count: 1,
-                                });
-                            },
+                                    collect::proc_connector::ProcEvent::Exec { .. } => {}
+                                },
+                                || {
+                                    let _ = lost_tx.try_send(RawEvent::Lost {
+                                        source: "proc_connector",
+                                        count: 1,
+                                    });
+                                },
+                            );
+                            if let Err(e) = r {
+                                tracing::error!(error = %e, "Proc connector stopped");
+                            }
+                        })?);
+                    }
+                    Err(e) => {
+                        let why = if e.is_permission() {
+                            "missing CAP_NET_ADMIN".to_owned()
+                        } else {
+                            e.to_string()
+                        };
+                        let msg = format!(
+                            "process exit events unavailable ({why}); exits will not be reported"
                         );
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "Proc connector stopped");
+                        tracing::warn!("{msg}");
+                        degraded.push(msg);
+                        if exec_from_connector {
+                            degraded.push("no live process-execution source: only the start-up inventory is reported".into());
                         }
-                    })?);
-                }
-                Err(e) => {
-                    let why = if e.is_permission() {
-                        "missing CAP_NET_ADMIN".to_owned()
-                    } else {
-                        e.to_string()
-                    };
-                    let msg = format!(
-                        "process exit events unavailable ({why}); exits will not be reported"
-                    );
-                    tracing::warn!("{msg}");
-                    degraded.push(msg);
-                    if exec_from_connector {
-                        degraded.push("no live process-execution source: only the start-up inventory is reported".into());
                     }
                 }
             }
@@ -277,6 +334,23 @@ impl Sensor {
             machine_id,
             boot_id,
             cfg.collect.hash_max_mb.saturating_mul(1024 * 1024),
+        );
+        if cfg.collect.exclude_self {
+            enricher.exclude_self(std::process::id());
+        }
+        enricher.exclude_executables(
+            cfg.collect
+                .exclude_executables
+                .iter()
+                .map(|p| path_bytes(p))
+                .collect(),
+        );
+        enricher.hash_written_under(
+            cfg.collect
+                .hash_written_under
+                .iter()
+                .map(|p| path_bytes(p))
+                .collect(),
         );
         if cfg.collect.inventory {
             for p in inventory::snapshot() {
@@ -308,6 +382,9 @@ impl Sensor {
             sources: sources.clone(),
             degraded: degraded.clone(),
             dropped: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            blind_spots: BTreeMap::new(),
+            cpu_mark: (0, std::time::Instant::now()),
         };
         let pstop = Arc::clone(&stop);
         threads.push(spawn("vigil-pipeline", move || {
@@ -371,6 +448,11 @@ impl Drop for Sensor {
     }
 }
 
+fn path_bytes(p: &std::path::Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, SensorError> {
     std::thread::Builder::new()
         .name(name.to_owned())
@@ -394,6 +476,10 @@ fn exec_from_audit(e: collect::audit_parse::ExecRecord) -> collect::ExecInfo {
         cwd: e.cwd,
         argv: e.argv,
         argv_truncated: e.argv_truncated,
+        argv_missing: false,
+        start_ticks: None,
+        cgroup_id: 0,
+        container_id: String::new(),
         origin: Origin::Kernel,
     }
 }

@@ -30,6 +30,43 @@ pub(crate) struct Pipeline {
     pub(crate) sources: Vec<String>,
     pub(crate) degraded: Vec<String>,
     pub(crate) dropped: BTreeMap<String, u64>,
+    /// Kernel-side totals per source: (delivered to us, dropped in the kernel).
+    pub(crate) totals: BTreeMap<&'static str, (u64, u64)>,
+    /// When each source's blind spot was last raised, and the drops it covered.
+    pub(crate) blind_spots: BTreeMap<&'static str, (Instant, u64)>,
+    /// CPU time used (ticks) and when, at the last health report.
+    pub(crate) cpu_mark: (u64, Instant),
+}
+
+/// A blind spot is raised at most this often per source.
+const BLIND_SPOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Detection raised when a source loses events: analysts must know what the sensor did not see.
+fn blind_spot(source: &str, lost: u64) -> Detection {
+    Detection {
+        rule_id: "vigil-sensor-blind-spot".into(),
+        rule_title: "Sensor blind spot: events lost".into(),
+        level: "high".into(),
+        tags: vec!["vigil.sensor".into()],
+        description: format!(
+            "The sensor's {source} source lost {lost} events (kernel ring buffer full or queue overflow): \
+             activity in that window may be missing. Raise collect.ring_buffer_kb or look for an event storm."
+        ),
+        ..Detection::default()
+    }
+}
+
+/// This process's CPU time in clock ticks (utime + stime).
+fn cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return 0;
+    };
+    let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -95,10 +132,31 @@ impl Pipeline {
         staged: &mut Vec<(i64, Payload)>,
         pending: &mut Vec<(i64, Payload)>,
     ) {
-        if let RawEvent::Lost { source, count } = &ev {
-            *self.dropped.entry(format!("{source}_lost")).or_default() += count.max(&1);
-            tracing::warn!(source, count, "Kernel source lost events");
-            return;
+        match &ev {
+            RawEvent::Lost { source, count } => {
+                *self.dropped.entry(format!("{source}_lost")).or_default() += count.max(&1);
+                tracing::warn!(source, count, "Kernel source lost events");
+                self.raise_blind_spot(source, *count.max(&1), pending);
+                return;
+            }
+            &RawEvent::Totals {
+                source,
+                produced,
+                dropped,
+            } => {
+                let before = self.totals.insert(source, (produced, dropped));
+                let new = dropped.saturating_sub(before.map_or(0, |b| b.1));
+                if new > 0 {
+                    tracing::warn!(
+                        source,
+                        dropped = new,
+                        "Kernel ring buffer full: events lost"
+                    );
+                    self.raise_blind_spot(source, new, pending);
+                }
+                return;
+            }
+            _ => {}
         }
         self.enricher.enrich(ev, staged);
         for (t, payload) in staged.drain(..) {
@@ -115,6 +173,29 @@ impl Pipeline {
                 pending.push((t, Payload::Detection(d)));
             }
         }
+    }
+
+    /// Counts lost events of a source and, at most once a minute per source,
+    /// raises a detection that says so (it reaches analysts like any alert).
+    fn raise_blind_spot(
+        &mut self,
+        source: &'static str,
+        lost: u64,
+        pending: &mut Vec<(i64, Payload)>,
+    ) {
+        let now = Instant::now();
+        let entry = self
+            .blind_spots
+            .entry(source)
+            .or_insert((now - BLIND_SPOT_EVERY, 0));
+        entry.1 += lost;
+        if now.duration_since(entry.0) < BLIND_SPOT_EVERY {
+            return;
+        }
+        let d = blind_spot(source, std::mem::take(&mut entry.1));
+        entry.0 = now;
+        let _ = self.detections.send(d.clone());
+        pending.push((now_ns(), Payload::Detection(d)));
     }
 
     fn flush(&mut self, pending: &mut Vec<(i64, Payload)>) {
@@ -152,7 +233,7 @@ impl Pipeline {
         }
     }
 
-    fn health(&self) -> SensorHealth {
+    fn health(&mut self) -> SensorHealth {
         let stats = self.spool.stats().unwrap_or_default();
         let mut dropped: std::collections::HashMap<String, u64> =
             self.dropped.clone().into_iter().collect();
@@ -168,7 +249,33 @@ impl Pipeline {
                 self.evaluator.evictions(),
             );
         }
+        let mut produced = std::collections::HashMap::new();
+        let mut delivered = std::collections::HashMap::new();
+        for (&source, &(ok, lost)) in &self.totals {
+            produced.insert(source.to_owned(), ok + lost);
+            delivered.insert(source.to_owned(), ok);
+            if lost > 0 {
+                dropped.insert(format!("{source}_ring_full"), lost);
+            }
+        }
+        let ticks = cpu_ticks();
+        let elapsed = self.cpu_mark.1.elapsed();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100)
+            .max(1) as f64;
+        let cpu_percent = if elapsed.as_secs_f64() > 0.0 {
+            ticks.saturating_sub(self.cpu_mark.0) as f64 / hz / elapsed.as_secs_f64() * 100.0
+        } else {
+            0.0
+        };
+        self.cpu_mark = (ticks, Instant::now());
         SensorHealth {
+            produced,
+            delivered,
+            cpu_percent,
+            interval_seconds: u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX),
             dropped,
             spool_records: stats.records,
             spool_bytes: stats.bytes,
@@ -177,7 +284,6 @@ impl Pipeline {
             rules_loaded: (self.evaluator.rules().len()
                 + self.evaluator.rules().correlations().len()) as u64,
             rss_bytes: rss_bytes(),
-            ..SensorHealth::default()
         }
     }
 }

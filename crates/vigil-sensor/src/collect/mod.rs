@@ -2,12 +2,15 @@
 //! kernel interfaces are blocking sockets) and hands [`RawEvent`]s to the
 //! pipeline through a bounded channel.
 //!
-//! Linux today: audit netlink (exec, with argv), the proc connector (exit,
-//! fork; exec fallback), and a /proc inventory at start. A Windows backend
-//! would add `*_windows.rs` files producing the same [`RawEvent`]s.
+//! Linux today: eBPF (exec, fork, exit, files, network; the default where the
+//! kernel has BTF and the sensor the capabilities), audit netlink (exec, with
+//! argv) with the proc connector (exit, fork; exec fallback) when eBPF cannot
+//! load, and a /proc inventory at start. A Windows backend would add
+//! `*_windows.rs` files producing the same [`RawEvent`]s.
 
 pub(crate) mod audit;
 pub(crate) mod audit_parse;
+pub(crate) mod ebpf;
 pub(crate) mod inventory;
 pub(crate) mod netlink;
 pub(crate) mod proc_connector;
@@ -28,17 +31,65 @@ pub enum RawEvent {
     Fork {
         parent: u32,
         child: u32,
+        /// The child's start in /proc clock ticks, when the source knows it.
+        child_start_ticks: Option<u64>,
     },
+    File(FileInfo),
+    Net(NetInfo),
     /// A source lost events (kernel queue or socket overflow).
     Lost {
         source: &'static str,
         count: u64,
     },
+    /// A source's totals since start: records made in the kernel, and those
+    /// the kernel had no room for. Sent periodically; the latest wins.
+    Totals {
+        source: &'static str,
+        produced: u64,
+        dropped: u64,
+    },
+}
+
+/// A file operation that succeeded, with the acting process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub pid: u32,
+    pub unix_ns: i64,
+    pub operation: vigil_proto::v1::FileOperation,
+    /// Absolute when the kernel resolved it or the directory was known.
+    pub path: Vec<u8>,
+    /// Renames: where the file came from (`path` is where it went).
+    pub previous_path: Vec<u8>,
+    pub mode: u32,
+    /// chown's new owner and group (`u32::MAX`: unchanged).
+    pub uid: u32,
+    pub gid: u32,
+    pub is_dir: bool,
+    /// The acting task's real uid.
+    pub process_uid: u32,
+}
+
+/// A connection, accept or listening socket, with the owning process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetInfo {
+    pub pid: u32,
+    pub unix_ns: i64,
+    pub protocol: vigil_proto::v1::TransportProtocol,
+    pub direction: vigil_proto::v1::Direction,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// "established", "failed", "listening", "closed".
+    pub state: &'static str,
+    pub process_uid: u32,
+    /// "live" or "inventory".
+    pub origin: &'static str,
 }
 
 /// Where an exec came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
+    /// eBPF: captured by the kernel at exec time, ids and cgroup included.
+    Ebpf,
     /// Audit: everything captured by the kernel at exec time.
     Kernel,
     /// Proc connector + /proc reads (fallback; may miss short-lived processes).
@@ -50,7 +101,7 @@ pub enum Origin {
 impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
-            Origin::Kernel => "kernel",
+            Origin::Ebpf | Origin::Kernel => "kernel",
             Origin::ProcFallback => "proc_fallback",
             Origin::Snapshot => "snapshot",
         }
@@ -74,7 +125,26 @@ pub struct ExecInfo {
     pub cwd: Vec<u8>,
     pub argv: Vec<Vec<u8>>,
     pub argv_truncated: bool,
+    /// No argv could be read (not the same as an empty one).
+    pub argv_missing: bool,
+    /// /proc/PID/stat's starttime, when the source knows it (eBPF does, so a
+    /// process gone before we look still gets a GUID unique across PID reuse).
+    pub start_ticks: Option<u64>,
+    pub cgroup_id: u64,
+    pub container_id: String,
     pub origin: Origin,
+}
+
+impl Origin {
+    /// Which collector saw it, for the record's `source`.
+    pub fn source(self) -> &'static str {
+        match self {
+            Origin::Ebpf => "ebpf",
+            Origin::Kernel => "audit",
+            Origin::ProcFallback => "proc_fallback",
+            Origin::Snapshot => "snapshot",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

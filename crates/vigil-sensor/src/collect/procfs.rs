@@ -85,6 +85,12 @@ pub(crate) fn exec_info(pid: u32, unix_ns: i64, origin: Origin) -> Option<ExecIn
         cwd: link_bytes(pid, "cwd"),
         argv,
         argv_truncated,
+        argv_missing: false,
+        start_ticks: start_ticks(pid),
+        cgroup_id: 0,
+        container_id: container_of_cgroup(
+            &std::fs::read(proc_path(pid, "cgroup")).unwrap_or_default(),
+        ),
         origin,
     })
 }
@@ -128,6 +134,30 @@ pub(crate) fn boot_time_unix_ns() -> i64 {
         .map_or(0, |s| s.saturating_mul(1_000_000_000))
 }
 
+/// The container id in a cgroup path or name, as docker, containerd, cri-o,
+/// podman and lxc name their cgroups ("docker-<64 hex>.scope", ".../<64 hex>",
+/// "crio-<id>.scope", "libpod-<id>.scope", "lxc.payload.<name>").
+pub(crate) fn container_of_cgroup(cgroup: &[u8]) -> String {
+    let text = String::from_utf8_lossy(cgroup);
+    // /proc/PID/cgroup is "0::/path"; a bare name (from eBPF) has no colon.
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or(&text);
+    for part in path.rsplit('/') {
+        let part = part.trim();
+        if let Some(name) = part.strip_prefix("lxc.payload.") {
+            return name.to_owned();
+        }
+        let core = part.strip_suffix(".scope").unwrap_or(part);
+        let id = core.rsplit(['-', ':']).next().unwrap_or(core);
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return id.to_owned();
+        }
+    }
+    String::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +171,20 @@ mod tests {
         assert!(!info.exe.is_empty());
         assert!(start_ticks(me).is_some());
         assert_eq!(exec_info(u32::MAX - 1, 0, Origin::Snapshot), None);
+    }
+
+    #[test]
+    fn container_ids_come_from_runtime_cgroup_names() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for cg in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("0::/kubepods/besteffort/pod1/{id}"),
+            format!("cri-containerd-{id}.scope"),
+            format!("libpod-{id}.scope"),
+        ] {
+            assert_eq!(super::container_of_cgroup(cg.as_bytes()), id, "{cg}");
+        }
+        assert_eq!(super::container_of_cgroup(b"0::/user.slice/session-3.scope"), "");
+        assert_eq!(super::container_of_cgroup(b"0::/lxc.payload.web/init.scope"), "web");
     }
 }

@@ -3,11 +3,15 @@
 //! table that makes the tree.
 
 pub mod hash;
+pub mod persistence;
 
-use crate::collect::{ExecInfo, RawEvent};
+use crate::collect::{ExecInfo, FileInfo, NetInfo, RawEvent};
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
-use vigil_proto::v1::{Path as PbPath, ProcessExit, ProcessRef, ProcessStart, record::Payload};
+use vigil_proto::v1::{
+    FileEvent, FileOperation, NetworkConnection, Path as PbPath, ProcessExit, ProcessRef,
+    ProcessStart, record::Payload,
+};
 
 /// Bound on tracked processes (a fork bomb cannot grow the table without end).
 pub const MAX_PROCESSES: usize = 65_536;
@@ -55,6 +59,8 @@ struct Entry {
     command_line: String,
     ppid: u32,
     exited: bool,
+    /// The sensor itself or one of its descendants: tracked, never reported.
+    excluded: bool,
 }
 
 impl Entry {
@@ -79,6 +85,11 @@ pub struct Enricher {
     exited: VecDeque<(u32, String, i64)>,
     /// Events that could not be enriched fully (e.g. table full), for health.
     pub evicted: u64,
+    /// The sensor's own process: it and its descendants are not reported.
+    self_pid: Option<u32>,
+    /// Written files hashed when closed: persistence files, executables, and these prefixes.
+    hash_paths: Vec<Vec<u8>>,
+    exclude_exes: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -128,7 +139,37 @@ impl Enricher {
             pending_exits: VecDeque::new(),
             exited: VecDeque::new(),
             evicted: 0,
+            self_pid: None,
+            hash_paths: Vec::new(),
+            exclude_exes: Vec::new(),
         }
+    }
+
+    /// Excludes `pid` (the sensor) and every process it starts from the records.
+    pub fn exclude_self(&mut self, pid: u32) {
+        self.self_pid = Some(pid);
+    }
+
+    /// Processes running one of these executables (and what they start) are not reported.
+    pub fn exclude_executables(&mut self, exes: Vec<Vec<u8>>) {
+        self.exclude_exes = exes;
+    }
+
+    /// Written files under these prefixes are hashed when closed (besides
+    /// persistence files and executables, which always are).
+    pub fn hash_written_under(&mut self, prefixes: Vec<Vec<u8>>) {
+        self.hash_paths = prefixes;
+    }
+
+    fn excluded(&self, pid: u32, ppid: u32) -> bool {
+        self.self_pid == Some(pid)
+            || self.self_pid == Some(ppid)
+            || self.table.get(&ppid).is_some_and(|p| p.excluded)
+    }
+
+    /// The acting process of a file or network event.
+    fn actor(&mut self, pid: u32) -> Option<Entry> {
+        self.parent_entry(pid)
     }
 
     fn user_name(&mut self, uid: u32) -> String {
@@ -163,6 +204,7 @@ impl Enricher {
             command_line: command_line(&info.argv),
             ppid: info.ppid,
             exited: false,
+            excluded: self.self_pid == Some(ppid),
         };
         self.insert(entry.clone());
         Some(entry)
@@ -199,20 +241,30 @@ impl Enricher {
                         .push_back((pid, exit_code, exit_signal, unix_ns));
                 }
             }
-            RawEvent::Fork { parent, child } => {
+            RawEvent::File(f) => self.file(f, out),
+            RawEvent::Net(n) => self.net(n, out),
+            RawEvent::Totals { .. } => {}
+            RawEvent::Fork {
+                parent,
+                child,
+                child_start_ticks,
+            } => {
                 // The child runs the parent's image until it execs. Forks come
                 // from the proc connector and execs from audit, in no common
                 // order: a fork reported after the child's exec must not
                 // overwrite what the exec recorded.
                 let known = self.table.get(&child).is_some_and(|e| !e.exited);
                 if !known && let Some(p) = self.table.get(&parent).cloned() {
-                    let ticks = crate::collect::procfs::start_ticks(child).unwrap_or(0);
+                    let ticks = child_start_ticks
+                        .or_else(|| crate::collect::procfs::start_ticks(child))
+                        .unwrap_or(0);
                     let guid = process_guid(&self.machine_id, &self.boot_id, child, ticks, 0);
                     self.insert(Entry {
                         guid,
                         pid: child,
                         ppid: parent,
                         exited: false,
+                        excluded: p.excluded || self.self_pid == Some(parent),
                         ..p
                     });
                 }
@@ -283,7 +335,10 @@ impl Enricher {
     }
 
     fn exec(&mut self, info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
-        let ticks = crate::collect::procfs::start_ticks(info.pid).unwrap_or(0);
+        let ticks = info
+            .start_ticks
+            .or_else(|| crate::collect::procfs::start_ticks(info.pid))
+            .unwrap_or(0);
         let snapshot = info.origin == crate::collect::Origin::Snapshot;
         let guid = process_guid(
             &self.machine_id,
@@ -303,6 +358,7 @@ impl Enricher {
                     .hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe))),
             )
         };
+        let excluded = self.excluded(info.pid, info.ppid) || self.exclude_exes.contains(&info.exe);
         let entry = Entry {
             guid: guid.clone(),
             pid: info.pid,
@@ -310,8 +366,12 @@ impl Enricher {
             command_line: cmd.clone(),
             ppid: info.ppid,
             exited: false,
+            excluded,
         };
         self.insert(entry);
+        if excluded {
+            return;
+        }
         let start = ProcessStart {
             guid,
             pid: info.pid,
@@ -334,7 +394,10 @@ impl Enricher {
             tty: info.tty,
             session_id: info.session_id,
             argv_truncated: info.argv_truncated,
-            ..ProcessStart::default()
+            argv_missing: info.argv_missing,
+            cgroup_id: info.cgroup_id,
+            container_id: info.container_id,
+            source: info.origin.source().to_owned(),
         };
         out.push((info.unix_ns, Payload::ProcessStart(start)));
         // An exit that raced ahead of this exec (same pid, later time) follows it now.
@@ -346,6 +409,76 @@ impl Enricher {
         {
             self.exit(pid, code, sig, t, out);
         }
+    }
+
+    fn file(&mut self, f: FileInfo, out: &mut Vec<(i64, Payload)>) {
+        let actor = self.actor(f.pid);
+        if actor.as_ref().is_some_and(|a| a.excluded) {
+            return;
+        }
+        let persistence = persistence::classify(&f.path)
+            .or_else(|| persistence::classify(&f.previous_path))
+            .unwrap_or_default();
+        // Content is final only at close; an executable or persistence file is worth its hash.
+        let hashes = (matches!(
+            f.operation,
+            FileOperation::CloseWrite | FileOperation::Rename
+        ) && !f.is_dir
+            && (!persistence.is_empty()
+                || f.mode & 0o111 != 0
+                || self.hash_paths.iter().any(|p| f.path.starts_with(p))))
+        .then(|| {
+            self.hasher
+                .hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path)))
+        });
+        let event = FileEvent {
+            operation: f.operation as i32,
+            path: Some(path_from_bytes(&f.path)),
+            previous_path: (!f.previous_path.is_empty()).then(|| path_from_bytes(&f.previous_path)),
+            size: 0,
+            mode: f.mode,
+            hashes,
+            process: Some(actor.map_or_else(
+                || ProcessRef {
+                    pid: f.pid,
+                    ..ProcessRef::default()
+                },
+                |a| a.as_ref(),
+            )),
+            persistence: persistence.to_owned(),
+            uid: f.uid,
+            gid: f.gid,
+            user_name: self.user_name(f.process_uid),
+            process_uid: f.process_uid,
+        };
+        out.push((f.unix_ns, Payload::File(event)));
+    }
+
+    fn net(&mut self, n: NetInfo, out: &mut Vec<(i64, Payload)>) {
+        let actor = self.actor(n.pid);
+        if actor.as_ref().is_some_and(|a| a.excluded) {
+            return;
+        }
+        let event = NetworkConnection {
+            protocol: n.protocol as i32,
+            direction: n.direction as i32,
+            local_address: n.local.ip().to_string(),
+            local_port: u32::from(n.local.port()),
+            remote_address: n.remote.ip().to_string(),
+            remote_port: u32::from(n.remote.port()),
+            state: n.state.to_owned(),
+            process: Some(actor.map_or_else(
+                || ProcessRef {
+                    pid: n.pid,
+                    ..ProcessRef::default()
+                },
+                |a| a.as_ref(),
+            )),
+            origin: n.origin.to_owned(),
+            user_name: self.user_name(n.process_uid),
+            uid: n.process_uid,
+        };
+        out.push((n.unix_ns, Payload::Network(event)));
     }
 
     /// The parent and grandparent of `pid`, for rules that look up the tree.
@@ -389,6 +522,10 @@ mod tests {
             cwd: b"/".to_vec(),
             argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
             argv_truncated: false,
+            argv_missing: false,
+            start_ticks: None,
+            cgroup_id: 0,
+            container_id: String::new(),
             origin: Origin::Kernel,
         })
     }
@@ -491,6 +628,7 @@ mod tests {
             RawEvent::Fork {
                 parent: 4_000_030,
                 child: 4_000_031,
+                child_start_ticks: None,
             },
             &mut out,
         );
