@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 pub struct SensorConfig {
     /// Where the sensor keeps its identity, certificates and spool.
     pub data_dir: PathBuf,
-    pub server: ServerConfig,
+    /// Where records go. Absent only for a standalone sensor (`vigil-sensor run --output jsonl`).
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
     #[serde(default)]
     pub enrollment: EnrollmentConfig,
     #[serde(default)]
@@ -216,10 +218,21 @@ impl SensorConfig {
         vigil_config::parse(path, text)
     }
 
+    /// The server section, which connected mode requires.
+    pub fn server(&self) -> Result<&ServerConfig, String> {
+        self.server.as_ref().ok_or_else(|| {
+            "field `server`: required to send records to a server \
+             (run `vigil-sensor run --output jsonl` for a standalone sensor)"
+                .to_owned()
+        })
+    }
+}
+
+impl ServerConfig {
     /// The server name to verify in its certificate.
     pub fn server_name(&self) -> String {
-        self.server.server_name.clone().unwrap_or_else(|| {
-            let rest = self.server.endpoint.trim_start_matches("https://");
+        self.server_name.clone().unwrap_or_else(|| {
+            let rest = self.endpoint.trim_start_matches("https://");
             let host = rest.split('/').next().unwrap_or(rest);
             match host.rsplit_once(':') {
                 Some((h, _)) => h.trim_matches(['[', ']']).to_owned(),
@@ -231,7 +244,9 @@ impl SensorConfig {
 
 impl vigil_config::Validate for SensorConfig {
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !self.server.endpoint.starts_with("https://") {
+        if let Some(server) = &self.server
+            && !server.endpoint.starts_with("https://")
+        {
             return Err((
                 "server.endpoint",
                 "must start with https:// (the sensor only speaks TLS)".into(),
@@ -317,7 +332,7 @@ ca_file = "/tmp/ca.pem"
     fn defaults_and_server_name() {
         let c = SensorConfig::parse(Path::new("s.toml"), OK).unwrap();
         assert_eq!(c.spool.capacity_mb, 512);
-        assert_eq!(c.server_name(), "127.0.0.1");
+        assert_eq!(c.server().unwrap().server_name(), "127.0.0.1");
         assert!(c.collect.audit);
     }
 

@@ -12,6 +12,7 @@
 pub mod collect;
 pub mod config;
 pub mod enrich;
+mod builtin;
 pub mod evaluate;
 mod pipeline;
 pub mod reload;
@@ -61,7 +62,8 @@ pub struct Sensor {
     pub sources: Vec<String>,
     /// Sources that fell back or are off, with why.
     pub degraded: Vec<String>,
-    pub identity: uplink::DeviceIdentity,
+    /// The enrolled device (None for a standalone sensor).
+    pub identity: Option<uplink::DeviceIdentity>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -90,9 +92,61 @@ fn forward(tx: &SyncSender<RawEvent>, ev: RawEvent, source: &'static str) {
 impl Sensor {
     /// Loads rules, enrolls if needed, starts the collectors, pipeline and uplink.
     pub async fn start(cfg: SensorConfig) -> Result<Sensor, SensorError> {
+        cfg.server().map_err(SensorError::Config)?;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| SensorError::Io(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
-        let (rules, report) = RuleSet::load_paths(&cfg.rules.paths);
+        let (machine_id, boot_id) = procfs::machine_and_boot_id();
+        let host = inventory::host_info(&machine_id, &boot_id);
+        let identity = uplink::ensure_enrolled(&cfg, &host).await?;
+        let spool = Arc::new(vigil_spool::Spool::open(
+            &cfg.data_dir.join("spool.redb"),
+            cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
+        )?);
+        let wake = Arc::new(Notify::new());
+        let mut sensor = Self::launch(
+            &cfg,
+            host,
+            pipeline::Output::Spool {
+                spool: Arc::clone(&spool),
+                wake: Arc::clone(&wake),
+            },
+        )?;
+        let stop_rx = sensor.stop_tx.subscribe();
+        sensor.uplink = Some(tokio::spawn(uplink::run(
+            cfg.clone(),
+            identity.clone(),
+            spool,
+            wake,
+            stop_rx,
+        )));
+        sensor.identity = Some(identity);
+        Ok(sensor)
+    }
+
+    /// A sensor without a server: every record (events, detections, health)
+    /// is written to `out` as JSON lines, in the form `vigil rules match` reads.
+    pub fn start_standalone(
+        cfg: SensorConfig,
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<Sensor, SensorError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| SensorError::Io(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
+        let (machine_id, boot_id) = procfs::machine_and_boot_id();
+        let host = inventory::host_info(&machine_id, &boot_id);
+        Self::launch(&cfg, host, pipeline::Output::lines(out))
+    }
+
+    /// Rules, collectors and the pipeline thread, writing to `output`.
+    fn launch(
+        cfg: &SensorConfig,
+        host: vigil_proto::v1::HostInfo,
+        output: pipeline::Output,
+    ) -> Result<Sensor, SensorError> {
+        let (rules, report) = if cfg.rules.paths.is_empty() {
+            builtin::rules()
+        } else {
+            RuleSet::load_paths(&cfg.rules.paths)
+        };
         for r in &report.rejected {
             tracing::warn!(rejection = %r, "Rule rejected");
         }
@@ -122,14 +176,7 @@ impl Sensor {
             }
         };
 
-        let (machine_id, boot_id) = procfs::machine_and_boot_id();
-        let host = inventory::host_info(&machine_id, &boot_id);
-        let identity = uplink::ensure_enrolled(&cfg, &host).await?;
-        let spool = Arc::new(vigil_spool::Spool::open(
-            &cfg.data_dir.join("spool.redb"),
-            cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
-        )?);
-
+        let (machine_id, boot_id) = (host.machine_id.clone(), host.boot_id.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel::<RawEvent>(EVENT_QUEUE);
         let mut threads = Vec::new();
@@ -329,7 +376,9 @@ impl Sensor {
         }
         drop(tx);
 
-        let mut initial = vec![(pipeline::now_ns(), Payload::Host(host))];
+        let mut host = host;
+        (host.rules_version, host.rules_loaded) = pipeline::rules_version(&rules);
+        let mut initial = vec![(pipeline::now_ns(), Payload::Host(host.clone()))];
         let mut enricher = enrich::Enricher::new(
             machine_id,
             boot_id,
@@ -362,7 +411,6 @@ impl Sensor {
             tracing::info!(source = %s, "Collecting");
         }
 
-        let wake = Arc::new(Notify::new());
         let (detections, _) = broadcast::channel(1024);
         let pipe = pipeline::Pipeline {
             enricher,
@@ -374,8 +422,8 @@ impl Sensor {
                 },
             ),
             reload: reload_rx,
-            spool: Arc::clone(&spool),
-            wake_uplink: Arc::clone(&wake),
+            output,
+            host,
             detections: detections.clone(),
             flush_every: Duration::from_millis(cfg.uplink.flush_interval_ms),
             batch_max: cfg.uplink.batch_max_records,
@@ -391,25 +439,18 @@ impl Sensor {
             pipe.run(rx, initial, pstop)
         })?);
 
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let uplink = tokio::spawn(uplink::run(
-            cfg.clone(),
-            identity.clone(),
-            spool,
-            wake,
-            stop_rx,
-        ));
+        let (stop_tx, _) = watch::channel(false);
         Ok(Sensor {
             stop,
             stop_tx,
             threads,
-            uplink: Some(uplink),
+            uplink: None,
             detections,
             reload: reload_tx,
             _watcher: watcher,
             sources,
             degraded,
-            identity,
+            identity: None,
         })
     }
 

@@ -1,6 +1,8 @@
 //! The sensor's data path on one thread: raw events → enrich → evaluate →
-//! spool. Batches are committed to the spool (fsync) every flush interval or
-//! batch size, whichever comes first; then the uplink is woken.
+//! output. Batches are committed to the spool (fsync) every flush interval or
+//! batch size, whichever comes first, then the uplink is woken; a batch that
+//! holds a detection is committed at once, so an alert never waits for the
+//! next flush. A standalone sensor writes JSON lines instead of spooling.
 
 use crate::collect::RawEvent;
 use crate::enrich::Enricher;
@@ -12,18 +14,42 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
-use vigil_proto::v1::{Detection, Record, SensorHealth, record::Payload};
+use vigil_proto::v1::{Detection, ProcessRef, Record, SensorHealth, record::Payload};
 use vigil_spool::Spool;
 
 /// How often a SensorHealth record is written.
 const HEALTH_EVERY: Duration = Duration::from_secs(60);
 
+/// Where records go.
+pub(crate) enum Output {
+    /// The durable queue the uplink sends from.
+    Spool { spool: Arc<Spool>, wake: Arc<Notify> },
+    /// JSON lines (standalone mode); `sequence` numbers records locally.
+    Lines {
+        out: std::io::BufWriter<Box<dyn std::io::Write + Send>>,
+        sequence: u64,
+    },
+}
+
+impl Output {
+    pub(crate) fn lines(out: Box<dyn std::io::Write + Send>) -> Output {
+        Output::Lines {
+            out: std::io::BufWriter::with_capacity(256 * 1024, out),
+            sequence: 0,
+        }
+    }
+}
+
+/// A record waiting to be written, with the ancestry JSON lines carry.
+pub(crate) type Pending = (i64, Payload, Vec<ProcessRef>);
+
 pub(crate) struct Pipeline {
     pub(crate) enricher: Enricher,
     pub(crate) evaluator: Evaluator,
     pub(crate) reload: std::sync::mpsc::Receiver<Arc<vigil_rules::RuleSet>>,
-    pub(crate) spool: Arc<Spool>,
-    pub(crate) wake_uplink: Arc<Notify>,
+    pub(crate) output: Output,
+    /// What was last reported about the machine.
+    pub(crate) host: vigil_proto::v1::HostInfo,
     pub(crate) detections: broadcast::Sender<Detection>,
     pub(crate) flush_every: Duration,
     pub(crate) batch_max: usize,
@@ -36,6 +62,24 @@ pub(crate) struct Pipeline {
     pub(crate) blind_spots: BTreeMap<&'static str, (Instant, u64)>,
     /// CPU time used (ticks) and when, at the last health report.
     pub(crate) cpu_mark: (u64, Instant),
+}
+
+/// Identifies a rule set: BLAKE3 of its rule and correlation ids in order, and how many.
+pub(crate) fn rules_version(set: &vigil_rules::RuleSet) -> (String, u32) {
+    let mut h = blake3::Hasher::new();
+    for r in set.rules() {
+        h.update(r.id.as_bytes());
+        h.update(b"\n");
+    }
+    for c in set.correlations() {
+        h.update(c.id.as_bytes());
+        h.update(b"\n");
+    }
+    let n = set.rules().len() + set.correlations().len();
+    (
+        hex::encode(&h.finalize().as_bytes()[..8]),
+        u32::try_from(n).unwrap_or(u32::MAX),
+    )
 }
 
 /// A blind spot is raised at most this often per source.
@@ -83,7 +127,10 @@ impl Pipeline {
         initial: Vec<(i64, Payload)>,
         stop: Arc<AtomicBool>,
     ) {
-        let mut pending: Vec<(i64, Payload)> = initial;
+        let mut pending: Vec<Pending> = initial
+            .into_iter()
+            .map(|(t, p)| (t, p, Vec::new()))
+            .collect();
         let mut last_flush = Instant::now();
         let mut last_health = Instant::now();
         let mut staged = Vec::new();
@@ -92,8 +139,9 @@ impl Pipeline {
                 .flush_every
                 .saturating_sub(last_flush.elapsed())
                 .max(Duration::from_millis(1));
+            let mut urgent = false;
             match rx.recv_timeout(wait) {
-                Ok(ev) => self.process(ev, &mut staged, &mut pending),
+                Ok(ev) => urgent |= self.process(ev, &mut staged, &mut pending),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush(&mut pending);
@@ -102,19 +150,37 @@ impl Pipeline {
             }
             if let Ok(set) = self.reload.try_recv() {
                 self.evaluator.replace(set);
+                let (version, loaded) = rules_version(self.evaluator.rules());
+                if version != self.host.rules_version {
+                    self.host.rules_version = version;
+                    self.host.rules_loaded = loaded;
+                    pending.push((now_ns(), Payload::Host(self.host.clone()), Vec::new()));
+                }
             }
             // Drain what is already queued without waiting.
             while pending.len() < self.batch_max {
                 match rx.try_recv() {
-                    Ok(ev) => self.process(ev, &mut staged, &mut pending),
+                    Ok(ev) => urgent |= self.process(ev, &mut staged, &mut pending),
                     Err(_) => break,
                 }
             }
             if last_health.elapsed() >= HEALTH_EVERY {
                 last_health = Instant::now();
-                pending.push((now_ns(), Payload::Health(self.health())));
+                let h = self.health();
+                pending.push((now_ns(), Payload::Health(h), Vec::new()));
+                // The machine's description is re-sent whenever part of it changed.
+                let mut host = crate::collect::inventory::host_info(&self.host.machine_id, &self.host.boot_id);
+                host.rules_version.clone_from(&self.host.rules_version);
+                host.rules_loaded = self.host.rules_loaded;
+                if host != self.host {
+                    self.host = host.clone();
+                    pending.push((now_ns(), Payload::Host(host), Vec::new()));
+                }
             }
-            if pending.len() >= self.batch_max || last_flush.elapsed() >= self.flush_every {
+            if urgent
+                || pending.len() >= self.batch_max
+                || last_flush.elapsed() >= self.flush_every
+            {
                 self.enricher.expire(now_ns());
                 self.flush(&mut pending);
                 last_flush = Instant::now();
@@ -126,18 +192,18 @@ impl Pipeline {
         }
     }
 
+    /// Enriches and evaluates one event; true when it raised a detection.
     fn process(
         &mut self,
         ev: RawEvent,
         staged: &mut Vec<(i64, Payload)>,
-        pending: &mut Vec<(i64, Payload)>,
-    ) {
+        pending: &mut Vec<Pending>,
+    ) -> bool {
         match &ev {
             RawEvent::Lost { source, count } => {
                 *self.dropped.entry(format!("{source}_lost")).or_default() += count.max(&1);
                 tracing::warn!(source, count, "Kernel source lost events");
-                self.raise_blind_spot(source, *count.max(&1), pending);
-                return;
+                return self.raise_blind_spot(source, *count.max(&1), pending);
             }
             &RawEvent::Totals {
                 source,
@@ -152,12 +218,14 @@ impl Pipeline {
                         dropped = new,
                         "Kernel ring buffer full: events lost"
                     );
-                    self.raise_blind_spot(source, new, pending);
+                    return self.raise_blind_spot(source, new, pending);
                 }
-                return;
+                return false;
             }
             _ => {}
         }
+        let keep_ancestry = matches!(self.output, Output::Lines { .. });
+        let mut raised = false;
         self.enricher.enrich(ev, staged);
         for (t, payload) in staged.drain(..) {
             let ancestry = match &payload {
@@ -165,14 +233,20 @@ impl Pipeline {
                 _ => Vec::new(),
             };
             let detections = self.evaluator.evaluate(t, &payload, &ancestry);
-            pending.push((t, payload));
+            pending.push((
+                t,
+                payload,
+                if keep_ancestry { ancestry } else { Vec::new() },
+            ));
             for d in detections {
                 tracing::info!(rule = %d.rule_id, title = %d.rule_title, level = %d.level,
                     command_line = d.process.as_ref().map(|p| p.command_line.as_str()).unwrap_or(""), "Detection");
                 let _ = self.detections.send(d.clone());
-                pending.push((t, Payload::Detection(d)));
+                pending.push((t, Payload::Detection(d), Vec::new()));
+                raised = true;
             }
         }
+        raised
     }
 
     /// Counts lost events of a source and, at most once a minute per source,
@@ -181,8 +255,8 @@ impl Pipeline {
         &mut self,
         source: &'static str,
         lost: u64,
-        pending: &mut Vec<(i64, Payload)>,
-    ) {
+        pending: &mut Vec<Pending>,
+    ) -> bool {
         let now = Instant::now();
         let entry = self
             .blind_spots
@@ -190,51 +264,82 @@ impl Pipeline {
             .or_insert((now - BLIND_SPOT_EVERY, 0));
         entry.1 += lost;
         if now.duration_since(entry.0) < BLIND_SPOT_EVERY {
-            return;
+            return false;
         }
         let d = blind_spot(source, std::mem::take(&mut entry.1));
         entry.0 = now;
         let _ = self.detections.send(d.clone());
-        pending.push((now_ns(), Payload::Detection(d)));
+        pending.push((now_ns(), Payload::Detection(d), Vec::new()));
+        true
     }
 
-    fn flush(&mut self, pending: &mut Vec<(i64, Payload)>) {
+    fn flush(&mut self, pending: &mut Vec<Pending>) {
         if pending.is_empty() {
             return;
         }
-        let mut last_event_seq = 0;
-        let result = self
-            .spool
-            .append(pending.drain(..), |seq, (time_unix_ns, mut payload)| {
-                match &mut payload {
-                    Payload::Detection(d) => {
-                        for m in &mut d.matched {
-                            if m.sequence == 0 {
-                                m.sequence = last_event_seq;
-                            }
+        // A detection names the event it matched by that event's sequence number.
+        fn record(seq: u64, last_event_seq: &mut u64, time_unix_ns: i64, mut payload: Payload) -> Record {
+            match &mut payload {
+                Payload::Detection(d) => {
+                    for m in &mut d.matched {
+                        if m.sequence == 0 {
+                            m.sequence = *last_event_seq;
                         }
                     }
-                    _ => last_event_seq = seq,
                 }
-                Record {
-                    sequence: seq,
-                    time_unix_ns,
-                    payload: Some(payload),
+                _ => *last_event_seq = seq,
+            }
+            Record {
+                sequence: seq,
+                time_unix_ns,
+                payload: Some(payload),
+            }
+        }
+        let mut last_event_seq = 0;
+        match &mut self.output {
+            Output::Spool { spool, wake } => {
+                let result = spool.append(pending.drain(..), |seq, (t, payload, _)| {
+                    record(seq, &mut last_event_seq, t, payload).encode_to_vec()
+                });
+                match result {
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        // The disk refused (full, I/O error): count what is lost, keep running.
+                        *self.dropped.entry("spool_error".into()).or_default() += 1;
+                        tracing::error!(error = %e, "Could not write to the spool; batch dropped");
+                    }
                 }
-                .encode_to_vec()
-            });
-        match result {
-            Ok(_) => self.wake_uplink.notify_one(),
-            Err(e) => {
-                // The disk refused (full, I/O error): count what is lost, keep running.
-                *self.dropped.entry("spool_error".into()).or_default() += 1;
-                tracing::error!(error = %e, "Could not write to the spool; batch dropped");
+            }
+            Output::Lines { out, sequence } => {
+                use std::io::Write;
+                let mut failed = 0u64;
+                for (t, payload, ancestry) in pending.drain(..) {
+                    *sequence += 1;
+                    let r = record(*sequence, &mut last_event_seq, t, payload);
+                    for line in vigil_evaluate::to_json_lines(&r, &ancestry) {
+                        if serde_json::to_writer(&mut *out, &line).is_err()
+                            || out.write_all(b"\n").is_err()
+                        {
+                            failed += 1;
+                        }
+                    }
+                }
+                if out.flush().is_err() {
+                    failed += 1;
+                }
+                if failed > 0 {
+                    *self.dropped.entry("output_error".into()).or_default() += failed;
+                    tracing::error!(failed, "Could not write JSON lines");
+                }
             }
         }
     }
 
     fn health(&mut self) -> SensorHealth {
-        let stats = self.spool.stats().unwrap_or_default();
+        let stats = match &self.output {
+            Output::Spool { spool, .. } => spool.stats().unwrap_or_default(),
+            Output::Lines { .. } => Default::default(),
+        };
         let mut dropped: std::collections::HashMap<String, u64> =
             self.dropped.clone().into_iter().collect();
         if stats.dropped > 0 {

@@ -7,7 +7,7 @@
 //! backoff and resumes from the first unacknowledged record.
 
 use crate::SensorError;
-use crate::config::SensorConfig;
+use crate::config::{SensorConfig, ServerConfig};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
@@ -64,10 +64,14 @@ impl DeviceIdentity {
     }
 }
 
-fn tls(cfg: &SensorConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> ClientTlsConfig {
+fn server(cfg: &SensorConfig) -> Result<&ServerConfig, SensorError> {
+    cfg.server().map_err(SensorError::Config)
+}
+
+fn tls(server: &ServerConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -> ClientTlsConfig {
     let mut t = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name(cfg.server_name());
+        .domain_name(server.server_name());
     if let Some(id) = identity {
         t = t.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
     }
@@ -79,25 +83,23 @@ async fn channel(
     ca_pem: &str,
     identity: Option<&DeviceIdentity>,
 ) -> Result<Channel, SensorError> {
-    let ep = Channel::from_shared(cfg.server.endpoint.clone())
+    let server = server(cfg)?;
+    let ep = Channel::from_shared(server.endpoint.clone())
         .map_err(|e| SensorError::Config(format!("server.endpoint: {e}")))?
-        .tls_config(tls(cfg, ca_pem, identity))
+        .tls_config(tls(server, ca_pem, identity))
         .map_err(|e| SensorError::Transport(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(30));
     ep.connect()
         .await
-        .map_err(|e| SensorError::Transport(format!("connect {}: {e}", cfg.server.endpoint)))
+        .map_err(|e| SensorError::Transport(format!("connect {}: {e}", server.endpoint)))
 }
 
 pub(crate) fn read_ca(cfg: &SensorConfig) -> Result<String, SensorError> {
-    std::fs::read_to_string(&cfg.server.ca_file).map_err(|e| {
-        SensorError::Config(format!(
-            "server.ca_file {}: {e}",
-            cfg.server.ca_file.display()
-        ))
-    })
+    let ca_file = &server(cfg)?.ca_file;
+    std::fs::read_to_string(ca_file)
+        .map_err(|e| SensorError::Config(format!("server.ca_file {}: {e}", ca_file.display())))
 }
 
 /// Enrolls this device unless an identity is already on disk.
@@ -192,7 +194,7 @@ async fn session(
         .await
         .map_err(|s| SensorError::Transport(format!("open stream: {}: {}", s.code(), s.message())))?
         .into_inner();
-    tracing::info!(endpoint = %cfg.server.endpoint, "Uplink connected");
+    tracing::info!(endpoint = %server(cfg)?.endpoint, "Uplink connected");
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut sent_through = 0u64;
     let mut batch_id = 0u64;

@@ -1,7 +1,7 @@
 //! What runs, and what the machine is, when the sensor starts (sysinfo).
 
 use super::{ExecInfo, Origin, procfs};
-use vigil_proto::v1::HostInfo;
+use vigil_proto::v1::{HostInfo, NetworkInterface};
 
 /// Every process visible now, as exec events marked [`Origin::Snapshot`],
 /// parents before children so the process tree can be built in order.
@@ -47,6 +47,32 @@ pub(crate) fn host_info(machine_id: &str, boot_id: &str) -> HostInfo {
         sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
         architecture: std::env::consts::ARCH.to_owned(),
         boot_id: boot_id.to_owned(),
+        interfaces: interfaces(),
         ..HostInfo::default()
     }
+}
+
+/// Network interfaces with their addresses, sorted by name (so two snapshots compare equal).
+fn interfaces() -> Vec<NetworkInterface> {
+    let Ok(nets) = sysinfo::Networks::new_with_refreshed_list() else {
+        return Vec::new();
+    };
+    let mut out: Vec<NetworkInterface> = nets
+        .iter()
+        .map(|(name, data)| {
+            let mut addresses: Vec<String> = data
+                .ip_networks()
+                .iter()
+                .map(|n| format!("{}/{}", n.addr, n.prefix))
+                .collect();
+            addresses.sort();
+            NetworkInterface {
+                name: name.clone(),
+                mac: data.mac_address().to_string(),
+                addresses,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
