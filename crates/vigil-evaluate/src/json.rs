@@ -100,6 +100,13 @@ fn event(e: &SigmaEvent<'_>) -> Value {
     Value::Object(m)
 }
 
+/// `FILE_OPERATION_CLOSE_WRITE` as `close_write`.
+fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -190,7 +197,7 @@ fn process_exit(p: &ProcessExit) -> Value {
 
 fn file(f: &FileEvent) -> Value {
     json!({
-        "operation": f.operation().as_str_name(),
+        "operation": short(f.operation().as_str_name(), "FILE_OPERATION_"),
         "path": path(&f.path),
         "previous_path": path(&f.previous_path),
         "persistence": f.persistence,
@@ -206,8 +213,8 @@ fn file(f: &FileEvent) -> Value {
 
 fn network(n: &NetworkConnection) -> Value {
     json!({
-        "protocol": n.protocol().as_str_name(),
-        "direction": n.direction().as_str_name(),
+        "protocol": short(n.protocol().as_str_name(), "TRANSPORT_PROTOCOL_"),
+        "direction": short(n.direction().as_str_name(), "DIRECTION_"),
         "local_address": n.local_address,
         "local_port": n.local_port,
         "remote_address": n.remote_address,
@@ -221,7 +228,7 @@ fn network(n: &NetworkConnection) -> Value {
 
 fn registry(r: &RegistryEvent) -> Value {
     json!({
-        "operation": r.operation().as_str_name(),
+        "operation": short(r.operation().as_str_name(), "REGISTRY_OPERATION_"),
         "key_path": r.key_path,
         "value_name": r.value_name,
         "new_key_path": r.new_key_path,
@@ -301,5 +308,14 @@ mod tests {
     fn hex_is_lowercase_and_two_digits_a_byte() {
         assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
         assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
+    fn enum_names_lose_their_prefix() {
+        assert_eq!(
+            short("FILE_OPERATION_CLOSE_WRITE", "FILE_OPERATION_"),
+            "close_write"
+        );
+        assert_eq!(short("OTHER", "FILE_OPERATION_"), "other");
     }
 }

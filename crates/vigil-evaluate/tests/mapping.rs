@@ -296,6 +296,7 @@ fn json_lines_keep_vigil_data_beside_the_event_and_give_other_records_their_own_
     assert_eq!(first["event"]["TargetFilename"], "/etc/cron.d/x");
     assert_eq!(first["vigil"]["sequence"], 42);
     assert_eq!(first["vigil"]["persistence"], "cron");
+    assert_eq!(first["vigil"]["operation"], "create");
     assert_eq!(first["vigil"]["hashes"]["sha256"], "ab".repeat(32));
     assert_eq!(lines[1]["logsource"]["service"], "auditd");
     assert!(lines[1]["logsource"].get("category").is_none());
