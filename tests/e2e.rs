@@ -125,7 +125,7 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     eprintln!("alert visible after {:?}", started.elapsed());
     assert_eq!(alert.severity, vigil_proto::v1::Severity::High as i32);
     assert_eq!(alert.status, vigil_proto::v1::AlertStatus::New as i32);
-    assert_eq!(alert.device_id, sensor.identity.device_id);
+    assert_eq!(alert.device_id, sensor.identity.as_ref().unwrap().device_id);
     assert!(alert.tags.iter().any(|t| t == "attack.t1003.008"));
     let process = alert.process.clone().unwrap();
     assert_eq!(process.executable.unwrap().text, "/usr/bin/cat");

@@ -99,11 +99,11 @@ enum AlertsCommand {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate rules; exit status 1 if any was rejected.
+    /// Validate rules and say how many the Linux sensor can feed; exit status 1 if any was rejected.
     Check {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// One JSON object: {"loaded": N, "rejected": [{path, line, id, reason}]}.
+        /// One JSON object: {"loaded": N, "rejected": [{path, line, id, reason}], "coverage": {rules, fed, not_fed, reasons}}.
         #[arg(long)]
         json: bool,
     },

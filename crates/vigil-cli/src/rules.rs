@@ -6,6 +6,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use vigil_evaluate::NotFed;
 use vigil_rules::{Engine, EngineConfig, FlatEvent, Hit, LogSource, RuleSet};
 
 /// Longest event line read (bytes); longer lines are reported and skipped.
@@ -19,23 +20,48 @@ fn load(paths: &[PathBuf]) -> (Arc<RuleSet>, vigil_rules::LoadReport) {
     (Arc::new(set), report)
 }
 
-/// Validates rules; returns whether all loaded.
+/// Validates rules and says how many of them the Linux sensor can feed;
+/// returns whether all loaded (rules it cannot feed are not an error).
 pub fn check(paths: &[PathBuf], as_json: bool) -> Result<bool> {
-    let (_set, report) = RuleSet::load_paths(paths);
+    let (set, report) = RuleSet::load_paths(paths);
+    let coverage = vigil_evaluate::coverage(&set);
     if as_json {
         let rejected: Vec<_> = report
             .rejected
             .iter()
             .map(|r| json!({"path": r.path.display().to_string(), "line": r.line, "id": r.id, "reason": r.error.to_string()}))
             .collect();
-        out!("{}", json!({"loaded": report.loaded, "rejected": rejected}));
+        out!(
+            "{}",
+            json!({"loaded": report.loaded, "rejected": rejected, "coverage": coverage_json(&coverage)})
+        );
     } else {
         for r in &report.rejected {
             out!("{r}");
         }
         out!("{report}");
+        out!("{coverage}");
     }
     Ok(report.rejected.is_empty())
+}
+
+fn coverage_json(c: &vigil_evaluate::Coverage) -> Value {
+    let reasons: Vec<Value> = c
+        .reasons
+        .iter()
+        .map(|(reason, n)| {
+            let mut r = match reason {
+                NotFed::LogSource(ls) => json!({"logsource": ls}),
+                NotFed::Field { source, field } => {
+                    json!({"logsource": source.name(), "field": field})
+                }
+            };
+            r["rules"] = json!(n);
+            r["reason"] = json!(reason.to_string());
+            r
+        })
+        .collect();
+    json!({"rules": c.rules, "fed": c.fed, "not_fed": c.not_fed, "reasons": reasons})
 }
 
 /// Writes a bundle of every rule that loads; returns whether all did.
@@ -91,8 +117,13 @@ fn parse_time(v: &Value) -> Option<i64> {
     }
 }
 
+/// Top-level keys of the sensor's JSON lines that carry no event
+/// (see `vigil_evaluate::to_json_lines`).
+const NOT_EVENTS: &[&str] = &["vigil", "detection", "health", "host"];
+
 /// Reads a JSONL file. Without `flat`, each line is Vigil's event form:
-/// `{"logsource": {"product": …, "category": …}, "time": …, "event": {…}}`;
+/// `{"logsource": {"product": …, "category": …}, "time": …, "event": {…}}`
+/// (other top-level keys, such as the sensor's `vigil`, are ignored);
 /// with it, a flat object of Sigma fields under the given log source.
 fn read_events(path: &Path, flat: Option<&LogSource>) -> Result<Vec<Input>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -148,6 +179,9 @@ fn read_events(path: &Path, flat: Option<&LogSource>) -> Result<Vec<Input>> {
                 let t = obj.get("time").and_then(parse_time);
                 match obj.get("event") {
                     Some(Value::Object(e)) => (source, t, e.clone()),
+                    // The sensor's lines that are not events (a process
+                    // exit, a detection, health, host): nothing to match.
+                    None if NOT_EVENTS.iter().any(|k| obj.contains_key(*k)) => continue,
                     _ => {
                         eprintln!(
                             "{}:{}: expected {{\"logsource\": …, \"event\": {{…}}}} (or pass --logsource for flat events), skipped",

@@ -103,7 +103,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     eprintln!("  server       {endpoint} (data in {})", data_dir.display());
     eprintln!(
         "  tenant       {TENANT}; this machine is device {}",
-        sensor.identity.device_id
+        sensor
+            .identity
+            .as_ref()
+            .map_or("(not enrolled)", |i| i.device_id.as_str())
     );
     for s in &sensor.sources {
         eprintln!("  collecting   {s}");

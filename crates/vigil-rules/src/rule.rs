@@ -222,6 +222,19 @@ impl Rule {
         self.detection.matches(ctx)
     }
 
+    /// The fields the rule's detection reads, sorted, each once (`fieldref`
+    /// targets included). Keywords read no named field; see
+    /// [`Rule::has_keywords`]. What a log source must provide for the rule.
+    pub fn fields(&self) -> Vec<&str> {
+        self.detection.named_fields().0
+    }
+
+    /// Whether the detection has keywords (values searched for in every
+    /// string value of the event).
+    pub fn has_keywords(&self) -> bool {
+        self.detection.named_fields().1
+    }
+
     /// Whether `reference` (from a correlation or filter) names this rule.
     pub fn is_named(&self, reference: &str) -> bool {
         self.id == reference || self.name.as_deref() == Some(reference)

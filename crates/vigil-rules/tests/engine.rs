@@ -530,3 +530,23 @@ fn bundles_round_trip_and_bad_bundles_are_rejected() {
         set.rules().len() + set.correlations().len()
     );
 }
+
+#[test]
+fn a_rule_names_the_fields_it_reads_and_whether_it_has_keywords() {
+    let (set, report) = load(concat!(
+        "title: t\nid: t\nlogsource: {product: linux, category: process_creation}\n",
+        "detection:\n  s: {Image|endswith: /x, CommandLine|fieldref: ParentCommandLine}\n",
+        "  f: [{User: root}, {Image: /y}]\n  k: [evil]\n  condition: s and not f and k\n---\n",
+        "title: u\nid: u\nlogsource: {product: linux, category: process_creation}\n",
+        "detection: {s: {Image: /z}, condition: s}\n",
+    ));
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let r = &set.rules()[0];
+    assert_eq!(
+        r.fields(),
+        ["CommandLine", "Image", "ParentCommandLine", "User"]
+    );
+    assert!(r.has_keywords());
+    assert_eq!(set.rules()[1].fields(), ["Image"]);
+    assert!(!set.rules()[1].has_keywords());
+}

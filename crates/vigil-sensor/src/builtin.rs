@@ -10,7 +10,11 @@ pub(crate) fn rules() -> (RuleSet, LoadReport) {
     let mut set = RuleSet::new();
     let mut report = LoadReport::default();
     for (name, text) in RULES {
-        set.load_str(&std::path::Path::new("builtin:rules").join(name), text, &mut report);
+        set.load_str(
+            &std::path::Path::new("builtin:rules").join(name),
+            text,
+            &mut report,
+        );
     }
     (set, report)
 }

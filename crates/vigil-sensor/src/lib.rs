@@ -9,11 +9,11 @@
 //! no alerts itself; detections travel to the server as records (and are
 //! offered locally through [`Sensor::detections`]).
 
+mod builtin;
 pub mod collect;
 pub mod config;
 pub mod enrich;
-mod builtin;
-pub mod evaluate;
+
 mod pipeline;
 pub mod reload;
 pub mod uplink;
@@ -414,7 +414,7 @@ impl Sensor {
         let (detections, _) = broadcast::channel(1024);
         let pipe = pipeline::Pipeline {
             enricher,
-            evaluator: evaluate::Evaluator::new(
+            evaluator: vigil_evaluate::Evaluator::new(
                 rules,
                 vigil_rules::EngineConfig {
                     max_groups: cfg.rules.correlation_max_groups,

@@ -6,7 +6,6 @@
 
 use crate::collect::RawEvent;
 use crate::enrich::Enricher;
-use crate::evaluate::Evaluator;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
+use vigil_evaluate::Evaluator;
 use vigil_proto::v1::{Detection, ProcessRef, Record, SensorHealth, record::Payload};
 use vigil_spool::Spool;
 
@@ -23,7 +23,10 @@ const HEALTH_EVERY: Duration = Duration::from_secs(60);
 /// Where records go.
 pub(crate) enum Output {
     /// The durable queue the uplink sends from.
-    Spool { spool: Arc<Spool>, wake: Arc<Notify> },
+    Spool {
+        spool: Arc<Spool>,
+        wake: Arc<Notify>,
+    },
     /// JSON lines (standalone mode); `sequence` numbers records locally.
     Lines {
         out: std::io::BufWriter<Box<dyn std::io::Write + Send>>,
@@ -169,7 +172,8 @@ impl Pipeline {
                 let h = self.health();
                 pending.push((now_ns(), Payload::Health(h), Vec::new()));
                 // The machine's description is re-sent whenever part of it changed.
-                let mut host = crate::collect::inventory::host_info(&self.host.machine_id, &self.host.boot_id);
+                let mut host =
+                    crate::collect::inventory::host_info(&self.host.machine_id, &self.host.boot_id);
                 host.rules_version.clone_from(&self.host.rules_version);
                 host.rules_loaded = self.host.rules_loaded;
                 if host != self.host {
@@ -177,9 +181,7 @@ impl Pipeline {
                     pending.push((now_ns(), Payload::Host(host), Vec::new()));
                 }
             }
-            if urgent
-                || pending.len() >= self.batch_max
-                || last_flush.elapsed() >= self.flush_every
+            if urgent || pending.len() >= self.batch_max || last_flush.elapsed() >= self.flush_every
             {
                 self.enricher.expire(now_ns());
                 self.flush(&mut pending);
@@ -278,7 +280,12 @@ impl Pipeline {
             return;
         }
         // A detection names the event it matched by that event's sequence number.
-        fn record(seq: u64, last_event_seq: &mut u64, time_unix_ns: i64, mut payload: Payload) -> Record {
+        fn record(
+            seq: u64,
+            last_event_seq: &mut u64,
+            time_unix_ns: i64,
+            mut payload: Payload,
+        ) -> Record {
             match &mut payload {
                 Payload::Detection(d) => {
                     for m in &mut d.matched {

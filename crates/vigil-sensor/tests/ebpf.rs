@@ -3,6 +3,9 @@
 //! what these tests know they did. Needs root and a kernel with BTF; elsewhere
 //! each test prints why it skips.
 
+// Helpers here are test code too: a panic is a failed assertion.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -63,10 +66,18 @@ fn start(rules: &[&Path]) -> Running {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("sensor exited ({status}): {err}");
         }
-        assert!(Instant::now() < deadline, "sensor wrote nothing within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "sensor wrote nothing within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut err = child.stderr.take().unwrap();
@@ -151,16 +162,18 @@ fn a_burst_of_short_processes_is_seen_whole_with_argv_and_parent() {
             let e = &l["event"];
             (
                 int(&e["ProcessId"]),
-                (e["CommandLine"].as_str().unwrap_or(""), int(&e["ParentProcessId"])),
+                (
+                    e["CommandLine"].as_str().unwrap_or(""),
+                    int(&e["ParentProcessId"]),
+                ),
             )
         })
         .collect();
     let whole = truth
         .iter()
         .filter(|(pid, marker)| {
-            seen.get(pid).is_some_and(|(cmd, ppid)| {
-                *cmd == format!("/bin/true {marker}") && *ppid == me
-            })
+            seen.get(pid)
+                .is_some_and(|(cmd, ppid)| *cmd == format!("/bin/true {marker}") && *ppid == me)
         })
         .count();
     let share = whole as f64 / truth.len() as f64;
@@ -222,10 +235,11 @@ fn loopback_connections_are_reported_with_their_process() {
         .map(|e| int(&e["SourcePort"]))
         .filter(|p| ports.contains(p))
         .collect();
+    // An accepted connection, as Sysmon writes it: the source is the peer that initiated.
     let inbound: HashSet<i64> = net
         .iter()
-        .filter(|e| e["Initiated"] == "false" && int(&e["SourcePort"]) == port)
-        .map(|e| int(&e["DestinationPort"]))
+        .filter(|e| e["Initiated"] == "false" && int(&e["DestinationPort"]) == port)
+        .map(|e| int(&e["SourcePort"]))
         .filter(|p| ports.contains(p))
         .collect();
     eprintln!(
@@ -234,8 +248,16 @@ fn loopback_connections_are_reported_with_their_process() {
         outbound.len(),
         inbound.len()
     );
-    assert!(outbound.len() * 100 >= ports.len() * 99, "outbound {}", outbound.len());
-    assert!(inbound.len() * 100 >= ports.len() * 99, "inbound {}", inbound.len());
+    assert!(
+        outbound.len() * 100 >= ports.len() * 99,
+        "outbound {}",
+        outbound.len()
+    );
+    assert!(
+        inbound.len() * 100 >= ports.len() * 99,
+        "inbound {}",
+        inbound.len()
+    );
 }
 
 #[test]
@@ -271,8 +293,8 @@ fn file_changes_are_reported_with_the_acting_process_and_absolute_paths() {
         .map(|l| {
             (
                 l["vigil"]["operation"].as_str().unwrap_or("").to_owned(),
-                l["vigil"]["path"].as_str().unwrap_or("").to_owned(),
-                l["vigil"]["previous_path"].as_str().unwrap_or("").to_owned(),
+                text(&l["vigil"]["path"]),
+                text(&l["vigil"]["previous_path"]),
             )
         })
         .collect();
@@ -292,6 +314,11 @@ fn file_changes_are_reported_with_the_acting_process_and_absolute_paths() {
     assert!(has("chmod", &b), "{ops:#?}");
     assert!(has("delete", &b), "{ops:#?}");
     assert!(has("create", &odd), "non-UTF-8 path: {ops:#?}");
+}
+
+/// A path as the JSON form gives it: a string, or {text, raw_hex} when not UTF-8.
+fn text(v: &Value) -> String {
+    v.as_str().or(v["text"].as_str()).unwrap_or("").to_owned()
 }
 
 fn corpus() -> PathBuf {
@@ -350,6 +377,9 @@ fn sigmahq_linux_rules_fire_on_real_activity() {
         "Triple Cross eBPF Rootkit Default LockFile",
         "Linux Reverse Shell Indicator",
     ] {
-        assert!(titles.contains(want), "{want} did not fire; fired: {titles:#?}");
+        assert!(
+            titles.contains(want),
+            "{want} did not fire; fired: {titles:#?}"
+        );
     }
 }

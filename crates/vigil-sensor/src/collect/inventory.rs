@@ -67,7 +67,7 @@ fn interfaces() -> Vec<NetworkInterface> {
                 .collect();
             addresses.sort();
             NetworkInterface {
-                name: name.clone(),
+                name: name.to_string_lossy().into_owned(),
                 mac: data.mac_address().to_string(),
                 addresses,
             }

@@ -184,7 +184,13 @@ mod tests {
         ] {
             assert_eq!(super::container_of_cgroup(cg.as_bytes()), id, "{cg}");
         }
-        assert_eq!(super::container_of_cgroup(b"0::/user.slice/session-3.scope"), "");
-        assert_eq!(super::container_of_cgroup(b"0::/lxc.payload.web/init.scope"), "web");
+        assert_eq!(
+            super::container_of_cgroup(b"0::/user.slice/session-3.scope"),
+            ""
+        );
+        assert_eq!(
+            super::container_of_cgroup(b"0::/lxc.payload.web/init.scope"),
+            "web"
+        );
     }
 }
