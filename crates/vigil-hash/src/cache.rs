@@ -2,15 +2,18 @@
 //! survives restarts.
 //!
 //! Every entry lives in memory (a lookup never touches the disk); the file is
-//! the memory's backup, written in batches. Losing the last batch in a crash
-//! only costs rehashing. What must never happen is a wrong hash, so each
+//! the memory's backup, written in batches, fsynced one batch in sixteen and
+//! on flush and drop. Losing the unsynced batches in a crash only costs
+//! rehashing. What must never happen is a wrong hash, so each
 //! stored entry carries a checksum over its key and value, entries that fail
 //! it are discarded on load, and a file redb cannot read is removed and
 //! started afresh.
 
 use crate::key::{FileKey, KEY_LEN};
 use crate::read::{Algorithms, Digests};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -21,6 +24,10 @@ use std::sync::Mutex;
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 /// Default number of changed entries written in one transaction.
 pub const DEFAULT_FLUSH_EVERY: usize = 256;
+/// Of the batches written as entries accumulate, one in this many is fsynced;
+/// the others are committed without (a crash loses them, never corrupts the
+/// file). An explicit flush, and drop, always fsync.
+const SYNC_EVERY_BATCHES: u64 = 16;
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -70,6 +77,14 @@ pub struct CacheStats {
     pub write_errors: u64,
 }
 
+/// What the writer has done so far.
+#[derive(Debug, Default)]
+struct Written {
+    batches: u64,
+    /// A batch was committed without fsync since the last one with.
+    unsynced: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     digests: Digests,
@@ -94,7 +109,7 @@ pub struct HashCache {
     db: Option<(Database, PathBuf)>,
     inner: Mutex<Inner>,
     /// Serialises writers so batches reach the file in the order they were taken.
-    flushing: Mutex<()>,
+    flushing: Mutex<Written>,
     max_entries: usize,
     flush_every: usize,
 }
@@ -180,39 +195,50 @@ fn load(path: &Path) -> Result<Loaded, LoadError> {
         other => LoadError::Unusable(other.to_string()),
     };
     let db = Database::create(path).map_err(|e| unusable(e.into()))?;
+    // A read transaction: opening an existing cache costs no commit (no fsync).
     let read = || -> Result<_, redb::Error> {
-        let tx = db.begin_write()?;
-        let mut entries = Vec::new();
-        let mut bad = 0u64;
-        let next_seq;
-        {
-            let mut meta = tx.open_table(META)?;
-            let format = meta.get(FORMAT)?.map(|v| v.value());
-            let table = tx.open_table(ENTRIES)?;
-            match format {
-                Some(FORMAT_VERSION) => {}
-                // A new file, or tables written by no known version: start empty.
-                None if table.is_empty()? => {}
-                other => {
-                    return Err(redb::Error::Corrupted(format!(
-                        "unknown cache format {other:?}"
-                    )));
-                }
-            }
-            meta.insert(FORMAT, FORMAT_VERSION)?;
-            next_seq = meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(0);
-            for item in table.iter()? {
-                let (k, v) = item?;
-                match decode(k.value(), v.value()) {
-                    Some(e) => entries.push(e),
-                    None => bad += 1,
-                }
+        let tx = db.begin_read()?;
+        let (meta, table) = match (tx.open_table(META), tx.open_table(ENTRIES)) {
+            (Ok(m), Ok(t)) => (m, t),
+            // A new file: no tables yet.
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        match meta.get(FORMAT)?.map(|v| v.value()) {
+            Some(FORMAT_VERSION) => {}
+            None if table.is_empty()? => return Ok(None),
+            // Tables written by no known version: start afresh.
+            other => {
+                return Err(redb::Error::Corrupted(format!(
+                    "unknown cache format {other:?}"
+                )));
             }
         }
-        tx.commit()?;
-        Ok((entries, bad, next_seq))
+        let next_seq = meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(0);
+        let mut entries = Vec::new();
+        let mut bad = 0u64;
+        for item in table.iter()? {
+            let (k, v) = item?;
+            match decode(k.value(), v.value()) {
+                Some(e) => entries.push(e),
+                None => bad += 1,
+            }
+        }
+        Ok(Some((entries, bad, next_seq)))
     };
-    let (entries, bad, next_seq) = read().map_err(unusable)?;
+    let init = || -> Result<_, redb::Error> {
+        let tx = db.begin_write()?;
+        tx.open_table(ENTRIES)?;
+        tx.open_table(META)?.insert(FORMAT, FORMAT_VERSION)?;
+        tx.commit()?;
+        Ok((Vec::new(), 0, 0))
+    };
+    let found = read().map_err(unusable)?;
+    let (entries, bad, next_seq) = match found {
+        Some(f) => f,
+        None => init().map_err(unusable)?,
+    };
     Ok(Loaded {
         db,
         entries,
@@ -227,7 +253,7 @@ impl HashCache {
         HashCache {
             db: None,
             inner: Mutex::new(Inner::default()),
-            flushing: Mutex::new(()),
+            flushing: Mutex::new(Written::default()),
             max_entries,
             flush_every: DEFAULT_FLUSH_EVERY,
         }
@@ -372,26 +398,35 @@ impl HashCache {
             inner.pending.len() >= self.flush_every
         };
         if flush_now {
-            self.flush_logged();
+            self.flush_logged(false);
         }
     }
 
-    /// Writes every pending change to the file in one transaction.
+    /// Writes every pending change to the file in one durable (fsynced) transaction.
     pub fn flush(&self) -> Result<(), CacheError> {
+        self.write_batch(true)
+    }
+
+    fn write_batch(&self, sync: bool) -> Result<(), CacheError> {
         let Some((db, path)) = &self.db else {
             self.lock().pending.clear();
             return Ok(());
         };
-        let _order = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let (batch, next_seq) = {
             let mut inner = self.lock();
             (std::mem::take(&mut inner.pending), inner.next_seq)
         };
-        if batch.is_empty() {
+        if batch.is_empty() && !(sync && written.unsynced) {
             return Ok(());
         }
+        written.batches += 1;
+        let durable = sync || written.batches % SYNC_EVERY_BATCHES == 0;
         let write = || -> Result<(), redb::Error> {
-            let tx = db.begin_write()?;
+            let mut tx = db.begin_write()?;
+            if !durable {
+                tx.set_durability(Durability::None)?;
+            }
             {
                 let mut table = tx.open_table(ENTRIES)?;
                 for (key, change) in &batch {
@@ -410,7 +445,11 @@ impl HashCache {
             tx.commit()?;
             Ok(())
         };
-        write().map_err(|e| {
+        let result = write();
+        if result.is_ok() {
+            written.unsynced = !durable;
+        }
+        result.map_err(|e| {
             // The batch is lost to the file, not to memory: the file may miss
             // entries or keep evicted ones, and every one it keeps is correct.
             self.lock().stats.write_errors += 1;
@@ -421,8 +460,8 @@ impl HashCache {
         })
     }
 
-    fn flush_logged(&self) {
-        if let Err(e) = self.flush() {
+    fn flush_logged(&self, sync: bool) {
+        if let Err(e) = self.write_batch(sync) {
             tracing::warn!(error = %e, "Hash cache batch not written");
         }
     }
@@ -457,6 +496,6 @@ fn evict_to(inner: &mut Inner, max_entries: usize) {
 
 impl Drop for HashCache {
     fn drop(&mut self) {
-        self.flush_logged();
+        self.flush_logged(true);
     }
 }

@@ -448,21 +448,32 @@ fn a_hit_on_an_aged_entry_saves_it_from_eviction() {
 }
 
 #[test]
-fn batches_are_written_every_flush_every_changes() {
+fn batches_are_written_as_entries_accumulate_and_fsynced_one_in_sixteen() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hashes.redb");
     let (cache, _) = HashCache::open(&db, 100).unwrap();
-    let cache = cache.with_flush_every(3);
-    for i in 0..4 {
+    let cache = cache.with_flush_every(1);
+    // What a crash right now would leave: a copy of the file, opened apart.
+    let after_crash = |n: u32| {
+        let copy = dir.path().join(format!("copy{n}.redb"));
+        std::fs::copy(&db, &copy).unwrap();
+        HashCache::open(&copy, 100).unwrap().1.entries
+    };
+    for i in 0..15 {
         cache.insert(key(i), digests(0));
     }
-    // Simulate a crash: the unflushed fourth entry is lost, the batch is not.
+    // Fifteen batches committed without fsync: lost to a crash, file intact.
+    assert_eq!(after_crash(1), 0);
+    cache.insert(key(15), digests(0));
+    assert_eq!(after_crash(2), 16);
+    cache.insert(key(16), digests(0));
+    assert_eq!(after_crash(3), 16);
+    cache.flush().unwrap();
+    assert_eq!(after_crash(4), 17);
+    // A crash without a final flush keeps what was synced.
+    cache.insert(key(17), digests(0));
     std::mem::forget(cache);
-    // The leaked handle still holds redb's lock; read the file through a copy.
-    let copy = dir.path().join("copy.redb");
-    std::fs::copy(&db, &copy).unwrap();
-    let (_, opened) = HashCache::open(&copy, 100).unwrap();
-    assert_eq!(opened.entries, 3);
+    assert_eq!(after_crash(5), 17);
 }
 
 fn budget(bytes_per_sec: u64, burst_bytes: u64) -> HashConfig {
