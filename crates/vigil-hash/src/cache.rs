@@ -421,7 +421,7 @@ impl HashCache {
             return Ok(());
         }
         written.batches += 1;
-        let durable = sync || written.batches % SYNC_EVERY_BATCHES == 0;
+        let durable = sync || written.batches.is_multiple_of(SYNC_EVERY_BATCHES);
         let write = || -> Result<(), redb::Error> {
             let mut tx = db.begin_write()?;
             if !durable {
