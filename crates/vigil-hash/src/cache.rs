@@ -186,7 +186,16 @@ fn load(path: &Path) -> Result<Loaded, LoadError> {
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             LoadError::Fatal(CacheError::InUse { path: path.into() })
         }
-        redb::Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+        // Bytes that are not a cache (redb reports a foreign or truncated
+        // file as InvalidData / UnexpectedEof) are replaced; any other I/O
+        // error (no such directory, permission, EIO) is the caller's to see,
+        // and the file is left alone.
+        redb::Error::Io(e)
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
             LoadError::Fatal(CacheError::Db {
                 path: path.into(),
                 message: e.to_string(),
@@ -265,8 +274,10 @@ impl HashCache {
     /// is an error (the caller can go on with [`HashCache::in_memory`]).
     pub fn open(path: &Path, max_entries: usize) -> Result<(HashCache, CacheOpened), CacheError> {
         let mut opened = CacheOpened::default();
-        // Debug builds of redb assert on some corrupt pages (release builds
-        // return an error): contain both, the verdict is the same.
+        // redb panics on some corrupt pages (debug assertions, and an
+        // `unreachable!` in its B-tree walk even in release builds): contained
+        // here (this needs panic = "unwind", the default), the verdict is the
+        // same as for an error.
         let first = catch_unwind(AssertUnwindSafe(|| load(path)))
             .unwrap_or_else(|_| Err(LoadError::Unusable("the reader panicked".into())));
         let loaded = match first {
@@ -445,7 +456,10 @@ impl HashCache {
             tx.commit()?;
             Ok(())
         };
-        let result = write();
+        // redb can panic on a page it cannot make sense of (an `unreachable!`
+        // in its B-tree walk), in release builds too: contained like at open.
+        let result = catch_unwind(AssertUnwindSafe(write))
+            .unwrap_or_else(|_| Err(redb::Error::Corrupted("the writer panicked".into())));
         if result.is_ok() {
             written.unsynced = !durable;
         }

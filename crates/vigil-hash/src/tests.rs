@@ -356,6 +356,42 @@ fn garbage_cache_file_is_recreated() {
 }
 
 #[test]
+fn truncated_or_scribbled_cache_file_opens_without_panic_and_serves_nothing_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.redb");
+    {
+        let (cache, _) = HashCache::open(&good, 1000).unwrap();
+        for i in 0..500 {
+            cache.insert(key(i), digests(i as u8));
+        }
+    }
+    let bytes = std::fs::read(&good).unwrap();
+    let mut scribbled = bytes.clone();
+    for b in scribbled.iter_mut().skip(4096).step_by(7) {
+        *b ^= 0x5A;
+    }
+    let cases = [
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("header only", bytes[..4096.min(bytes.len())].to_vec()),
+        ("scribbled", scribbled),
+    ];
+    for (name, data) in cases {
+        let db = dir.path().join(format!("{}.redb", name.replace(' ', "_")));
+        std::fs::write(&db, &data).unwrap();
+        let (cache, opened) = HashCache::open(&db, 1000).unwrap();
+        for i in 0..500 {
+            if let Some(d) = cache.get(&key(i), Algorithms::Both) {
+                assert_eq!(d, digests(i as u8), "{name}: entry {i}");
+            }
+        }
+        assert!(
+            opened.recreated.is_some() || opened.entries > 0,
+            "{name}: {opened:?}"
+        );
+    }
+}
+
+#[test]
 fn damaged_entries_are_discarded_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hashes.redb");
@@ -383,6 +419,13 @@ fn damaged_entries_are_discarded_never_served() {
     assert_eq!((opened.entries, opened.discarded), (1, 1));
     assert_eq!(cache.get(&key(1), Algorithms::Both), Some(digests(1)));
     assert_eq!(cache.get(&key(2), Algorithms::Both), None);
+}
+
+#[test]
+fn cache_in_a_missing_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = HashCache::open(&dir.path().join("no/such.redb"), 10);
+    assert!(matches!(r, Err(CacheError::Db { .. })), "{r:?}");
 }
 
 #[test]
