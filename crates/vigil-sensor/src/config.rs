@@ -172,9 +172,17 @@ pub struct CollectConfig {
     /// Report running processes at start.
     #[serde(default = "yes")]
     pub inventory: bool,
-    /// Executables larger than this are not hashed.
+    /// Files larger than this are not hashed (the record says `too_large`).
     #[serde(default = "default_hash_mb")]
     pub hash_max_mb: u64,
+    /// Hashing reads at most this many MiB per second on average (0: no
+    /// limit); a file that would exceed it is reported `budget_exceeded`
+    /// rather than delaying events.
+    #[serde(default = "default_hash_rate")]
+    pub hash_read_mb_per_s: u64,
+    /// File identities remembered with their hashes (on disk, across restarts).
+    #[serde(default = "default_hash_cache")]
+    pub hash_cache_entries: usize,
 }
 
 impl Default for CollectConfig {
@@ -192,10 +200,18 @@ impl Default for CollectConfig {
             proc_connector: true,
             inventory: true,
             hash_max_mb: default_hash_mb(),
+            hash_read_mb_per_s: default_hash_rate(),
+            hash_cache_entries: default_hash_cache(),
         }
     }
 }
 
+fn default_hash_rate() -> u64 {
+    64
+}
+fn default_hash_cache() -> usize {
+    100_000
+}
 fn default_ring_kb() -> u32 {
     8192
 }
@@ -293,6 +309,12 @@ impl vigil_config::Validate for SensorConfig {
             return Err((
                 "collect.ring_buffer_kb",
                 "must be a power of two between 64 and 1048576".into(),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.collect.hash_cache_entries) {
+            return Err((
+                "collect.hash_cache_entries",
+                "must be between 1 and 10000000".into(),
             ));
         }
         for (field, paths) in [

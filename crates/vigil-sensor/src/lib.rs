@@ -379,11 +379,7 @@ impl Sensor {
         let mut host = host;
         (host.rules_version, host.rules_loaded) = pipeline::rules_version(&rules);
         let mut initial = vec![(pipeline::now_ns(), Payload::Host(host.clone()))];
-        let mut enricher = enrich::Enricher::new(
-            machine_id,
-            boot_id,
-            cfg.collect.hash_max_mb.saturating_mul(1024 * 1024),
-        );
+        let mut enricher = enrich::Enricher::new(machine_id, boot_id, hasher(cfg));
         if cfg.collect.exclude_self {
             enricher.exclude_self(std::process::id());
         }
@@ -487,6 +483,36 @@ impl Drop for Sensor {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
     }
+}
+
+/// The file hasher with its on-disk cache (in memory only if the file cannot be used).
+fn hasher(cfg: &SensorConfig) -> vigil_hash::FileHasher {
+    let path = cfg.data_dir.join("hash-cache.redb");
+    let entries = cfg.collect.hash_cache_entries;
+    let cache = match vigil_hash::HashCache::open(&path, entries) {
+        Ok((cache, opened)) => {
+            if let Some(why) = opened.recreated {
+                tracing::warn!(path = %path.display(), why, "Hash cache was unreadable and is recreated");
+            }
+            cache
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "Hash cache unavailable; hashes are cached in memory only");
+            vigil_hash::HashCache::in_memory(entries)
+        }
+    };
+    let rate = cfg.collect.hash_read_mb_per_s.saturating_mul(1024 * 1024);
+    vigil_hash::FileHasher::new(
+        vigil_hash::HashConfig {
+            max_file_bytes: cfg.collect.hash_max_mb.saturating_mul(1024 * 1024),
+            read_budget: (rate > 0).then_some(vigil_hash::ReadBudget {
+                bytes_per_sec: rate,
+                burst_bytes: rate,
+            }),
+            ..Default::default()
+        },
+        Some(cache),
+    )
 }
 
 fn path_bytes(p: &std::path::Path) -> Vec<u8> {

@@ -2,7 +2,6 @@
 //! the parent link, user names and executable hashes — and keeps the process
 //! table that makes the tree.
 
-pub mod hash;
 pub mod persistence;
 
 use crate::collect::{ExecInfo, FileInfo, NetInfo, RawEvent};
@@ -79,7 +78,7 @@ pub struct Enricher {
     boot_id: String,
     table: HashMap<u32, Entry>,
     users: HashMap<u32, String>,
-    hasher: hash::Hasher,
+    hasher: vigil_hash::FileHasher,
     pending_exits: VecDeque<(u32, i32, i32, i64)>,
     /// Exited processes still in the table: (pid, guid, exit time).
     exited: VecDeque<(u32, String, i64)>,
@@ -129,13 +128,13 @@ pub fn process_guid(
 }
 
 impl Enricher {
-    pub fn new(machine_id: String, boot_id: String, max_hash_bytes: u64) -> Enricher {
+    pub fn new(machine_id: String, boot_id: String, hasher: vigil_hash::FileHasher) -> Enricher {
         Enricher {
             machine_id,
             boot_id,
             table: HashMap::new(),
             users: HashMap::new(),
-            hasher: hash::Hasher::new(max_hash_bytes),
+            hasher,
             pending_exits: VecDeque::new(),
             exited: VecDeque::new(),
             evicted: 0,
@@ -354,8 +353,7 @@ impl Enricher {
             None
         } else {
             Some(
-                self.hasher
-                    .hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe))),
+                vigil_hash::to_proto(&self.hasher.try_hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe)))),
             )
         };
         let excluded = self.excluded(info.pid, info.ppid) || self.exclude_exes.contains(&info.exe);
@@ -428,8 +426,7 @@ impl Enricher {
                 || f.mode & 0o111 != 0
                 || self.hash_paths.iter().any(|p| f.path.starts_with(p))))
         .then(|| {
-            self.hasher
-                .hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path)))
+            vigil_hash::to_proto(&self.hasher.try_hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path))))
         });
         let event = FileEvent {
             operation: f.operation as i32,
@@ -506,6 +503,16 @@ mod tests {
     use super::*;
     use crate::collect::Origin;
 
+    fn test_hasher() -> vigil_hash::FileHasher {
+        vigil_hash::FileHasher::new(
+            vigil_hash::HashConfig {
+                max_file_bytes: 1 << 20,
+                ..Default::default()
+            },
+            Some(vigil_hash::HashCache::in_memory(1024)),
+        )
+    }
+
     fn exec(pid: u32, ppid: u32, t: i64, argv: &[&str]) -> RawEvent {
         RawEvent::Exec(ExecInfo {
             pid,
@@ -532,7 +539,7 @@ mod tests {
 
     #[test]
     fn tree_links_and_guids_differ_on_pid_reuse() {
-        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
         let mut out = Vec::new();
         // pid 4000000 and up do not exist on this host, so /proc lookups miss.
         e.enrich(exec(4_000_001, 1, 10, &["sh", "-c", "x"]), &mut out);
@@ -577,7 +584,7 @@ mod tests {
 
     #[test]
     fn child_exec_after_parent_exit_still_links() {
-        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
         let mut out = Vec::new();
         e.enrich(exec(4_000_020, 1, 10, &["sh"]), &mut out);
         e.enrich(
@@ -616,7 +623,7 @@ mod tests {
 
     #[test]
     fn a_late_fork_does_not_hide_the_exec() {
-        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
         let mut out = Vec::new();
         e.enrich(exec(4_000_030, 1, 10, &["test-runner"]), &mut out);
         // sh is exec'd in the forked child; the fork report arrives afterwards.
@@ -647,7 +654,7 @@ mod tests {
 
     #[test]
     fn exit_before_exec_is_reordered() {
-        let mut e = Enricher::new("m".into(), "b".into(), 1 << 20);
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
         let mut out = Vec::new();
         e.enrich(
             RawEvent::Exit {
