@@ -402,6 +402,12 @@ impl Sensor {
                 enricher.enrich(RawEvent::Exec(p), &mut initial);
             }
             sources.push("process inventory: /proc snapshot at start".into());
+            if cfg.collect.network {
+                for n in collect::sockets::listening(pipeline::now_ns()) {
+                    enricher.enrich(RawEvent::Net(n), &mut initial);
+                }
+                sources.push("listening sockets: /proc/net inventory at start".into());
+            }
         }
         for s in &sources {
             tracing::info!(source = %s, "Collecting");

@@ -15,6 +15,7 @@ pub(crate) mod inventory;
 pub(crate) mod netlink;
 pub(crate) mod proc_connector;
 pub(crate) mod procfs;
+pub(crate) mod sockets;
 
 pub use audit::AuditMode;
 

@@ -35,7 +35,7 @@ fn ppid_of(pid: u32) -> Option<u32> {
 }
 
 /// (real, effective) uid and gid from /proc/<pid>/status.
-fn ids(pid: u32) -> Option<((u32, u32), (u32, u32))> {
+pub(crate) fn ids(pid: u32) -> Option<((u32, u32), (u32, u32))> {
     let status = std::fs::read_to_string(proc_path(pid, "status")).ok()?;
     let pick = |key: &str| -> Option<(u32, u32)> {
         let line = status.lines().find(|l| l.starts_with(key))?;

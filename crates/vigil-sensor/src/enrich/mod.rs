@@ -352,9 +352,9 @@ impl Enricher {
         let hashes = if info.exe.is_empty() {
             None
         } else {
-            Some(
-                vigil_hash::to_proto(&self.hasher.try_hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe)))),
-            )
+            Some(vigil_hash::to_proto(&self.hasher.try_hash(
+                std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe)),
+            )))
         };
         let excluded = self.excluded(info.pid, info.ppid) || self.exclude_exes.contains(&info.exe);
         let entry = Entry {
@@ -426,7 +426,11 @@ impl Enricher {
                 || f.mode & 0o111 != 0
                 || self.hash_paths.iter().any(|p| f.path.starts_with(p))))
         .then(|| {
-            vigil_hash::to_proto(&self.hasher.try_hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path))))
+            vigil_hash::to_proto(
+                &self
+                    .hasher
+                    .try_hash(std::path::Path::new(std::ffi::OsStr::from_bytes(&f.path))),
+            )
         });
         let event = FileEvent {
             operation: f.operation as i32,
