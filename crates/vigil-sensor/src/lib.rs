@@ -58,6 +58,7 @@ pub struct Sensor {
     detections: broadcast::Sender<Detection>,
     reload: std::sync::mpsc::Sender<Arc<RuleSet>>,
     _watcher: Option<reload::RuleWatcher>,
+    _persist_watch: Option<collect::persist_watch::PersistWatch>,
     /// What each source is doing, for the operator.
     pub sources: Vec<String>,
     /// Sources that fell back or are off, with why.
@@ -225,14 +226,36 @@ impl Sensor {
                     };
                     let msg = format!(
                         "eBPF collector unavailable: {why}; falling back to audit and the proc connector; \
-                         file and network activity are not collected"
+                         file changes are watched only at persistence locations (inotify, without \
+                         the acting process) and network activity is not collected"
                     );
                     tracing::warn!("{msg}");
                     degraded.push(msg);
                 }
             }
         } else {
-            degraded.push("eBPF collector disabled by configuration (collect.ebpf = false)".into());
+            degraded.push(
+                "eBPF collector disabled by configuration (collect.ebpf = false): file changes are \
+                 watched only at persistence locations and network activity is not collected"
+                    .into(),
+            );
+        }
+        let mut persist_watch = None;
+        if !ebpf_running && cfg.collect.files {
+            match collect::persist_watch::PersistWatch::start(
+                enrich::persistence::watch_roots(),
+                |p| enrich::persistence::classify(p).is_some(),
+                tx.clone(),
+            ) {
+                Ok(w) => {
+                    sources.push(format!(
+                        "persistence files: inotify on {} locations (no acting process)",
+                        w.roots
+                    ));
+                    persist_watch = Some(w);
+                }
+                Err(e) => degraded.push(format!("persistence file watch unavailable: {e}")),
+            }
         }
         if !ebpf_running {
             // Process execution: audit first, proc connector as the fallback.
@@ -450,6 +473,7 @@ impl Sensor {
             detections,
             reload: reload_tx,
             _watcher: watcher,
+            _persist_watch: persist_watch,
             sources,
             degraded,
             identity: None,

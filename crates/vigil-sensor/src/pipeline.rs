@@ -134,6 +134,9 @@ impl Pipeline {
             .into_iter()
             .map(|(t, p)| (t, p, Vec::new()))
             .collect();
+        // Health at start too: what runs and what fell back is known at once.
+        let h = self.health();
+        pending.push((now_ns(), Payload::Health(h), Vec::new()));
         let mut last_flush = Instant::now();
         let mut last_health = Instant::now();
         let mut staged = Vec::new();

@@ -46,6 +46,10 @@ struct Running {
 /// Starts the binary; returns once it has written its first records (the
 /// probes are attached before the pipeline starts).
 fn start(rules: &[&Path]) -> Running {
+    start_with(rules, None)
+}
+
+fn start_with(rules: &[&Path], config: Option<&Path>) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("records.jsonl");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil-sensor"));
@@ -57,6 +61,9 @@ fn start(rules: &[&Path]) -> Running {
         .stderr(Stdio::piped());
     for r in rules {
         cmd.arg("--rules").arg(r);
+    }
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
     }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -382,4 +389,45 @@ fn sigmahq_linux_rules_fire_on_real_activity() {
             "{want} did not fire; fired: {titles:#?}"
         );
     }
+}
+
+#[test]
+fn without_ebpf_the_sensor_falls_back_to_audit_and_says_so() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root (audit netlink)");
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[collect]\nebpf = false\n",
+            cfg_dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let sensor = start_with(&[], Some(&cfg));
+    let marker = "vigil-fallback-marker";
+    let child = Command::new("/bin/true").arg(marker).status().unwrap();
+    assert!(child.success());
+    let lines = sensor.stop();
+    let health = lines
+        .iter()
+        .find_map(|l| l.get("health"))
+        .expect("a health record at start");
+    let said = |key: &str, what: &str| {
+        health[key].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s.as_str().is_some_and(|s| s.contains(what)))
+        })
+    };
+    assert!(said("degraded", "eBPF collector disabled"), "{health}");
+    assert!(said("sources", "audit"), "{health}");
+    assert!(
+        lines.iter().any(|l| category(l) == "process_creation"
+            && l["event"]["CommandLine"] == format!("/bin/true {marker}")),
+        "the exec was not reported through audit"
+    );
 }

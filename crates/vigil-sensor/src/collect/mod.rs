@@ -13,6 +13,7 @@ pub(crate) mod audit_parse;
 pub(crate) mod ebpf;
 pub(crate) mod inventory;
 pub(crate) mod netlink;
+pub(crate) mod persist_watch;
 pub(crate) mod proc_connector;
 pub(crate) mod procfs;
 pub(crate) mod sockets;

@@ -94,6 +94,40 @@ const HOME_DIRS: &[(&str, &str)] = &[
     ("/.config/systemd/user/", "systemd"),
 ];
 
+/// Where to watch for persistence changes when no kernel source reports file
+/// events: every persistence directory, the directories of the single files,
+/// and each home directory (its dotfiles, `.ssh`, `.config/autostart`,
+/// `.config/systemd/user`). Only existing directories are returned.
+pub fn watch_roots() -> Vec<(std::path::PathBuf, bool)> {
+    use std::path::PathBuf;
+    let mut roots: Vec<(PathBuf, bool)> =
+        DIRS.iter().map(|(d, _)| (PathBuf::from(d), true)).collect();
+    for (f, _) in FILES {
+        if let Some(parent) = std::path::Path::new(f).parent() {
+            roots.push((parent.to_owned(), false));
+        }
+    }
+    let mut homes = vec![PathBuf::from("/root")];
+    if let Ok(entries) = std::fs::read_dir("/home") {
+        homes.extend(entries.flatten().map(|e| e.path()));
+    }
+    for h in homes {
+        roots.push((h.clone(), false));
+        for sub in [
+            ".ssh",
+            ".config/autostart",
+            ".config/systemd/user",
+            ".config/fish",
+        ] {
+            roots.push((h.join(sub), true));
+        }
+    }
+    roots.sort();
+    roots.dedup_by(|a, b| a.0 == b.0);
+    roots.retain(|(p, _)| p.is_dir());
+    roots
+}
+
 fn under(path: &[u8], dir: &str) -> bool {
     let d = dir.as_bytes();
     path.len() > d.len() && path.starts_with(d) && path[d.len()] == b'/'
