@@ -410,3 +410,87 @@ fn rss_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pipeline(out: Shared) -> Pipeline {
+        let hasher = vigil_hash::FileHasher::new(vigil_hash::HashConfig::default(), None);
+        Pipeline {
+            enricher: Enricher::new("m".into(), "b".into(), hasher),
+            evaluator: Evaluator::new(
+                Arc::new(vigil_rules::RuleSet::new()),
+                vigil_rules::EngineConfig::default(),
+            ),
+            reload: std::sync::mpsc::channel().1,
+            output: Output::lines(Box::new(out)),
+            host: vigil_proto::v1::HostInfo::default(),
+            detections: broadcast::channel(16).0,
+            flush_every: Duration::from_millis(100),
+            batch_max: 512,
+            sources: Vec::new(),
+            degraded: Vec::new(),
+            dropped: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            blind_spots: BTreeMap::new(),
+            cpu_mark: (0, Instant::now()),
+        }
+    }
+
+    #[test]
+    fn kernel_drops_raise_one_blind_spot_a_minute_and_reach_health() {
+        let out = Shared::default();
+        let mut p = pipeline(out.clone());
+        let (mut staged, mut pending) = (Vec::new(), Vec::new());
+        let totals = |produced, dropped| RawEvent::Totals {
+            source: "ebpf_file",
+            produced,
+            dropped,
+        };
+        assert!(!p.process(totals(100, 0), &mut staged, &mut pending));
+        assert!(pending.is_empty(), "no drop, no detection");
+        // Drops raise a detection at once (an urgent flush) ...
+        assert!(p.process(totals(150, 7), &mut staged, &mut pending));
+        // ... and more drops within the minute only add to the next one.
+        assert!(!p.process(totals(160, 9), &mut staged, &mut pending));
+        let blind: Vec<&Detection> = pending
+            .iter()
+            .filter_map(|(_, pl, _)| match pl {
+                Payload::Detection(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blind.len(), 1);
+        assert_eq!(blind[0].rule_id, "vigil-sensor-blind-spot");
+        assert!(
+            blind[0].description.contains("lost 7 events"),
+            "{}",
+            blind[0].description
+        );
+        assert_eq!(
+            p.blind_spots["ebpf_file"].1, 2,
+            "the 2 later drops wait for the next"
+        );
+        let h = p.health();
+        assert_eq!(h.produced["ebpf_file"], 169);
+        assert_eq!(h.delivered["ebpf_file"], 160);
+        assert_eq!(h.dropped["ebpf_file_ring_full"], 9);
+        p.flush(&mut pending);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("vigil-sensor-blind-spot"), "{text}");
+    }
+}
