@@ -682,4 +682,70 @@ mod tests {
         assert_eq!(p.raw, b"/tmp/\xff");
         assert_eq!(path_from_bytes(b"/ok").raw, b"");
     }
+
+    #[test]
+    fn the_sensor_and_what_it_starts_are_left_out() {
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
+        e.exclude_self(4_000_050);
+        let mut out = Vec::new();
+        e.enrich(exec(4_000_051, 4_000_050, 10, &["sh", "-c", "x"]), &mut out);
+        e.enrich(exec(4_000_052, 4_000_051, 20, &["id"]), &mut out);
+        e.enrich(exec(4_000_053, 1, 30, &["other"]), &mut out);
+        e.enrich(
+            RawEvent::File(FileInfo {
+                pid: 4_000_052,
+                unix_ns: 40,
+                operation: FileOperation::Create,
+                path: b"/tmp/x".to_vec(),
+                previous_path: Vec::new(),
+                mode: 0o100644,
+                uid: u32::MAX,
+                gid: u32::MAX,
+                is_dir: false,
+                process_uid: 0,
+            }),
+            &mut out,
+        );
+        let reported: Vec<u32> = out
+            .iter()
+            .map(|(_, p)| match p {
+                Payload::ProcessStart(s) => s.pid,
+                Payload::File(f) => f.process.as_ref().map_or(0, |p| p.pid),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(reported, vec![4_000_053]);
+    }
+
+    #[test]
+    fn writes_to_persistence_locations_are_tagged_with_the_acting_process() {
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
+        let mut out = Vec::new();
+        e.enrich(exec(4_000_061, 1, 10, &["vi", "/etc/cron.d/job"]), &mut out);
+        e.enrich(
+            RawEvent::File(FileInfo {
+                pid: 4_000_061,
+                unix_ns: 20,
+                operation: FileOperation::CloseWrite,
+                path: b"/etc/cron.d/job".to_vec(),
+                previous_path: Vec::new(),
+                mode: 0o100644,
+                uid: u32::MAX,
+                gid: u32::MAX,
+                is_dir: false,
+                process_uid: 0,
+            }),
+            &mut out,
+        );
+        let Some((_, Payload::File(f))) = out.last() else {
+            panic!("no file record")
+        };
+        assert_eq!(f.persistence, "cron");
+        assert_eq!(
+            f.process.as_ref().unwrap().command_line,
+            "vi /etc/cron.d/job"
+        );
+        // The file is gone here: its hash says why, it is still attempted.
+        assert_eq!(f.hashes.as_ref().unwrap().error, "vanished");
+    }
 }
