@@ -148,15 +148,22 @@ struct {
 	__type(value, __u64);
 } open_flags SEC(".maps");
 
-/* Files open for writing, (tgid << 32 | fd) -> state bits. */
+/* Files open for writing, (tgid << 32 | fd) -> the open file and state bits.
+ * The file pointer is compared at each use: an entry left by a process that
+ * exited without closing cannot speak for another file under a reused pid and fd. */
 #define W_CREATED 1
 #define W_WRITTEN 2
 #define W_REPORTED 4
+struct vg_writer {
+	__u64 file;
+	__u32 state;
+	__u32 pad;
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u32);
+	__type(value, struct vg_writer);
 } writers SEC(".maps");
 
 /* TCP sockets in SYN_SENT: who connected (the handshake completes in softirq). */
@@ -612,15 +619,15 @@ static __always_inline int file_opened(long ret, __u64 flags)
 		return 0;
 	__u32 created = (fmode & FMODE_CREATED) != 0;
 	__u64 key = ((__u64)(bpf_get_current_pid_tgid() >> 32) << 32) | (__u32)fd;
-	__u32 state = created ? W_CREATED : 0;
+	struct vg_writer w = { .file = (__u64)file, .state = created ? W_CREATED : 0 };
 	__u16 op = 0;
 	if (created)
 		op = VG_F_CREATE;
 	else if (flags & O_TRUNC) {
 		op = VG_F_MODIFY;
-		state |= W_REPORTED | W_WRITTEN;
+		w.state |= W_REPORTED | W_WRITTEN;
 	}
-	bpf_map_update_elem(&writers, &key, &state, BPF_ANY);
+	bpf_map_update_elem(&writers, &key, &w, BPF_ANY);
 	if (!op)
 		return 0;
 	struct scratch *s = scratch();
@@ -643,10 +650,16 @@ static __always_inline int file_opened(long ret, __u64 flags)
 static __always_inline int file_fd_event(int fd, int closing)
 {
 	__u64 key = ((__u64)(bpf_get_current_pid_tgid() >> 32) << 32) | (__u32)fd;
-	__u32 *st = bpf_map_lookup_elem(&writers, &key);
-	if (!st)
+	struct vg_writer *w = bpf_map_lookup_elem(&writers, &key);
+	if (!w)
 		return 0;
-	__u32 state = *st;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct file *file = fd_file(t, fd);
+	if (!file || (__u64)file != w->file) {
+		bpf_map_delete_elem(&writers, &key); /* stale: another file holds this fd now */
+		return 0;
+	}
+	__u32 state = w->state;
 	__u16 op = 0;
 	if (closing) {
 		bpf_map_delete_elem(&writers, &key);
@@ -655,15 +668,11 @@ static __always_inline int file_fd_event(int fd, int closing)
 	} else {
 		if (state & W_WRITTEN)
 			return 0;
-		*st = state | W_WRITTEN;
+		w->state = state | W_WRITTEN;
 		if (!(state & W_CREATED))
 			op = VG_F_MODIFY; /* a created file's first write is part of its creation */
 	}
 	if (!op)
-		return 0;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
-	struct file *file = fd_file(t, fd);
-	if (!file)
 		return 0;
 	struct scratch *s = scratch();
 	if (!s)
