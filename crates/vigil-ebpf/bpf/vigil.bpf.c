@@ -287,6 +287,10 @@ struct walk_ctx {
 	struct scratch *s;
 	struct dentry *d;
 	struct mount *m;
+	/* The task's root: a chrooted or containerized process's paths end there,
+	 * as the process itself names them. */
+	struct dentry *root_d;
+	struct mount *root_m;
 	__u32 off;
 	__u32 flags;
 };
@@ -296,6 +300,8 @@ static long walk_step(__u32 i, struct walk_ctx *w)
 {
 	struct dentry *d = w->d;
 	struct mount *m = w->m;
+	if (d == w->root_d && m == w->root_m)
+		return 1;
 	struct dentry *root = BPF_CORE_READ(m, mnt.mnt_root);
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	if (d == root || d == parent) {
@@ -328,14 +334,19 @@ static long walk_step(__u32 i, struct walk_ctx *w)
 	return 0;
 }
 
-/* Walks dentries up to the global root, crossing mounts, writing the path into
+/* Walks dentries up to the current task's root (the global root unless it is
+ * chrooted or in a container), crossing mounts, writing the path into
  * s->path so it ends at PATH_MAX_LEN. Returns where it starts. */
 static __always_inline __u32 walk(struct scratch *s, struct dentry *d, struct vfsmount *vm, __u32 *flags)
 {
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	struct fs_struct *fs = BPF_CORE_READ(t, fs);
 	struct walk_ctx w = {
 		.s = s,
 		.d = d,
 		.m = container_of(vm, struct mount, mnt),
+		.root_d = BPF_CORE_READ(fs, root.dentry),
+		.root_m = container_of(BPF_CORE_READ(fs, root.mnt), struct mount, mnt),
 		.off = PATH_MAX_LEN,
 		.flags = 0,
 	};
