@@ -460,9 +460,12 @@ int BPF_PROG(vg_fork, struct task_struct *parent, struct task_struct *child)
 }
 
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(vg_exit, struct task_struct *p, bool group_dead)
+int BPF_PROG(vg_exit, struct task_struct *p)
 {
-	if (!group_dead)
+	/* do_exit() counts the thread out of signal->live before this tracepoint;
+	 * read it rather than the tracepoint's group_dead argument, which kernels
+	 * before 6.16 do not pass. */
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0; /* another thread of the process lives on */
 	struct scratch *s = scratch();
 	if (!s)

@@ -184,12 +184,72 @@ fn a_burst_of_short_processes_is_seen_whole_with_argv_and_parent() {
         })
         .count();
     let share = whole as f64 / truth.len() as f64;
+    let exits: HashMap<i64, (i64, i64)> = lines
+        .iter()
+        .filter(|l| l["vigil"]["record"] == "process_exit")
+        .map(|l| {
+            let v = &l["vigil"];
+            (
+                int(&v["pid"]),
+                (int(&v["exit_code"]), int(&v["exit_signal"])),
+            )
+        })
+        .collect();
+    let exited = truth
+        .iter()
+        .filter(|(pid, _)| exits.get(pid) == Some(&(0, 0)))
+        .count();
     eprintln!(
-        "burst: {} processes at {rate:.0}/s; {whole} reported with argv and parent ({:.3}%)",
+        "burst: {} processes at {rate:.0}/s; {whole} reported with argv and parent ({:.3}%), {exited} exits",
         truth.len(),
         share * 100.0
     );
     assert!(share >= 0.999, "only {whole} of {} seen whole", truth.len());
+    for (pid, marker) in &truth {
+        if exits.get(pid) != Some(&(0, 0)) {
+            eprintln!("no exit for {pid} {marker}: {:?}", exits.get(pid));
+            for l in lines.iter().filter(|l| {
+                int(&l["vigil"]["pid"]) == *pid || int(&l["event"]["ProcessId"]) == *pid
+            }) {
+                eprintln!("  {l}");
+            }
+        }
+    }
+    assert!(
+        exited * 1000 >= truth.len() * 999,
+        "only {exited} of {} exits",
+        truth.len()
+    );
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported() {
+    require_ebpf!();
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sensor = start(&[]);
+    let coded = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+    let coded_pid = i64::from(coded.id());
+    let mut killed = Command::new("sleep").arg("30").spawn().unwrap();
+    let killed_pid = i64::from(killed.id());
+    let _ = coded.wait_with_output().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    killed.kill().unwrap();
+    let _ = killed.wait().unwrap();
+    let lines = sensor.stop();
+    let exit_of = |pid: i64| {
+        lines
+            .iter()
+            .filter(|l| l["vigil"]["record"] == "process_exit")
+            .find(|l| int(&l["vigil"]["pid"]) == pid)
+            .map(|l| {
+                (
+                    int(&l["vigil"]["exit_code"]),
+                    int(&l["vigil"]["exit_signal"]),
+                )
+            })
+    };
+    assert_eq!(exit_of(coded_pid), Some((3, 0)));
+    assert_eq!(exit_of(killed_pid), Some((0, 9)));
 }
 
 #[test]
