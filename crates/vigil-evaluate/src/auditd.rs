@@ -84,10 +84,9 @@ impl<'a> AuditSyscall<'a> {
     /// the one glibc and coreutils use for it on current kernels.
     pub fn file(f: &'a FileEvent) -> Option<Self> {
         let syscall = match f.operation() {
-            FileOperation::Create
-            | FileOperation::Modify
-            | FileOperation::CloseWrite
-            | FileOperation::Open => "openat",
+            FileOperation::Create | FileOperation::Modify | FileOperation::Open => "openat",
+            // The close ends a change whose open was already recorded.
+            FileOperation::CloseWrite => return None,
             FileOperation::Delete => "unlinkat",
             FileOperation::Rename => "renameat2",
             FileOperation::Chmod => "fchmodat",
@@ -213,12 +212,11 @@ impl<'a> AuditPath<'a> {
         };
         let target = path(&f.path);
         match f.operation() {
-            FileOperation::Unspecified => [None, None],
+            FileOperation::Unspecified | FileOperation::CloseWrite => [None, None],
             FileOperation::Create => [at(target, "CREATE"), None],
             FileOperation::Delete => [at(target, "DELETE"), None],
             FileOperation::Rename => [at(path(&f.previous_path), "DELETE"), at(target, "CREATE")],
             FileOperation::Modify
-            | FileOperation::CloseWrite
             | FileOperation::Open
             | FileOperation::Chmod
             | FileOperation::Chown => [at(target, "NORMAL"), None],

@@ -19,15 +19,14 @@ pub(crate) const FIELDS: &[&str] = &[
 /// Whether `file_event` rules see this operation. Sysmon's FileCreate covers
 /// a file created or overwritten; a write to an existing file and a rename
 /// onto a path put content there just the same (`mv x /etc/cron.d/` is how
-/// cron files are dropped). Reads, deletions and attribute changes are not
-/// file creation: they reach rules only as auditd records.
+/// cron files are dropped). A close after writing ends a change its create or
+/// first write already reported: feeding it too would alert twice on one
+/// change. Reads, deletions and attribute changes are not file creation: they
+/// reach rules only as auditd records.
 pub(crate) fn is_file_event(op: FileOperation) -> bool {
     matches!(
         op,
-        FileOperation::Create
-            | FileOperation::Modify
-            | FileOperation::CloseWrite
-            | FileOperation::Rename
+        FileOperation::Create | FileOperation::Modify | FileOperation::Rename
     )
 }
 

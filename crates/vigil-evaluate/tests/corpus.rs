@@ -55,7 +55,7 @@ fn attacks() -> Vec<(&'static str, Payload)> {
         (
             CRON_FILE,
             file(
-                FileOperation::CloseWrite,
+                FileOperation::Modify,
                 "/var/spool/cron/crontabs/root",
                 &pref(1002, "/usr/bin/crontab", "crontab -e"),
                 "root",
