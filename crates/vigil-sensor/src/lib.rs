@@ -494,6 +494,8 @@ impl Sensor {
     /// Stops collectors, flushes the pipeline to the spool, and closes the uplink.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The inotify watcher holds a sender: drop it so the pipeline sees every collector hang up.
+        self._persist_watch = None;
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

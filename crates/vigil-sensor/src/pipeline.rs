@@ -17,6 +17,9 @@ use vigil_evaluate::Evaluator;
 use vigil_proto::v1::{Detection, ProcessRef, Record, SensorHealth, record::Payload};
 use vigil_spool::Spool;
 
+/// How long the pipeline waits for collectors to hang up after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How often a SensorHealth record is written.
 const HEALTH_EVERY: Duration = Duration::from_secs(60);
 
@@ -140,6 +143,7 @@ impl Pipeline {
         let mut last_flush = Instant::now();
         let mut last_health = Instant::now();
         let mut staged = Vec::new();
+        let mut stopping: Option<Instant> = None;
         loop {
             let wait = self
                 .flush_every
@@ -190,9 +194,16 @@ impl Pipeline {
                 self.flush(&mut pending);
                 last_flush = Instant::now();
             }
-            if stop.load(Ordering::Relaxed) && rx.try_recv().is_err() {
-                self.flush(&mut pending);
-                break;
+            // Stopping: the collectors drain the kernel and hang up; what they
+            // sent is processed first. A collector that never hangs up is
+            // given a few seconds, no more.
+            if stop.load(Ordering::Relaxed) {
+                let since = *stopping.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STOP_GRACE {
+                    tracing::warn!("Collectors still sending after the stop grace; flushing what arrived");
+                    self.flush(&mut pending);
+                    break;
+                }
             }
         }
     }

@@ -119,6 +119,16 @@ impl Running {
     }
 }
 
+/// What the sensor said it lost, from its last health record: a failed
+/// assertion shows whether events were dropped (a loaded machine) or missed.
+fn losses(lines: &[Value]) -> String {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.get("health"))
+        .map_or_else(|| "no health record".into(), |h| format!("dropped: {}", h["dropped"]))
+}
+
 fn category(v: &Value) -> &str {
     v["logsource"]["category"]
         .as_str()
@@ -204,7 +214,12 @@ fn a_burst_of_short_processes_is_seen_whole_with_argv_and_parent() {
         truth.len(),
         share * 100.0
     );
-    assert!(share >= 0.999, "only {whole} of {} seen whole", truth.len());
+    assert!(
+        share >= 0.999,
+        "only {whole} of {} seen whole; {}",
+        truth.len(),
+        losses(&lines)
+    );
     for (pid, marker) in &truth {
         if exits.get(pid) != Some(&(0, 0)) {
             eprintln!("no exit for {pid} {marker}: {:?}", exits.get(pid));
@@ -369,7 +384,7 @@ fn file_changes_are_reported_with_the_acting_process_and_absolute_paths() {
         let p = path.to_string_lossy();
         ops.iter().any(|(o, q, _)| o == op && *q == p)
     };
-    assert!(has("create", &a), "{ops:#?}");
+    assert!(has("create", &a), "{ops:#?}; {}", losses(&lines));
     assert!(
         ops.iter().any(|(o, q, prev)| o == "rename"
             && *q == b.to_string_lossy()

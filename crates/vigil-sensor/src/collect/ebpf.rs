@@ -14,6 +14,8 @@ use vigil_proto::v1::{Direction, FileOperation, TransportProtocol};
 
 /// Entry-time file records waiting for their syscall's result, at most.
 const MAX_PENDING: usize = 8192;
+/// At a stop, records already in the ring are read for at most this long.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How often the kernel-side counters are read and reported.
 const TOTALS_EVERY: Duration = Duration::from_secs(1);
 
@@ -293,6 +295,25 @@ impl EbpfSource {
             if let Err(e) = r {
                 tracing::error!(error = %e, "eBPF source stopped");
                 break;
+            }
+            if stop.load(Ordering::Relaxed) && !gone {
+                // What the kernel already made is delivered before we hang up.
+                let deadline = Instant::now() + DRAIN_GRACE;
+                while Instant::now() < deadline {
+                    let mut n = 0;
+                    let r = self.probe.poll(Duration::ZERO, |b| {
+                        n += 1;
+                        if let Ok(ev) = vigil_ebpf::decode(b)
+                            && let Some(ev) = conv.event(ev)
+                            && tx.send(ev).is_err()
+                        {
+                            gone = true;
+                        }
+                    });
+                    if n == 0 || gone || r.is_err() {
+                        break;
+                    }
+                }
             }
             if last_totals.elapsed() >= TOTALS_EVERY {
                 last_totals = Instant::now();
