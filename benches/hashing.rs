@@ -1,6 +1,7 @@
 //! File hashing throughput (vigil-hash) against `b3sum --num-threads 1` and
-//! `sha256sum` on the same files, and a first scan against a cached rescan
-//! (in this process, and in a fresh process that reopens the cache file).
+//! `sha256sum` on the same files, and a first scan against a cached rescan,
+//! each both in this process and in a fresh process that opens the cache file
+//! (so that each rescan figure has a first scan measured the same way).
 //!
 //! `cargo bench --bench hashing` (env: HASH_BENCH_RUNS, default 5;
 //! HASH_BENCH_SMALL small files, default 3000; HASH_BENCH_MIB total, default 256).
@@ -17,7 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vigil_hash::{Algorithms, FileHasher, FileKey, HashCache, HashConfig};
 
-/// Set in the child process that rescans with a reopened cache.
+/// Set in a child process: "first" or "rescan", the cache file and the file
+/// list, one a line.
 const RESCAN_ENV: &str = "VIGIL_HASH_BENCH_RESCAN";
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -130,30 +132,72 @@ fn line(label: &str, (med, min): (Duration, Duration), bytes: u64) {
     );
 }
 
-/// The child: reopen the cache, rescan, print "open_ns rescan_ns hits".
-fn rescan_child(cache: &Path, list: &Path) {
+/// The child: open the cache file (`first`: removed before, so empty), scan
+/// every file, flush; print "open_ns scan_ns". Timed like the parent's scans:
+/// the scan from after the open to after the flush.
+fn child(mode: &str, cache: &Path, list: &Path) {
     let files: Vec<PathBuf> = std::fs::read_to_string(list)
         .expect("file list")
         .lines()
         .map(PathBuf::from)
         .collect();
+    let first = mode == "first";
+    if first {
+        let _ = std::fs::remove_file(cache);
+    }
     let t = Instant::now();
     let (cache, opened) = HashCache::open(cache, vigil_hash::DEFAULT_CACHE_ENTRIES).expect("open");
     let open = t.elapsed();
-    assert_eq!(opened.entries, files.len(), "{opened:?}");
+    assert_eq!(opened.entries, if first { 0 } else { files.len() });
     let hasher = FileHasher::new(HashConfig::default(), Some(cache));
     let t = Instant::now();
     let _ = hash_all(&hasher, &files);
-    let rescan = t.elapsed();
+    hasher.flush().expect("flush");
+    let scan = t.elapsed();
     let s = hasher.stats();
-    assert_eq!(s.bytes_read, 0, "the rescan read files");
-    println!("{} {} {}", open.as_nanos(), rescan.as_nanos(), s.cache_hits);
+    if first {
+        assert_eq!(
+            s.files_hashed,
+            files.len() as u64,
+            "the first scan missed files"
+        );
+    } else {
+        assert_eq!(s.bytes_read, 0, "the rescan read files");
+        assert_eq!(s.cache_hits, files.len() as u64);
+    }
+    println!("{} {}", open.as_nanos(), scan.as_nanos());
+}
+
+/// Runs this bench again as a child in `mode`; returns (open, scan).
+fn run_child(mode: &str, cache: &Path, list: &Path) -> (Duration, Duration) {
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .env(
+            RESCAN_ENV,
+            format!("{mode}\n{}\n{}", cache.display(), list.display()),
+        )
+        .output()
+        .expect("child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (Duration::from_nanos(nums[0]), Duration::from_nanos(nums[1]))
 }
 
 fn main() {
     if let Ok(arg) = std::env::var(RESCAN_ENV) {
-        let (cache, list) = arg.split_once('\n').expect("cache\\nlist");
-        return rescan_child(Path::new(cache), Path::new(list));
+        let mut parts = arg.splitn(3, '\n');
+        let (Some(mode), Some(cache), Some(list)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("{RESCAN_ENV}: mode\\ncache\\nlist");
+        };
+        return child(mode, Path::new(cache), Path::new(list));
     }
     let runs = env_or("HASH_BENCH_RUNS", 5).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -282,7 +326,15 @@ fn main() {
     let list = dir.path().join("files.txt");
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     std::fs::write(&list, names.join("\n")).expect("list");
+    // Per run, in this order: a first scan and the rescan right after it in
+    // this process; a rescan in a fresh process; a bare stat of every file
+    // right after hashing them all (the floor for a rescan that follows a
+    // scan, whose content has pushed the kernel's dentries and inodes out of
+    // the CPU caches); a first scan in a fresh process. Every scan is timed
+    // from after the cache open to after a flush.
+    let no_cache = ours(Algorithms::Both);
     let (mut first, mut warm, mut fresh, mut fresh_open) = (vec![], vec![], vec![], vec![]);
+    let (mut fresh_first, mut fresh_first_open, mut stat_cold) = (vec![], vec![], vec![]);
     for _ in 0..runs {
         let _ = std::fs::remove_file(&cache_path);
         let (cache, _) =
@@ -295,34 +347,33 @@ fn main() {
         assert_eq!(h.cache().map(HashCache::len), Some(files.len()));
         let t = Instant::now();
         let _ = hash_all(&h, &files);
+        h.flush().expect("flush");
         warm.push(t.elapsed());
         assert_eq!(h.stats().cache_hits, files.len() as u64);
         drop(h);
-        let out = Command::new(std::env::current_exe().expect("exe"))
-            .env(
-                RESCAN_ENV,
-                format!("{}\n{}", cache_path.display(), list.display()),
-            )
-            .output()
-            .expect("child");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let nums: Vec<u64> = text
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        fresh_open.push(Duration::from_nanos(nums[0]));
-        fresh.push(Duration::from_nanos(nums[1]));
+        let (open, scan) = run_child("rescan", &cache_path, &list);
+        fresh_open.push(open);
+        fresh.push(scan);
+        std::hint::black_box(hash_all(&no_cache, &files));
+        let t = Instant::now();
+        for p in &files {
+            std::hint::black_box(std::fs::metadata(p).expect("stat"));
+        }
+        stat_cold.push(t.elapsed());
+        let (open, scan) = run_child("first", &cache_path, &list);
+        fresh_first_open.push(open);
+        fresh_first.push(scan);
     }
     let (first, warm, fresh, fresh_open) = (
         median(first),
         median(warm),
         median(fresh),
         median(fresh_open),
+    );
+    let (fresh_first, fresh_first_open, stat_cold) = (
+        median(fresh_first),
+        median(fresh_first_open),
+        median(stat_cold),
     );
     // What a rescan by path cannot go below: one stat per file. And a lookup
     // by a key the caller already has (no syscall at all).
@@ -347,25 +398,44 @@ fn main() {
         }
     });
     line("first scan into an empty cache file", first, bytes);
+    line("first scan, fresh process (after open)", fresh_first, bytes);
+    line(
+        "  empty cache open in that process",
+        fresh_first_open,
+        bytes,
+    );
     line("cached rescan, same process, right after", warm, bytes);
     line("cached rescan, same process, repeated", repeated, bytes);
     line("cached rescan, fresh process (after open)", fresh, bytes);
     line("  cache open + load in that process", fresh_open, bytes);
-    line("stat of every file, nothing else", stat_only, bytes);
+    line("stat of every file, right after hashing", stat_cold, bytes);
+    line("stat of every file, repeated", stat_only, bytes);
     line("lookup by FileKey (caller has the stat)", by_key, bytes);
-    let x = |d: Duration| first.0.as_secs_f64() / d.as_secs_f64();
+    let x = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "rescan speed-up: {:.0}x same process, {:.0}x fresh process, {:.0}x fresh process counting the open",
-        x(warm.0),
-        x(fresh.0),
-        x(fresh.0 + fresh_open.0)
+        "rescan speed-up, same process: {:.0}x right after, {:.0}x repeated",
+        x(first.0, warm.0),
+        x(first.0, repeated.0)
+    );
+    println!(
+        "rescan speed-up, fresh process against fresh process: {:.0}x, {:.0}x counting each one's cache open",
+        x(fresh_first.0, fresh.0),
+        x(fresh_first.0 + fresh_first_open.0, fresh.0 + fresh_open.0)
+    );
+    println!(
+        "rescan speed-up, fresh process against the same-process first scan (as before): {:.0}x, {:.0}x counting the open",
+        x(first.0, fresh.0),
+        x(first.0, fresh.0 + fresh_open.0)
     );
     let per_file = |d: Duration| d.as_secs_f64() * 1e6 / files.len() as f64;
     println!(
-        "per file: first scan {:.1} us, rescan {:.2} us (repeated {:.2} us), stat {:.2} us, lookup by key {:.3} us",
+        "per file: first scan {:.1} us (fresh process {:.1} us), rescan {:.2} us (repeated {:.2} us, fresh process {:.2} us), stat {:.2} us right after hashing / {:.2} us repeated, lookup by key {:.3} us",
         per_file(first.0),
+        per_file(fresh_first.0),
         per_file(warm.0),
         per_file(repeated.0),
+        per_file(fresh.0),
+        per_file(stat_cold.0),
         per_file(stat_only.0),
         per_file(by_key.0)
     );

@@ -151,8 +151,7 @@ impl FileHasher {
     /// The cached digests for what `path` names now: one `stat`, no open, no read.
     /// `Ok(None)` when the cache does not have it.
     pub fn lookup_path(&self, path: &Path) -> Result<Option<FileHashes>, HashError> {
-        let stat = read::stat_regular(path)?;
-        Ok(self.lookup(&FileKey::from_metadata(&stat)))
+        Ok(self.lookup(&read::stat_regular(path)?))
     }
 
     /// Hashes `path` (or serves it from the cache) without ever sleeping: when
@@ -184,19 +183,19 @@ impl FileHasher {
 
     fn hash_with(&self, path: &Path, wait: Wait) -> Result<FileHashes, HashError> {
         let stat = read::stat_regular(path)?;
-        if let Some(hit) = self.lookup(&FileKey::from_metadata(&stat)) {
+        if let Some(hit) = self.lookup(&stat) {
             return Ok(hit);
         }
         let max = self.config.max_file_bytes;
-        if stat.size() > max {
+        if stat.size > max {
             return Err(HashError::TooLarge {
-                size: stat.size(),
+                size: stat.size,
                 limit: max,
             });
         }
         if let Some(bucket) = &self.bucket {
             loop {
-                let admitted = lock(bucket).admit(stat.size(), self.clock.now());
+                let admitted = lock(bucket).admit(stat.size, self.clock.now());
                 match (admitted, &wait) {
                     (Ok(()), _) => break,
                     (Err(d), Wait::Sleep) => self.clock.sleep(d),
@@ -206,7 +205,7 @@ impl FileHasher {
                 }
             }
         }
-        let (mut file, before) = read::open_regular(path, &stat)?;
+        let (mut file, before) = read::open_regular(path, stat.dev)?;
         let key = FileKey::from_metadata(&before);
         if before.size() > max {
             return Err(HashError::TooLarge {

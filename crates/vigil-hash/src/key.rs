@@ -34,6 +34,21 @@ impl FileKey {
         }
     }
 
+    /// The key from a `stat(2)` buffer: the same fields, read the same way,
+    /// as [`FileKey::from_metadata`] (a test holds the two equal).
+    // The libc field types are u64/i64 on 64-bit Linux, narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    pub(crate) fn from_stat(st: &nix::sys::stat::FileStat) -> FileKey {
+        FileKey {
+            // `as`, the way std's `MetadataExt` reads them.
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as u64,
+            mtime_ns: nanos(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: nanos(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
     pub(crate) fn to_bytes(self) -> [u8; KEY_LEN] {
         let mut b = [0u8; KEY_LEN];
         b[0..8].copy_from_slice(&self.dev.to_be_bytes());

@@ -6,6 +6,7 @@ use crate::read::{self, CHUNK};
 use crate::*;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,8 +132,24 @@ fn fifo_is_refused_without_blocking_even_when_swapped_in_after_the_stat() {
     );
     // The race: the path was a regular file at the stat, a FIFO at the open.
     let regular = std::fs::metadata(write(dir.path(), "r", b"x")).unwrap();
-    let r = must_not_block(move || read::open_regular(&fifo, &regular).map(|_| ()));
+    let r = must_not_block(move || read::open_regular(&fifo, regular.dev()).map(|_| ()));
     assert_eq!(r.unwrap_err().as_str(), "not_a_regular_file");
+}
+
+#[test]
+fn the_path_stat_gives_the_key_std_metadata_gives() {
+    // Lookups use the key from `fstatat` on the path; entries are stored under
+    // the key from std's `fstat` of the open file. They must agree field for field.
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "f", b"some bytes");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    let want = FileKey::from_metadata(&std::fs::metadata(&p).unwrap());
+    assert_eq!(read::stat_regular(&p).unwrap(), want);
+    assert_eq!(read::stat_regular(&link).unwrap(), want);
+    let (file, before) = read::open_regular(&p, want.dev).unwrap();
+    assert_eq!(FileKey::from_metadata(&before), want);
+    assert_eq!(FileKey::from_metadata(&file.metadata().unwrap()), want);
 }
 
 #[test]
