@@ -131,9 +131,13 @@ fn main() {
         "{:<34} {:>10} {:>10} {:>10}",
         "median ns per call", "without", "with", "added"
     );
-    for (i, name) in ["getppid (not looked at)", "write to /dev/null", "open+read+close"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "getppid (not looked at)",
+        "write to /dev/null",
+        "open+read+close",
+    ]
+    .iter()
+    .enumerate()
     {
         let (w, s) = (median(&mut without[i]), median(&mut with[i]));
         println!("{name:<34} {w:>10.0} {s:>10.0} {:>10.0}", s - w);

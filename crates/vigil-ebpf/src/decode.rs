@@ -482,6 +482,82 @@ pub(crate) mod tests {
         assert_eq!(decode(&hdr(9, 0, 0)), Err(DecodeError::Kind(9)));
     }
 
+    #[test]
+    fn file_fork_exit_and_results_decode() {
+        let mut b = hdr(4, 5, FL_PENDING | FL_DIR);
+        for v in [0o644u32, u32::MAX, u32::MAX, 3] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend(99u64.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        for v in [&b"old"[..], b"/home/a", b"/etc/x", b""] {
+            s(&mut b, v);
+        }
+        let KernelEvent::File(f) = decode(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (f.op, f.pending, f.is_dir, f.ino, f.dev),
+            (FileOp::Rename, true, true, 99, 8)
+        );
+        assert_eq!(
+            (f.path.as_slice(), f.dir.as_slice(), f.path2.as_slice()),
+            (&b"old"[..], &b"/home/a"[..], &b"/etc/x"[..])
+        );
+
+        let mut b = hdr(2, 0, 0);
+        b.extend(77u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(2_000_000_000u64.to_le_bytes());
+        assert_eq!(
+            decode(&b).unwrap(),
+            KernelEvent::Fork {
+                task: decode_task(),
+                child: 77,
+                child_start_boottime: 2_000_000_000
+            }
+        );
+
+        let mut b = hdr(3, 0, 0);
+        b.extend(3i32.to_le_bytes());
+        b.extend(9i32.to_le_bytes());
+        assert!(matches!(
+            decode(&b).unwrap(),
+            KernelEvent::Exit {
+                code: 3,
+                signal: 9,
+                ..
+            }
+        ));
+
+        let mut b = hdr(6, 0, 0);
+        b.extend((-2i64).to_le_bytes());
+        assert_eq!(
+            decode(&b).unwrap(),
+            KernelEvent::SysExit {
+                tgid: 42,
+                tid: 43,
+                ret: -2
+            }
+        );
+        assert_eq!(
+            decode(&hdr(4, 9, 0)),
+            Err(DecodeError::Value {
+                what: "file operation",
+                value: 9
+            })
+        );
+    }
+
+    fn decode_task() -> Task {
+        let KernelEvent::Exit { task, .. } = decode(&[hdr(3, 0, 0), vec![0; 8]].concat()).unwrap()
+        else {
+            panic!()
+        };
+        task
+    }
+
     proptest! {
         #[test]
         fn any_bytes_decode_or_fail_cleanly(kind in 0u16..8, op in 0u16..8,

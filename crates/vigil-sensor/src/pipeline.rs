@@ -200,7 +200,9 @@ impl Pipeline {
             if stop.load(Ordering::Relaxed) {
                 let since = *stopping.get_or_insert_with(Instant::now);
                 if since.elapsed() >= STOP_GRACE {
-                    tracing::warn!("Collectors still sending after the stop grace; flushing what arrived");
+                    tracing::warn!(
+                        "Collectors still sending after the stop grace; flushing what arrived"
+                    );
                     self.flush(&mut pending);
                     break;
                 }

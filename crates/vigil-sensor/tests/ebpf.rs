@@ -126,7 +126,10 @@ fn losses(lines: &[Value]) -> String {
         .iter()
         .rev()
         .find_map(|l| l.get("health"))
-        .map_or_else(|| "no health record".into(), |h| format!("dropped: {}", h["dropped"]))
+        .map_or_else(
+            || "no health record".into(),
+            |h| format!("dropped: {}", h["dropped"]),
+        )
 }
 
 fn category(v: &Value) -> &str {
