@@ -318,7 +318,9 @@ impl Sensor {
                         let (tx, stop) = (tx.clone(), Arc::clone(&stop));
                         threads.push(spawn("vigil-proc-cn", move || {
                             let lost_tx = tx.clone();
-                            let clock_offset = procfs::monotonic_to_unix_offset_ns();
+                            let clock_offset = procfs::clock_to_unix_offset_ns(
+                                nix::time::ClockId::CLOCK_MONOTONIC,
+                            );
                             let r = src.run(
                                 stop,
                                 |ev| match ev {

@@ -93,18 +93,6 @@ impl std::fmt::Debug for EbpfSource {
     }
 }
 
-fn boottime_to_unix_offset_ns() -> i64 {
-    use nix::time::{ClockId, clock_gettime};
-    let ns = |c| {
-        clock_gettime(c).map_or(0, |t| {
-            t.tv_sec()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(t.tv_nsec())
-        })
-    };
-    ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME)
-}
-
 struct Convert {
     offset: i64,
     exclude: PathFilter,
@@ -261,7 +249,7 @@ impl EbpfSource {
     /// and counts what it cannot keep: loss is counted, never silent).
     pub fn run(mut self, stop: Arc<AtomicBool>, tx: SyncSender<RawEvent>, exclude: PathFilter) {
         let mut conv = Convert {
-            offset: boottime_to_unix_offset_ns(),
+            offset: super::procfs::clock_to_unix_offset_ns(nix::time::ClockId::CLOCK_BOOTTIME),
             exclude,
             pending: HashMap::new(),
             order: VecDeque::new(),

@@ -109,9 +109,9 @@ pub(crate) fn machine_and_boot_id() -> (String, String) {
     (machine, read("/proc/sys/kernel/random/boot_id"))
 }
 
-/// Nanoseconds to add to a CLOCK_MONOTONIC reading (what the proc connector
-/// stamps events with) to get Unix time.
-pub(crate) fn monotonic_to_unix_offset_ns() -> i64 {
+/// Nanoseconds to add to a reading of `clock` to get Unix time: CLOCK_MONOTONIC
+/// stamps proc connector events, CLOCK_BOOTTIME the eBPF records.
+pub(crate) fn clock_to_unix_offset_ns(clock: nix::time::ClockId) -> i64 {
     use nix::time::{ClockId, clock_gettime};
     let ns = |c| {
         clock_gettime(c).map_or(0, |t| {
@@ -120,7 +120,7 @@ pub(crate) fn monotonic_to_unix_offset_ns() -> i64 {
                 .saturating_add(t.tv_nsec())
         })
     };
-    ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_MONOTONIC)
+    ns(ClockId::CLOCK_REALTIME) - ns(clock)
 }
 
 /// Boot time in ns since the epoch, from /proc/stat's `btime`.

@@ -683,6 +683,21 @@ mod tests {
         assert_eq!(path_from_bytes(b"/ok").raw, b"");
     }
 
+    fn file(pid: u32, t: i64, operation: FileOperation, path: &str) -> RawEvent {
+        RawEvent::File(FileInfo {
+            pid,
+            unix_ns: t,
+            operation,
+            path: path.as_bytes().to_vec(),
+            previous_path: Vec::new(),
+            mode: 0o100644,
+            uid: u32::MAX,
+            gid: u32::MAX,
+            is_dir: false,
+            process_uid: 0,
+        })
+    }
+
     #[test]
     fn the_sensor_and_what_it_starts_are_left_out() {
         let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
@@ -692,18 +707,7 @@ mod tests {
         e.enrich(exec(4_000_052, 4_000_051, 20, &["id"]), &mut out);
         e.enrich(exec(4_000_053, 1, 30, &["other"]), &mut out);
         e.enrich(
-            RawEvent::File(FileInfo {
-                pid: 4_000_052,
-                unix_ns: 40,
-                operation: FileOperation::Create,
-                path: b"/tmp/x".to_vec(),
-                previous_path: Vec::new(),
-                mode: 0o100644,
-                uid: u32::MAX,
-                gid: u32::MAX,
-                is_dir: false,
-                process_uid: 0,
-            }),
+            file(4_000_052, 40, FileOperation::Create, "/tmp/x"),
             &mut out,
         );
         let reported: Vec<u32> = out
@@ -723,18 +727,7 @@ mod tests {
         let mut out = Vec::new();
         e.enrich(exec(4_000_061, 1, 10, &["vi", "/etc/cron.d/job"]), &mut out);
         e.enrich(
-            RawEvent::File(FileInfo {
-                pid: 4_000_061,
-                unix_ns: 20,
-                operation: FileOperation::CloseWrite,
-                path: b"/etc/cron.d/job".to_vec(),
-                previous_path: Vec::new(),
-                mode: 0o100644,
-                uid: u32::MAX,
-                gid: u32::MAX,
-                is_dir: false,
-                process_uid: 0,
-            }),
+            file(4_000_061, 20, FileOperation::CloseWrite, "/etc/cron.d/job"),
             &mut out,
         );
         let Some((_, Payload::File(f))) = out.last() else {
