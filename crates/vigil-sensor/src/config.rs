@@ -372,4 +372,104 @@ ca_file = "/tmp/ca.pem"
             SensorConfig::parse(Path::new("s.toml"), &format!("{OK}\nbogus = 1\n")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }
+
+    /// The example installed as /etc/vigil/sensor.toml (deploy/sensor.toml).
+    const EXAMPLE: &str = include_str!("../deploy/sensor.toml");
+
+    #[test]
+    fn deploy_example_parses_with_the_defaults() {
+        let c = SensorConfig::parse(Path::new("deploy/sensor.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/vigil"));
+        let server = c.server().unwrap();
+        assert_eq!(server.ca_file, Path::new("/etc/vigil/ca.pem"));
+        assert_eq!(server.server_name(), "vigil.example.internal");
+        assert_eq!(
+            c.enrollment.token_file.as_deref(),
+            Some(Path::new("/etc/vigil/enroll.token"))
+        );
+        // Every value the example spells out is the default it claims to be.
+        let d = CollectConfig::default();
+        let col = &c.collect;
+        assert_eq!(
+            (col.ebpf, col.files, col.network, col.exclude_self),
+            (d.ebpf, d.files, d.network, d.exclude_self)
+        );
+        assert_eq!(
+            (col.audit, col.proc_connector, col.inventory),
+            (d.audit, d.proc_connector, d.inventory)
+        );
+        assert_eq!(
+            (col.ring_buffer_kb, col.hash_max_mb),
+            (d.ring_buffer_kb, d.hash_max_mb)
+        );
+        assert!(col.exclude_paths.is_empty() && col.exclude_executables.is_empty());
+        assert!(col.hash_written_under.is_empty());
+        let (r, dr) = (&c.rules, RulesConfig::default());
+        assert!(r.paths.is_empty());
+        assert_eq!(
+            (r.correlation_max_groups, r.correlation_max_entries),
+            (dr.correlation_max_groups, dr.correlation_max_entries)
+        );
+        assert_eq!(c.spool.capacity_mb, SpoolConfig::default().capacity_mb);
+        let (u, du) = (&c.uplink, UplinkConfig::default());
+        assert_eq!(
+            (
+                u.batch_max_records,
+                u.flush_interval_ms,
+                u.max_message_bytes
+            ),
+            (
+                du.batch_max_records,
+                du.flush_interval_ms,
+                du.max_message_bytes
+            )
+        );
+    }
+
+    /// Each `pub` field of a section's struct, as written in this file.
+    fn pub_fields(section: &str) -> Vec<&'static str> {
+        let src = include_str!("config.rs");
+        let start = src
+            .find(&format!("pub struct {section} {{"))
+            .unwrap_or_else(|| panic!("struct {section} not found"));
+        let body = &src[start..];
+        let body = &body[..body.find("\n}").unwrap_or(body.len())];
+        body.lines()
+            .filter_map(|l| l.trim().strip_prefix("pub "))
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+            .collect()
+    }
+
+    #[test]
+    fn deploy_example_names_every_field() {
+        for (section, header) in [
+            ("SensorConfig", None),
+            ("ServerConfig", Some("[server]")),
+            ("EnrollmentConfig", Some("[enrollment]")),
+            ("RulesConfig", Some("[rules]")),
+            ("SpoolConfig", Some("[spool]")),
+            ("UplinkConfig", Some("[uplink]")),
+            ("CollectConfig", Some("[collect]")),
+        ] {
+            let fields = pub_fields(section);
+            assert!(!fields.is_empty(), "no fields found in {section}");
+            // The section's text: from its header to the next one.
+            let text = match header {
+                None => &EXAMPLE[..EXAMPLE.find("\n[").unwrap()],
+                Some(h) => {
+                    let rest = &EXAMPLE[EXAMPLE.find(&format!("\n{h}\n")).unwrap() + 1..];
+                    &rest[..rest[1..].find("\n[").map_or(rest.len(), |i| i + 1)]
+                }
+            };
+            for f in fields {
+                // A field is set (`name = `) or shown commented out (`# name = `);
+                // for the top-level struct, sections count by their header.
+                let shown = text.lines().any(|l| {
+                    let l = l.trim_start_matches('#').trim_start();
+                    l.starts_with(&format!("{f} =")) || l == format!("[{f}]")
+                }) || EXAMPLE.contains(&format!("\n[{f}]\n"));
+                assert!(shown, "deploy/sensor.toml does not show {section}.{f}");
+            }
+        }
+    }
 }
