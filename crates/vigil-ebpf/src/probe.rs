@@ -42,17 +42,45 @@ pub enum ProbeError {
     Poll(std::io::Error),
     #[error("eBPF collection is built for x86_64 only")]
     Arch,
+    #[error(
+        "missing privileges: loading BPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN, or root)"
+    )]
+    Privilege,
 }
 
 impl ProbeError {
     /// Whether the error means "this process lacks a privilege" (CAP_BPF, CAP_PERFMON).
     pub fn is_permission(&self) -> bool {
+        if matches!(self, ProbeError::Privilege) {
+            return true;
+        }
         let text = self.to_string();
         text.contains("EPERM")
             || text.contains("Operation not permitted")
             || text.contains("EACCES")
             || text.contains("Permission denied")
     }
+}
+
+/// Whether this process holds what loading tracing programs takes: CAP_BPF with
+/// CAP_PERFMON, or CAP_SYS_ADMIN (from /proc/self/status; unknown counts as yes,
+/// and the kernel decides).
+fn may_load_bpf() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Some(eff) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+    else {
+        return true;
+    };
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
 /// What to collect and how much room the ring buffer has.
@@ -139,6 +167,10 @@ impl Probe {
         }
         if !std::path::Path::new(KERNEL_BTF).exists() {
             return Err(ProbeError::NoBtf);
+        }
+        // Without them the kernel refuses the first map with a bare EPERM; say what is missing.
+        if !may_load_bpf() {
+            return Err(ProbeError::Privilege);
         }
         let btf = Btf::from_sys_fs().map_err(|e| ProbeError::Btf(e.to_string()))?;
         let cpus = aya::util::nr_cpus()

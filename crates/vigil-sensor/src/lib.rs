@@ -219,11 +219,12 @@ impl Sensor {
                     ebpf_running = true;
                 }
                 Err(e) => {
-                    let why = if e.is_permission() {
-                        format!("{e} (needs root, or CAP_BPF with CAP_PERFMON)")
-                    } else {
-                        e.to_string()
-                    };
+                    let why =
+                        if e.is_permission() && !matches!(e, vigil_ebpf::ProbeError::Privilege) {
+                            format!("{e} (needs root, or CAP_BPF with CAP_PERFMON)")
+                        } else {
+                            e.to_string()
+                        };
                     let msg = format!(
                         "eBPF collector unavailable: {why}; falling back to audit and the proc connector; \
                          file changes are watched only at persistence locations (inotify, without \

@@ -86,12 +86,6 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("starting the sensor")?,
     };
-    for s in &sensor.sources {
-        tracing::info!(source = %s, "Collecting");
-    }
-    for d in &sensor.degraded {
-        tracing::warn!(degraded = %d, "Degraded");
-    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
