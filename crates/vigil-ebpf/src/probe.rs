@@ -97,7 +97,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            ring_bytes: 8 << 20,
+            ring_bytes: 4 << 20,
             files: true,
             network: true,
             self_tgid: std::process::id(),

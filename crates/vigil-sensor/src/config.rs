@@ -213,7 +213,7 @@ fn default_hash_cache() -> usize {
     100_000
 }
 fn default_ring_kb() -> u32 {
-    8192
+    4096
 }
 
 fn yes() -> bool {

@@ -33,7 +33,7 @@ use vigil_proto::v1::{Detection, record::Payload};
 use vigil_rules::RuleSet;
 
 /// Raw events queued between the kernel readers and the pipeline.
-const EVENT_QUEUE: usize = 65_536;
+const EVENT_QUEUE: usize = 4_096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
