@@ -510,6 +510,12 @@ fn main() -> Result<()> {
                         b.kinds,
                         b.load
                     );
+                    if b.reported * 1000 < b.spawned * 999 {
+                        println!(
+                            "  WARNING: under 99.9% reported (with audit: did another process take the \
+                             host's one audit feed?)"
+                        );
+                    }
                     bursts.push((c, label, b));
                 }
             }
