@@ -65,7 +65,7 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
 
     let cfg = sensor_config(&server, &enroll_token);
     let Some(sensor) =
-        support::start_audit_sensor("kernel_event_becomes_an_alert_only_its_tenant_sees", cfg)
+        support::start_kernel_sensor("kernel_event_becomes_an_alert_only_its_tenant_sees", cfg)
             .await
     else {
         return;
@@ -235,7 +235,7 @@ async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns()
         .control
         .create_enrollment_token("acme", Duration::from_secs(60))
         .unwrap();
-    let Some(sensor) = support::start_audit_sensor(
+    let Some(sensor) = support::start_kernel_sensor(
         "detections_made_while_the_server_is_down_arrive_once_after_it_returns",
         sensor_config(&server, &token),
     )
@@ -324,7 +324,7 @@ async fn a_rule_added_while_the_sensor_runs_takes_effect() {
     let rules = tempfile::tempdir().unwrap();
     let cfg = support::sensor_config_with_rules(&server, &token, rules.path());
     let Some(sensor) =
-        support::start_audit_sensor("a_rule_added_while_the_sensor_runs_takes_effect", cfg).await
+        support::start_kernel_sensor("a_rule_added_while_the_sensor_runs_takes_effect", cfg).await
     else {
         return;
     };

@@ -151,13 +151,18 @@ pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 /// Why a root-only test cannot run here, if it cannot.
 pub fn root_skip_reason() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (CAP_AUDIT_CONTROL for audit netlink, CAP_NET_ADMIN for the proc connector)".into());
+        return Some(
+            "needs root (CAP_BPF and CAP_PERFMON for eBPF; CAP_AUDIT_CONTROL and CAP_NET_ADMIN for the audit fallback)"
+                .into(),
+        );
     }
     None
 }
 
 /// A sensor configuration that enrolls into `server` with `enroll_token`,
-/// keeps its data beside the server's, and loads the shipped rules/.
+/// keeps its data beside the server's, and loads the shipped rules/. The
+/// sensor runs inside the test process, so it must not leave out the
+/// processes that process starts (`collect.exclude_self = false`).
 pub fn sensor_config(server: &TestServer, enroll_token: &str) -> vigil_sensor::SensorConfig {
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
     sensor_config_with_rules(server, enroll_token, &rules)
@@ -171,7 +176,7 @@ pub fn sensor_config_with_rules(
 ) -> vigil_sensor::SensorConfig {
     let cfg = format!(
         "data_dir = {:?}\n[server]\nendpoint = {:?}\nca_file = {:?}\nserver_name = \"localhost\"\n\
-         [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\n",
+         [enrollment]\ntoken = {:?}\n[rules]\npaths = [{:?}]\n[collect]\ninventory = false\nexclude_self = false\n",
         server.dir.path().join("sensor"),
         server.endpoint(),
         server.ca_file(),
@@ -181,14 +186,15 @@ pub fn sensor_config_with_rules(
     vigil_sensor::SensorConfig::parse(std::path::Path::new("test.toml"), &cfg).expect("config")
 }
 
-/// Audit has one daemon per host: tests that run a sensor take turns.
+/// One kernel-reading sensor at a time: audit has one daemon per host, and
+/// sensors would compete for the machine's cores.
 pub async fn kernel_lock() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }
 
-/// Entry for tests that need the kernel: their turn at audit, or `None` (the
-/// reason printed) where this machine cannot run them.
+/// Entry for tests that need the kernel: their turn, or `None` (the reason
+/// printed) where this machine cannot run them.
 pub async fn kernel_test(name: &str) -> Option<tokio::sync::MutexGuard<'static, ()>> {
     if let Some(why) = root_skip_reason() {
         eprintln!("SKIPPED {name}: {why}");
@@ -197,17 +203,23 @@ pub async fn kernel_test(name: &str) -> Option<tokio::sync::MutexGuard<'static, 
     Some(kernel_lock().await)
 }
 
-/// Starts a sensor that reads execs from audit, or `None` (the reason printed).
-pub async fn start_audit_sensor(
+/// Starts a sensor that reads execs from the kernel — eBPF, or audit where
+/// eBPF is unavailable or `cfg.collect.ebpf` is false — or `None` (the reason
+/// printed) when it has neither.
+pub async fn start_kernel_sensor(
     name: &str,
     cfg: vigil_sensor::SensorConfig,
 ) -> Option<vigil_sensor::Sensor> {
     let sensor = vigil_sensor::Sensor::start(cfg)
         .await
         .expect("sensor starts");
-    if !sensor.sources.iter().any(|s| s.contains("audit")) {
+    if !sensor
+        .sources
+        .iter()
+        .any(|s| s.contains("eBPF") || s.contains("audit"))
+    {
         eprintln!(
-            "SKIPPED {name}: audit netlink unavailable: {:?}",
+            "SKIPPED {name}: neither eBPF nor audit netlink available: {:?}",
             sensor.degraded
         );
         sensor.shutdown().await;
