@@ -218,6 +218,16 @@ impl Pipeline {
         pending: &mut Vec<Pending>,
     ) -> bool {
         match &ev {
+            RawEvent::Batch(_) => {
+                let RawEvent::Batch(events) = ev else {
+                    return false;
+                };
+                let mut raised = false;
+                for e in events {
+                    raised |= self.process(e, staged, pending);
+                }
+                return raised;
+            }
             RawEvent::Lost { source, count } => {
                 *self.dropped.entry(format!("{source}_lost")).or_default() += count.max(&1);
                 tracing::warn!(source, count, "Kernel source lost events");

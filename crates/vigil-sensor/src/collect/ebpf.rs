@@ -14,6 +14,10 @@ use vigil_proto::v1::{Direction, FileOperation, TransportProtocol};
 
 /// Entry-time file records waiting for their syscall's result, at most.
 const MAX_PENDING: usize = 8192;
+/// Events handed to the pipeline in one send, at most.
+const MAX_BATCH: usize = 512;
+/// After a round of records, the reader waits this long before the next one.
+const COALESCE: Duration = Duration::from_millis(2);
 /// At a stop, records already in the ring are read for at most this long.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How often the kernel-side counters are read and reported.
@@ -259,6 +263,13 @@ impl EbpfSource {
         let mut undecodable = 0u64;
         let mut reported_unmatched = 0u64;
         let mut gone = false;
+        let mut batch: Vec<RawEvent> = Vec::new();
+        // Hands a round of events to the pipeline in one send.
+        let send = |batch: &mut Vec<RawEvent>, gone: &mut bool| {
+            if !batch.is_empty() && tx.send(RawEvent::Batch(std::mem::take(batch))).is_err() {
+                *gone = true;
+            }
+        };
         while !stop.load(Ordering::Relaxed) && !gone {
             let r = self.probe.poll(Duration::from_millis(100), |b| {
                 if gone {
@@ -266,10 +277,11 @@ impl EbpfSource {
                 }
                 match vigil_ebpf::decode(b) {
                     Ok(ev) => {
-                        if let Some(ev) = conv.event(ev)
-                            && tx.send(ev).is_err()
-                        {
-                            gone = true;
+                        if let Some(ev) = conv.event(ev) {
+                            batch.push(ev);
+                            if batch.len() >= MAX_BATCH {
+                                send(&mut batch, &mut gone);
+                            }
                         }
                     }
                     Err(e) => {
@@ -280,9 +292,16 @@ impl EbpfSource {
                     }
                 }
             });
+            let delivered = !batch.is_empty();
+            send(&mut batch, &mut gone);
             if let Err(e) = r {
                 tracing::error!(error = %e, "eBPF source stopped");
                 break;
+            }
+            if delivered {
+                // Let the next records gather: one wake-up per few milliseconds
+                // under load instead of one per record (the ring holds them).
+                std::thread::sleep(COALESCE);
             }
             if stop.load(Ordering::Relaxed) && !gone {
                 // What the kernel already made is delivered before we hang up.

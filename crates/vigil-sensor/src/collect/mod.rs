@@ -43,6 +43,9 @@ pub enum RawEvent {
         source: &'static str,
         count: u64,
     },
+    /// Several events in their order: a collector that reads the kernel in
+    /// rounds hands a round over at once (one wake-up of the pipeline, not one per event).
+    Batch(Vec<RawEvent>),
     /// A source's totals since start: records made in the kernel, and those
     /// the kernel had no room for. Sent periodically; the latest wins.
     Totals {

@@ -243,6 +243,11 @@ impl Enricher {
             RawEvent::File(f) => self.file(f, out),
             RawEvent::Net(n) => self.net(n, out),
             RawEvent::Totals { .. } => {}
+            RawEvent::Batch(events) => {
+                for e in events {
+                    self.enrich(e, out);
+                }
+            }
             RawEvent::Fork {
                 parent,
                 child,
