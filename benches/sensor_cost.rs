@@ -19,12 +19,15 @@
 //! (default ../shared/sigma)/rules/linux. Needs root; prints why and exits 0
 //! otherwise.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::sensor::{Collector, Sensor, sensor_bin};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -47,48 +50,6 @@ fn corpus() -> PathBuf {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/sigma"),
         PathBuf::from,
     )
-}
-
-/// The sensor binary: VIGIL_SENSOR_BIN, else built (or found) beside this bench.
-fn sensor_bin() -> Result<Option<PathBuf>> {
-    if let Some(p) = std::env::var_os("VIGIL_SENSOR_BIN") {
-        return Ok(Some(PathBuf::from(p)));
-    }
-    // This bench runs as <target>/release/deps/sensor_cost-<hash>.
-    let exe = std::env::current_exe()?;
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable path")?;
-    let target = release.parent().context("target directory")?;
-    let bin = release.join("vigil-sensor");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "vigil-sensor",
-            "--bin",
-            "vigil-sensor",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("sensor_cost: could not build the sensor; using what is there");
-    }
-    if bin.is_file() {
-        Ok(Some(bin))
-    } else {
-        println!(
-            "SKIPPED sensor_cost: no {}; run `CARGO_TARGET_DIR={} cargo build --release -p vigil-sensor` \
-             or set VIGIL_SENSOR_BIN",
-            bin.display(),
-            target.display()
-        );
-        Ok(None)
-    }
 }
 
 /// CPU time (utime + stime, clock ticks) of a process, all its threads.
@@ -123,100 +84,6 @@ fn memory(pid: u32) -> Result<(f64, f64)> {
             .unwrap_or(0.0)
     };
     Ok((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0))
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Collector {
-    Ebpf,
-    Audit,
-}
-
-impl Collector {
-    fn name(self) -> &'static str {
-        match self {
-            Collector::Ebpf => "eBPF",
-            Collector::Audit => "audit",
-        }
-    }
-}
-
-/// A running sensor and the file it writes.
-struct Sensor {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Sensor {
-    fn start(bin: &Path, rules: &Path, collector: Collector) -> Result<Sensor> {
-        let dir = tempfile::tempdir()?;
-        let out = dir.path().join("records.jsonl");
-        let config = dir.path().join("sensor.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[collect]\nebpf = {}\n",
-                dir.path().join("data"),
-                collector == Collector::Ebpf
-            ),
-        )?;
-        let mut child = Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .arg(format!("--output=jsonl={}", out.display()))
-            .arg("--rules")
-            .arg(rules)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("\"host\"")) {
-            if let Some(status) = child.try_wait()? {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    e.read_to_string(&mut err)?;
-                }
-                bail!("sensor exited ({status}): {err}");
-            }
-            if Instant::now() > deadline {
-                bail!("sensor wrote nothing within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // Keep its log drained; keep the lines that say what it collects with.
-        let mut err = child.stderr.take().context("stderr")?;
-        std::thread::spawn(move || {
-            let mut log = String::new();
-            let _ = err.read_to_string(&mut log);
-        });
-        Ok(Sensor {
-            child,
-            out,
-            _dir: dir,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn len(&self) -> u64 {
-        std::fs::metadata(&self.out).map_or(0, |m| m.len())
-    }
-
-    fn stop(mut self) -> Result<()> {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.pid())?),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("sensor exit: {status}");
-        }
-        Ok(())
-    }
 }
 
 /// What the sensor wrote between two offsets of its output: lines per
@@ -448,7 +315,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let Some(bin) = sensor_bin()? else {
+    let Some(bin) = sensor_bin("sensor_cost")? else {
         return Ok(());
     };
     let part: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -469,7 +336,7 @@ fn main() -> Result<()> {
     let mut bursts: Vec<(Collector, &str, Burst)> = Vec::new();
     for round in 0..repeat {
         for &c in &collectors {
-            let sensor = Sensor::start(&bin, &rules, c)?;
+            let sensor = Sensor::start(&bin, Some(&rules), c)?;
             if want("idle") {
                 let i = idle(&sensor, idle_secs)?;
                 println!(

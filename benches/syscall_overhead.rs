@@ -3,61 +3,22 @@
 //! programs run on every syscall entry and exit, and decide by number).
 //! Rounds alternate without and with the sensor; medians are printed.
 //!
-//! `cargo build --release --bin vigil-sensor && sudo cargo bench --bench syscall_overhead`
+//! `sudo cargo bench --bench syscall_overhead` (builds the release sensor
+//! first, or uses VIGIL_SENSOR_BIN)
 //! (ROUNDS, default 5; CALLS per measurement, default 2,000,000).
 //! Needs root; prints why and exits 0 otherwise.
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
+use support::sensor::{Collector, Sensor, sensor_bin};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The release sensor binary beside this bench's target directory.
-fn sensor_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VIGIL_SENSOR_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    // target/release/deps/syscall_overhead-HASH → target/release/vigil-sensor
-    let p = exe.parent()?.parent()?.join("vigil-sensor");
-    p.exists().then_some(p)
-}
-
-fn start_sensor(bin: &PathBuf, dir: &std::path::Path) -> Child {
-    let out = dir.join("out.jsonl");
-    let mut child = Command::new(bin)
-        .arg("run")
-        .arg(format!("--output=jsonl={}", out.display()))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start vigil-sensor");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains("\"host\"")) {
-        assert!(Instant::now() < deadline, "sensor did not start");
-        if let Ok(Some(s)) = child.try_wait() {
-            panic!("sensor exited: {s}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
-
-fn stop_sensor(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = child.wait();
 }
 
 /// Nanoseconds per call of each workload.
@@ -101,23 +62,19 @@ fn main() {
         println!("syscall_overhead: SKIPPED (needs root to load the sensor's BPF programs)");
         return;
     }
-    let Some(bin) = sensor_bin() else {
-        println!(
-            "syscall_overhead: SKIPPED (no release sensor binary: run `cargo build --release --bin vigil-sensor` first, or set VIGIL_SENSOR_BIN)"
-        );
+    let Some(bin) = sensor_bin("syscall_overhead").expect("locating the sensor") else {
         return;
     };
     let rounds = env_or("ROUNDS", 5);
     let calls = env_or("CALLS", 2_000_000);
-    let dir = tempfile::tempdir().expect("temp dir");
     let mut without = [Vec::new(), Vec::new(), Vec::new()];
     let mut with = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
         let a = measure(calls);
-        let sensor = start_sensor(&bin, dir.path());
+        let sensor = Sensor::start(&bin, None, Collector::Ebpf).expect("starting the sensor");
         std::thread::sleep(Duration::from_millis(500));
         let b = measure(calls);
-        stop_sensor(sensor);
+        sensor.stop().expect("stopping the sensor");
         for i in 0..3 {
             without[i].push(a[i]);
             with[i].push(b[i]);
