@@ -16,6 +16,7 @@ use crate::eval::Ctx;
 use crate::event::FieldValue;
 use crate::literals::LiteralSet;
 use crate::pattern::{Anchor, Pattern};
+use crate::program::KEYWORDS;
 use crate::value::{Cidr, CmpOp, TimePart};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -227,10 +228,12 @@ impl FieldMatcher {
         )
     }
 
+    /// For a keyword (keyless) entry the field is [`KEYWORDS`]: some value
+    /// of the event (any field) holds the literal, which is where the index
+    /// searches keyword literals. So a keyword list with a wildcard or a
+    /// regex among its literals still names what a matching event contains.
     pub(crate) fn clauses(&self) -> Clauses {
-        let Some(field) = self.field.as_ref() else {
-            return Vec::new();
-        };
+        let field = self.field.as_deref().unwrap_or(KEYWORDS);
         if self.negate || self.exists.is_some() {
             return Vec::new();
         }
@@ -243,7 +246,7 @@ impl FieldMatcher {
                     ValueMatcher::Pattern(p) => p.necessary_literals(),
                     _ => None,
                 })
-                .map(|ls| ls.into_iter().map(|l| (field.clone(), l)).collect())
+                .map(|ls| ls.into_iter().map(|l| (field.to_owned(), l)).collect())
                 .collect();
         }
         let mut lits: Vec<String> = Vec::new();
@@ -265,7 +268,7 @@ impl FieldMatcher {
         if lits.is_empty() {
             return Vec::new();
         }
-        vec![lits.into_iter().map(|l| (field.clone(), l)).collect()]
+        vec![lits.into_iter().map(|l| (field.to_owned(), l)).collect()]
     }
 
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
