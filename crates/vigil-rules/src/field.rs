@@ -16,7 +16,6 @@ use crate::eval::Ctx;
 use crate::event::FieldValue;
 use crate::literals::LiteralSet;
 use crate::pattern::{Anchor, Pattern};
-use crate::program::KEYWORDS;
 use crate::value::{Cidr, CmpOp, TimePart};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -117,6 +116,27 @@ impl ValueMatcher {
                 .and_then(|v| part.extract(v))
                 .is_some_and(|v| op.holds(v as f64, *n)),
             ValueMatcher::FieldRef { .. } => false,
+        }
+    }
+
+    /// Lower-cased literals every text this value matches contains, as
+    /// clauses (see [`Pattern::required_clauses`]). Empty: no guarantee.
+    pub(crate) fn required_clauses(&self) -> Vec<Vec<String>> {
+        match self {
+            ValueMatcher::Pattern(p) => p.required_clauses(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A case-insensitive, non-empty literal: decided by the literal scan.
+    pub(crate) fn plain_literal(&self) -> Option<(&str, Anchor)> {
+        match self {
+            ValueMatcher::Pattern(Pattern::Literal {
+                needle,
+                anchor,
+                cased: false,
+            }) if !needle.is_empty() => Some((&**needle, *anchor)),
+            _ => None,
         }
     }
 
@@ -228,12 +248,12 @@ impl FieldMatcher {
         )
     }
 
-    /// For a keyword (keyless) entry the field is [`KEYWORDS`]: some value
-    /// of the event (any field) holds the literal, which is where the index
-    /// searches keyword literals. So a keyword list with a wildcard or a
-    /// regex among its literals still names what a matching event contains.
+    /// Keyword entries have none: the compiler takes their values one by
+    /// one (see `program::keywords`).
     pub(crate) fn clauses(&self) -> Clauses {
-        let field = self.field.as_deref().unwrap_or(KEYWORDS);
+        let Some(field) = self.field.as_deref() else {
+            return Vec::new();
+        };
         if self.negate || self.exists.is_some() {
             return Vec::new();
         }
@@ -269,6 +289,15 @@ impl FieldMatcher {
             return Vec::new();
         }
         vec![lits.into_iter().map(|l| (field.to_owned(), l)).collect()]
+    }
+
+    /// For a keyword entry: whether its `k`th value matches some value of
+    /// the event (before `|all` and `|neq` combine the values).
+    pub(crate) fn keyword_matches(&self, k: usize, ctx: &mut Ctx<'_, '_>) -> bool {
+        let Some(m) = self.matchers.get(k) else {
+            return false;
+        };
+        ctx.values().iter().any(|(o, l)| m.matches_text(o, l))
     }
 
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {

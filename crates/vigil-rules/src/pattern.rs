@@ -130,17 +130,22 @@ impl Pattern {
                     }
                 }
                 re.push('$');
-                let hint = p
+                let runs: Vec<String> = p
                     .iter()
                     .filter_map(|x| match x {
-                        Piece::Lit(s) => Some(s),
+                        Piece::Lit(s) => Some(crate::eval::lowercase(s)),
                         _ => None,
                     })
+                    .collect();
+                let hint = runs
+                    .iter()
                     .max_by_key(|s| s.len())
-                    .map(|s| crate::eval::lowercase(s))
+                    .cloned()
                     .into_iter()
                     .collect();
-                Pattern::Regex(build_regex(&re, !cased, false, true, None)?, hint)
+                let mut re = build_regex(&re, !cased, false, true, None)?;
+                re.needs = runs.into_boxed_slice();
+                Pattern::Regex(re, hint)
             }
         })
     }
@@ -166,6 +171,19 @@ impl Pattern {
             }
             Pattern::Number(n) => Some(vec![n.to_string()]),
             _ => None,
+        }
+    }
+
+    /// Lower-cased literals every value this pattern matches contains, in
+    /// conjunctive normal form (each clause: one of its literals occurs):
+    /// for a wildcard value every literal run of it, otherwise
+    /// [`Pattern::necessary_literals`] as one clause. Empty: no guarantee.
+    pub(crate) fn required_clauses(&self) -> Vec<Vec<String>> {
+        match self {
+            Pattern::Regex(re, _) if !re.needs.is_empty() => {
+                re.needs.iter().map(|l| vec![l.clone()]).collect()
+            }
+            _ => self.necessary_literals().into_iter().collect(),
         }
     }
 
@@ -416,6 +434,9 @@ fn ascii_class(c: &Class) -> Option<u128> {
 pub(crate) struct Re {
     re: Regex,
     run: Option<ClassRun>,
+    /// For a wildcard value: its literal runs, lower-cased; every match
+    /// contains all of them (in any case unless `cased`).
+    needs: Box<[String]>,
 }
 
 impl Re {
@@ -432,7 +453,11 @@ fn build_regex(re: &str, i: bool, m: bool, s: bool, run: Option<ClassRun>) -> Re
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(Re { re, run })
+    Ok(Re {
+        re,
+        run,
+        needs: Box::default(),
+    })
 }
 
 #[cfg(test)]
