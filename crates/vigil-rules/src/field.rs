@@ -213,7 +213,7 @@ impl FieldMatcher {
                         needle,
                         anchor,
                         cased: false,
-                    }) => Some((needle.clone(), *anchor)),
+                    }) => Some((needle.to_string(), *anchor)),
                     _ => None,
                 })
                 .collect::<Option<_>>()?
@@ -819,7 +819,7 @@ pub(crate) fn compile_field(
             .into_iter()
             .filter_map(|m| match m {
                 ValueMatcher::Pattern(Pattern::Literal { needle, anchor, .. }) => {
-                    Some((needle, anchor))
+                    Some((needle.into_string(), anchor))
                 }
                 _ => None,
             })

@@ -21,7 +21,7 @@ pub(crate) enum Anchor {
 pub(crate) enum Pattern {
     /// Literal comparison after optional lower-casing.
     Literal {
-        needle: String,
+        needle: Needle,
         anchor: Anchor,
         cased: bool,
     },
@@ -44,12 +44,44 @@ enum Piece {
     Question,
 }
 
-fn literal(hay: &str, needle: &str, anchor: Anchor) -> bool {
+/// A literal's text, with its substring finder built once (at rule
+/// compile time, not per comparison) when it is searched for inside values.
+#[derive(Debug, Clone)]
+pub(crate) struct Needle {
+    text: String,
+    /// Boxed: a finder is large, and most patterns are not substrings.
+    finder: Option<Box<memchr::memmem::Finder<'static>>>,
+}
+
+impl Needle {
+    fn new(text: String, anchor: Anchor) -> Needle {
+        let finder = (anchor == Anchor::Contains)
+            .then(|| Box::new(memchr::memmem::Finder::new(text.as_bytes()).into_owned()));
+        Needle { text, finder }
+    }
+
+    pub(crate) fn into_string(self) -> String {
+        self.text
+    }
+}
+
+impl std::ops::Deref for Needle {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+fn literal(hay: &str, needle: &Needle, anchor: Anchor) -> bool {
+    let n = needle.text.as_str();
     match anchor {
-        Anchor::Exact => hay == needle,
-        Anchor::Prefix => hay.starts_with(needle),
-        Anchor::Suffix => hay.ends_with(needle),
-        Anchor::Contains => memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some(),
+        Anchor::Exact => hay == n,
+        Anchor::Prefix => hay.starts_with(n),
+        Anchor::Suffix => hay.ends_with(n),
+        Anchor::Contains => match &needle.finder {
+            Some(f) => f.find(hay.as_bytes()).is_some(),
+            None => memchr::memmem::find(hay.as_bytes(), n.as_bytes()).is_some(),
+        },
     }
 }
 
@@ -109,7 +141,7 @@ impl Pattern {
             }
         };
         let literal = |s: &str, anchor| Pattern::Literal {
-            needle: fold(s),
+            needle: Needle::new(fold(s), anchor),
             anchor,
             cased,
         };
