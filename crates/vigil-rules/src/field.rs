@@ -119,6 +119,27 @@ impl ValueMatcher {
         }
     }
 
+    /// Lower-cased literals every text this value matches contains, as
+    /// clauses (see [`Pattern::required_clauses`]). Empty: no guarantee.
+    pub(crate) fn required_clauses(&self) -> Vec<Vec<String>> {
+        match self {
+            ValueMatcher::Pattern(p) => p.required_clauses(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A case-insensitive, non-empty literal: decided by the literal scan.
+    pub(crate) fn plain_literal(&self) -> Option<(&str, Anchor)> {
+        match self {
+            ValueMatcher::Pattern(Pattern::Literal {
+                needle,
+                anchor,
+                cased: false,
+            }) if !needle.is_empty() => Some((&**needle, *anchor)),
+            _ => None,
+        }
+    }
+
     /// For keyless entries: whether a bare string of the event matches.
     fn matches_text(&self, original: &str, lower: &str) -> bool {
         match self {
@@ -192,7 +213,7 @@ impl FieldMatcher {
                         needle,
                         anchor,
                         cased: false,
-                    }) => Some((needle.clone(), *anchor)),
+                    }) => Some((needle.to_string(), *anchor)),
                     _ => None,
                 })
                 .collect::<Option<_>>()?
@@ -227,8 +248,10 @@ impl FieldMatcher {
         )
     }
 
+    /// Keyword entries have none: the compiler takes their values one by
+    /// one (see `program::keywords`).
     pub(crate) fn clauses(&self) -> Clauses {
-        let Some(field) = self.field.as_ref() else {
+        let Some(field) = self.field.as_deref() else {
             return Vec::new();
         };
         if self.negate || self.exists.is_some() {
@@ -243,7 +266,7 @@ impl FieldMatcher {
                     ValueMatcher::Pattern(p) => p.necessary_literals(),
                     _ => None,
                 })
-                .map(|ls| ls.into_iter().map(|l| (field.clone(), l)).collect())
+                .map(|ls| ls.into_iter().map(|l| (field.to_owned(), l)).collect())
                 .collect();
         }
         let mut lits: Vec<String> = Vec::new();
@@ -265,7 +288,16 @@ impl FieldMatcher {
         if lits.is_empty() {
             return Vec::new();
         }
-        vec![lits.into_iter().map(|l| (field.clone(), l)).collect()]
+        vec![lits.into_iter().map(|l| (field.to_owned(), l)).collect()]
+    }
+
+    /// For a keyword entry: whether its `k`th value matches some value of
+    /// the event (before `|all` and `|neq` combine the values).
+    pub(crate) fn keyword_matches(&self, k: usize, ctx: &mut Ctx<'_, '_>) -> bool {
+        let Some(m) = self.matchers.get(k) else {
+            return false;
+        };
+        ctx.values().iter().any(|(o, l)| m.matches_text(o, l))
     }
 
     pub(crate) fn matches<'r>(&'r self, ctx: &mut Ctx<'r, '_>) -> bool {
@@ -787,7 +819,7 @@ pub(crate) fn compile_field(
             .into_iter()
             .filter_map(|m| match m {
                 ValueMatcher::Pattern(Pattern::Literal { needle, anchor, .. }) => {
-                    Some((needle, anchor))
+                    Some((needle.into_string(), anchor))
                 }
                 _ => None,
             })

@@ -21,7 +21,7 @@ pub(crate) enum Anchor {
 pub(crate) enum Pattern {
     /// Literal comparison after optional lower-casing.
     Literal {
-        needle: String,
+        needle: Needle,
         anchor: Anchor,
         cased: bool,
     },
@@ -44,12 +44,44 @@ enum Piece {
     Question,
 }
 
-fn literal(hay: &str, needle: &str, anchor: Anchor) -> bool {
+/// A literal's text, with its substring finder built once (at rule
+/// compile time, not per comparison) when it is searched for inside values.
+#[derive(Debug, Clone)]
+pub(crate) struct Needle {
+    text: String,
+    /// Boxed: a finder is large, and most patterns are not substrings.
+    finder: Option<Box<memchr::memmem::Finder<'static>>>,
+}
+
+impl Needle {
+    fn new(text: String, anchor: Anchor) -> Needle {
+        let finder = (anchor == Anchor::Contains)
+            .then(|| Box::new(memchr::memmem::Finder::new(text.as_bytes()).into_owned()));
+        Needle { text, finder }
+    }
+
+    pub(crate) fn into_string(self) -> String {
+        self.text
+    }
+}
+
+impl std::ops::Deref for Needle {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+fn literal(hay: &str, needle: &Needle, anchor: Anchor) -> bool {
+    let n = needle.text.as_str();
     match anchor {
-        Anchor::Exact => hay == needle,
-        Anchor::Prefix => hay.starts_with(needle),
-        Anchor::Suffix => hay.ends_with(needle),
-        Anchor::Contains => memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some(),
+        Anchor::Exact => hay == n,
+        Anchor::Prefix => hay.starts_with(n),
+        Anchor::Suffix => hay.ends_with(n),
+        Anchor::Contains => match &needle.finder {
+            Some(f) => f.find(hay.as_bytes()).is_some(),
+            None => memchr::memmem::find(hay.as_bytes(), n.as_bytes()).is_some(),
+        },
     }
 }
 
@@ -109,7 +141,7 @@ impl Pattern {
             }
         };
         let literal = |s: &str, anchor| Pattern::Literal {
-            needle: fold(s),
+            needle: Needle::new(fold(s), anchor),
             anchor,
             cased,
         };
@@ -130,17 +162,22 @@ impl Pattern {
                     }
                 }
                 re.push('$');
-                let hint = p
+                let runs: Vec<String> = p
                     .iter()
                     .filter_map(|x| match x {
-                        Piece::Lit(s) => Some(s),
+                        Piece::Lit(s) => Some(crate::eval::lowercase(s)),
                         _ => None,
                     })
+                    .collect();
+                let hint = runs
+                    .iter()
                     .max_by_key(|s| s.len())
-                    .map(|s| crate::eval::lowercase(s))
+                    .cloned()
                     .into_iter()
                     .collect();
-                Pattern::Regex(build_regex(&re, !cased, false, true, None)?, hint)
+                let mut re = build_regex(&re, !cased, false, true, None)?;
+                re.needs = runs.into_boxed_slice();
+                Pattern::Regex(re, hint)
             }
         })
     }
@@ -166,6 +203,19 @@ impl Pattern {
             }
             Pattern::Number(n) => Some(vec![n.to_string()]),
             _ => None,
+        }
+    }
+
+    /// Lower-cased literals every value this pattern matches contains, in
+    /// conjunctive normal form (each clause: one of its literals occurs):
+    /// for a wildcard value every literal run of it, otherwise
+    /// [`Pattern::necessary_literals`] as one clause. Empty: no guarantee.
+    pub(crate) fn required_clauses(&self) -> Vec<Vec<String>> {
+        match self {
+            Pattern::Regex(re, _) if !re.needs.is_empty() => {
+                re.needs.iter().map(|l| vec![l.clone()]).collect()
+            }
+            _ => self.necessary_literals().into_iter().collect(),
         }
     }
 
@@ -416,6 +466,9 @@ fn ascii_class(c: &Class) -> Option<u128> {
 pub(crate) struct Re {
     re: Regex,
     run: Option<ClassRun>,
+    /// For a wildcard value: its literal runs, lower-cased; every match
+    /// contains all of them (in any case unless `cased`).
+    needs: Box<[String]>,
 }
 
 impl Re {
@@ -432,7 +485,11 @@ fn build_regex(re: &str, i: bool, m: bool, s: bool, run: Option<ClassRun>) -> Re
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|e| e.to_string())?;
-    Ok(Re { re, run })
+    Ok(Re {
+        re,
+        run,
+        needs: Box::default(),
+    })
 }
 
 #[cfg(test)]

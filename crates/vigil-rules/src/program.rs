@@ -42,6 +42,9 @@ pub(crate) enum Node {
     Residual {
         /// Selection, map within it, entry within the map.
         at: [u32; 3],
+        /// For a keyword entry taken value by value: the value
+        /// ([`WHOLE`]: the entry).
+        value: u32,
         hints: AtomClauses,
         /// For an entry that reads only its own field: (field, id) under
         /// which its result is remembered with the field's cached value.
@@ -123,7 +126,12 @@ impl Node {
                 };
                 r != *negate
             }
-            Node::Residual { at, memo, hints } => {
+            Node::Residual {
+                at,
+                value,
+                memo,
+                hints,
+            } => {
                 // A value the entry matches holds an atom of every hint
                 // clause (the prefilter's own guarantee): without one, the
                 // entry is false and the event need not be read.
@@ -141,7 +149,10 @@ impl Node {
                 {
                     return r;
                 }
-                let r = entry_at(det, *at).is_some_and(|m| m.matches(ctx));
+                let r = entry_at(det, *at).is_some_and(|m| match *value {
+                    WHOLE => m.matches(ctx),
+                    k => m.keyword_matches(k as usize, ctx),
+                });
                 if let (Some((f, id)), Some(m)) = (memo, facts.memo.as_deref_mut()) {
                     m.put(*f, *id, r);
                 }
@@ -343,7 +354,11 @@ fn selection(det: &Detection, sel: usize, intern: &mut Intern<'_>) -> Node {
 /// value of the event (no event field can be named so).
 pub(crate) const KEYWORDS: &str = "\0keywords";
 
+/// [`Node::Residual`]'s `value` for an entry evaluated whole.
+const WHOLE: u32 = u32::MAX;
+
 fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_>) -> Node {
+    let at = [sel as u32, map as u32, entry as u32];
     if let Some((lits, all)) = f.literal_atoms() {
         let field = f.field.as_deref().unwrap_or(KEYWORDS);
         let mut ids: Vec<u32> = lits.iter().map(|(l, a)| intern(field, l, *a)).collect();
@@ -352,6 +367,9 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
             ids.dedup();
         }
         return Node::atoms(ids, all, f.negate);
+    }
+    if f.field.is_none() {
+        return keywords(f, at, intern);
     }
     let hints = f
         .clauses()
@@ -367,10 +385,60 @@ fn entry(f: &FieldMatcher, [sel, map, entry]: [usize; 3], intern: &mut Intern<'_
         })
         .collect();
     Node::Residual {
-        at: [sel as u32, map as u32, entry as u32],
+        at,
+        value: WHOLE,
         hints,
         memo: None,
     }
+}
+
+/// A keyword entry that literals alone do not decide (a wildcard, a regex,
+/// `cased` among its values), taken value by value: its plain literals as
+/// keyword atoms, each other value a residual over every value of the
+/// event whose hints are all the literals it needs (every literal run of a
+/// wildcard value), combined as the entry combines them (`|all`: every
+/// one; `|neq`: negated). A rule is then a candidate only when some value
+/// holds one of its literals, and a wildcard value lacking one of its runs
+/// is decided false from the atom bits, without reading the event.
+fn keywords(f: &FieldMatcher, at: [u32; 3], intern: &mut Intern<'_>) -> Node {
+    let mut lits = Vec::new();
+    let mut items = Vec::new();
+    for (k, m) in f.matchers.iter().enumerate() {
+        if let Some((l, a)) = m.plain_literal() {
+            lits.push(intern(KEYWORDS, l, a));
+            continue;
+        }
+        let hints = m
+            .required_clauses()
+            .into_iter()
+            .map(|c| {
+                let mut c: Vec<u32> = c
+                    .iter()
+                    .map(|l| intern(KEYWORDS, l, Anchor::Contains))
+                    .collect();
+                c.sort_unstable();
+                c.dedup();
+                c
+            })
+            .collect();
+        items.push(Node::Residual {
+            at,
+            value: k as u32,
+            hints,
+            memo: None,
+        });
+    }
+    if !lits.is_empty() {
+        lits.sort_unstable();
+        lits.dedup();
+        items.push(Node::atoms(lits, f.all, false));
+    }
+    let n = if f.all {
+        Node::And(items)
+    } else {
+        Node::Or(items)
+    };
+    if f.negate { Node::Not(Box::new(n)) } else { n }
 }
 
 #[cfg(test)]

@@ -211,6 +211,8 @@ fn corpus_prefilter_agrees_with_exhaustive_evaluation() {
     let (set, _) = RuleSet::load_paths(&[
         corpus.join("rules/windows/process_creation"),
         corpus.join("rules/linux/process_creation"),
+        // Keyword rules of every Linux event (wildcards among their keywords).
+        corpus.join("rules/linux/builtin"),
         corpus.join("rules-emerging-threats"),
         corpus.join("rules-threat-hunting/windows/process_creation"),
     ]);
@@ -407,5 +409,57 @@ fn a_field_listed_twice_does_not_poison_cached_verdicts() {
     assert_eq!(set.matching_rules(&src, &Inconsistent), vec![0]);
     for _ in 0..3 {
         assert!(set.matching_rules(&src, &benign()).is_empty());
+    }
+}
+
+/// Keyword lists with a wildcard, a regex or `cased` among their values
+/// cannot be decided by literal bits alone, but every value they match
+/// still contains a literal: such a rule is a candidate only for events
+/// where some value (of any field) holds one, and then decides exactly as
+/// evaluated alone, wherever the value is.
+#[test]
+fn keyword_rules_with_wildcards_are_candidates_only_when_a_value_holds_a_literal() {
+    let src = LogSource::new("p", "c");
+    for detection in [
+        // A wildcard among plain keywords (SigmaHQ's lnx_shell_susp_commands).
+        "  keywords:\n    - 'wget * - http* | sh'\n    - '*; chmod +x /tmp/*'\n    - 'history -c'\n  condition: keywords\n",
+        // Every keyword required, one a wildcard.
+        "  keywords:\n    '|all':\n      - 'wget * - http'\n      - 'history -c'\n  condition: keywords\n",
+        // A regex keyword.
+        "  keywords:\n    '|re': ['wget .* - http', '(?i)HISTORY -C']\n  condition: keywords\n",
+        // Cased keywords.
+        "  keywords:\n    '|cased': ['wget * - http', 'History -c']\n  condition: keywords\n",
+    ] {
+        let set = one_rule(detection);
+        let quiet =
+            serde_json::json!({"Image": "/usr/bin/true", "CommandLine": "/bin/true x", "Pid": 4});
+        let serde_json::Value::Object(quiet) = quiet else {
+            unreachable!()
+        };
+        assert!(
+            set.candidates(&src, &JsonEvent(quiet.clone())).is_empty(),
+            "an event without any of the literals is no candidate: {detection}"
+        );
+        assert_all_forms_agree(&set, &src, quiet);
+        let mut matched = 0;
+        for (field, value) in [
+            ("CommandLine", "wget -q - http://x | sh"),
+            ("CommandLine", "WGET -q - HTTP://x | SH; history -c"),
+            (
+                "ParentCommandLine",
+                "sh -c 'wget a - http://b | sh; history -c'",
+            ),
+            ("User", "history -c"),
+            ("CommandLine", "a;  chmod +x /tmp/y"),
+            ("CommandLine", "History -c; wget x - httpd"),
+        ] {
+            let e = serde_json::json!({"Image": "/usr/bin/x", field: value, "Pid": 7});
+            let serde_json::Value::Object(e) = e else {
+                unreachable!()
+            };
+            matched += set.matching_rules(&src, &JsonEvent(e.clone())).len();
+            assert_all_forms_agree(&set, &src, e);
+        }
+        assert!(matched > 0, "some events match: {detection}");
     }
 }
