@@ -17,6 +17,9 @@ use vigil_evaluate::Evaluator;
 use vigil_proto::v1::{Detection, ProcessRef, Record, SensorHealth, record::Payload};
 use vigil_spool::Spool;
 
+/// How long the pipeline sleeps when it has nothing to write.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
 /// How long the pipeline waits for collectors to hang up after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -145,10 +148,15 @@ impl Pipeline {
         let mut staged = Vec::new();
         let mut stopping: Option<Instant> = None;
         loop {
-            let wait = self
-                .flush_every
-                .saturating_sub(last_flush.elapsed())
-                .max(Duration::from_millis(1));
+            // Nothing waiting to be written: sleep until an event comes (or a
+            // second passes), not every flush interval — an idle sensor stays idle.
+            let wait = if pending.is_empty() {
+                IDLE_WAIT
+            } else {
+                self.flush_every
+                    .saturating_sub(last_flush.elapsed())
+                    .max(Duration::from_millis(1))
+            };
             let mut urgent = false;
             match rx.recv_timeout(wait) {
                 Ok(ev) => urgent |= self.process(ev, &mut staged, &mut pending),

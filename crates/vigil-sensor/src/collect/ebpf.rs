@@ -14,6 +14,9 @@ use vigil_proto::v1::{Direction, FileOperation, TransportProtocol};
 
 /// Entry-time file records waiting for their syscall's result, at most.
 const MAX_PENDING: usize = 8192;
+/// The longest the reader sleeps in the kernel when nothing comes (a stop is
+/// noticed within it).
+const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Events handed to the pipeline in one send, at most.
 const MAX_BATCH: usize = 512;
 /// After a round of records, the reader waits this long before the next one:
@@ -273,7 +276,7 @@ impl EbpfSource {
             }
         };
         while !stop.load(Ordering::Relaxed) && !gone {
-            let r = self.probe.poll(Duration::from_millis(100), |b| {
+            let r = self.probe.poll(IDLE_POLL, |b| {
                 if gone {
                     return;
                 }
