@@ -71,6 +71,74 @@ pub fn to_json_lines(record: &Record, ancestry: &[ProcessRef]) -> Vec<Value> {
     lines
 }
 
+/// The lines [`to_json_lines`] makes, written straight into `out` (each ending
+/// in a newline): an event's fields are serialized as they are read, and a
+/// record's `vigil` part once for all its lines — no value trees per line,
+/// which is what a sensor writing thousands of records a second needs.
+/// Returns how many lines were written.
+pub fn write_json_lines(record: &Record, ancestry: &[ProcessRef], out: &mut Vec<u8>) -> usize {
+    let Some(payload) = &record.payload else {
+        return 0;
+    };
+    if matches!(
+        payload,
+        Payload::Detection(_) | Payload::Health(_) | Payload::Host(_)
+    ) {
+        // Rare records: their tree form is cheap enough.
+        let lines = to_json_lines(record, ancestry);
+        for l in &lines {
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, l);
+            out.push(b'\n');
+        }
+        return lines.len();
+    }
+    let vigil = serde_json::to_vec(&vigil_data(record.sequence, payload)).unwrap_or_default();
+    let time = record.time_unix_ns.to_string();
+    let mut n = 0;
+    for_each_event(payload, ancestry, |e| {
+        out.extend_from_slice(b"{\"logsource\":");
+        let _ = serde_json::to_writer(&mut *out, &logsource(e.source()));
+        out.extend_from_slice(b",\"time\":");
+        out.extend_from_slice(time.as_bytes());
+        out.extend_from_slice(b",\"event\":");
+        let _ = serde_json::to_writer(&mut *out, &EventFields(e));
+        out.extend_from_slice(b",\"vigil\":");
+        out.extend_from_slice(&vigil);
+        out.extend_from_slice(b"}\n");
+        n += 1;
+    });
+    if n == 0 {
+        out.extend_from_slice(b"{\"time\":");
+        out.extend_from_slice(time.as_bytes());
+        out.extend_from_slice(b",\"vigil\":");
+        out.extend_from_slice(&vigil);
+        out.extend_from_slice(b"}\n");
+        n = 1;
+    }
+    n
+}
+
+/// An event's Sigma fields as a JSON object, serialized as they are read.
+struct EventFields<'e, 'a>(&'e SigmaEvent<'a>);
+
+impl serde::Serialize for EventFields<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.fields();
+        let mut m = s.serialize_map(Some(fields.len()))?;
+        for (name, value) in &fields {
+            match value {
+                FieldValue::Str(v) => m.serialize_entry(name.as_ref(), v.as_ref())?,
+                FieldValue::Int(i) => m.serialize_entry(name.as_ref(), i)?,
+                FieldValue::Bool(b) => m.serialize_entry(name.as_ref(), b)?,
+                FieldValue::Null => m.serialize_entry(name.as_ref(), &())?,
+            }
+        }
+        m.end()
+    }
+}
+
 fn logsource(s: Source) -> Value {
     let ls = s.logsource();
     let mut m = Map::new();

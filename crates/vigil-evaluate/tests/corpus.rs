@@ -343,11 +343,31 @@ fn the_whole_linux_corpus_over_many_records() {
     assert!(records.len() > 300, "{}", records.len());
     let mut detections = 0;
     let ancestry = [bash(), pref(1, "/usr/lib/systemd/systemd", "/sbin/init")];
+    let mut written = Vec::new();
     for (i, p) in records.iter().enumerate() {
         let t = T0 + i as i64 * 1_000_000;
         let got = fired(&mut ev, t, p, &ancestry);
         assert_eq!(got, fired_via_json(&set, t, p, &ancestry), "{p:?}");
         detections += got.len();
+        // The streaming writer says exactly what the tree form says.
+        let record = vigil_proto::v1::Record {
+            sequence: i as u64 + 1,
+            time_unix_ns: t,
+            payload: Some(p.clone()),
+        };
+        written.clear();
+        let n = vigil_evaluate::write_json_lines(&record, &ancestry, &mut written);
+        let streamed: Vec<serde_json::Value> = std::str::from_utf8(&written)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(n, streamed.len());
+        assert_eq!(
+            streamed,
+            vigil_evaluate::to_json_lines(&record, &ancestry),
+            "{p:?}"
+        );
     }
     let c = coverage(&set);
     eprintln!("{} records, {detections} detections", records.len());

@@ -354,15 +354,14 @@ impl Pipeline {
             Output::Lines { out, sequence } => {
                 use std::io::Write;
                 let mut failed = 0u64;
+                let mut buf = Vec::with_capacity(64 * 1024);
                 for (t, payload, ancestry) in pending.drain(..) {
                     *sequence += 1;
                     let r = record(*sequence, &mut last_event_seq, t, payload);
-                    for line in vigil_evaluate::to_json_lines(&r, &ancestry) {
-                        if serde_json::to_writer(&mut *out, &line).is_err()
-                            || out.write_all(b"\n").is_err()
-                        {
-                            failed += 1;
-                        }
+                    buf.clear();
+                    let lines = vigil_evaluate::write_json_lines(&r, &ancestry, &mut buf);
+                    if out.write_all(&buf).is_err() {
+                        failed += lines as u64;
                     }
                 }
                 if out.flush().is_err() {
