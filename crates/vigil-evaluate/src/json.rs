@@ -98,7 +98,7 @@ pub fn write_json_lines(record: &Record, ancestry: &[ProcessRef], out: &mut Vec<
     let mut n = 0;
     for_each_event(payload, ancestry, |e| {
         out.extend_from_slice(b"{\"logsource\":");
-        let _ = serde_json::to_writer(&mut *out, &logsource(e.source()));
+        out.extend_from_slice(&logsources()[e.source().index()]);
         out.extend_from_slice(b",\"time\":");
         out.extend_from_slice(time.as_bytes());
         out.extend_from_slice(b",\"event\":");
@@ -117,6 +117,12 @@ pub fn write_json_lines(record: &Record, ancestry: &[ProcessRef], out: &mut Vec<
         n = 1;
     }
     n
+}
+
+/// Each source's `logsource` object, serialized once.
+fn logsources() -> &'static [Vec<u8>; 4] {
+    static ONCE: std::sync::OnceLock<[Vec<u8>; 4]> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| Source::ALL.map(|s| serde_json::to_vec(&logsource(s)).unwrap_or_default()))
 }
 
 /// An event's Sigma fields as a JSON object, serialized as they are read.
