@@ -269,15 +269,20 @@ impl EbpfSource {
         let mut reported_unmatched = 0u64;
         let mut gone = false;
         let mut batch: Vec<RawEvent> = Vec::new();
-        // Hands a round of events to the pipeline in one send.
-        let send = |batch: &mut Vec<RawEvent>, gone: &mut bool| {
-            if !batch.is_empty() && tx.send(RawEvent::Batch(std::mem::take(batch))).is_err() {
-                *gone = true;
-            }
-        };
-        while !stop.load(Ordering::Relaxed) && !gone {
-            let r = self.probe.poll(IDLE_POLL, |b| {
-                if gone {
+        // One round: what the ring holds (waiting up to `timeout` for some),
+        // decoded, converted and handed to the pipeline in batches.
+        let mut round = |probe: &mut Probe,
+                         conv: &mut Convert,
+                         undecodable: &mut u64,
+                         timeout: Duration,
+                         gone: &mut bool| {
+            let send = |batch: &mut Vec<RawEvent>, gone: &mut bool| {
+                if !batch.is_empty() && tx.send(RawEvent::Batch(std::mem::take(batch))).is_err() {
+                    *gone = true;
+                }
+            };
+            let r = probe.poll(timeout, |b| {
+                if *gone {
                     return;
                 }
                 match vigil_ebpf::decode(b) {
@@ -285,44 +290,53 @@ impl EbpfSource {
                         if let Some(ev) = conv.event(ev) {
                             batch.push(ev);
                             if batch.len() >= MAX_BATCH {
-                                send(&mut batch, &mut gone);
+                                send(&mut batch, gone);
                             }
                         }
                     }
                     Err(e) => {
-                        undecodable += 1;
+                        *undecodable += 1;
                         if undecodable.is_power_of_two() {
-                            tracing::warn!(error = %e, count = undecodable, "Undecodable eBPF record");
+                            tracing::warn!(error = %e, count = *undecodable, "Undecodable eBPF record");
                         }
                     }
                 }
             });
-            let delivered = !batch.is_empty();
-            send(&mut batch, &mut gone);
-            if let Err(e) = r {
-                tracing::error!(error = %e, "eBPF source stopped");
-                break;
-            }
+            send(&mut batch, gone);
+            r
+        };
+        while !stop.load(Ordering::Relaxed) && !gone {
+            let r = round(
+                &mut self.probe,
+                &mut conv,
+                &mut undecodable,
+                IDLE_POLL,
+                &mut gone,
+            );
+            let delivered = match r {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "eBPF source stopped");
+                    break;
+                }
+            };
             if delivered {
                 // Let the next records gather: one wake-up per few milliseconds
                 // under load instead of one per record (the ring holds them).
                 std::thread::sleep(COALESCE);
             }
-            if stop.load(Ordering::Relaxed) && !gone {
+            if stop.load(Ordering::Relaxed) {
                 // What the kernel already made is delivered before we hang up.
                 let deadline = Instant::now() + DRAIN_GRACE;
-                while Instant::now() < deadline {
-                    let mut n = 0;
-                    let r = self.probe.poll(Duration::ZERO, |b| {
-                        n += 1;
-                        if let Ok(ev) = vigil_ebpf::decode(b)
-                            && let Some(ev) = conv.event(ev)
-                            && tx.send(ev).is_err()
-                        {
-                            gone = true;
-                        }
-                    });
-                    if n == 0 || gone || r.is_err() {
+                while Instant::now() < deadline && !gone {
+                    let r = round(
+                        &mut self.probe,
+                        &mut conv,
+                        &mut undecodable,
+                        Duration::ZERO,
+                        &mut gone,
+                    );
+                    if !matches!(r, Ok(n) if n > 0) {
                         break;
                     }
                 }

@@ -354,13 +354,6 @@ impl Enricher {
         let parent = self.parent_entry(info.ppid);
         let exe = path_from_bytes(&info.exe);
         let cmd = command_line(&info.argv);
-        let hashes = if info.exe.is_empty() {
-            None
-        } else {
-            Some(vigil_hash::to_proto(&self.hasher.try_hash(
-                std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe)),
-            )))
-        };
         let excluded = self.excluded(info.pid, info.ppid) || self.exclude_exes.contains(&info.exe);
         let entry = Entry {
             guid: guid.clone(),
@@ -375,6 +368,14 @@ impl Enricher {
         if excluded {
             return;
         }
+        // Hashed only for a process that is reported.
+        let hashes = if info.exe.is_empty() {
+            None
+        } else {
+            Some(vigil_hash::to_proto(&self.hasher.try_hash(
+                std::path::Path::new(std::ffi::OsStr::from_bytes(&info.exe)),
+            )))
+        };
         let start = ProcessStart {
             guid,
             pid: info.pid,
