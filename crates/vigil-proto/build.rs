@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vigil/v1/records.proto",
         "vigil/v1/ingest.proto",
         "vigil/v1/alerts.proto",
+        "vigil/v1/admin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
