@@ -72,15 +72,23 @@ async fn run(ebpf: bool, iterations: usize, gap: Duration) {
     let server = support::TestServer::start().await;
     server
         .control
-        .create_tenant("bench", "Bench")
+        .create_tenant(Some("bench"), "Bench", "local", 90)
         .expect("tenant");
     let token = server
         .control
-        .create_api_token("bench", "bench")
+        .create_api_token(
+            Some("bench"),
+            vigil_store::Role::Analyst,
+            "bench",
+            0,
+            "test",
+        )
+        .map(|t| t.0)
         .expect("api token");
     let enroll = server
         .control
-        .create_enrollment_token("bench", Duration::from_secs(60))
+        .create_enrollment_token("bench", Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .expect("token");
     let mut cfg = support::sensor_config(&server, &enroll);
     cfg.collect.ebpf = ebpf;

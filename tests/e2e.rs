@@ -20,7 +20,8 @@ const SHADOW_RULE: &str = "6b0e3f4a-9c1d-4f57-b0a8-3c2d7e5f9a11";
 async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
     let token = server
         .control
-        .create_enrollment_token(tenant, Duration::from_secs(60))
+        .create_enrollment_token(tenant, Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .expect("token");
     let (key, csr) = vigil_pki::device_key_and_csr("test-host").expect("csr");
     let resp = server
@@ -48,19 +49,40 @@ async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
         return;
     };
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
-    server.control.create_tenant("globex", "Globex").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
+    server
+        .control
+        .create_tenant(Some("globex"), "Globex", "local", 90)
+        .unwrap();
     let acme = server
         .control
-        .create_api_token("acme", "acme analyst")
+        .create_api_token(
+            Some("acme"),
+            vigil_store::Role::Analyst,
+            "acme analyst",
+            0,
+            "test",
+        )
+        .map(|t| t.0)
         .unwrap();
     let globex = server
         .control
-        .create_api_token("globex", "globex analyst")
+        .create_api_token(
+            Some("globex"),
+            vigil_store::Role::Analyst,
+            "globex analyst",
+            0,
+            "test",
+        )
+        .map(|t| t.0)
         .unwrap();
     let enroll_token = server
         .control
-        .create_enrollment_token("acme", Duration::from_secs(60))
+        .create_enrollment_token("acme", Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .unwrap();
 
     let cfg = sensor_config(&server, &enroll_token);
@@ -229,11 +251,19 @@ async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns()
         return;
     };
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
-    let analyst = server.control.create_api_token("acme", "a").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
+    let analyst = server
+        .control
+        .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
+        .map(|t| t.0)
+        .unwrap();
     let token = server
         .control
-        .create_enrollment_token("acme", Duration::from_secs(60))
+        .create_enrollment_token("acme", Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .unwrap();
     let Some(sensor) = support::start_kernel_sensor(
         "detections_made_while_the_server_is_down_arrive_once_after_it_returns",
@@ -316,10 +346,14 @@ async fn a_rule_added_while_the_sensor_runs_takes_effect() {
         return;
     };
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
     let token = server
         .control
-        .create_enrollment_token("acme", Duration::from_secs(60))
+        .create_enrollment_token("acme", Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .unwrap();
     let rules = tempfile::tempdir().unwrap();
     let cfg = support::sensor_config_with_rules(&server, &token, rules.path());
@@ -373,7 +407,10 @@ async fn tls_below_1_3_is_refused() {
 #[tokio::test]
 async fn enrollment_refuses_wrong_and_expired_tokens() {
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
     let (_key, csr) = vigil_pki::device_key_and_csr("h").unwrap();
     let mut c = server.ingest(None).await;
 
@@ -389,7 +426,8 @@ async fn enrollment_refuses_wrong_and_expired_tokens() {
 
     let expired = server
         .control
-        .create_enrollment_token("acme", Duration::ZERO)
+        .create_enrollment_token("acme", Duration::ZERO, "test")
+        .map(|t| t.0)
         .unwrap();
     let err = c
         .enroll(EnrollRequest {
@@ -404,7 +442,8 @@ async fn enrollment_refuses_wrong_and_expired_tokens() {
 
     let good = server
         .control
-        .create_enrollment_token("acme", Duration::from_secs(60))
+        .create_enrollment_token("acme", Duration::from_secs(60), "test")
+        .map(|t| t.0)
         .unwrap();
     let err = c
         .enroll(EnrollRequest {
@@ -474,7 +513,10 @@ fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>, detection_at: Option<u64>
 #[tokio::test]
 async fn ingest_stream_requires_a_device_certificate() {
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
 
     // No client certificate at all.
     let mut anon = server.ingest(None).await;
@@ -523,8 +565,15 @@ async fn ingest_stream_requires_a_device_certificate() {
 #[tokio::test]
 async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
     let server = TestServer::start().await;
-    server.control.create_tenant("acme", "Acme").unwrap();
-    let analyst = server.control.create_api_token("acme", "a").unwrap();
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
+    let analyst = server
+        .control
+        .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
+        .map(|t| t.0)
+        .unwrap();
     let (identity, device) = enroll(&server, "acme").await;
 
     let mut c = server.ingest(Some(identity.clone())).await;

@@ -12,6 +12,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub control: Arc<vigil_store::ControlStore>,
+    maintenance: vigil_server::Maintenance,
     pub ca_pem: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -19,8 +20,22 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with_options(|_| {}, vigil_server::BindOptions::default()).await
+    }
+
+    /// Starts a server whose configuration `configure` changed first, built
+    /// with `opts` (an injected clock, say).
+    pub async fn start_with_options(
+        configure: impl FnOnce(&mut vigil_server::ServerConfig),
+        opts: vigil_server::BindOptions,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, "127.0.0.1:0".parse().expect("addr")).await
+        Self::start_configured(dir, "127.0.0.1:0".parse().expect("addr"), configure, opts).await
+    }
+
+    /// The server's background work, to run a pass now.
+    pub fn maintenance(&self) -> vigil_server::Maintenance {
+        self.maintenance.clone()
     }
 
     /// Stops the server, keeping its data and address for [`Paused::resume`].
@@ -31,13 +46,19 @@ impl TestServer {
         Paused { dir, addr }
     }
 
-    async fn start_in(dir: tempfile::TempDir, listen: SocketAddr) -> TestServer {
-        let cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
+    async fn start_configured(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        configure: impl FnOnce(&mut vigil_server::ServerConfig),
+        opts: vigil_server::BindOptions,
+    ) -> TestServer {
+        let mut cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
+        configure(&mut cfg);
         // A restarted server may find its store still held by connections that
         // are closing, or its port in TIME_WAIT: retry briefly.
         let mut tries = 0;
         let server = loop {
-            match vigil_server::Server::bind(cfg.clone()).await {
+            match vigil_server::Server::bind_with(cfg.clone(), opts.clone()).await {
                 Ok(s) => break s,
                 Err(e) if tries < 50 => {
                     tries += 1;
@@ -49,6 +70,7 @@ impl TestServer {
         };
         let addr = server.local_addr().expect("addr");
         let control = server.control();
+        let maintenance = server.maintenance();
         let ca_pem = std::fs::read_to_string(
             vigil_server::pki::PkiPaths::new(&dir.path().join("server")).ca_cert(),
         )
@@ -66,6 +88,7 @@ impl TestServer {
             dir,
             addr,
             control,
+            maintenance,
             ca_pem,
             stop: Some(tx),
             task: Some(task),
@@ -123,6 +146,7 @@ impl TestServer {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         drop(self.control);
+        drop(self.maintenance);
     }
 }
 
@@ -134,7 +158,17 @@ pub struct Paused {
 
 impl Paused {
     pub async fn resume(self) -> TestServer {
-        TestServer::start_in(self.dir, self.addr).await
+        self.resume_with(|_| {}, vigil_server::BindOptions::default())
+            .await
+    }
+
+    /// Resumes with a changed configuration (fewer regions, say).
+    pub async fn resume_with(
+        self,
+        configure: impl FnOnce(&mut vigil_server::ServerConfig),
+        opts: vigil_server::BindOptions,
+    ) -> TestServer {
+        TestServer::start_configured(self.dir, self.addr, configure, opts).await
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use vigil_proto::v1::WatchAlertsRequest;
+use vigil_store::{Role, TokenCheck};
 
 pub struct UpArgs {
     pub data_dir: PathBuf,
@@ -41,21 +42,45 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let addr = server.local_addr()?;
     let control = server.control();
     if control.tenant(TENANT)?.is_none() {
-        control.create_tenant(TENANT, "Local tenant (vigil up)")?;
+        control.create_tenant(
+            Some(TENANT),
+            "Local tenant (vigil up)",
+            "local",
+            vigil_store::DEFAULT_RETENTION_DAYS,
+        )?;
     }
     let ca_file = vigil_server::pki::PkiPaths::new(&server_dir).ca_cert();
     let endpoint = format!("https://{addr}");
+    // The local tenant's admin, and the deployment's operator: tokens are
+    // reused across restarts while still valid.
     let profile_path = data_dir.join("analyst.toml");
-    // Reuse the analyst token across restarts while it is still valid.
-    let token = match Profile::load(&profile_path) {
-        Ok(p)
-            if control
-                .api_token(&p.token)?
-                .is_some_and(|t| t.tenant_id == TENANT) =>
-        {
-            p.token
+    let operator_path = data_dir.join("operator.toml");
+    let reuse = |path: &Path, tenant: Option<&str>, role: Role| -> Result<Option<String>> {
+        Ok(match Profile::load(path) {
+            Ok(p) => match control.check_api_token(&p.token)? {
+                TokenCheck::Valid(t) if t.tenant_id.as_deref() == tenant && t.role == role => {
+                    Some(p.token)
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        })
+    };
+    let token = match reuse(&profile_path, Some(TENANT), Role::Admin)? {
+        Some(t) => t,
+        None => {
+            control
+                .create_api_token(Some(TENANT), Role::Admin, "vigil up admin", 0, "vigil up")?
+                .0
         }
-        _ => control.create_api_token(TENANT, "vigil up analyst")?,
+    };
+    let operator_token = match reuse(&operator_path, None, Role::Operator)? {
+        Some(t) => t,
+        None => {
+            control
+                .create_api_token(None, Role::Operator, "vigil up operator", 0, "vigil up")?
+                .0
+        }
     };
     let profile = Profile {
         endpoint: endpoint.clone(),
@@ -65,6 +90,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         tenant: TENANT.into(),
     };
     profile.save(&profile_path)?;
+    Profile {
+        token: operator_token,
+        tenant: String::new(),
+        ..profile.clone()
+    }
+    .save(&operator_path)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -77,7 +108,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let token = if enrolled {
         None
     } else {
-        Some(control.create_enrollment_token(TENANT, Duration::from_secs(600))?)
+        Some(
+            control
+                .create_enrollment_token(TENANT, Duration::from_secs(600), "vigil up")?
+                .0,
+        )
     };
     let rules: Vec<PathBuf> = args
         .rules
@@ -117,6 +152,10 @@ pub async fn run(args: UpArgs) -> Result<()> {
     eprintln!(
         "  analysts     vigil --profile {} alerts list",
         profile_path.display()
+    );
+    eprintln!(
+        "  operator     vigil --profile {} tenant list",
+        operator_path.display()
     );
     eprintln!("Alerts appear below as they are raised. Ctrl-C stops.");
 

@@ -20,6 +20,26 @@ pub struct ServerConfig {
     /// Most records in one batch.
     #[serde(default = "default_max_batch")]
     pub max_batch_records: usize,
+    /// Data locations this server serves, each with its own directory. A
+    /// tenant's region is chosen at creation and never changes; tenants of
+    /// regions not listed here are refused. Default: one region, `local`, in
+    /// `data_dir/store`.
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
+    /// How often retention removes data older than each tenant's setting.
+    #[serde(default = "default_retention_check")]
+    pub retention_check_seconds: u64,
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Letters, digits, '-' and '_', e.g. `eu-west`.
+    pub name: String,
+    /// Where this region's tenant data is written (and nowhere else).
+    pub data_dir: PathBuf,
 }
 
 fn default_names() -> Vec<String> {
@@ -30,6 +50,9 @@ fn default_max_message() -> usize {
 }
 fn default_max_batch() -> usize {
     10_000
+}
+fn default_retention_check() -> u64 {
+    3600
 }
 
 pub use vigil_config::ConfigError;
@@ -43,7 +66,32 @@ impl ServerConfig {
             server_names: default_names(),
             max_message_bytes: default_max_message(),
             max_batch_records: default_max_batch(),
+            regions: Vec::new(),
+            retention_check_seconds: default_retention_check(),
+            metrics_listen: None,
         }
+    }
+
+    /// Where the control database, master keys and deployment audit log live.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    /// The regions served: as configured, or `local` in the store directory.
+    pub fn served_regions(&self) -> Vec<vigil_store::Region> {
+        if self.regions.is_empty() {
+            return vec![vigil_store::Region {
+                name: "local".into(),
+                dir: self.store_dir(),
+            }];
+        }
+        self.regions
+            .iter()
+            .map(|r| vigil_store::Region {
+                name: r.name.clone(),
+                dir: r.data_dir.clone(),
+            })
+            .collect()
     }
 
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
@@ -64,6 +112,48 @@ impl vigil_config::Validate for ServerConfig {
         }
         if !(1..=100_000).contains(&self.max_batch_records) {
             return Err(("max_batch_records", "must be between 1 and 100000".into()));
+        }
+        if !(1..=86_400).contains(&self.retention_check_seconds) {
+            return Err((
+                "retention_check_seconds",
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.regions {
+            if r.name.is_empty()
+                || r.name.len() > 64
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    "regions.name",
+                    format!("`{}`: letters, digits, '-' and '_', at most 64", r.name),
+                ));
+            }
+            if !seen.insert(&r.name) {
+                return Err(("regions.name", format!("`{}` is listed twice", r.name)));
+            }
+            if !r.data_dir.is_absolute() {
+                return Err((
+                    "regions.data_dir",
+                    format!("region `{}`: must be an absolute path", r.name),
+                ));
+            }
+        }
+        let dirs: Vec<_> = self.regions.iter().map(|r| &r.data_dir).collect();
+        for (i, a) in dirs.iter().enumerate() {
+            if dirs[i + 1..]
+                .iter()
+                .any(|b| a.starts_with(b) || b.starts_with(a))
+            {
+                return Err((
+                    "regions.data_dir",
+                    "two regions share a directory: each needs its own".into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -1,7 +1,10 @@
 //! The Ingest service: enrollment (token → device certificate) and the record
 //! stream (mutual TLS; tenant from the certificate, never from the payload).
 
-use crate::{Shared, alert};
+use crate::audit::{Who, result_text};
+use crate::auth::peer_of;
+use crate::live::Owners;
+use crate::{Shared, alert, internal, store_status};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,38 +19,81 @@ pub(crate) struct IngestService {
     pub(crate) shared: Arc<Shared>,
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "Internal error");
-    Status::internal("internal error")
-}
-
 /// The authenticated device behind a request, from its verified certificate.
+/// Every refusal is audited: in the deployment log, and in the log of each
+/// tenant the certificate or the device record names.
 fn device_of<T>(shared: &Shared, req: &Request<T>) -> Result<DeviceRecord, Status> {
-    let certs = req.peer_certs().ok_or_else(|| {
-        tracing::warn!(peer = ?req.remote_addr(), "Stream refused: no device certificate");
-        Status::unauthenticated("a device certificate is required: enroll first")
-    })?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("empty certificate chain"))?;
-    let id = vigil_pki::device_identity(leaf.as_ref()).map_err(|e| {
-        tracing::warn!(error = %e, "Stream refused: certificate without device identity");
-        Status::unauthenticated("certificate carries no device identity")
-    })?;
-    let dev = shared
-        .control
-        .device(&id.device_id)
-        .map_err(internal)?
-        .ok_or_else(|| Status::permission_denied("unknown device"))?;
+    let peer = peer_of(req);
+    let refuse = |who: &Who, tenants: &[&str], s: Status, reason: &'static str| {
+        shared.refused(who, METHOD, tenants.first().copied(), "", &s, reason);
+        for t in tenants.iter().skip(1) {
+            let _ = shared
+                .audit
+                .write(who, false, Some(t), METHOD, "", &result_text(Err(&s)));
+        }
+        s
+    };
+    let Some(certs) = req.peer_certs() else {
+        return Err(refuse(
+            &Who::anonymous(&peer),
+            &[],
+            Status::unauthenticated("a device certificate is required: enroll first"),
+            "unauthenticated",
+        ));
+    };
+    let Some(leaf) = certs.first() else {
+        return Err(refuse(
+            &Who::anonymous(&peer),
+            &[],
+            Status::unauthenticated("empty certificate chain"),
+            "unauthenticated",
+        ));
+    };
+    let id = match vigil_pki::device_identity(leaf.as_ref()) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(error = %e, "Stream refused: certificate without device identity");
+            return Err(refuse(
+                &Who::anonymous(&peer),
+                &[],
+                Status::unauthenticated("certificate carries no device identity"),
+                "unauthenticated",
+            ));
+        }
+    };
+    let claimed = Who::device(&id.device_id, &id.tenant_id, &peer);
+    let dev = match shared.control.device(&id.device_id).map_err(internal)? {
+        Some(d) => d,
+        None => {
+            return Err(refuse(
+                &claimed,
+                &[&id.tenant_id],
+                Status::permission_denied("unknown device"),
+                "permission_denied",
+            ));
+        }
+    };
     if dev.tenant_id != id.tenant_id {
         tracing::warn!(device = %id.device_id, "Stream refused: certificate tenant does not match the device record");
-        return Err(Status::permission_denied("device identity mismatch"));
+        return Err(refuse(
+            &claimed,
+            &[&id.tenant_id, &dev.tenant_id],
+            Status::permission_denied("device identity mismatch"),
+            "wrong_tenant",
+        ));
     }
     if dev.revoked {
-        return Err(Status::permission_denied("device revoked"));
+        return Err(refuse(
+            &claimed,
+            &[&dev.tenant_id],
+            Status::permission_denied("device revoked"),
+            "revoked",
+        ));
     }
     Ok(dev)
 }
+
+const METHOD: &str = "Ingest/Stream";
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
@@ -57,21 +103,26 @@ impl Ingest for IngestService {
         &self,
         req: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
-        let peer = req.remote_addr();
+        const M: &str = "Ingest/Enroll";
+        let peer = peer_of(&req);
         let req = req.into_inner();
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
+            let refuse = |s: Status| {
+                shared.refused(&Who::anonymous(&peer), M, None, "", &s, "unauthenticated");
+                Err(s)
+            };
             let tenant = match shared.control.redeem_enrollment_token(&req.enrollment_token).map_err(internal)? {
                 Redeemed::Tenant(t) => t,
-                Redeemed::Expired => {
-                    tracing::warn!(?peer, "Enrollment refused: token expired");
-                    return Err(Status::unauthenticated("enrollment token expired"));
-                }
-                Redeemed::Unknown => {
-                    tracing::warn!(?peer, "Enrollment refused: unknown token");
-                    return Err(Status::unauthenticated("enrollment token is not valid"));
-                }
+                Redeemed::Expired => return refuse(Status::unauthenticated("enrollment token expired")),
+                Redeemed::Revoked => return refuse(Status::unauthenticated("enrollment token revoked")),
+                Redeemed::Unknown => return refuse(Status::unauthenticated("enrollment token is not valid")),
             };
+            if let Some(rec) = shared.control.tenant(&tenant).map_err(internal)?
+                && let Err(e) = shared.control.tenant_dir(&rec)
+            {
+                return Err(store_status(e));
+            }
             let device_id = vigil_store::new_id().map_err(internal)?;
             let identity = vigil_pki::DeviceIdentity { tenant_id: tenant.clone(), device_id: device_id.clone() };
             let cert = shared
@@ -85,11 +136,20 @@ impl Ingest for IngestService {
                     device_id: device_id.clone(),
                     tenant_id: tenant.clone(),
                     hostname: hostname.clone(),
-                    enrolled_unix_ns: vigil_store::now_unix_ns(),
+                    enrolled_unix_ns: shared.control.now(),
                     revoked: false,
+                    revoked_unix_ns: 0,
                 })
                 .map_err(internal)?;
-            tracing::info!(target: "audit", tenant = %tenant, device = %device_id, hostname = %hostname, "Device enrolled");
+            tracing::info!(tenant = %tenant, device = %device_id, hostname = %hostname, "Device enrolled");
+            shared.audit.write(
+                &Who::device(&device_id, &tenant, &peer),
+                false,
+                Some(&tenant),
+                M,
+                &format!("hostname={hostname:?}"),
+                "ok",
+            )?;
             Ok(Response::new(EnrollResponse {
                 device_id,
                 tenant_id: tenant,
@@ -112,14 +172,30 @@ impl Ingest for IngestService {
             .shared
             .control
             .tenant_store(&device.tenant_id)
-            .map_err(internal)?;
+            .map_err(store_status)?;
         let shared = Arc::clone(&self.shared);
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BatchAck, Status>>(16);
         tracing::info!(tenant = %device.tenant_id, device = %device.device_id, "Sensor stream opened");
         tokio::spawn(async move {
+            let reg = shared.live.register(Owners {
+                tenant: device.tenant_id.clone(),
+                device: Some(device.device_id.clone()),
+                token: None,
+                grant: None,
+            });
+            let mut ended = reg.ended.clone();
             loop {
-                let batch = match inbound.next().await {
+                let next = tokio::select! {
+                    n = inbound.next() => n,
+                    _ = ended.changed() => {
+                        let why = ended.borrow().clone().unwrap_or_default();
+                        tracing::warn!(device = %device.device_id, %why, "Sensor stream closed by the server");
+                        let _ = tx.send(Err(Status::permission_denied(why))).await;
+                        break;
+                    }
+                };
+                let batch = match next {
                     None => break,
                     Some(Ok(b)) => b,
                     Some(Err(status)) => {
@@ -139,6 +215,7 @@ impl Ingest for IngestService {
                     break;
                 }
             }
+            drop(reg);
             tracing::info!(device = %device.device_id, "Sensor stream closed");
         });
         Ok(Response::new(Box::pin(
@@ -170,7 +247,8 @@ async fn handle_batch(
             "record sequence numbers must be positive and strictly increasing",
         ));
     }
-    let received = vigil_store::now_unix_ns();
+    let started = std::time::Instant::now();
+    let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
     let mut alerts = Vec::new();
     for r in batch.records {
@@ -194,10 +272,20 @@ async fn handle_batch(
         .map(|(s, id, a)| (*s, id.clone(), a.encode_to_vec()))
         .collect();
     let (st, dev) = (Arc::clone(store), device.device_id.clone());
-    let outcome = tokio::task::spawn_blocking(move || st.commit_batch(&dev, &records, &encoded))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let outcome =
+        tokio::task::spawn_blocking(move || st.commit_batch(&dev, received, &records, &encoded))
+            .await
+            .map_err(internal)?
+            .map_err(store_status)?;
+    shared
+        .live
+        .saw(&device.tenant_id, &device.device_id, received);
+    crate::metrics::batch_stored(
+        &device.tenant_id,
+        u64::from(outcome.accepted),
+        u64::from(outcome.duplicates),
+        started.elapsed().as_secs_f64(),
+    );
     for (seq, _, a) in &alerts {
         if *seq > outcome.previous_high {
             tracing::info!(tenant = %device.tenant_id, alert = %a.id, rule = %a.rule_id, device = %device.device_id, "Alert raised");

@@ -1,30 +1,50 @@
 //! Vigil's server.
 //!
-//! What it is: the gRPC backend sensors stream to and analysts query. Data
-//! path, one module each: `ingest` (enrollment, record stream) → store (the
-//! `vigil-store` crate: one encrypted database per tenant) → `alert`
-//! (detections become alerts) → `query` (the Alerts service).
+//! What it is: the gRPC backend sensors stream to and people administer and
+//! query. Data path, one module each: `ingest` (enrollment, record stream) →
+//! store (the `vigil-store` crate: one encrypted database per tenant, in its
+//! region) → `alert` (detections become alerts) → `query` (the Alerts
+//! service). Governance beside it: `auth` (tokens, roles, grants), `operator`
+//! (tenants), `admin` (a tenant's people, sensors, settings), `audit` (the
+//! hash-chained trail and its service), `live` (open streams and the switches
+//! that end them), `maintenance` (retention, audit group commit, key
+//! rotation), `metrics`, `ops` (reflection).
 //!
 //! Invariants: the tenant of sensor data is taken from the device certificate
-//! verified by TLS, never from a payload; the tenant of an analyst call from
-//! their API token. Every analyst access is logged to the `audit` target.
+//! verified by TLS, never from a payload; the tenant of an API call from its
+//! token (an operator's only under an approved grant). Every API call and
+//! every refusal is written to the audit trail before the call answers.
 //!
 //! What it is not: a rule engine (sensors evaluate rules; the server raises
 //! what they detect) or a certificate store for anything but its own CA.
 
+mod admin;
 mod alert;
+mod audit;
+mod auth;
 pub mod config;
 mod ingest;
+mod live;
+pub mod maintenance;
+mod metrics;
+mod operator;
+mod ops;
 pub mod pki;
 mod query;
 mod tls;
 
-pub use config::ServerConfig;
+pub use auth::TENANT_HEADER;
+pub use config::{RegionConfig, ServerConfig};
+pub use maintenance::Maintenance;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use vigil_proto::v1::{alerts_server::AlertsServer, ingest_server::IngestServer};
-use vigil_store::ControlStore;
+use tonic::Status;
+use vigil_proto::v1::{
+    admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
+    ingest_server::IngestServer, operator_server::OperatorServer,
+};
+use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -40,12 +60,41 @@ pub enum ServerError {
     Tls(String),
 }
 
+pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "Internal error");
+    Status::internal("internal error")
+}
+
+/// A store error as the status a caller should see.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::UnknownTenant(t) => Status::not_found(format!("no tenant {t}")),
+        StoreError::RegionNotServed { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        StoreError::BadIdentifier(_) => Status::invalid_argument(e.to_string()),
+        StoreError::NotFound(m) => Status::not_found(format!("no such {m}")),
+        StoreError::TenantExists(_) => Status::already_exists(e.to_string()),
+        other => internal(other),
+    }
+}
+
 /// What the services share.
 pub(crate) struct Shared {
     pub(crate) control: Arc<ControlStore>,
     pub(crate) ca: vigil_pki::CertificateAuthority,
     pub(crate) config: ServerConfig,
     pub(crate) alerts: alert::AlertBus,
+    pub(crate) audit: audit::AuditLogs,
+    pub(crate) live: live::Live,
+}
+
+/// What a server is built with besides its configuration (tests inject a clock).
+#[derive(Debug, Default, Clone)]
+pub struct BindOptions {
+    /// Default: the machine's clock.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Default: master keys in files under `data_dir/store/keys`.
+    pub keys: Option<Arc<dyn KeyProvider>>,
 }
 
 /// A server bound to its address and ready to serve.
@@ -63,22 +112,47 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Opens the store a configuration describes.
+pub fn open_store(config: &ServerConfig, opts: &BindOptions) -> Result<ControlStore, ServerError> {
+    let dir = config.store_dir();
+    let keys = match &opts.keys {
+        Some(k) => Arc::clone(k),
+        None => Arc::new(vigil_store::FileKeyProvider::open(&dir.join("keys"))?),
+    };
+    Ok(ControlStore::open(StoreOptions {
+        dir,
+        regions: config.served_regions(),
+        keys,
+        clock: opts
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(vigil_store::SystemClock)),
+    })?)
+}
+
 impl Server {
     /// Opens the store, loads (or creates) the PKI, and binds the listener.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
-        let control = Arc::new(ControlStore::open(&config.data_dir.join("store"))?);
+        Server::bind_with(config, BindOptions::default()).await
+    }
+
+    pub async fn bind_with(config: ServerConfig, opts: BindOptions) -> Result<Server, ServerError> {
+        let control = Arc::new(open_store(&config, &opts)?);
         let pki = pki::load_or_create(&pki::PkiPaths::new(&config.data_dir), &config.server_names)?;
         // Sensors authenticate with device certificates from our CA; enrollment
-        // (which has none yet) is the one call allowed without.
+        // (which has none yet) and people's API calls are made without.
         let tls = tls::server_config(&pki.server_cert_pem, &pki.server_key_pem, pki.ca.cert_pem())?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| ServerError::Io(format!("listen on {}: {e}", config.listen)))?;
+        let audit = audit::AuditLogs::open(Arc::clone(&control))?;
         let shared = Arc::new(Shared {
             control,
             ca: pki.ca,
             config,
             alerts: alert::AlertBus::default(),
+            audit,
+            live: live::Live::default(),
         });
         Ok(Server {
             listener,
@@ -93,9 +167,16 @@ impl Server {
             .map_err(|e| ServerError::Io(e.to_string()))
     }
 
-    /// The control store, for administration (tenants, tokens).
+    /// The control store, for bootstrap (the first operator token, `vigil up`).
     pub fn control(&self) -> Arc<ControlStore> {
         Arc::clone(&self.shared.control)
+    }
+
+    /// The server's background work, to run a pass now.
+    pub fn maintenance(&self) -> Maintenance {
+        Maintenance {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Serves until `shutdown` completes.
@@ -104,16 +185,26 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let max = self.shared.config.max_message_bytes;
-        let ingest = IngestServer::new(ingest::IngestService {
-            shared: Arc::clone(&self.shared),
-        })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-        let alerts = AlertsServer::new(query::AlertsService {
-            shared: Arc::clone(&self.shared),
-        })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        if let Some(addr) = self.shared.config.metrics_listen {
+            metrics::install(addr)?;
+        }
+        let background = maintenance::start(&self.shared);
+        macro_rules! svc {
+            ($server:ident, $svc:expr) => {
+                $server::new($svc)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+            };
+        }
+        let shared = || Arc::clone(&self.shared);
+        let ingest = svc!(IngestServer, ingest::IngestService { shared: shared() });
+        let alerts = svc!(AlertsServer, query::AlertsService { shared: shared() });
+        let operator = svc!(
+            OperatorServer,
+            operator::OperatorService { shared: shared() }
+        );
+        let admin = svc!(AdminServer, admin::AdminService { shared: shared() });
+        let audit = svc!(AuditServer, audit::AuditService { shared: shared() });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServer<ingest::IngestService>>()
@@ -121,15 +212,36 @@ impl Server {
         health_reporter
             .set_serving::<AlertsServer<query::AlertsService>>()
             .await;
+        health_reporter
+            .set_serving::<OperatorServer<operator::OperatorService>>()
+            .await;
+        health_reporter
+            .set_serving::<AdminServer<admin::AdminService>>()
+            .await;
+        health_reporter
+            .set_serving::<AuditServer<audit::AuditService>>()
+            .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
-        tonic::transport::Server::builder()
+        let flush = Maintenance {
+            shared: Arc::clone(&self.shared),
+        };
+        let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)
+            // TEMP .add_service(ops::reflection()?)
             .add_service(ingest)
             .add_service(alerts)
+            .add_service(operator)
+            .add_service(admin)
+            .add_service(audit)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
-            .map_err(|e| ServerError::Transport(e.to_string()))
+            .map_err(|e| ServerError::Transport(e.to_string()));
+        for t in background {
+            t.abort();
+        }
+        flush.flush_audit().await;
+        result
     }
 }

@@ -1,10 +1,13 @@
 //! `vigil-server --config FILE [serve]`: serves until interrupted.
-//! `vigil-server --config FILE tenant|token ...`: offline administration of the
-//! store (run while the server is stopped; the store allows one process).
+//! `vigil-server --config FILE operator-token|tenant|enrollment-token|api-token|audit-verify ...`:
+//! bootstrap and recovery while the server is stopped (the store allows one
+//! process). They call the same store code the Operator and Admin services
+//! do; with the server running, use `vigil` instead.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
+use vigil_store::Role;
 
 #[derive(Parser)]
 #[command(version, about = "Vigil server")]
@@ -20,13 +23,25 @@ struct Args {
 enum Command {
     /// Serve gRPC (the default).
     Serve,
-    /// Create a tenant.
-    TenantCreate {
-        /// Tenant id: letters, digits, '-' and '_'.
-        id: String,
-        /// Display name.
-        #[arg(long, default_value = "")]
+    /// Create a deployment operator token (the first one, to bootstrap); prints the secret once.
+    OperatorToken {
+        /// Who the token is for (appears in the audit log).
+        #[arg(long)]
         name: String,
+    },
+    /// Create a tenant and its first admin token; prints both.
+    TenantCreate {
+        /// Display name.
+        name: String,
+        /// One of the configured regions (default: the only one).
+        #[arg(long)]
+        region: Option<String>,
+        /// 30 to 180.
+        #[arg(long, default_value_t = vigil_store::DEFAULT_RETENTION_DAYS)]
+        retention_days: u32,
+        /// Tenant id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Create an enrollment token for a tenant's sensors; prints the secret once.
     EnrollmentToken {
@@ -35,13 +50,31 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         hours: u64,
     },
-    /// Create an analyst API token for a tenant; prints the secret once.
+    /// Create an API token in a tenant; prints the secret once.
     ApiToken {
         tenant: String,
         /// Who the token is for (appears in the audit log).
         #[arg(long)]
         name: String,
+        /// admin, analyst, auditor or read-only.
+        #[arg(long, default_value = "analyst")]
+        role: String,
     },
+    /// Verify an audit log's chain offline: the deployment's, or a tenant's.
+    AuditVerify {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+fn role(s: &str) -> anyhow::Result<Role> {
+    Ok(match s {
+        "admin" => Role::Admin,
+        "analyst" => Role::Analyst,
+        "auditor" => Role::Auditor,
+        "read-only" | "read_only" => Role::ReadOnly,
+        other => anyhow::bail!("unknown role `{other}` (admin, analyst, auditor, read-only)"),
+    })
 }
 
 #[tokio::main]
@@ -55,7 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = vigil_server::ServerConfig::load(&args.config)?;
     let store = || {
-        vigil_store::ControlStore::open(&cfg.data_dir.join("store")).context("opening the store")
+        vigil_server::open_store(&cfg, &vigil_server::BindOptions::default())
+            .context("opening the store (is the server running? stop it first)")
     };
     match args.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -68,20 +102,85 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        Command::TenantCreate { id, name } => {
-            store()?.create_tenant(&id, &name)?;
-            println!("tenant {id} created");
+        Command::OperatorToken { name } => {
+            let (t, info) = store()?.create_api_token(
+                None,
+                Role::Operator,
+                &name,
+                0,
+                "vigil-server (offline)",
+            )?;
+            eprintln!(
+                "operator token {} created; the secret is shown once:",
+                info.id
+            );
+            println!("{t}");
+        }
+        Command::TenantCreate {
+            name,
+            region,
+            retention_days,
+            id,
+        } => {
+            let s = store()?;
+            let region = match region {
+                Some(r) => r,
+                None => match s.regions() {
+                    [only] => only.name.clone(),
+                    _ => anyhow::bail!("--region is required: this server serves several"),
+                },
+            };
+            let rec = s.create_tenant(id.as_deref(), &name, &region, retention_days)?;
+            let (t, _) = s.create_api_token(
+                Some(&rec.id),
+                Role::Admin,
+                "first admin",
+                0,
+                "vigil-server (offline)",
+            )?;
+            println!("tenant_id {}", rec.id);
+            println!("admin_token {t}");
         }
         Command::EnrollmentToken { tenant, hours } => {
-            let t = store()?.create_enrollment_token(
+            let (t, _) = store()?.create_enrollment_token(
                 &tenant,
                 Duration::from_secs(hours.saturating_mul(3600)),
+                "vigil-server (offline)",
             )?;
             println!("{t}");
         }
-        Command::ApiToken { tenant, name } => {
-            let t = store()?.create_api_token(&tenant, &name)?;
+        Command::ApiToken {
+            tenant,
+            name,
+            role: r,
+        } => {
+            let (t, _) = store()?.create_api_token(
+                Some(&tenant),
+                role(&r)?,
+                &name,
+                0,
+                "vigil-server (offline)",
+            )?;
             println!("{t}");
+        }
+        Command::AuditVerify { tenant } => {
+            let s = store()?;
+            let (path, key) = match &tenant {
+                Some(t) => (s.tenant_audit_path(t)?, s.tenant_audit_key(t)?),
+                None => s.deployment_audit()?,
+            };
+            let r = vigil_audit::verify_file(&path, &key)?;
+            if r.ok {
+                println!("audit log OK: {} entries ({})", r.entries, path.display());
+            } else {
+                println!(
+                    "audit log FAILED at line {}: {} ({})",
+                    r.first_bad_line,
+                    r.reason,
+                    path.display()
+                );
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

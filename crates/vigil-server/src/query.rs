@@ -1,8 +1,10 @@
 //! The Alerts service, for analysts. Every call is authenticated by a bearer
-//! API token scoped to one tenant, reads only that tenant's store, and is
-//! written to the audit log.
+//! API token (admin, analyst, read-only; an operator only under a grant),
+//! reads only the store of the caller's tenant, and is audited.
 
-use crate::Shared;
+use crate::auth::{Access, READERS};
+use crate::live::Owners;
+use crate::{Shared, internal};
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,37 +21,6 @@ pub(crate) struct AlertsService {
 
 pub(crate) const DEFAULT_PAGE: u32 = 100;
 pub(crate) const MAX_PAGE: u32 = 1000;
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %e, "Internal error");
-    Status::internal("internal error")
-}
-
-/// The tenant an analyst's bearer token grants, and the token's name.
-fn analyst<T>(shared: &Shared, req: &Request<T>, method: &str) -> Result<(String, String), Status> {
-    let header = req
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-    match shared.control.api_token(token.trim()).map_err(internal)? {
-        Some(info) => {
-            tracing::info!(target: "audit", tenant = %info.tenant_id, token = %info.name, method, peer = ?req.remote_addr(), "Analyst access");
-            Ok((info.tenant_id, info.name))
-        }
-        None => {
-            tracing::warn!(target: "audit", method, peer = ?req.remote_addr(), "Analyst access refused: invalid token");
-            Err(Status::unauthenticated("invalid API token"))
-        }
-    }
-}
 
 fn keep(req: &ListAlertsRequest, a: &Alert) -> bool {
     (req.min_severity == 0 || a.severity >= req.min_severity)
@@ -68,8 +39,112 @@ impl Alerts for AlertsService {
         &self,
         req: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
-        let (tenant, _) = analyst(&self.shared, &req, "ListAlerts")?;
+        const M: &str = "Alerts/ListAlerts";
+        let caller = self.shared.authorize(&req, M, Access::Tenant(READERS))?;
+        let tenant = caller.tenant()?.to_owned();
         let req = req.into_inner();
+        let summary = format!(
+            "page_size={} page_token={:?} min_severity={} status={} rule_id={:?} device_id={:?} since={} until={}",
+            req.page_size,
+            req.page_token,
+            req.min_severity,
+            req.status,
+            req.rule_id,
+            req.device_id,
+            req.since_unix_ns,
+            req.until_unix_ns
+        );
+        let result = self.list(tenant, req).await;
+        self.shared.audited(&caller, M, None, &summary, result)
+    }
+
+    async fn get_alert(&self, req: Request<GetAlertRequest>) -> Result<Response<Alert>, Status> {
+        const M: &str = "Alerts/GetAlert";
+        let caller = self.shared.authorize(&req, M, Access::Tenant(READERS))?;
+        let tenant = caller.tenant()?.to_owned();
+        let id = req.into_inner().id;
+        let summary = format!("id={id:?}");
+        let result = self.get(tenant, id).await;
+        self.shared.audited(&caller, M, None, &summary, result)
+    }
+
+    type WatchAlertsStream = AlertStream;
+
+    async fn watch_alerts(
+        &self,
+        req: Request<WatchAlertsRequest>,
+    ) -> Result<Response<AlertStream>, Status> {
+        const M: &str = "Alerts/WatchAlerts";
+        let caller = self.shared.authorize(&req, M, Access::Tenant(READERS))?;
+        let tenant = caller.tenant()?.to_owned();
+        let min = req.into_inner().min_severity;
+        let rx = self.shared.alerts.subscribe(&tenant);
+        let shared = Arc::clone(&self.shared);
+        let owners = Owners {
+            tenant,
+            device: None,
+            token: Some(caller.token.id.clone()),
+            grant: caller.grant.clone(),
+        };
+        let alerts =
+            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
+                Ok(a) if a.severity >= min => Some(Ok(a)),
+                Ok(_) => None,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    Some(Err(Status::data_loss(format!(
+                        "watcher fell behind; {n} alerts skipped (use ListAlerts)"
+                    ))))
+                }
+            });
+        // Ends the stream when its token, grant or tenant is revoked.
+        let stream = async_stream_end(shared, owners, alerts);
+        self.shared.audited(
+            &caller,
+            M,
+            None,
+            &format!("min_severity={min}"),
+            Ok(Response::new(stream)),
+        )
+    }
+}
+
+/// `inner`, until the call's owners are revoked: then one final
+/// `PERMISSION_DENIED` naming why, and the end.
+fn async_stream_end(
+    shared: Arc<Shared>,
+    owners: Owners,
+    inner: impl Stream<Item = Result<Alert, Status>> + Send + 'static,
+) -> AlertStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let reg = shared.live.register(owners);
+        let mut ended = reg.ended.clone();
+        tokio::pin!(inner);
+        loop {
+            tokio::select! {
+                item = inner.next() => match item {
+                    Some(item) => if tx.send(item).await.is_err() { break },
+                    None => break,
+                },
+                _ = ended.changed() => {
+                    let why = ended.borrow().clone().unwrap_or_default();
+                    let _ = tx.send(Err(Status::permission_denied(why))).await;
+                    break;
+                }
+                _ = tx.closed() => break,
+            }
+        }
+        drop(reg);
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+impl AlertsService {
+    async fn list(
+        &self,
+        tenant: String,
+        req: ListAlertsRequest,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
         let size = match req.page_size {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
@@ -81,7 +156,7 @@ impl Alerts for AlertsService {
             .shared
             .control
             .tenant_store(&tenant)
-            .map_err(internal)?;
+            .map_err(crate::store_status)?;
         let rows = tokio::task::spawn_blocking(move || {
             let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
             // One more than asked tells whether another page exists.
@@ -112,9 +187,7 @@ impl Alerts for AlertsService {
         }))
     }
 
-    async fn get_alert(&self, req: Request<GetAlertRequest>) -> Result<Response<Alert>, Status> {
-        let (tenant, _) = analyst(&self.shared, &req, "GetAlert")?;
-        let id = req.into_inner().id;
+    async fn get(&self, tenant: String, id: String) -> Result<Response<Alert>, Status> {
         if id.is_empty() || id.len() > 64 {
             return Err(Status::invalid_argument("malformed alert id"));
         }
@@ -122,7 +195,7 @@ impl Alerts for AlertsService {
             .shared
             .control
             .tenant_store(&tenant)
-            .map_err(internal)?;
+            .map_err(crate::store_status)?;
         let bytes = tokio::task::spawn_blocking(move || store.alert(&id))
             .await
             .map_err(internal)?
@@ -132,27 +205,5 @@ impl Alerts for AlertsService {
         Alert::decode(bytes.as_slice())
             .map(Response::new)
             .map_err(internal)
-    }
-
-    type WatchAlertsStream = AlertStream;
-
-    async fn watch_alerts(
-        &self,
-        req: Request<WatchAlertsRequest>,
-    ) -> Result<Response<AlertStream>, Status> {
-        let (tenant, _) = analyst(&self.shared, &req, "WatchAlerts")?;
-        let min = req.into_inner().min_severity;
-        let rx = self.shared.alerts.subscribe(&tenant);
-        let stream =
-            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(move |r| match r {
-                Ok(a) if a.severity >= min => Some(Ok(a)),
-                Ok(_) => None,
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    Some(Err(Status::data_loss(format!(
-                        "watcher fell behind; {n} alerts skipped (use ListAlerts)"
-                    ))))
-                }
-            });
-        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -1,24 +1,40 @@
 //! Vigil's server-side store.
 //!
-//! What it is: a control database (tenants, enrollment and API tokens, devices)
-//! and one database file per tenant (records and alerts), all redb. Every value
-//! in a tenant's file is sealed with that tenant's own AES-256-GCM key; the
-//! keys are stored wrapped by a master key kept beside the store.
+//! What it is: a control database (tenants with their region, retention and
+//! wrapped keys; people's API tokens with their role; enrollment tokens;
+//! devices; operators' access grants) and one database file per tenant
+//! (records and alerts), all redb, under the tenant's region's directory.
+//! Every value in a tenant's file is sealed with that tenant's own AES-256-GCM
+//! data key; data keys are kept only wrapped by a master key held by a
+//! [`KeyProvider`] (files today, a KMS tomorrow). Time comes from a [`Clock`].
 //!
-//! What it is not: it knows nothing of protobuf or gRPC. Records and alerts are
-//! opaque bytes to it; the server decides what they mean.
+//! What it is not: it knows nothing of protobuf or gRPC, nor of who is asking.
+//! Records and alerts are opaque bytes to it; the server decides what they
+//! mean and who may read them.
 //!
 //! Isolation is structural: a [`TenantStore`] can only be obtained for one
-//! tenant id and only reads that tenant's file with that tenant's key.
+//! tenant id and only reads that tenant's file with that tenant's keys.
 
+mod access;
+mod clock;
 mod control;
 mod crypto;
+mod keys;
 mod tenant;
+#[cfg(test)]
+mod tests;
 
-pub use control::{
-    ApiTokenInfo, ControlStore, DeviceRecord, EnrollmentToken, Redeemed, TenantRecord,
+pub use access::{
+    ApiToken, Decision, DeviceRecord, EnrollmentToken, Grant, GrantState, MAX_GRANT_MINUTES,
+    Redeemed, Role, TokenCheck,
 };
-pub use tenant::{BatchOutcome, TenantStore};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use control::{
+    ControlStore, DEFAULT_RETENTION_DAYS, DeletedTenant, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    Region, StoreOptions, TenantRecord, check_retention,
+};
+pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
+pub use tenant::{BatchOutcome, Purged, TenantStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,9 +48,15 @@ pub enum StoreError {
     #[error("encryption: {0}")]
     Crypto(&'static str),
     #[error("corrupt entry in {table}: {reason}")]
-    Corrupt { table: &'static str, reason: String },
+    Corrupt { table: String, reason: String },
     #[error("unknown tenant `{0}`")]
     UnknownTenant(String),
+    #[error("tenant `{tenant}` lives in region `{region}`, which this server does not serve")]
+    RegionNotServed { tenant: String, region: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such {0}")]
+    NotFound(String),
     #[error("tenant `{0}` already exists")]
     TenantExists(String),
     #[error("invalid identifier `{0}`")]

@@ -1,0 +1,120 @@
+//! What is connected right now, and the switches that end it: a revoked
+//! device's stream, a revoked token's watch, a deleted tenant's everything.
+//! Kept in memory; the control store is the authority on what is revoked.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
+
+/// Set to the reason when a call must end.
+type EndSwitch = watch::Sender<Option<String>>;
+
+/// Who a long-lived call belongs to; revoking any of them ends it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Owners {
+    pub(crate) tenant: String,
+    pub(crate) device: Option<String>,
+    pub(crate) token: Option<String>,
+    /// The access grant an operator's call runs under.
+    pub(crate) grant: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct DeviceLive {
+    streams: u32,
+    last_seen_unix_ns: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    next: AtomicU64,
+    /// Open long-lived calls: id → (owners, the switch that ends it).
+    calls: Mutex<HashMap<u64, (Owners, EndSwitch)>>,
+    devices: Mutex<HashMap<String, DeviceLive>>,
+    tenants: Mutex<HashMap<String, i64>>,
+}
+
+/// An open call's registration; dropping it unregisters.
+pub(crate) struct Registration<'a> {
+    live: &'a Live,
+    id: u64,
+    device: Option<String>,
+    /// Turns to `Some(reason)` when the call must end.
+    pub(crate) ended: watch::Receiver<Option<String>>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.live.calls.lock() {
+            c.remove(&self.id);
+        }
+        if let Some(d) = &self.device
+            && let Ok(mut m) = self.live.devices.lock()
+            && let Some(e) = m.get_mut(d)
+        {
+            e.streams = e.streams.saturating_sub(1);
+        }
+    }
+}
+
+impl Live {
+    pub(crate) fn register(&self, owners: Owners) -> Registration<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        let device = owners.device.clone();
+        if let Some(d) = &device
+            && let Ok(mut m) = self.devices.lock()
+        {
+            m.entry(d.clone()).or_default().streams += 1;
+        }
+        if let Ok(mut c) = self.calls.lock() {
+            c.insert(id, (owners, tx));
+        }
+        Registration {
+            live: self,
+            id,
+            device,
+            ended: rx,
+        }
+    }
+
+    /// Ends every open call `pick` selects, telling it why. Returns how many.
+    pub(crate) fn end(&self, pick: impl Fn(&Owners) -> bool, why: &str) -> usize {
+        let Ok(c) = self.calls.lock() else { return 0 };
+        let mut n = 0;
+        for (owners, tx) in c.values() {
+            if pick(owners) {
+                let _ = tx.send(Some(why.to_owned()));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn saw(&self, tenant: &str, device: &str, now: i64) {
+        if let Ok(mut m) = self.devices.lock() {
+            m.entry(device.to_owned()).or_default().last_seen_unix_ns = now;
+        }
+        if let Ok(mut m) = self.tenants.lock() {
+            m.insert(tenant.to_owned(), now);
+        }
+    }
+
+    /// (open streams, last batch time) of a device since the server started.
+    pub(crate) fn device(&self, device: &str) -> (u32, i64) {
+        self.devices
+            .lock()
+            .ok()
+            .and_then(|m| m.get(device).map(|d| (d.streams, d.last_seen_unix_ns)))
+            .unwrap_or((0, 0))
+    }
+
+    pub(crate) fn tenant_last_ingest(&self, tenant: &str) -> i64 {
+        self.tenants
+            .lock()
+            .ok()
+            .and_then(|m| m.get(tenant).copied())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,439 @@
+#![allow(clippy::unwrap_used)]
+
+use crate::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn store(dir: &std::path::Path, clock: Arc<ManualClock>) -> ControlStore {
+    let mut opts = StoreOptions::local(dir).unwrap();
+    opts.clock = clock;
+    opts.regions.push(Region {
+        name: "eu".into(),
+        dir: dir.join("eu"),
+    });
+    ControlStore::open(opts).unwrap()
+}
+
+fn local(dir: &std::path::Path) -> ControlStore {
+    store(dir, Arc::new(ManualClock::now()))
+}
+
+#[test]
+fn tokens_carry_role_and_tenant_expire_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    assert!(matches!(
+        c.create_tenant(Some("a"), "A", "local", 90),
+        Err(StoreError::TenantExists(_))
+    ));
+    assert!(matches!(
+        c.create_tenant(Some("../x"), "X", "local", 90),
+        Err(StoreError::BadIdentifier(_))
+    ));
+    assert!(matches!(
+        c.create_tenant(None, "X", "local", 10),
+        Err(StoreError::Invalid(_))
+    ));
+    let (secret, info) = c
+        .create_api_token(Some("a"), Role::Analyst, "ann", 0, "test")
+        .unwrap();
+    assert_eq!(
+        c.check_api_token(&secret).unwrap(),
+        TokenCheck::Valid(info.clone())
+    );
+    assert_eq!(
+        c.check_api_token("vgl_api_nope").unwrap(),
+        TokenCheck::Unknown
+    );
+    // Only the digest is stored.
+    drop(c);
+    let raw = std::fs::read(dir.path().join("control.redb")).unwrap();
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    let c = store(dir.path(), Arc::clone(&clock));
+    // An operator token has no tenant; other roles need one.
+    assert!(
+        c.create_api_token(Some("a"), Role::Operator, "op", 0, "t")
+            .is_err()
+    );
+    assert!(
+        c.create_api_token(None, Role::Admin, "adm", 0, "t")
+            .is_err()
+    );
+    let (op, _) = c
+        .create_api_token(None, Role::Operator, "op", 0, "t")
+        .unwrap();
+    assert!(
+        matches!(c.check_api_token(&op).unwrap(), TokenCheck::Valid(t) if t.tenant_id.is_none())
+    );
+    // Expiry by the injected clock.
+    let soon = clock.now_unix_ns() + 1_000;
+    let (exp, _) = c
+        .create_api_token(Some("a"), Role::ReadOnly, "brief", soon, "t")
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(matches!(
+        c.check_api_token(&exp).unwrap(),
+        TokenCheck::Expired(_)
+    ));
+    // Revocation is scoped by tenant.
+    c.create_tenant(Some("b"), "B", "local", 90).unwrap();
+    assert!(matches!(
+        c.revoke_api_token(Some("b"), &info.id),
+        Err(StoreError::NotFound(_))
+    ));
+    c.revoke_api_token(Some("a"), &info.id).unwrap();
+    assert!(matches!(
+        c.check_api_token(&secret).unwrap(),
+        TokenCheck::Revoked(_)
+    ));
+    assert_eq!(c.api_tokens(Some("a")).unwrap().len(), 2);
+    assert_eq!(c.api_tokens(None).unwrap().len(), 1);
+}
+
+#[test]
+fn enrollment_tokens_expire_are_revoked_and_count_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let (t, info) = c.create_enrollment_token("a", DAY, "adm").unwrap();
+    assert_eq!(
+        c.redeem_enrollment_token(&t).unwrap(),
+        Redeemed::Tenant("a".into())
+    );
+    assert_eq!(
+        c.redeem_enrollment_token("nope").unwrap(),
+        Redeemed::Unknown
+    );
+    let (e, _) = c
+        .create_enrollment_token("a", Duration::ZERO, "adm")
+        .unwrap();
+    assert_eq!(c.redeem_enrollment_token(&e).unwrap(), Redeemed::Expired);
+    assert!(c.revoke_enrollment_token("b", &info.id).is_err());
+    c.revoke_enrollment_token("a", &info.id).unwrap();
+    assert_eq!(c.redeem_enrollment_token(&t).unwrap(), Redeemed::Revoked);
+    let list = c.enrollment_tokens("a").unwrap();
+    assert_eq!(list.iter().find(|x| x.id == info.id).unwrap().uses, 1);
+}
+
+#[test]
+fn regions_fix_where_data_lives_and_unserved_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let c = local(dir.path());
+        c.create_tenant(Some("e"), "E", "eu", 90).unwrap();
+        assert!(matches!(
+            c.create_tenant(Some("x"), "X", "mars", 90),
+            Err(StoreError::RegionNotServed { .. })
+        ));
+        let t = c.tenant_store("e").unwrap();
+        t.commit_batch("d", c.now(), &[(1, b"r".to_vec())], &[])
+            .unwrap();
+        assert!(dir.path().join("eu/tenants/e/data.redb").exists());
+        assert!(!dir.path().join("tenants/e").exists());
+    }
+    // The same store opened by a server that serves only `local`.
+    let opts = StoreOptions::local(dir.path()).unwrap();
+    let c = ControlStore::open(opts).unwrap();
+    let err = c.tenant_store("e").unwrap_err();
+    assert!(matches!(err, StoreError::RegionNotServed { .. }), "{err}");
+    assert!(err.to_string().contains("region `eu`"));
+}
+
+#[test]
+fn resent_batches_store_once_and_data_is_sealed_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    let marker = b"PLAINTEXT-MARKER-cat /etc/shadow".to_vec();
+    let recs: Vec<(u64, Vec<u8>)> = (1..=3).map(|i| (i, marker.clone())).collect();
+    let alerts = vec![(2, format!("{:020}-x", c.now()), marker.clone())];
+    let first = t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
+    assert_eq!(
+        (first.accepted, first.duplicates, first.stored_through),
+        (3, 0, 3)
+    );
+    let again = t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 3));
+    assert_eq!(t.records("d", 1, 100).unwrap().len(), 2);
+    assert_eq!(t.alerts(None, 10, |_| true).unwrap().len(), 1);
+    drop(t);
+    drop(c);
+    for f in ["tenants/a/data.redb", "control.redb"] {
+        let raw = std::fs::read(dir.path().join(f)).unwrap();
+        assert!(
+            !raw.windows(16).any(|w| w == &marker[..16]),
+            "plaintext in {f}"
+        );
+    }
+    let c = local(dir.path());
+    assert_eq!(
+        c.tenant_store("a")
+            .unwrap()
+            .records("d", 0, 10)
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn retention_removes_only_what_is_older_than_the_tenants_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("short"), "S", "local", 30).unwrap();
+    c.create_tenant(Some("long"), "L", "local", 180).unwrap();
+    let t0 = clock.now_unix_ns();
+    for id in ["short", "long"] {
+        let t = c.tenant_store(id).unwrap();
+        let recs: Vec<_> = (1..=5000).map(|i| (i, vec![1u8; 8])).collect();
+        t.commit_batch("d", t0, &recs, &[(1, format!("{t0:020}-a"), vec![2])])
+            .unwrap();
+    }
+    clock.advance(DAY * 31);
+    let t1 = clock.now_unix_ns();
+    for id in ["short", "long"] {
+        c.tenant_store(id)
+            .unwrap()
+            .commit_batch(
+                "d",
+                t1,
+                &[(5001, vec![3])],
+                &[(5001, format!("{t1:020}-b"), vec![4])],
+            )
+            .unwrap();
+    }
+    let purged = c.enforce_retention().unwrap();
+    let got = |id: &str| purged.iter().find(|p| p.0 == id).unwrap().1;
+    assert_eq!(
+        got("short"),
+        Purged {
+            records: 5000,
+            alerts: 1
+        }
+    );
+    assert_eq!(got("long"), Purged::default());
+    let s = c.tenant_store("short").unwrap();
+    assert_eq!(s.records("d", 0, 10).unwrap(), vec![(5001, vec![3])]);
+    assert_eq!(s.alerts(None, 10, |_| true).unwrap().len(), 1);
+    // A re-send of purged sequences is still a duplicate, not new data.
+    let again = s.commit_batch("d", t1, &[(3, vec![9])], &[]).unwrap();
+    assert_eq!(again.duplicates, 1);
+    // Retention is the tenant admin's to change, within bounds.
+    assert!(c.set_retention("long", 200).is_err());
+    c.set_retention("long", 30).unwrap();
+    let purged = c.enforce_retention().unwrap();
+    assert_eq!(
+        purged.iter().find(|p| p.0 == "long").unwrap().1.records,
+        5000
+    );
+}
+
+#[test]
+fn deleting_a_tenant_destroys_its_keys_then_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    c.create_tenant(Some("b"), "B", "local", 90).unwrap();
+    let (tok, _) = c
+        .create_api_token(Some("a"), Role::Admin, "adm", 0, "t")
+        .unwrap();
+    let held = c.tenant_store("a").unwrap();
+    held.commit_batch("d", c.now(), &[(1, b"x".to_vec())], &[])
+        .unwrap();
+    c.tenant_store("b")
+        .unwrap()
+        .commit_batch("d", c.now(), &[(1, b"y".to_vec())], &[])
+        .unwrap();
+    let old_master: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let bytes = c.delete_tenant("a").unwrap();
+    assert!(bytes > 0);
+    // A store opened before the deletion reads nothing any more.
+    assert!(held.records("d", 0, 10).is_err());
+    assert!(matches!(
+        c.tenant_store("a"),
+        Err(StoreError::UnknownTenant(_))
+    ));
+    assert_eq!(c.check_api_token(&tok).unwrap(), TokenCheck::Unknown);
+    assert!(!dir.path().join("tenants/a").exists());
+    // The master key its data key was wrapped under is gone too.
+    let now_master: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(old_master.iter().all(|k| !now_master.contains(k)));
+    // Others are untouched, across a restart; the id is never reused.
+    drop(c);
+    let c = local(dir.path());
+    assert_eq!(
+        c.tenant_store("b")
+            .unwrap()
+            .records("d", 0, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(matches!(
+        c.create_tenant(Some("a"), "A2", "local", 90),
+        Err(StoreError::TenantExists(_))
+    ));
+    assert!(c.deleted_tenant("a").unwrap().is_some());
+}
+
+#[test]
+fn data_key_rotation_reseals_while_both_keys_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    let recs: Vec<_> = (1..=5000u64)
+        .map(|i| (i, i.to_le_bytes().to_vec()))
+        .collect();
+    let alerts: Vec<_> = (1..=10u64)
+        .map(|i| (i, format!("{i:020}"), vec![i as u8]))
+        .collect();
+    t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
+    assert_eq!(c.rotate_data_key("a").unwrap(), 2);
+    // New data under v2, old still readable under v1.
+    t.commit_batch("d", c.now(), &[(5001, vec![7])], &[])
+        .unwrap();
+    assert_eq!(t.records("d", 0, 10_000).unwrap().len(), 5001);
+    assert_eq!(
+        c.tenant("a").unwrap().unwrap().data_key_versions(),
+        vec![1, 2]
+    );
+    assert_eq!(c.tenants_mid_rotation().unwrap(), vec!["a".to_string()]);
+    let n = c.finish_data_key_rotation("a").unwrap();
+    assert_eq!(n, 5010);
+    assert_eq!(c.tenant("a").unwrap().unwrap().data_key_versions(), vec![2]);
+    let all = t.records("d", 0, 10_000).unwrap();
+    assert_eq!(all[41].1, 42u64.to_le_bytes().to_vec());
+    assert_eq!(t.alerts(None, 100, |_| true).unwrap().len(), 10);
+    // After a restart only v2 exists and everything opens.
+    drop(t);
+    drop(c);
+    let c = local(dir.path());
+    assert_eq!(
+        c.tenant_store("a")
+            .unwrap()
+            .records("d", 0, 10_000)
+            .unwrap()
+            .len(),
+        5001
+    );
+}
+
+#[test]
+fn master_key_rotation_rewraps_every_key_and_retires_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    for id in ["a", "b"] {
+        c.create_tenant(Some(id), id, "local", 90).unwrap();
+        c.tenant_store(id)
+            .unwrap()
+            .commit_batch("d", c.now(), &[(1, vec![1])], &[])
+            .unwrap();
+    }
+    let (_, dep_key) = c.deployment_audit().unwrap();
+    let a_key = c.tenant_audit_key("a").unwrap();
+    let (new, old, n) = c.rotate_master_key().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(n, 2);
+    drop(c);
+    let c = local(dir.path());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("keys")).unwrap().count(),
+        1
+    );
+    for id in ["a", "b"] {
+        assert_eq!(
+            c.tenant_store(id)
+                .unwrap()
+                .records("d", 0, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+    assert_eq!(*c.deployment_audit().unwrap().1, *dep_key);
+    assert_eq!(*c.tenant_audit_key("a").unwrap(), *a_key);
+}
+
+#[test]
+fn grants_need_an_admin_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    c.create_tenant(Some("b"), "B", "local", 90).unwrap();
+    let (_, op) = c
+        .create_api_token(None, Role::Operator, "op", 0, "t")
+        .unwrap();
+    let g = c.request_grant("a", &op, "ticket 42", 30).unwrap();
+    assert_eq!(g.state_at(clock.now_unix_ns()), "pending");
+    assert!(c.active_grant(&op.id, "a").unwrap().is_none());
+    // Another tenant's admin cannot decide it.
+    assert!(
+        c.decide_grant("b", &g.id, Decision::Approve, "adm-b")
+            .is_err()
+    );
+    let ok = c
+        .decide_grant("a", &g.id, Decision::Approve, "adm-a")
+        .unwrap();
+    assert_eq!(ok.decided_by, "adm-a");
+    assert!(c.active_grant(&op.id, "a").unwrap().is_some());
+    assert!(c.active_grant(&op.id, "b").unwrap().is_none());
+    assert!(
+        c.decide_grant("a", &g.id, Decision::Approve, "adm-a")
+            .is_err()
+    );
+    clock.advance(Duration::from_secs(31 * 60));
+    assert!(c.active_grant(&op.id, "a").unwrap().is_none());
+    assert_eq!(
+        c.grants(Some("a"), None).unwrap()[0].state_at(clock.now_unix_ns()),
+        "expired"
+    );
+    let g2 = c.request_grant("a", &op, "again", 30).unwrap();
+    c.decide_grant("a", &g2.id, Decision::Approve, "adm-a")
+        .unwrap();
+    c.decide_grant("a", &g2.id, Decision::Revoke, "adm-a")
+        .unwrap();
+    assert!(c.active_grant(&op.id, "a").unwrap().is_none());
+    assert!(
+        c.request_grant("a", &op, "too long", MAX_GRANT_MINUTES + 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn devices_are_revoked_within_their_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    c.put_device(&DeviceRecord {
+        device_id: "d1".into(),
+        tenant_id: "a".into(),
+        hostname: "h".into(),
+        enrolled_unix_ns: 1,
+        revoked: false,
+        revoked_unix_ns: 0,
+    })
+    .unwrap();
+    assert!(matches!(
+        c.revoke_device("b", "d1"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(!c.device("d1").unwrap().unwrap().revoked);
+    assert!(c.revoke_device("a", "d1").unwrap().revoked);
+    assert_eq!(c.devices("a").unwrap().len(), 1);
+}
