@@ -1,36 +1,21 @@
 //! `vigil alerts ...`: list, show and watch a tenant's alerts.
 
+use crate::client::{Api, AuthChannel, rpc};
+use crate::display::{Table, rfc3339};
 use crate::profile::Profile;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use vigil_proto::v1::{
     Alert, AlertStatus, GetAlertRequest, ListAlertsRequest, Severity, WatchAlertsRequest,
     alerts_client::AlertsClient,
 };
 
-/// Adds the analyst's bearer token to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+pub type Client = AlertsClient<AuthChannel>;
 
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
-
-pub type Client = AlertsClient<InterceptedService<Channel, Bearer>>;
-
+/// An Alerts client for the profile's token (no `x-vigil-tenant`).
 pub async fn client(profile: &Profile) -> Result<Client> {
-    let channel = profile.channel().await?;
-    let value = format!("Bearer {}", profile.token)
-        .parse()
-        .context("token is not a valid header value")?;
-    Ok(AlertsClient::with_interceptor(channel, Bearer(value)))
+    Ok(Api::connect(profile, None).await?.alerts())
 }
 
 pub fn severity_name(s: i32) -> &'static str {
@@ -67,16 +52,6 @@ fn status_name(s: i32) -> &'static str {
     }
 }
 
-pub fn rfc3339(ns: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 pub fn to_json(a: &Alert) -> serde_json::Value {
     let p = a.process.clone().unwrap_or_default();
     json!({
@@ -107,14 +82,44 @@ pub fn one_line(a: &Alert) -> String {
         severity_name(a.severity),
         a.id,
         a.rule_title,
-        if a.hostname.is_empty() {
-            &a.device_id
-        } else {
-            &a.hostname
-        },
+        host(a),
         p.pid,
         p.command_line
     )
+}
+
+/// The `alerts list` table.
+pub fn table(alerts: &[Alert]) -> Table {
+    let mut t = Table::new(&[
+        "time",
+        "severity",
+        "id",
+        "rule",
+        "host",
+        "pid",
+        "command line",
+    ]);
+    for a in alerts {
+        let p = a.process.clone().unwrap_or_default();
+        t.row(vec![
+            rfc3339(a.time_unix_ns),
+            severity_name(a.severity).into(),
+            a.id.clone(),
+            a.rule_title.clone(),
+            host(a).into(),
+            p.pid.to_string(),
+            p.command_line,
+        ]);
+    }
+    t
+}
+
+fn host(a: &Alert) -> &str {
+    if a.hostname.is_empty() {
+        &a.device_id
+    } else {
+        &a.hostname
+    }
 }
 
 pub struct ListArgs {
@@ -125,10 +130,13 @@ pub struct ListArgs {
     pub limit: Option<usize>,
 }
 
-pub async fn list(profile: &Profile, args: ListArgs) -> Result<()> {
-    let mut c = client(profile).await?;
+/// JSON lines are written as each page arrives; the table waits for the last
+/// page, since its columns are as wide as their widest cell.
+pub async fn list(api: &Api, args: ListArgs) -> Result<()> {
+    let mut c = api.alerts();
     let mut token = String::new();
     let mut printed = 0usize;
+    let mut rows = Vec::new();
     loop {
         let page_size = args.limit.map_or(500, |l| (l - printed).min(1000)) as u32;
         let resp = c
@@ -141,13 +149,16 @@ pub async fn list(profile: &Profile, args: ListArgs) -> Result<()> {
                 ..Default::default()
             })
             .await
-            .map_err(|s| anyhow::anyhow!("ListAlerts: {}: {}", s.code(), s.message()))?
+            .map_err(rpc)?
             .into_inner();
-        for a in &resp.alerts {
+        for a in resp.alerts {
+            if args.limit.is_some_and(|l| printed >= l) {
+                break;
+            }
             if args.json {
-                out!("{}", to_json(a));
+                out!("{}", to_json(&a));
             } else {
-                out!("{}", one_line(a));
+                rows.push(a);
             }
             printed += 1;
         }
@@ -158,16 +169,18 @@ pub async fn list(profile: &Profile, args: ListArgs) -> Result<()> {
     }
     if printed == 0 && !args.json {
         eprintln!("no alerts");
+    } else if !args.json {
+        crate::display::print(&table(&rows).lines())?;
     }
     Ok(())
 }
 
-pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
-    let mut c = client(profile).await?;
+pub async fn show(api: &Api, id: &str, json: bool) -> Result<()> {
+    let mut c = api.alerts();
     let a = c
         .get_alert(GetAlertRequest { id: id.to_owned() })
         .await
-        .map_err(|s| anyhow::anyhow!("GetAlert {id}: {}: {}", s.code(), s.message()))?
+        .map_err(rpc)?
         .into_inner();
     if json {
         let mut v = to_json(&a);
@@ -179,39 +192,42 @@ pub async fn show(profile: &Profile, id: &str, json: bool) -> Result<()> {
         out!("{v}");
     } else {
         let p = a.process.clone().unwrap_or_default();
-        out!("Alert        {}", a.id);
-        out!("Rule         {} ({})", a.rule_title, a.rule_id);
-        out!("Severity     {}", severity_name(a.severity));
-        out!("Status       {}", status_name(a.status));
-        out!("Time         {}", rfc3339(a.time_unix_ns));
-        out!("Device       {} ({})", a.hostname, a.device_id);
-        out!("Process      pid {} guid {}", p.pid, p.guid);
-        out!(
-            "Executable   {}",
-            p.executable.map(|e| e.text).unwrap_or_default()
-        );
-        out!("Command line {}", p.command_line);
-        out!("Tags         {}", a.tags.join(", "));
+        let mut f = vec![
+            ("Alert", a.id.clone()),
+            ("Rule", format!("{} ({})", a.rule_title, a.rule_id)),
+            ("Severity", severity_name(a.severity).into()),
+            ("Status", status_name(a.status).into()),
+            ("Time", rfc3339(a.time_unix_ns)),
+            ("Device", format!("{} ({})", a.hostname, a.device_id)),
+            ("Process", format!("pid {} guid {}", p.pid, p.guid)),
+            (
+                "Executable",
+                p.executable.map(|e| e.text).unwrap_or_default(),
+            ),
+            ("Command line", p.command_line),
+            ("Tags", a.tags.join(", ")),
+        ];
         if let Some(d) = &a.detection
             && !d.description.is_empty()
         {
-            out!("Description  {}", d.description.trim());
+            f.push(("Description", d.description.trim().to_owned()));
         }
+        crate::display::print(&crate::display::fields(&f))?;
     }
     Ok(())
 }
 
-pub async fn watch(profile: &Profile, json: bool, min: Option<Severity>) -> Result<()> {
-    let mut c = client(profile).await?;
+pub async fn watch(api: &Api, json: bool, min: Option<Severity>) -> Result<()> {
+    let mut c = api.alerts();
     let mut s = c
         .watch_alerts(WatchAlertsRequest {
             min_severity: min.map_or(0, |s| s as i32),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("WatchAlerts: {}: {}", s.code(), s.message()))?
+        .map_err(rpc)?
         .into_inner();
     while let Some(a) = s.next().await {
-        let a = a.map_err(|s| anyhow::anyhow!("WatchAlerts: {}: {}", s.code(), s.message()))?;
+        let a = a.map_err(rpc)?;
         if json {
             out!("{}", to_json(&a));
         } else {
@@ -219,4 +235,81 @@ pub async fn watch(profile: &Profile, json: bool, min: Option<Severity>) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::ProcessRef;
+
+    fn alert() -> Alert {
+        Alert {
+            id: "a1".into(),
+            rule_id: "r-1".into(),
+            rule_title: "Shadow File Read".into(),
+            severity: Severity::High as i32,
+            status: AlertStatus::New as i32,
+            device_id: "dev1".into(),
+            hostname: String::new(),
+            time_unix_ns: 1_700_000_000_000_000_000,
+            process: Some(ProcessRef {
+                pid: 42,
+                command_line: "cat /etc/shadow".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_list_table_has_one_row_per_alert_and_falls_back_to_the_device_id() {
+        let t = table(&[alert()]);
+        assert_eq!(
+            t.header(),
+            [
+                "time",
+                "severity",
+                "id",
+                "rule",
+                "host",
+                "pid",
+                "command line"
+            ]
+        );
+        assert_eq!(
+            t.rows()[0],
+            [
+                "2023-11-14T22:13:20Z",
+                "high",
+                "a1",
+                "Shadow File Read",
+                "dev1",
+                "42",
+                "cat /etc/shadow"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_field_names_are_stable() {
+        let v = to_json(&alert());
+        for k in [
+            "id",
+            "rule_id",
+            "rule_title",
+            "severity",
+            "status",
+            "device",
+            "hostname",
+            "time",
+            "time_unix_ns",
+            "command_line",
+            "process",
+            "tags",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}: {v}");
+        }
+        assert_eq!(v["severity"], "high");
+        assert_eq!(v["process"]["pid"], 42);
+    }
 }

@@ -10,14 +10,24 @@ macro_rules! out {
     }};
 }
 
+mod access;
 mod alerts;
+mod audit;
+mod client;
+mod devices;
+mod display;
 mod profile;
+mod role;
 mod rules;
+mod settings;
+mod tenant;
+mod tokens;
 mod up;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -26,9 +36,18 @@ use std::path::PathBuf;
     about = "Vigil EDR: analysts, admins and rule authors"
 )]
 struct Cli {
-    /// Analyst profile (endpoint, CA, API token); `vigil up` writes one to <data-dir>/analyst.toml.
-    #[arg(long, global = true, env = "VIGIL_PROFILE")]
+    /// Profile (endpoint, CA, API token, optional role); `vigil up` writes one to <data-dir>/analyst.toml.
+    #[arg(long, global = true, env = "VIGIL_PROFILE", display_order = 100)]
     profile: Option<PathBuf>,
+    /// Tenant to act in, for an operator under an approved access grant (sent as `x-vigil-tenant`).
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_TENANT",
+        value_name = "ID",
+        display_order = 100
+    )]
+    tenant: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +79,70 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// The deployment's tenants (operator).
+    Tenant {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
+    /// Operator access to a tenant's data: request (operator), approve, deny, revoke (tenant admin).
+    Access {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
+    /// Key rotation: the master key (operator), the tenant's data key (tenant admin).
+    Keys {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: settings::KeysCommand,
+    },
+    /// The tenant's settings (tenant admin).
+    Settings {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: settings::SettingsCommand,
+    },
+    /// Tokens sensors enroll with (tenant admin).
+    EnrollToken {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: tokens::EnrollTokenCommand,
+    },
+    /// API tokens for people and scripts (tenant admin).
+    Token {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
+    /// The tenant's devices (list: any tenant role; revoke: tenant admin).
+    Device {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: devices::DeviceCommand,
+    },
+    /// The audit trail (auditors and admins: their tenant's; the operator: the deployment's).
+    Audit {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+}
+
+/// Output form of the governance commands.
+#[derive(clap::Args)]
+struct Output {
+    /// Print JSON instead of a table: one object, or for lists one object per line.
+    #[arg(long, global = true, display_order = 99)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -84,14 +167,18 @@ enum AlertsCommand {
     },
     /// Show one alert.
     Show {
+        /// Alert id (as `alerts list` prints it).
         id: String,
+        /// One JSON object, with the detection's description and matched sequences.
         #[arg(long)]
         json: bool,
     },
     /// Print alerts as they are raised.
     Watch {
+        /// One JSON object per alert per line.
         #[arg(long)]
         json: bool,
+        /// Only alerts at or above this severity.
         #[arg(long)]
         severity: Option<String>,
     },
@@ -139,28 +226,55 @@ struct EventInput {
     logsource: Option<String>,
 }
 
-fn profile(cli: &Option<PathBuf>) -> Result<profile::Profile> {
-    let path = cli
+fn profile(path: &Option<PathBuf>) -> Result<profile::LoadedProfile> {
+    let path = path
         .as_ref()
         .context("--profile FILE is required (vigil up writes <data-dir>/analyst.toml)")?;
-    profile::Profile::load(path)
+    profile::load(path)
+}
+
+/// Where the server commands go: the profile, and `--tenant` if given.
+struct Target {
+    profile: Option<PathBuf>,
+    tenant: Option<String>,
+}
+
+/// Loads the profile and connects, with `x-vigil-tenant` only when `--tenant` was given.
+async fn connect(t: &Target) -> Result<(client::Api, profile::LoadedProfile)> {
+    let p = profile(&t.profile)?;
+    let tenant = t.tenant.as_deref().filter(|t| !t.is_empty());
+    Ok((client::Api::connect(&p.profile, tenant).await?, p))
+}
+
+fn status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     match run().await {
+        Ok(code) => code,
         // The reader of our output went away (`vigil rules match … | head`).
         Err(e)
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
-            Ok(())
+            ExitCode::SUCCESS
         }
-        other => other,
+        // One line, causes joined by `: `; a refused call reads
+        // `error: permission denied: <the server's message>`.
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn run() -> Result<()> {
+async fn run() -> Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -168,6 +282,10 @@ async fn run() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    let target = Target {
+        profile: cli.profile,
+        tenant: cli.tenant,
+    };
     match cli.command {
         Command::Up {
             data_dir,
@@ -181,10 +299,11 @@ async fn run() -> Result<()> {
                 rules,
                 json,
             })
-            .await
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Alerts { command } => {
-            let p = profile(&cli.profile)?;
+            let (api, _) = connect(&target).await?;
             match command {
                 AlertsCommand::List {
                     json,
@@ -198,7 +317,7 @@ async fn run() -> Result<()> {
                         .map(alerts::parse_severity)
                         .transpose()?;
                     alerts::list(
-                        &p,
+                        &api,
                         alerts::ListArgs {
                             json,
                             min_severity,
@@ -207,39 +326,147 @@ async fn run() -> Result<()> {
                             limit,
                         },
                     )
-                    .await
+                    .await?;
                 }
-                AlertsCommand::Show { id, json } => alerts::show(&p, &id, json).await,
+                AlertsCommand::Show { id, json } => alerts::show(&api, &id, json).await?,
                 AlertsCommand::Watch { json, severity } => {
                     let min = severity
                         .as_deref()
                         .map(alerts::parse_severity)
                         .transpose()?;
-                    alerts::watch(&p, json, min).await
+                    alerts::watch(&api, json, min).await?;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant { out, command } => {
+            tenant::run(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Access { out, command } => {
+            let (api, p) = connect(&target).await?;
+            access::run(&api, p.role, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { out, command } => {
+            settings::keys(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Settings { out, command } => {
+            settings::settings(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::EnrollToken { out, command } => {
+            tokens::enroll_token(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { out, command } => {
+            tokens::token(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Device { out, command } => {
+            devices::run(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { out, command } => {
+            let ok = audit::run(&connect(&target).await?.0, command, out.json).await?;
+            Ok(status(ok))
         }
         Command::Rules { command } => match command {
-            RulesCommand::Check { paths, json } => {
-                if !rules::check(&paths, json)? {
-                    std::process::exit(1);
-                }
-                Ok(())
+            RulesCommand::Check { paths, json } => Ok(status(rules::check(&paths, json)?)),
+            RulesCommand::Match(i) => {
+                rules::matches(&i.paths, &i.events, i.logsource.as_deref())?;
+                Ok(ExitCode::SUCCESS)
             }
-            RulesCommand::Match(i) => rules::matches(&i.paths, &i.events, i.logsource.as_deref()),
-            RulesCommand::Test { paths } => {
-                if !rules::test(&paths)? {
-                    std::process::exit(1);
-                }
-                Ok(())
+            RulesCommand::Test { paths } => Ok(status(rules::test(&paths)?)),
+            RulesCommand::Bundle { paths, output } => Ok(status(rules::bundle(&paths, &output)?)),
+            RulesCommand::Bench(i) => {
+                rules::bench(&i.paths, &i.events, i.logsource.as_deref())?;
+                Ok(ExitCode::SUCCESS)
             }
-            RulesCommand::Bundle { paths, output } => {
-                if !rules::bundle(&paths, &output)? {
-                    std::process::exit(1);
-                }
-                Ok(())
-            }
-            RulesCommand::Bench(i) => rules::bench(&i.paths, &i.events, i.logsource.as_deref()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vigil").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_tenant_go_before_or_after_the_subcommand() {
+        for args in [
+            &["--tenant", "t1", "tenant", "list", "--json"][..],
+            &["tenant", "--json", "list", "--tenant", "t1"],
+        ] {
+            let cli = parse(args).unwrap();
+            assert_eq!(cli.tenant.as_deref(), Some("t1"));
+            let Command::Tenant { out, .. } = cli.command else {
+                panic!("tenant")
+            };
+            assert!(out.json);
+        }
+    }
+
+    #[test]
+    fn token_roles_are_the_tenant_roles() {
+        let cli = parse(&["token", "create", "--role", "read-only", "--name", "n"]).unwrap();
+        let Command::Token {
+            command: tokens::TokenCommand::Create { role, .. },
+            ..
+        } = cli.command
+        else {
+            panic!("token create")
+        };
+        assert_eq!(role, role::TenantRole::ReadOnly);
+        assert!(parse(&["token", "create", "--role", "operator", "--name", "n"]).is_err());
+    }
+
+    #[test]
+    fn deleting_a_tenant_needs_its_name() {
+        assert!(parse(&["tenant", "delete", "t1"]).is_err());
+        assert!(parse(&["tenant", "delete", "t1", "--confirm", "Acme"]).is_ok());
+    }
+
+    #[test]
+    fn audit_list_filters() {
+        let cli = parse(&[
+            "audit",
+            "list",
+            "--after",
+            "9",
+            "--limit",
+            "5",
+            "--refused",
+            "--actor",
+            "jane",
+        ])
+        .unwrap();
+        let Command::Audit {
+            command:
+                audit::AuditCommand::List {
+                    after,
+                    limit,
+                    refused,
+                    actor,
+                    method,
+                },
+            ..
+        } = cli.command
+        else {
+            panic!("audit list")
+        };
+        assert_eq!((after, limit, refused), (9, Some(5), true));
+        assert_eq!(actor.as_deref(), Some("jane"));
+        assert_eq!(method, None);
     }
 }

@@ -244,3 +244,224 @@ fn sensor_json_lines_match_as_the_sensor_decided() {
     got.sort();
     assert_eq!(got, expected);
 }
+
+/// The governance commands against a stand-in Operator service over real
+/// TLS: what goes on the wire (the bearer token; `x-vigil-tenant` only with
+/// `--tenant` or `VIGIL_TENANT`) and what a person or a script reads back.
+mod governance {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+    use std::sync::{Arc, Mutex};
+    use tonic::transport::{Identity, Server, ServerTlsConfig};
+    use tonic::{Request, Response, Status};
+    use vigil_proto::v1::operator_server::{Operator, OperatorServer};
+    use vigil_proto::v1::*;
+
+    /// One call as the server saw it: method, `authorization`, `x-vigil-tenant`.
+    type Seen = Arc<Mutex<Vec<(&'static str, Option<String>, Option<String>)>>>;
+
+    struct Fake(Seen);
+
+    impl Fake {
+        fn record<T>(&self, method: &'static str, r: &Request<T>) {
+            let h = |name| {
+                r.metadata()
+                    .get(name)
+                    .map(|v| v.to_str().expect("ascii").to_owned())
+            };
+            self.0
+                .lock()
+                .expect("lock")
+                .push((method, h("authorization"), h("x-vigil-tenant")));
+        }
+    }
+
+    fn tenant() -> TenantInfo {
+        TenantInfo {
+            tenant_id: "acme-7f3a".into(),
+            name: "Acme".into(),
+            region: "eu".into(),
+            retention_days: 90,
+            created_unix_ns: 1_700_000_000_000_000_000,
+            devices: 2,
+            store_bytes: 3 * 1024 * 1024 + 512 * 1024,
+            served: true,
+            ..Default::default()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Operator for Fake {
+        async fn create_tenant(
+            &self,
+            r: Request<CreateTenantRequest>,
+        ) -> Result<Response<CreateTenantResponse>, Status> {
+            self.record("CreateTenant", &r);
+            Ok(Response::new(CreateTenantResponse {
+                tenant: Some(tenant()),
+                admin_token: "vgl_admin_secret".into(),
+                admin_token_info: None,
+            }))
+        }
+        async fn list_tenants(
+            &self,
+            r: Request<ListTenantsRequest>,
+        ) -> Result<Response<ListTenantsResponse>, Status> {
+            self.record("ListTenants", &r);
+            Ok(Response::new(ListTenantsResponse {
+                tenants: vec![tenant()],
+                regions: vec!["eu".into()],
+            }))
+        }
+        async fn get_tenant(
+            &self,
+            r: Request<GetTenantRequest>,
+        ) -> Result<Response<TenantInfo>, Status> {
+            self.record("GetTenant", &r);
+            Err(Status::permission_denied("no grant for tenant t9"))
+        }
+        async fn delete_tenant(
+            &self,
+            r: Request<DeleteTenantRequest>,
+        ) -> Result<Response<DeleteTenantResponse>, Status> {
+            self.record("DeleteTenant", &r);
+            Err(Status::unimplemented(""))
+        }
+        async fn rotate_master_key(
+            &self,
+            r: Request<RotateMasterKeyRequest>,
+        ) -> Result<Response<RotateMasterKeyResponse>, Status> {
+            self.record("RotateMasterKey", &r);
+            Err(Status::unimplemented(""))
+        }
+        async fn request_access(
+            &self,
+            r: Request<RequestAccessRequest>,
+        ) -> Result<Response<AccessGrant>, Status> {
+            self.record("RequestAccess", &r);
+            Err(Status::unimplemented(""))
+        }
+        async fn list_my_access_grants(
+            &self,
+            r: Request<ListAccessGrantsRequest>,
+        ) -> Result<Response<ListAccessGrantsResponse>, Status> {
+            self.record("ListMyAccessGrants", &r);
+            Ok(Response::new(ListAccessGrantsResponse {
+                grants: vec![AccessGrant {
+                    grant_id: "g1".into(),
+                    tenant_id: "acme-7f3a".into(),
+                    state: "pending".into(),
+                    reason: "ticket 4711".into(),
+                    ..Default::default()
+                }],
+            }))
+        }
+    }
+
+    /// Starts the stand-in and writes an operator profile for it.
+    async fn start(dir: &Path, seen: Seen) -> PathBuf {
+        let ca = vigil_pki::CertificateAuthority::generate("test CA").expect("CA");
+        let cert = ca.issue_server(&["localhost".into()]).expect("cert");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tls = ServerTlsConfig::new().identity(Identity::from_pem(cert.cert_pem, cert.key_pem));
+        let server = Server::builder()
+            .tls_config(tls)
+            .expect("tls")
+            .add_service(OperatorServer::new(Fake(seen)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).expect("ca.pem");
+        let profile = dir.join("operator.toml");
+        std::fs::write(
+            &profile,
+            format!(
+                "endpoint = \"https://{addr}\"\nca_file = \"{}\"\nserver_name = \"localhost\"\ntoken = \"vgl_op\"\nrole = \"operator\"\n",
+                dir.join("ca.pem").display()
+            ),
+        )
+        .expect("profile");
+        profile
+    }
+
+    async fn vigil(profile: &Path, args: &[&str], tenant_env: Option<&str>) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        c.arg("--profile").arg(profile).args(args);
+        c.env_remove("VIGIL_PROFILE").env_remove("VIGIL_TENANT");
+        if let Some(t) = tenant_env {
+            c.env("VIGIL_TENANT", t);
+        }
+        tokio::task::spawn_blocking(move || c.output().expect("run vigil"))
+            .await
+            .expect("join")
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operator_commands_over_tls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seen = Seen::default();
+        let profile = start(dir.path(), seen.clone()).await;
+        let last = || seen.lock().expect("lock").last().cloned().expect("a call");
+
+        // A table; the bearer token and no tenant header.
+        let o = vigil(&profile, &["tenant", "list"], None).await;
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let out = text(&o.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("id         name  region"), "{out}");
+        assert!(
+            lines[1].contains("acme-7f3a") && lines[1].contains("3.5 MiB"),
+            "{out}"
+        );
+        assert_eq!(last(), ("ListTenants", Some("Bearer vgl_op".into()), None));
+
+        // --tenant and VIGIL_TENANT add the header; --json gives a line of JSON per tenant.
+        let o = vigil(
+            &profile,
+            &["--tenant", "acme-7f3a", "tenant", "list", "--json"],
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).expect("json");
+        assert_eq!(v["tenant_id"], "acme-7f3a");
+        assert_eq!(v["store_bytes"], 3 * 1024 * 1024 + 512 * 1024);
+        assert_eq!(last().2.as_deref(), Some("acme-7f3a"));
+        let o = vigil(&profile, &["tenant", "list"], Some("other")).await;
+        assert!(o.status.success());
+        assert_eq!(last().2.as_deref(), Some("other"));
+
+        // A refusal reads `error: <code>: <message>`, exit status 1.
+        let o = vigil(&profile, &["tenant", "show", "t9"], None).await;
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            text(&o.stderr),
+            "error: permission denied: no grant for tenant t9\n"
+        );
+        assert!(o.stdout.is_empty());
+
+        // The new admin token as `key value` lines; the hint goes to stderr.
+        let o = vigil(&profile, &["tenant", "create", "Acme"], None).await;
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(
+            text(&o.stdout),
+            "tenant_id acme-7f3a\nadmin_token vgl_admin_secret\n"
+        );
+        assert!(text(&o.stderr).contains("shown once"));
+
+        // The profile says `operator`: its own grants, with no Admin call first.
+        let before = seen.lock().expect("lock").len();
+        let o = vigil(&profile, &["access", "list"], None).await;
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("pending"), "{}", text(&o.stdout));
+        let calls = seen.lock().expect("lock");
+        assert_eq!(calls.len(), before + 1);
+        assert_eq!(calls[before].0, "ListMyAccessGrants");
+    }
+}
