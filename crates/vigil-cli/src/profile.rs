@@ -28,7 +28,7 @@ pub struct Profile {
 /// The role is kept beside `Profile` rather than in it so that code building
 /// a `Profile` field by field (`vigil up`) does not change; a file without
 /// `role` (every `analyst.toml` written so far) loads as before.
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProfileFile {
     endpoint: String,
@@ -40,7 +40,7 @@ struct ProfileFile {
     /// `operator`, `admin`, `analyst`, `auditor` or `read-only` (informational:
     /// the server decides from the token; the command line uses it only to
     /// choose which call to make, as `vigil access list` does).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     role: Option<String>,
 }
 
@@ -93,8 +93,20 @@ impl Profile {
 
     /// Writes the profile readable by its owner only: it holds a secret.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_as(path, None)
+    }
+
+    /// Writes the profile naming the token's role (`operator`, `admin`, …).
+    pub fn save_as(&self, path: &Path, role: Option<&str>) -> Result<()> {
         use std::io::Write;
-        let text = toml::to_string(self)?;
+        let text = toml::to_string(&ProfileFile {
+            endpoint: self.endpoint.clone(),
+            ca_file: self.ca_file.clone(),
+            server_name: self.server_name.clone(),
+            token: self.token.clone(),
+            tenant: self.tenant.clone(),
+            role: role.map(str::to_owned),
+        })?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
@@ -150,6 +162,8 @@ tenant = "local"
         let back = load(&path).unwrap();
         assert_eq!(back.profile.token, p.token);
         assert_eq!(back.role, None);
+        p.save_as(&path, Some("operator")).unwrap();
+        assert_eq!(load(&path).unwrap().role, Some(Role::Operator));
     }
 
     #[test]

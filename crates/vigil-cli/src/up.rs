@@ -89,13 +89,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
         token,
         tenant: TENANT.into(),
     };
-    profile.save(&profile_path)?;
+    profile.save_as(&profile_path, Some("admin"))?;
     Profile {
         token: operator_token,
         tenant: String::new(),
         ..profile.clone()
     }
-    .save(&operator_path)?;
+    .save_as(&operator_path, Some("operator"))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
