@@ -15,6 +15,7 @@
 mod alert;
 pub mod config;
 mod ingest;
+mod ops;
 pub mod pki;
 mod query;
 mod tls;
@@ -126,6 +127,7 @@ impl Server {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)
+            .add_service(ops::reflection()?)
             .add_service(ingest)
             .add_service(alerts)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
