@@ -20,6 +20,11 @@ pub struct ServerConfig {
     /// Most records in one batch.
     #[serde(default = "default_max_batch")]
     pub max_batch_records: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), e.g.
+    /// `127.0.0.1:9464`; none when unset. Not authenticated: keep it off
+    /// networks that should not read tenant ids and volumes.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_names() -> Vec<String> {
@@ -43,6 +48,7 @@ impl ServerConfig {
             server_names: default_names(),
             max_message_bytes: default_max_message(),
             max_batch_records: default_max_batch(),
+            metrics_listen: None,
         }
     }
 

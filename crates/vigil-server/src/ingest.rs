@@ -99,6 +99,7 @@ impl Ingest for IngestService {
         })
         .await
         .map_err(internal)?
+        .inspect_err(crate::metrics::refused_status) // ops: metrics
     }
 
     type StreamStream = AckStream;
@@ -107,7 +108,7 @@ impl Ingest for IngestService {
         &self,
         req: Request<Streaming<RecordBatch>>,
     ) -> Result<Response<AckStream>, Status> {
-        let device = device_of(&self.shared, &req)?;
+        let device = device_of(&self.shared, &req).inspect_err(crate::metrics::refused_status)?; // ops: metrics
         let store = self
             .shared
             .control
@@ -118,6 +119,7 @@ impl Ingest for IngestService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BatchAck, Status>>(16);
         tracing::info!(tenant = %device.tenant_id, device = %device.device_id, "Sensor stream opened");
         tokio::spawn(async move {
+            crate::metrics::streams_open(1); // ops: metrics
             loop {
                 let batch = match inbound.next().await {
                     None => break,
@@ -133,12 +135,14 @@ impl Ingest for IngestService {
                 let result = handle_batch(&shared, &store, &device, batch).await;
                 let failed = result.is_err();
                 if let Err(s) = &result {
+                    crate::metrics::refused_status(s); // ops: metrics
                     tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
                 }
                 if tx.send(result).await.is_err() || failed {
                     break;
                 }
             }
+            crate::metrics::streams_open(-1); // ops: metrics
             tracing::info!(device = %device.device_id, "Sensor stream closed");
         });
         Ok(Response::new(Box::pin(
@@ -153,6 +157,7 @@ async fn handle_batch(
     device: &DeviceRecord,
     batch: RecordBatch,
 ) -> Result<BatchAck, Status> {
+    let started = std::time::Instant::now(); // ops: metrics
     if batch.records.len() > shared.config.max_batch_records {
         return Err(Status::resource_exhausted(format!(
             "batch of {} records exceeds the limit of {}",
@@ -204,6 +209,12 @@ async fn handle_batch(
             shared.alerts.publish(&device.tenant_id, a);
         }
     }
+    crate::metrics::batch_stored(
+        &device.tenant_id,
+        outcome.accepted.into(),
+        outcome.duplicates.into(),
+        started.elapsed().as_secs_f64(),
+    ); // ops: metrics
     Ok(BatchAck {
         batch_id: batch.batch_id,
         stored_through: outcome.stored_through,

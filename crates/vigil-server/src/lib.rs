@@ -15,6 +15,7 @@
 mod alert;
 pub mod config;
 mod ingest;
+mod metrics;
 mod ops;
 pub mod pki;
 mod query;
@@ -123,6 +124,11 @@ impl Server {
             .set_serving::<AlertsServer<query::AlertsService>>()
             .await;
         let addr = self.local_addr()?;
+        self.shared
+            .config
+            .metrics_listen
+            .map(metrics::install)
+            .transpose()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
