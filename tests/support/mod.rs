@@ -19,8 +19,13 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server whose configuration `configure` changed first.
+    pub async fn start_with(configure: impl FnOnce(&mut vigil_server::ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::start_in(dir, "127.0.0.1:0".parse().expect("addr")).await
+        Self::start_configured(dir, "127.0.0.1:0".parse().expect("addr"), configure).await
     }
 
     /// Stops the server, keeping its data and address for [`Paused::resume`].
@@ -32,7 +37,16 @@ impl TestServer {
     }
 
     async fn start_in(dir: tempfile::TempDir, listen: SocketAddr) -> TestServer {
-        let cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
+        Self::start_configured(dir, listen, |_| {}).await
+    }
+
+    async fn start_configured(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        configure: impl FnOnce(&mut vigil_server::ServerConfig),
+    ) -> TestServer {
+        let mut cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
+        configure(&mut cfg);
         // A restarted server may find its store still held by connections that
         // are closing, or its port in TIME_WAIT: retry briefly.
         let mut tries = 0;
