@@ -38,6 +38,11 @@ impl TestServer {
         self.maintenance.clone()
     }
 
+    /// Starts a server whose configuration `configure` changed first.
+    pub async fn start_with(configure: impl FnOnce(&mut vigil_server::ServerConfig)) -> TestServer {
+        Self::start_with_options(configure, vigil_server::BindOptions::default()).await
+    }
+
     /// Stops the server, keeping its data and address for [`Paused::resume`].
     pub async fn pause(mut self) -> Paused {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));

@@ -91,12 +91,8 @@ impl Profile {
         Ok(load(path)?.profile)
     }
 
-    /// Writes the profile readable by its owner only: it holds a secret.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.save_as(path, None)
-    }
-
-    /// Writes the profile naming the token's role (`operator`, `admin`, …).
+    /// Writes the profile, naming the token's role (`operator`, `admin`, …)
+    /// when given, readable by its owner only: it holds a secret.
     pub fn save_as(&self, path: &Path, role: Option<&str>) -> Result<()> {
         use std::io::Write;
         let text = toml::to_string(&ProfileFile {
@@ -158,7 +154,7 @@ tenant = "local"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("analyst.toml");
         let p = parse(Path::new("x"), ANALYST).unwrap().profile;
-        p.save(&path).unwrap();
+        p.save_as(&path, None).unwrap();
         let back = load(&path).unwrap();
         assert_eq!(back.profile.token, p.token);
         assert_eq!(back.role, None);

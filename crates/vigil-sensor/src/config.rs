@@ -29,7 +29,9 @@ pub struct SensorConfig {
 pub struct ServerConfig {
     /// `https://host:port` of the server's ingest service.
     pub endpoint: String,
-    /// PEM file of the CA that signed the server's certificate.
+    /// PEM file of the CA that signed the server's certificate. Trusted for
+    /// enrollment only; afterwards the CA pinned then (`server-ca.pem` in
+    /// `data_dir`) is, and a different file here is logged and ignored.
     pub ca_file: PathBuf,
     /// Name to verify in the server certificate (defaults to the endpoint's host).
     #[serde(default)]

@@ -65,6 +65,7 @@ pub struct Sensor {
     pub degraded: Vec<String>,
     /// The enrolled device (None for a standalone sensor).
     pub identity: Option<uplink::DeviceIdentity>,
+    uplink_status: Option<watch::Receiver<uplink::UplinkStatus>>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -113,13 +114,16 @@ impl Sensor {
             },
         )?;
         let stop_rx = sensor.stop_tx.subscribe();
+        let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
         sensor.uplink = Some(tokio::spawn(uplink::run(
             cfg.clone(),
             identity.clone(),
             spool,
             wake,
             stop_rx,
+            status_tx,
         )));
+        sensor.uplink_status = Some(status_rx);
         sensor.identity = Some(identity);
         Ok(sensor)
     }
@@ -480,7 +484,13 @@ impl Sensor {
             sources,
             degraded,
             identity: None,
+            uplink_status: None,
         })
+    }
+
+    /// What the uplink is doing (None for a standalone sensor).
+    pub fn uplink_status(&self) -> Option<uplink::UplinkStatus> {
+        self.uplink_status.as_ref().map(|s| s.borrow().clone())
     }
 
     /// Detections as they are raised locally (before they reach the server).

@@ -1,10 +1,14 @@
 //! Enrollment and the record stream to the server.
 //!
 //! Enrollment runs once, over server-authenticated TLS, and leaves the device
-//! key and certificate in the data directory. The stream then runs over mutual
-//! TLS: batches are read from the spool, sent, and removed from the spool only
-//! when the server acknowledges them. A dropped connection is retried with
-//! backoff and resumes from the first unacknowledged record.
+//! key and certificate in the data directory, with the server CA it trusted
+//! (`pin`): later connections trust that CA, not the configuration's. The
+//! stream then runs over mutual TLS: batches are read from the spool, sent,
+//! and removed from the spool only when the server acknowledges them. A
+//! dropped connection is retried with backoff and resumes from the first
+//! unacknowledged record.
+
+pub mod pin;
 
 use crate::SensorError;
 use crate::config::{SensorConfig, ServerConfig};
@@ -21,6 +25,19 @@ use vigil_spool::Spool;
 /// Batches sent but not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 8;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the uplink is doing, for the operator (and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkStatus {
+    /// Streams the server accepted since the sensor started: each one after
+    /// the server's certificate verified against the trusted CA and the server
+    /// accepted the device's.
+    pub sessions_opened: u64,
+    /// Whether a stream is open now.
+    pub connected: bool,
+    /// Why the last session failed to open or ended, if one did.
+    pub last_error: Option<String>,
+}
 
 /// What enrollment left on disk.
 #[derive(Debug, Clone)]
@@ -93,7 +110,24 @@ async fn channel(
         .http2_keep_alive_interval(Duration::from_secs(30));
     ep.connect()
         .await
-        .map_err(|e| SensorError::Transport(format!("connect {}: {e}", server.endpoint)))
+        .map_err(|e| SensorError::Transport(format!("connect {}: {}", server.endpoint, causes(&e))))
+}
+
+/// An error with its causes: tonic's own message for a failed connection is
+/// only "transport error"; the reason (refused, a certificate that does not
+/// verify) is further down.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 pub(crate) fn read_ca(cfg: &SensorConfig) -> Result<String, SensorError> {
@@ -137,6 +171,29 @@ pub async fn ensure_enrolled(
         .await
         .map_err(|s| SensorError::Enroll(format!("{}: {}", s.code(), s.message())))?
         .into_inner();
+    // The server must be the one the CA file names: otherwise this sensor
+    // would pin a CA it was never told to trust.
+    let ca_file = &server(cfg)?.ca_file;
+    match pin::same_certificates(&ca, &resp.ca_pem) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(SensorError::Enroll(format!(
+                "the server's CA (in its enrollment response) is not the CA in server.ca_file {}; \
+                 enrollment is not completed: check that ca_file is the CA of {}",
+                ca_file.display(),
+                server(cfg)?.endpoint
+            )));
+        }
+        Err(e) => {
+            return Err(SensorError::Enroll(format!(
+                "the server's CA in its enrollment response cannot be compared with server.ca_file {}: {e}",
+                ca_file.display()
+            )));
+        }
+    }
+    // Pinned before the identity, whose file marks enrollment complete.
+    pin::save(&cfg.data_dir, &ca)
+        .map_err(|e| SensorError::Io(format!("saving the server CA: {e}")))?;
     let id = DeviceIdentity {
         device_id: resp.device_id,
         tenant_id: resp.tenant_id,
@@ -156,16 +213,24 @@ pub(crate) async fn run(
     spool: Arc<Spool>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
+    status: watch::Sender<UplinkStatus>,
 ) {
     let mut backoff = Duration::from_millis(250);
+    let mut trust = pin::Trust::default();
     loop {
         if *stop.borrow() {
             return;
         }
-        match session(&cfg, &identity, &spool, &wake, &mut stop).await {
+        let outcome = session(
+            &cfg, &identity, &spool, &wake, &mut stop, &mut trust, &status,
+        )
+        .await;
+        status.send_modify(|s| s.connected = false);
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Uplink interrupted");
+                status.send_modify(|s| s.last_error = Some(e.to_string()));
             }
         }
         tokio::select! {
@@ -182,9 +247,11 @@ async fn session(
     spool: &Arc<Spool>,
     wake: &Notify,
     stop: &mut watch::Receiver<bool>,
+    trust: &mut pin::Trust,
+    status: &watch::Sender<UplinkStatus>,
 ) -> Result<(), SensorError> {
-    let ca = read_ca(cfg)?;
-    let ch = channel(cfg, &ca, Some(identity)).await?;
+    let ca = trust.session_ca(cfg)?;
+    let ch = channel(cfg, &ca.pem, Some(identity)).await?;
     let mut client = IngestClient::new(ch)
         .max_decoding_message_size(cfg.uplink.max_message_bytes)
         .max_encoding_message_size(cfg.uplink.max_message_bytes);
@@ -195,6 +262,23 @@ async fn session(
         .map_err(|s| SensorError::Transport(format!("open stream: {}: {}", s.code(), s.message())))?
         .into_inner();
     tracing::info!(endpoint = %server(cfg)?.endpoint, "Uplink connected");
+    status.send_modify(|s| {
+        s.sessions_opened += 1;
+        s.connected = true;
+    });
+    if !ca.pinned {
+        // Enrolled before pinning: the server just proved it holds a
+        // certificate from the configured CA and accepted this device.
+        match pin::save(&cfg.data_dir, &ca.pem) {
+            Ok(()) => tracing::info!(
+                pinned = %cfg.data_dir.join(pin::PIN_FILE).display(),
+                "Server CA pinned; server.ca_file is no longer read"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Pinning the server CA failed; retried at the next connection")
+            }
+        }
+    }
     let mut in_flight: VecDeque<(u64, u64)> = VecDeque::new();
     let mut sent_through = 0u64;
     let mut batch_id = 0u64;

@@ -206,7 +206,7 @@ impl Shared {
     pub(crate) fn audited<T>(
         &self,
         caller: &Caller,
-        method: &str,
+        method: &'static str,
         target_tenant: Option<&str>,
         summary: &str,
         result: Result<T, Status>,
@@ -222,6 +222,7 @@ impl Shared {
             summary,
             &result_text(result.as_ref().map(|_| ())),
         )?;
+        crate::metrics::api_call(method, caller.started.elapsed().as_secs_f64());
         result
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct Caller {
     /// The grant an operator acts under.
     pub(crate) grant: Option<String>,
     pub(crate) peer: String,
+    /// When the call arrived (for its latency metric).
+    pub(crate) started: std::time::Instant,
 }
 
 impl Caller {
@@ -152,6 +154,7 @@ impl Shared {
                 tenant,
                 grant,
                 peer: peer.clone(),
+                started: std::time::Instant::now(),
             };
             match (access, token.role, &token.tenant_id) {
                 (Access::Operator, Role::Operator, None) => Ok(caller(Role::Operator, None, None)),
@@ -224,6 +227,7 @@ impl Caller {
             token,
             grant: None,
             peer: peer.to_owned(),
+            started: std::time::Instant::now(),
         }
     }
 }

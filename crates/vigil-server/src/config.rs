@@ -29,8 +29,11 @@ pub struct ServerConfig {
     /// How often retention removes data older than each tenant's setting.
     #[serde(default = "default_retention_check")]
     pub retention_check_seconds: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), e.g.
+    /// `127.0.0.1:9464`; none when unset. Not authenticated: keep it off
+    /// networks that should not read tenant ids and volumes.
     #[serde(default)]
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

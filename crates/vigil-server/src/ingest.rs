@@ -185,6 +185,7 @@ impl Ingest for IngestService {
                 grant: None,
             });
             let mut ended = reg.ended.clone();
+            crate::metrics::streams_open(1);
             loop {
                 let next = tokio::select! {
                     n = inbound.next() => n,
@@ -209,6 +210,7 @@ impl Ingest for IngestService {
                 let result = handle_batch(&shared, &store, &device, batch).await;
                 let failed = result.is_err();
                 if let Err(s) = &result {
+                    crate::metrics::refused_status(s);
                     tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
                 }
                 if tx.send(result).await.is_err() || failed {
@@ -216,6 +218,7 @@ impl Ingest for IngestService {
                 }
             }
             drop(reg);
+            crate::metrics::streams_open(-1);
             tracing::info!(device = %device.device_id, "Sensor stream closed");
         });
         Ok(Response::new(Box::pin(

@@ -229,7 +229,7 @@ impl Server {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)
-            // TEMP .add_service(ops::reflection()?)
+            .add_service(ops::reflection()?)
             .add_service(ingest)
             .add_service(alerts)
             .add_service(operator)

@@ -104,6 +104,20 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
             }
         }
     }));
+    let sizes = m.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let shared = Arc::clone(&sizes.shared);
+            let _ = tokio::task::spawn_blocking(move || {
+                for t in shared.control.tenants().unwrap_or_default() {
+                    crate::metrics::store_bytes(&t.id, shared.control.tenant_size(&t));
+                }
+            })
+            .await;
+        }
+    }));
     let flusher = m.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(AUDIT_FLUSH_EVERY);
