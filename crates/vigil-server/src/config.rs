@@ -161,3 +161,63 @@ impl vigil_config::Validate for ServerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The example installed as /etc/vigil/server.toml (deploy/server.toml).
+    const EXAMPLE: &str = include_str!("../deploy/server.toml");
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        vigil_config::parse(Path::new("server.toml"), text)
+    }
+
+    #[test]
+    fn the_shipped_example_loads() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.served_regions().len(), 2);
+        assert_eq!(c.served_regions()[0].name, "eu");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_regions_one_local_region_lives_in_the_store() {
+        let c = parse("listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n").unwrap();
+        let r = c.served_regions();
+        assert_eq!(
+            (r[0].name.as_str(), r[0].dir.as_path()),
+            ("local", Path::new("/d/store"))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let base = "listen = \"127.0.0.1:1\"\ndata_dir = \"/d\"\n";
+        for (extra, field) in [
+            (
+                "[[regions]]\nname = \"eu west\"\ndata_dir = \"/e\"\n",
+                "regions.name",
+            ),
+            (
+                "[[regions]]\nname = \"eu\"\ndata_dir = \"rel\"\n",
+                "regions.data_dir",
+            ),
+            (
+                "[[regions]]\nname = \"a\"\ndata_dir = \"/x\"\n[[regions]]\nname = \"a\"\ndata_dir = \"/y\"\n",
+                "regions.name",
+            ),
+            (
+                "[[regions]]\nname = \"a\"\ndata_dir = \"/x\"\n[[regions]]\nname = \"b\"\ndata_dir = \"/x/b\"\n",
+                "regions.data_dir",
+            ),
+            ("retention_check_seconds = 0\n", "retention_check_seconds"),
+            ("max_batch_records = 0\n", "max_batch_records"),
+            ("retention_days = 30\n", "retention_days"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+    }
+}

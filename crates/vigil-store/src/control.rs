@@ -302,9 +302,12 @@ impl ControlStore {
             None => format!("t{}", &new_id()?[..15]),
         };
         check_id(&id)?;
-        if name.chars().count() > 128 || name.chars().any(char::is_control) {
+        if name.trim().is_empty()
+            || name.chars().count() > 128
+            || name.chars().any(char::is_control)
+        {
             return Err(StoreError::Invalid(
-                "name must be at most 128 printable characters".into(),
+                "name must be 1 to 128 printable characters".into(),
             ));
         }
         check_retention(retention_days)?;
