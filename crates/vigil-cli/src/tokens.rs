@@ -57,6 +57,89 @@ pub enum EnrollTokenCommand {
     },
 }
 
+/// How a kind of token is shown: one JSON object, `key value` fields, a table.
+trait Shown: Sized {
+    const NONE: &'static str;
+    fn id(&self) -> &str;
+    fn expires_unix_ns(&self) -> i64;
+    fn json(&self) -> Value;
+    fn fields(&self) -> Vec<(&'static str, String)>;
+    fn table(items: &[Self]) -> Table;
+}
+
+impl Shown for ApiTokenInfo {
+    const NONE: &'static str = "no API tokens";
+    fn id(&self) -> &str {
+        &self.token_id
+    }
+    fn expires_unix_ns(&self) -> i64 {
+        self.expires_unix_ns
+    }
+    fn json(&self) -> Value {
+        api_token_json(self)
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        api_token_fields(self)
+    }
+    fn table(items: &[Self]) -> Table {
+        api_token_table(items)
+    }
+}
+
+impl Shown for EnrollmentTokenInfo {
+    const NONE: &'static str = "no enrollment tokens";
+    fn id(&self) -> &str {
+        &self.token_id
+    }
+    fn expires_unix_ns(&self) -> i64 {
+        self.expires_unix_ns
+    }
+    fn json(&self) -> Value {
+        enrollment_token_json(self)
+    }
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        enrollment_token_fields(self)
+    }
+    fn table(items: &[Self]) -> Table {
+        enrollment_token_table(items)
+    }
+}
+
+/// A new token: its secret, shown this once.
+fn created<T: Shown>(json: bool, info: &T, secret: &str) -> Result<()> {
+    if json {
+        let mut v = info.json();
+        v["token"] = json!(secret);
+        out!("{v}");
+    } else {
+        print(&secret_lines(info.id(), secret, info.expires_unix_ns()))?;
+        eprintln!("{SHOWN_ONCE}");
+    }
+    Ok(())
+}
+
+fn listed<T: Shown>(json: bool, items: &[T]) -> Result<()> {
+    if json {
+        for t in items {
+            out!("{}", t.json());
+        }
+    } else if items.is_empty() {
+        eprintln!("{}", T::NONE);
+    } else {
+        print(&T::table(items).lines())?;
+    }
+    Ok(())
+}
+
+fn one<T: Shown>(json: bool, t: &T) -> Result<()> {
+    if json {
+        out!("{}", t.json());
+    } else {
+        print(&fields(&t.fields()))?;
+    }
+    Ok(())
+}
+
 pub async fn token(api: &Api, cmd: TokenCommand, json: bool) -> Result<()> {
     let mut admin = api.admin();
     match cmd {
@@ -74,50 +157,23 @@ pub async fn token(api: &Api, cmd: TokenCommand, json: bool) -> Result<()> {
                 .await
                 .map_err(rpc)?
                 .into_inner();
-            let info = r.info.unwrap_or_default();
-            if json {
-                let mut v = api_token_json(&info);
-                v["token"] = json!(r.token);
-                out!("{v}");
-            } else {
-                print(&secret_lines(
-                    &info.token_id,
-                    &r.token,
-                    info.expires_unix_ns,
-                ))?;
-                eprintln!("{SHOWN_ONCE}");
-            }
+            created(json, &r.info.unwrap_or_default(), &r.token)
         }
         TokenCommand::List => {
             let r = admin
                 .list_api_tokens(ListApiTokensRequest {})
                 .await
-                .map_err(rpc)?
-                .into_inner();
-            if json {
-                for t in &r.tokens {
-                    out!("{}", api_token_json(t));
-                }
-            } else if r.tokens.is_empty() {
-                eprintln!("no API tokens");
-            } else {
-                print(&api_token_table(&r.tokens).lines())?;
-            }
+                .map_err(rpc)?;
+            listed(json, &r.into_inner().tokens)
         }
         TokenCommand::Revoke { id } => {
-            let t = admin
+            let r = admin
                 .revoke_api_token(RevokeApiTokenRequest { token_id: id })
                 .await
-                .map_err(rpc)?
-                .into_inner();
-            if json {
-                out!("{}", api_token_json(&t));
-            } else {
-                print(&fields(&api_token_fields(&t)))?;
-            }
+                .map_err(rpc)?;
+            one(json, &r.into_inner())
         }
     }
-    Ok(())
 }
 
 pub async fn enroll_token(api: &Api, cmd: EnrollTokenCommand, json: bool) -> Result<()> {
@@ -131,50 +187,23 @@ pub async fn enroll_token(api: &Api, cmd: EnrollTokenCommand, json: bool) -> Res
                 .await
                 .map_err(rpc)?
                 .into_inner();
-            let info = r.info.unwrap_or_default();
-            if json {
-                let mut v = enrollment_token_json(&info);
-                v["token"] = json!(r.token);
-                out!("{v}");
-            } else {
-                print(&secret_lines(
-                    &info.token_id,
-                    &r.token,
-                    info.expires_unix_ns,
-                ))?;
-                eprintln!("{SHOWN_ONCE}");
-            }
+            created(json, &r.info.unwrap_or_default(), &r.token)
         }
         EnrollTokenCommand::List => {
             let r = admin
                 .list_enrollment_tokens(ListEnrollmentTokensRequest {})
                 .await
-                .map_err(rpc)?
-                .into_inner();
-            if json {
-                for t in &r.tokens {
-                    out!("{}", enrollment_token_json(t));
-                }
-            } else if r.tokens.is_empty() {
-                eprintln!("no enrollment tokens");
-            } else {
-                print(&enrollment_token_table(&r.tokens).lines())?;
-            }
+                .map_err(rpc)?;
+            listed(json, &r.into_inner().tokens)
         }
         EnrollTokenCommand::Revoke { id } => {
-            let t = admin
+            let r = admin
                 .revoke_enrollment_token(RevokeEnrollmentTokenRequest { token_id: id })
                 .await
-                .map_err(rpc)?
-                .into_inner();
-            if json {
-                out!("{}", enrollment_token_json(&t));
-            } else {
-                print(&fields(&enrollment_token_fields(&t)))?;
-            }
+                .map_err(rpc)?;
+            one(json, &r.into_inner())
         }
     }
-    Ok(())
 }
 
 /// `token_id <id>`, `token <secret>`, `expires <time>`: one `key value` per line.
