@@ -69,7 +69,10 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
 pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::UnknownTenant(t) => Status::not_found(format!("no tenant {t}")),
-        StoreError::RegionNotServed { .. } => Status::failed_precondition(e.to_string()),
+        StoreError::RegionNotServed { .. } => {
+            metrics::refused("region_not_served");
+            Status::failed_precondition(e.to_string())
+        }
         StoreError::Invalid(m) => Status::invalid_argument(m),
         StoreError::BadIdentifier(_) => Status::invalid_argument(e.to_string()),
         StoreError::NotFound(m) => Status::not_found(format!("no such {m}")),

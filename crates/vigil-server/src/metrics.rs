@@ -132,7 +132,8 @@ pub(crate) fn batch_stored(tenant: &str, records: u64, duplicates: u64, seconds:
 
 /// A call (or a batch within a stream) was refused. `reason` is one of a fixed
 /// set: `unauthenticated`, `permission_denied`, `revoked`, `wrong_tenant`,
-/// `resource_exhausted`, `invalid_argument`, `region_not_served`.
+/// `resource_exhausted`, `invalid_argument`, `region_not_served`,
+/// `tls_handshake`.
 pub(crate) fn refused(reason: &'static str) {
     ::metrics::counter!("vigil_refused_calls_total", "reason" => reason).increment(1);
 }

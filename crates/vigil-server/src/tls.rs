@@ -88,8 +88,14 @@ pub(crate) fn incoming(
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        crate::metrics::refused("tls_handshake");
+                        tracing::warn!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        crate::metrics::refused("tls_handshake");
+                        tracing::warn!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }
