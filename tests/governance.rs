@@ -1274,3 +1274,27 @@ async fn master_key_rotation_keeps_every_tenant_readable_across_a_restart() {
     assert_eq!(alerts.len(), 2);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_anonymous_refusals_is_counted_not_itemized() {
+    let f = Fixture::start().await;
+    for _ in 0..120 {
+        let err = f.alert_ids("vgl_api_guess", None).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated);
+    }
+    f.clock.advance(Duration::from_secs(2));
+    f.alert_ids("vgl_api_guess", None).await.unwrap_err();
+    let log = f.audit_entries(&f.operator).await;
+    let itemized = log
+        .iter()
+        .filter(|e| e.actor == "anonymous" && e.method == "Alerts/ListAlerts")
+        .count();
+    assert_eq!(itemized, 51, "50 in the first second, then the next one");
+    let summary = log.iter().find(|e| e.method == "Refusals").unwrap();
+    assert!(
+        summary.summary.starts_with("70 refused anonymous calls"),
+        "{}",
+        summary.summary
+    );
+    f.server.stop().await;
+}

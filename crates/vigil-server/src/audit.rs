@@ -60,6 +60,19 @@ impl Who {
     }
 }
 
+fn suppressed_summary(n: u64) -> String {
+    format!(
+        "{n} refused anonymous calls were not itemized (more than {ANONYMOUS_ENTRIES_PER_SECOND} a second)"
+    )
+}
+
+enum Admit {
+    Itemize,
+    Suppress,
+    /// Itemize, after an entry summing up this many suppressed ones.
+    Summarize(u64),
+}
+
 pub(crate) fn result_text(r: Result<(), &Status>) -> String {
     match r {
         Ok(()) => "ok".into(),
@@ -72,6 +85,19 @@ pub(crate) struct AuditLogs {
     control: Arc<ControlStore>,
     deployment: Arc<AuditLog>,
     tenants: Mutex<HashMap<String, Arc<AuditLog>>>,
+    anonymous: Mutex<Budget>,
+}
+
+/// Refusals of callers nobody authenticated are itemized up to this many a
+/// second; beyond that they are counted and summed up in one entry, so that
+/// anyone who can reach the port cannot fill the disk through the audit log.
+pub(crate) const ANONYMOUS_ENTRIES_PER_SECOND: u32 = 50;
+
+#[derive(Debug, Default)]
+struct Budget {
+    second: i64,
+    used: u32,
+    suppressed: u64,
 }
 
 impl AuditLogs {
@@ -84,6 +110,7 @@ impl AuditLogs {
             control,
             deployment,
             tenants: Mutex::new(HashMap::new()),
+            anonymous: Mutex::new(Budget::default()),
         })
     }
 
@@ -120,8 +147,48 @@ impl AuditLogs {
         }
     }
 
-    /// Makes everything appended so far durable (group commit).
+    fn anonymous_budget(&self, now: i64) -> Admit {
+        let Ok(mut b) = self.anonymous.lock() else {
+            return Admit::Itemize;
+        };
+        let second = now.div_euclid(1_000_000_000);
+        if second != b.second {
+            b.second = second;
+            b.used = 1;
+            let n = std::mem::take(&mut b.suppressed);
+            return if n > 0 {
+                Admit::Summarize(n)
+            } else {
+                Admit::Itemize
+            };
+        }
+        if b.used < ANONYMOUS_ENTRIES_PER_SECOND {
+            b.used += 1;
+            Admit::Itemize
+        } else {
+            b.suppressed += 1;
+            Admit::Suppress
+        }
+    }
+
+    /// Makes everything appended so far durable (group commit), after summing
+    /// up anonymous refusals left unitemized in a second that has passed.
     pub(crate) fn flush_all(&self) {
+        let now = self.control.now();
+        let pending = self.anonymous.lock().ok().and_then(|mut b| {
+            (b.suppressed > 0 && now.div_euclid(1_000_000_000) != b.second)
+                .then(|| std::mem::take(&mut b.suppressed))
+        });
+        if let Some(n) = pending {
+            let _ = self.write(
+                &Who::system(),
+                true,
+                None,
+                "Refusals",
+                &suppressed_summary(n),
+                "ok",
+            );
+        }
         let logs: Vec<Arc<AuditLog>> = self
             .tenants
             .lock()
@@ -183,6 +250,18 @@ impl Shared {
     ) {
         tracing::warn!(target: "audit", actor = %who.actor, method, tenant, code = ?status.code(), message = status.message(), "Call refused");
         crate::metrics::refused(reason);
+        if who.home_tenant.is_none() && who.actor_id.is_empty() && tenant.is_none() {
+            match self.audit.anonymous_budget(self.control.now()) {
+                Admit::Itemize => {}
+                Admit::Suppress => return,
+                Admit::Summarize(n) => {
+                    let summary = suppressed_summary(n);
+                    let _ =
+                        self.audit
+                            .write(&Who::system(), true, None, "Refusals", &summary, "ok");
+                }
+            }
+        }
         let result = result_text(Err(status));
         if let Err(e) = self
             .audit
