@@ -229,7 +229,7 @@ impl Ingest for IngestService {
 
 async fn handle_batch(
     shared: &Arc<Shared>,
-    store: &Arc<vigil_store::TenantStore>,
+    store: &Arc<dyn vigil_store::TenantData>,
     device: &DeviceRecord,
     batch: RecordBatch,
 ) -> Result<BatchAck, Status> {

@@ -161,7 +161,7 @@ impl AlertsService {
             let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
             // One more than asked tells whether another page exists.
             store
-                .alerts(before, size + 1, |bytes| {
+                .alerts(before, size + 1, &mut |bytes| {
                     Alert::decode(bytes).is_ok_and(|a| keep(&req, &a))
                 })
                 .map(|rows| (rows, req))

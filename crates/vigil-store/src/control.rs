@@ -381,8 +381,12 @@ impl ControlStore {
         KeyRing::new(keys)
     }
 
-    /// Opens a tenant's store (once per process; later calls share it).
-    pub fn tenant_store(&self, id: &str) -> Result<Arc<TenantStore>, StoreError> {
+    /// A tenant's data, opened once per process (later calls share it).
+    pub fn tenant_store(&self, id: &str) -> Result<Arc<dyn crate::TenantData>, StoreError> {
+        Ok(self.open_tenant(id)?)
+    }
+
+    fn open_tenant(&self, id: &str) -> Result<Arc<TenantStore>, StoreError> {
         let mut open = self
             .open_tenants
             .lock()
@@ -456,7 +460,7 @@ impl ControlStore {
     /// it at once. Call [`ControlStore::finish_data_key_rotation`] (in the
     /// background) to re-seal older data and destroy the old keys.
     pub fn rotate_data_key(&self, id: &str) -> Result<u32, StoreError> {
-        let store = self.tenant_store(id)?;
+        let store = self.open_tenant(id)?;
         let _k = self.lock_keys()?;
         let key = crypto::random_key()?;
         let mut version = 0;
@@ -479,7 +483,7 @@ impl ControlStore {
     /// Re-seals the tenant's data under its current key, then destroys the
     /// older keys. Safe to run again after a crash. Returns values re-sealed.
     pub fn finish_data_key_rotation(&self, id: &str) -> Result<u64, StoreError> {
-        let store = self.tenant_store(id)?;
+        let store = self.open_tenant(id)?;
         let n = store.reseal_all()?;
         let _k = self.lock_keys()?;
         let current = store.retain_current_key()?;

@@ -19,6 +19,7 @@ mod access;
 mod clock;
 mod control;
 mod crypto;
+mod data;
 mod keys;
 mod tenant;
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use control::{
     ControlStore, DEFAULT_RETENTION_DAYS, DeletedTenant, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
     Region, StoreOptions, TenantRecord, check_retention,
 };
+pub use data::TenantData;
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
 pub use tenant::{BatchOutcome, Purged, TenantStore};
 

@@ -160,7 +160,7 @@ fn resent_batches_store_once_and_data_is_sealed_on_disk() {
     let again = t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 3));
     assert_eq!(t.records("d", 1, 100).unwrap().len(), 2);
-    assert_eq!(t.alerts(None, 10, |_| true).unwrap().len(), 1);
+    assert_eq!(t.alerts(None, 10, &mut |_| true).unwrap().len(), 1);
     drop(t);
     drop(c);
     for f in ["tenants/a/data.redb", "control.redb"] {
@@ -220,7 +220,7 @@ fn retention_removes_only_what_is_older_than_the_tenants_setting() {
     assert_eq!(got("long"), Purged::default());
     let s = c.tenant_store("short").unwrap();
     assert_eq!(s.records("d", 0, 10).unwrap(), vec![(5001, vec![3])]);
-    assert_eq!(s.alerts(None, 10, |_| true).unwrap().len(), 1);
+    assert_eq!(s.alerts(None, 10, &mut |_| true).unwrap().len(), 1);
     // A re-send of purged sequences is still a duplicate, not new data.
     let again = s.commit_batch("d", t1, &[(3, vec![9])], &[]).unwrap();
     assert_eq!(again.duplicates, 1);
@@ -318,7 +318,7 @@ fn data_key_rotation_reseals_while_both_keys_read() {
     assert_eq!(c.tenant("a").unwrap().unwrap().data_key_versions(), vec![2]);
     let all = t.records("d", 0, 10_000).unwrap();
     assert_eq!(all[41].1, 42u64.to_le_bytes().to_vec());
-    assert_eq!(t.alerts(None, 100, |_| true).unwrap().len(), 10);
+    assert_eq!(t.alerts(None, 100, &mut |_| true).unwrap().len(), 10);
     // After a restart only v2 exists and everything opens.
     drop(t);
     drop(c);

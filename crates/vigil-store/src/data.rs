@@ -1,0 +1,96 @@
+//! The seam a tenant's data scales out behind. The API layer (the server's
+//! services) reads and writes a tenant's records and alerts only through
+//! [`TenantData`], and reaches keys only through [`crate::KeyProvider`]; so
+//! records can move to NATS JetStream and alerts to PostgreSQL (a schema per
+//! region) by adding implementations here, without touching the services.
+//! Whatever the backend, values leave the process sealed with the tenant's
+//! data key, bound to tenant, table and key.
+
+use crate::{BatchOutcome, Purged, StoreError, TenantStore};
+
+/// One tenant's records and alerts, wherever they live.
+pub trait TenantData: Send + Sync + std::fmt::Debug {
+    fn tenant_id(&self) -> &str;
+    /// Stores a device's batch durably, exactly once per sequence number
+    /// (anything at or below the device's high-water mark is a re-send).
+    /// Returns only when the batch is durable: the caller acknowledges then.
+    fn commit_batch(
+        &self,
+        device: &str,
+        received_ns: i64,
+        records: &[(u64, Vec<u8>)],
+        alerts: &[(u64, String, Vec<u8>)],
+    ) -> Result<BatchOutcome, StoreError>;
+    fn high_water(&self, device: &str) -> Result<u64, StoreError>;
+    fn high_waters(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Up to `limit` records of `device` after sequence `after`, opened.
+    fn records(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn record_count(&self) -> Result<u64, StoreError>;
+    /// Alerts newest first, strictly before `before` (an id), those `keep`
+    /// accepts, at most `limit`.
+    fn alerts(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes what was received before `cutoff_ns` (retention).
+    fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError>;
+    /// Bytes the tenant's data takes where it lives.
+    fn size_bytes(&self) -> u64;
+}
+
+impl TenantData for TenantStore {
+    fn tenant_id(&self) -> &str {
+        TenantStore::tenant_id(self)
+    }
+    fn commit_batch(
+        &self,
+        device: &str,
+        received_ns: i64,
+        records: &[(u64, Vec<u8>)],
+        alerts: &[(u64, String, Vec<u8>)],
+    ) -> Result<BatchOutcome, StoreError> {
+        TenantStore::commit_batch(self, device, received_ns, records, alerts)
+    }
+    fn high_water(&self, device: &str) -> Result<u64, StoreError> {
+        TenantStore::high_water(self, device)
+    }
+    fn high_waters(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        TenantStore::high_waters(self)
+    }
+    fn records(
+        &self,
+        device: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        TenantStore::records(self, device, after, limit)
+    }
+    fn record_count(&self) -> Result<u64, StoreError> {
+        TenantStore::record_count(self)
+    }
+    fn alerts(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+        keep: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        TenantStore::alerts(self, before, limit, keep)
+    }
+    fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        TenantStore::alert(self, id)
+    }
+    fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
+        TenantStore::purge_before(self, cutoff_ns)
+    }
+    fn size_bytes(&self) -> u64 {
+        TenantStore::size_bytes(self)
+    }
+}
