@@ -67,6 +67,44 @@ enum Command {
     },
 }
 
+/// Offline administration bypasses the API, so it writes its own audit
+/// entries: in the deployment's log, and in the tenant's it touches. Someone
+/// with the server's files can mint a token, but not without the tenant seeing it.
+fn audit_offline(
+    store: &vigil_store::ControlStore,
+    tenant: Option<&str>,
+    method: &str,
+    summary: &str,
+) -> anyhow::Result<()> {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let entry = |tenant_id: &str| vigil_audit::NewEntry {
+        time_unix_ns: store.now(),
+        actor: format!("vigil-server (offline, user {user})"),
+        actor_id: String::new(),
+        role: "operator (offline)".into(),
+        tenant_id: tenant_id.to_owned(),
+        method: method.to_owned(),
+        summary: summary.to_owned(),
+        result: "ok".into(),
+        peer: "local".into(),
+    };
+    let (path, key) = store.deployment_audit()?;
+    let log = vigil_audit::AuditLog::open(&path, &key)?;
+    log.append(entry(tenant.unwrap_or("")))?;
+    log.flush()?;
+    if let Some(t) = tenant {
+        let log = vigil_audit::AuditLog::open(
+            &store.tenant_audit_path(t)?,
+            &*store.tenant_audit_key(t)?,
+        )?;
+        log.append(entry(t))?;
+        log.flush()?;
+    }
+    Ok(())
+}
+
 fn role(s: &str) -> anyhow::Result<Role> {
     Ok(match s {
         "admin" => Role::Admin,
@@ -103,12 +141,14 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Command::OperatorToken { name } => {
-            let (t, info) = store()?.create_api_token(
+            let s = store()?;
+            let (t, info) =
+                s.create_api_token(None, Role::Operator, &name, 0, "vigil-server (offline)")?;
+            audit_offline(
+                &s,
                 None,
-                Role::Operator,
-                &name,
-                0,
-                "vigil-server (offline)",
+                "offline/OperatorToken",
+                &format!("name={name:?} token_id={}", info.id),
             )?;
             eprintln!(
                 "operator token {} created; the secret is shown once:",
@@ -138,14 +178,27 @@ async fn main() -> anyhow::Result<()> {
                 0,
                 "vigil-server (offline)",
             )?;
+            audit_offline(
+                &s,
+                Some(&rec.id),
+                "offline/TenantCreate",
+                &format!("name={name:?} region={region} retention_days={retention_days}"),
+            )?;
             println!("tenant_id {}", rec.id);
             println!("admin_token {t}");
         }
         Command::EnrollmentToken { tenant, hours } => {
-            let (t, _) = store()?.create_enrollment_token(
+            let s = store()?;
+            let (t, info) = s.create_enrollment_token(
                 &tenant,
                 Duration::from_secs(hours.saturating_mul(3600)),
                 "vigil-server (offline)",
+            )?;
+            audit_offline(
+                &s,
+                Some(&tenant),
+                "offline/EnrollmentToken",
+                &format!("valid_hours={hours} token_id={}", info.id),
             )?;
             println!("{t}");
         }
@@ -154,12 +207,14 @@ async fn main() -> anyhow::Result<()> {
             name,
             role: r,
         } => {
-            let (t, _) = store()?.create_api_token(
+            let s = store()?;
+            let (t, info) =
+                s.create_api_token(Some(&tenant), role(&r)?, &name, 0, "vigil-server (offline)")?;
+            audit_offline(
+                &s,
                 Some(&tenant),
-                role(&r)?,
-                &name,
-                0,
-                "vigil-server (offline)",
+                "offline/ApiToken",
+                &format!("name={name:?} role={r} token_id={}", info.id),
             )?;
             println!("{t}");
         }
