@@ -134,9 +134,17 @@ async fn main() -> anyhow::Result<()> {
             let server = vigil_server::Server::bind(cfg.clone())
                 .await
                 .context("starting the server")?;
+            // SIGINT (Ctrl-C) or SIGTERM (systemd, containers): stop accepting,
+            // finish, flush the audit logs.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("installing the SIGTERM handler")?;
             server
-                .serve(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                .serve(async move {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
                 })
                 .await?;
         }
