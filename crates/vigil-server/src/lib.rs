@@ -22,6 +22,7 @@ mod admin;
 mod alert;
 mod audit;
 mod auth;
+mod commit;
 pub mod config;
 mod ingest;
 mod live;
@@ -86,6 +87,7 @@ pub(crate) struct Shared {
     pub(crate) alerts: alert::AlertBus,
     pub(crate) audit: audit::AuditLogs,
     pub(crate) live: live::Live,
+    pub(crate) committers: commit::Committers,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -153,6 +155,7 @@ impl Server {
             alerts: alert::AlertBus::default(),
             audit,
             live: live::Live::default(),
+            committers: commit::Committers::default(),
         });
         Ok(Server {
             listener,

@@ -34,7 +34,7 @@ pub use control::{
     Region, StoreOptions, TenantRecord, check_retention,
 };
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
-pub use tenant::{BatchOutcome, Purged, TenantStore};
+pub use tenant::{BatchOutcome, NewBatch, Purged, TenantStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

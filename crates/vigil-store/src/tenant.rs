@@ -44,6 +44,18 @@ pub struct BatchOutcome {
     pub previous_high: u64,
 }
 
+/// One device's batch for [`TenantStore::commit_batches`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch<'a> {
+    pub device: &'a str,
+    /// When the server received it: what retention counts from.
+    pub received_ns: i64,
+    /// (sequence, bytes), sequences strictly ascending.
+    pub records: &'a [(u64, Vec<u8>)],
+    /// (source sequence, alert id, bytes).
+    pub alerts: &'a [(u64, String, Vec<u8>)],
+}
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -151,45 +163,69 @@ impl TenantStore {
         records: &[(u64, Vec<u8>)],
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
-        let keys = self.live()?;
-        let received = u64::try_from(received_ns).unwrap_or(0);
-        let tx = self.db.begin_write()?;
-        let mut outcome = BatchOutcome {
-            accepted: 0,
-            duplicates: 0,
-            stored_through: 0,
-            previous_high: 0,
+        let batch = NewBatch {
+            device,
+            received_ns,
+            records,
+            alerts,
         };
+        let mut out = self.commit_batches(std::slice::from_ref(&batch))?;
+        out.pop()
+            .ok_or_else(|| StoreError::Db("no outcome for the batch".into()))
+    }
+
+    /// Stores several batches (of one device or many) durably in one
+    /// transaction: one fsync for all of them (group commit). Each is
+    /// applied as [`TenantStore::commit_batch`] would, in order, so a later
+    /// batch of the same device sees the high-water mark an earlier one left.
+    /// Returns one outcome per batch, in order; on error nothing is stored.
+    pub fn commit_batches(
+        &self,
+        batches: &[NewBatch<'_>],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(batches.len());
         {
             let mut hw = tx.open_table(HIGH_WATER)?;
-            let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
-            outcome.previous_high = start;
-            let mut high = start;
             let mut rec = tx.open_table(RECORDS)?;
             let mut idx = tx.open_table(RECEIVED)?;
-            for (seq, bytes) in records {
-                if *seq <= high {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                let sealed = keys.seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
-                rec.insert((device, *seq), sealed.as_slice())?;
-                idx.insert((received, device, *seq), ())?;
-                high = *seq;
-                outcome.accepted += 1;
-            }
             let mut al = tx.open_table(ALERTS)?;
-            for (seq, id, bytes) in alerts {
-                if *seq > start {
-                    let sealed = keys.seal(&alert_aad(&self.tenant_id, id), bytes)?;
-                    al.insert(id.as_str(), sealed.as_slice())?;
+            for b in batches {
+                let device = b.device;
+                let received = u64::try_from(b.received_ns).unwrap_or(0);
+                let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
+                let mut outcome = BatchOutcome {
+                    accepted: 0,
+                    duplicates: 0,
+                    stored_through: 0,
+                    previous_high: start,
+                };
+                let mut high = start;
+                for (seq, bytes) in b.records {
+                    if *seq <= high {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    let sealed = keys.seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
+                    rec.insert((device, *seq), sealed.as_slice())?;
+                    idx.insert((received, device, *seq), ())?;
+                    high = *seq;
+                    outcome.accepted += 1;
                 }
+                for (seq, id, bytes) in b.alerts {
+                    if *seq > start {
+                        let sealed = keys.seal(&alert_aad(&self.tenant_id, id), bytes)?;
+                        al.insert(id.as_str(), sealed.as_slice())?;
+                    }
+                }
+                hw.insert(device, high)?;
+                outcome.stored_through = high;
+                outcomes.push(outcome);
             }
-            hw.insert(device, high)?;
-            outcome.stored_through = high;
         }
         tx.commit()?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     /// Up to `limit` records of `device` with sequence > `after`, decrypted.
