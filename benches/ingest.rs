@@ -327,7 +327,7 @@ async fn main() -> Result<()> {
         _ => "?".into(),
     };
     println!(
-        "ingest: {:.0} records/s, {:.1} MB/s of protobuf acknowledged over {elapsed:.0} s \
+        "ingest: {:.0} records/s, {:.1} MB/s of protobuf acknowledged over {elapsed:.1} s \
          ({timed} records in {} batches; {acked} acknowledged in all, {duplicates} duplicates)",
         timed as f64 / elapsed,
         timed_bytes as f64 / elapsed / 1e6,
