@@ -16,6 +16,7 @@
 //! tenant id and only reads that tenant's file with that tenant's keys.
 
 mod access;
+mod chunk;
 mod clock;
 mod control;
 mod crypto;

@@ -437,3 +437,139 @@ fn devices_are_revoked_within_their_tenant_only() {
     assert!(c.revoke_device("a", "d1").unwrap().revoked);
     assert_eq!(c.devices("a").unwrap().len(), 1);
 }
+
+/// Records of varied sizes (a few larger than a chunk), each naming its sequence.
+fn varied(seqs: impl Iterator<Item = u64>) -> Vec<(u64, Vec<u8>)> {
+    seqs.map(|s| {
+        let len = match s % 97 {
+            0 => 40_000,
+            n => (n as usize * 37) % 1500,
+        };
+        let mut v = s.to_le_bytes().to_vec();
+        v.resize(8 + len, (s % 251) as u8);
+        (s, v)
+    })
+    .collect()
+}
+
+#[test]
+fn chunked_records_read_back_from_any_point_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    // Two devices; gaps in the sequences; several chunks per batch.
+    let a1 = varied((1..=300).map(|i| i * 2));
+    let b1 = varied(1..=50);
+    let a2 = varied(601..=900);
+    let out = t
+        .commit_batches(&[
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &a1,
+                alerts: &[],
+            },
+            NewBatch {
+                device: "b",
+                received_ns: c.now(),
+                records: &b1,
+                alerts: &[],
+            },
+            // The same device again in the same transaction, partly a re-send.
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &[a1[299].clone(), a2[0].clone()],
+                alerts: &[],
+            },
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &a2,
+                alerts: &[],
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|o| (o.accepted, o.duplicates, o.stored_through, o.previous_high))
+            .collect::<Vec<_>>(),
+        vec![
+            (300, 0, 600, 0),
+            (50, 0, 50, 0),
+            (1, 1, 601, 600),
+            (299, 1, 900, 601)
+        ]
+    );
+    assert_eq!(t.record_count().unwrap(), 650);
+    let all: Vec<(u64, Vec<u8>)> = a1.iter().chain(&a2).cloned().collect();
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), all);
+    for after in [0, 1, 2, 3, 97, 194, 599, 600, 601, 777, 899, 900, 5000] {
+        for limit in [0, 1, 7, 1000] {
+            let want: Vec<_> = all
+                .iter()
+                .filter(|(s, _)| *s > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                t.records("a", after, limit).unwrap(),
+                want,
+                "after {after} limit {limit}"
+            );
+        }
+    }
+    assert_eq!(t.records("b", 0, 100).unwrap(), b1);
+    assert!(t.records("c", 0, 100).unwrap().is_empty());
+    // Survives a reopen.
+    drop(t);
+    drop(c);
+    let c = local(dir.path());
+    let t = c.tenant_store("a").unwrap();
+    assert_eq!(t.records("a", 600, 1).unwrap(), vec![a2[0].clone()]);
+    assert_eq!(t.record_count().unwrap(), 650);
+}
+
+#[test]
+fn a_file_with_per_record_rows_is_upgraded_to_chunks_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t0 = clock.now_unix_ns();
+    let old_a = varied(1..=2500);
+    let old_b = varied(1..=10);
+    {
+        let t = c.tenant_store("a").unwrap();
+        t.write_legacy("a", t0, &old_a[..1200]).unwrap();
+        t.write_legacy("b", t0, &old_b).unwrap();
+        t.write_legacy("a", t0 + 1, &old_a[1200..]).unwrap();
+    }
+    drop(c);
+    clock.advance(DAY * 31);
+    let c = store(dir.path(), Arc::clone(&clock));
+    let t = c.tenant_store("a").unwrap();
+    assert_eq!(t.record_count().unwrap(), 2510);
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), old_a);
+    assert_eq!(t.records("a", 1199, 2).unwrap(), old_a[1199..1201].to_vec());
+    assert_eq!(t.records("b", 0, 100).unwrap(), old_b);
+    // The high-water marks stand: a re-send is a duplicate.
+    let again = t.commit_batch("a", c.now(), &old_a[..5], &[]).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 5));
+    let new = varied(2501..=2510);
+    assert_eq!(
+        t.commit_batch("a", c.now(), &new, &[]).unwrap().accepted,
+        10
+    );
+    // Retention finds the upgraded records by their received time.
+    let purged = c.enforce_retention().unwrap();
+    assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 2510);
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), new);
+    assert_eq!(t.record_count().unwrap(), 10);
+    // The old tables are gone: nothing to upgrade at the next open.
+    drop(t);
+    drop(c);
+    let c = store(dir.path(), clock);
+    assert_eq!(c.tenant_store("a").unwrap().record_count().unwrap(), 10);
+}
