@@ -31,7 +31,8 @@ pub(crate) struct Pending {
     pub(crate) store: Arc<TenantStore>,
     pub(crate) device: String,
     pub(crate) received_ns: i64,
-    pub(crate) records: Vec<(u64, Vec<u8>)>,
+    /// (sequence, the record as the sensor encoded it).
+    pub(crate) records: Vec<(u64, prost::bytes::Bytes)>,
     pub(crate) alerts: Vec<(u64, String, Vec<u8>)>,
     pub(crate) stream: Arc<StreamFailed>,
     pub(crate) done: oneshot::Sender<Result<BatchOutcome, Status>>,
@@ -118,7 +119,7 @@ async fn run(mut rx: mpsc::Receiver<Pending>) {
         };
         let streams: Vec<Arc<StreamFailed>> = group.iter().map(|p| Arc::clone(&p.stream)).collect();
         let committed = tokio::task::spawn_blocking(move || {
-            let batches: Vec<NewBatch<'_>> = group
+            let batches: Vec<NewBatch<'_, prost::bytes::Bytes>> = group
                 .iter()
                 .map(|p| NewBatch {
                     device: &p.device,

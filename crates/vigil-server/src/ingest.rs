@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
-    Alert, BatchAck, EnrollRequest, EnrollResponse, RecordBatch, ingest_server::Ingest,
-    record::Payload,
+    Alert, BatchAck, EnrollRequest, EnrollResponse, RawRecordBatch, Record,
+    raw::ingest_server::Ingest, record::Payload,
 };
 use vigil_store::{BatchOutcome, DeviceRecord, Redeemed};
 
@@ -168,7 +168,7 @@ impl Ingest for IngestService {
 
     async fn stream(
         &self,
-        req: Request<Streaming<RecordBatch>>,
+        req: Request<Streaming<RawRecordBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let device = device_of(&self.shared, &req)?;
         let store = self
@@ -265,14 +265,15 @@ struct Waiting {
     done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
 }
 
-/// Checks a batch, makes its records' bytes and its alerts, and queues it
-/// for the tenant's next commit.
+/// Checks a batch, makes its alerts, and queues it for the tenant's next
+/// commit. Records are stored as the bytes the sensor sent: each one's
+/// top-level fields are checked (`wire.rs`); detections are decoded in full.
 async fn submit(
     shared: &Arc<Shared>,
     store: &Arc<vigil_store::TenantStore>,
     device: &DeviceRecord,
     failed: &Arc<StreamFailed>,
-    batch: RecordBatch,
+    batch: RawRecordBatch,
 ) -> Result<Waiting, Status> {
     if batch.records.len() > shared.config.max_batch_records {
         return Err(Status::resource_exhausted(format!(
@@ -281,37 +282,41 @@ async fn submit(
             shared.config.max_batch_records
         )));
     }
-    if batch
-        .records
-        .windows(2)
-        .any(|w| w[0].sequence >= w[1].sequence)
-        || batch.records.iter().any(|r| r.sequence == 0)
-    {
-        return Err(Status::invalid_argument(
-            "record sequence numbers must be positive and strictly increasing",
-        ));
-    }
     let started = std::time::Instant::now();
     let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
     let mut alerts = Vec::new();
     let mut encoded = Vec::new();
-    for r in batch.records {
-        if let Some(Payload::Detection(d)) = &r.payload {
-            let id = alert::new_alert_id(received).map_err(internal)?;
-            let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
-            let a = alert::from_detection(
-                id.clone(),
-                d.clone(),
-                &device.device_id,
-                &device.hostname,
-                time,
-                received,
-            );
-            encoded.push((r.sequence, id, a.encode_to_vec()));
-            alerts.push((r.sequence, a));
+    let mut last = 0;
+    for bytes in batch.records {
+        let head = crate::wire::record_head(&bytes)
+            .ok_or_else(|| Status::invalid_argument("a record is not a well-formed Record"))?;
+        if head.sequence <= last {
+            return Err(Status::invalid_argument(
+                "record sequence numbers must be positive and strictly increasing",
+            ));
         }
-        records.push((r.sequence, r.encode_to_vec()));
+        last = head.sequence;
+        if head.detection {
+            let r = Record::decode(bytes.clone()).map_err(|e| {
+                Status::invalid_argument(format!("a detection does not decode: {e}"))
+            })?;
+            if let Some(Payload::Detection(d)) = r.payload {
+                let id = alert::new_alert_id(received).map_err(internal)?;
+                let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
+                let a = alert::from_detection(
+                    id.clone(),
+                    d,
+                    &device.device_id,
+                    &device.hostname,
+                    time,
+                    received,
+                );
+                encoded.push((r.sequence, id, a.encode_to_vec()));
+                alerts.push((r.sequence, a));
+            }
+        }
+        records.push((head.sequence, bytes));
     }
     let (done, rx) = tokio::sync::oneshot::channel();
     shared

@@ -33,6 +33,7 @@ mod ops;
 pub mod pki;
 mod query;
 mod tls;
+mod wire;
 
 pub use auth::TENANT_HEADER;
 pub use config::{RegionConfig, ServerConfig};
@@ -43,7 +44,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
-    ingest_server::IngestServer, operator_server::OperatorServer,
+    operator_server::OperatorServer, raw::ingest_server::IngestServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
