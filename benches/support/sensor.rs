@@ -9,44 +9,7 @@ use std::time::{Duration, Instant};
 
 /// The sensor binary: VIGIL_SENSOR_BIN, else built (or found) beside this bench.
 pub fn sensor_bin(bench: &str) -> Result<Option<PathBuf>> {
-    if let Some(p) = std::env::var_os("VIGIL_SENSOR_BIN") {
-        return Ok(Some(PathBuf::from(p)));
-    }
-    // A bench runs as <target>/release/deps/<bench>-<hash>.
-    let exe = std::env::current_exe()?;
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable path")?;
-    let target = release.parent().context("target directory")?;
-    let bin = release.join("vigil-sensor");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "vigil-sensor",
-            "--bin",
-            "vigil-sensor",
-        ])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status();
-    if !built.is_ok_and(|s| s.success()) {
-        eprintln!("{bench}: could not build the sensor; using what is there");
-    }
-    if bin.is_file() {
-        Ok(Some(bin))
-    } else {
-        println!(
-            "SKIPPED {bench}: no {}; run `CARGO_TARGET_DIR={} cargo build --release -p vigil-sensor` \
-             or set VIGIL_SENSOR_BIN",
-            bin.display(),
-            target.display()
-        );
-        Ok(None)
-    }
+    super::release_bin(bench, "vigil-sensor", "VIGIL_SENSOR_BIN")
 }
 
 #[derive(Clone, Copy, PartialEq)]

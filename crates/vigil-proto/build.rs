@@ -19,6 +19,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Records of a raw batch stay slices of the received message.
+        .bytes(".vigil.v1.RawRecordBatch.records")
         .compile_fds(fds)?;
+    // The Ingest server once more, reading Stream's batches as RawRecordBatch
+    // (same service, same wire format); every message is the one generated above.
+    let raw = out.join("raw");
+    std::fs::create_dir_all(&raw)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(false)
+        .extern_path(".vigil.v1", "crate::v1")
+        .extern_path(".vigil.v1.RecordBatch", "crate::v1::RawRecordBatch")
+        .out_dir(&raw)
+        .compile_fds(protox::compile(["vigil/v1/ingest.proto"], [&root])?)?;
     Ok(())
 }

@@ -8,6 +8,13 @@
 
 pub mod v1 {
     tonic::include_proto!("vigil.v1");
+
+    /// The Ingest server once more, as the server implements it: `Stream`
+    /// reads each batch as a [`RawRecordBatch`] (the same wire format as
+    /// `RecordBatch`, records left as bytes). Every message is `v1`'s.
+    pub mod raw {
+        include!(concat!(env!("OUT_DIR"), "/raw/vigil.v1.rs"));
+    }
 }
 
 /// Encoded `FileDescriptorSet` of the v1 schema, for gRPC reflection.

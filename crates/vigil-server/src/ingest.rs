@@ -3,17 +3,20 @@
 
 use crate::audit::{Who, result_text};
 use crate::auth::peer_of;
+use crate::commit::{Pending, StreamFailed};
 use crate::live::Owners;
 use crate::{Shared, alert, internal, store_status};
 use prost::Message;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
-    BatchAck, EnrollRequest, EnrollResponse, RecordBatch, ingest_server::Ingest, record::Payload,
+    Alert, BatchAck, EnrollRequest, EnrollResponse, RawRecordBatch, Record,
+    raw::ingest_server::Ingest, record::Payload,
 };
-use vigil_store::{DeviceRecord, Redeemed};
+use vigil_store::{BatchOutcome, DeviceRecord, Redeemed};
 
 pub(crate) struct IngestService {
     pub(crate) shared: Arc<Shared>,
@@ -165,7 +168,7 @@ impl Ingest for IngestService {
 
     async fn stream(
         &self,
-        req: Request<Streaming<RecordBatch>>,
+        req: Request<Streaming<RawRecordBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let device = device_of(&self.shared, &req)?;
         let store = self
@@ -186,36 +189,62 @@ impl Ingest for IngestService {
             });
             let mut ended = reg.ended.clone();
             crate::metrics::streams_open(1);
+            let failed = Arc::new(StreamFailed::default());
+            // Batches handed to the committer, oldest first: acknowledged in this order.
+            let mut waiting: VecDeque<Waiting> = VecDeque::new();
+            // Set once nothing more is read: `Some(status)` is sent after the waiting acks.
+            let mut closing: Option<Option<Status>> = None;
             loop {
-                let next = tokio::select! {
-                    n = inbound.next() => n,
+                if closing.is_some() && waiting.is_empty() {
+                    break;
+                }
+                tokio::select! {
                     _ = ended.changed() => {
                         let why = ended.borrow().clone().unwrap_or_default();
                         tracing::warn!(device = %device.device_id, %why, "Sensor stream closed by the server");
                         let _ = tx.send(Err(Status::permission_denied(why))).await;
+                        closing = None;
                         break;
                     }
-                };
-                let batch = match next {
-                    None => break,
-                    Some(Ok(b)) => b,
-                    Some(Err(status)) => {
-                        // Malformed protobuf, oversized message, dropped connection.
-                        tracing::warn!(device = %device.device_id, code = ?status.code(), message = status.message(), "Sensor stream ended with an error");
-                        // Tell the sensor why, when it is still listening.
-                        let _ = tx.send(Err(status)).await;
-                        break;
+                    outcome = async { (&mut waiting.front_mut().expect("checked non-empty").done).await },
+                        if !waiting.is_empty() =>
+                    {
+                        let Some(w) = waiting.pop_front() else { break };
+                        let outcome = outcome.unwrap_or_else(|_| Err(Status::internal("internal error")));
+                        let result = acknowledge(&shared, &device, w, outcome);
+                        let failed = result.is_err();
+                        if let Err(s) = &result {
+                            crate::metrics::refused_status(s);
+                            tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
+                        }
+                        if tx.send(result).await.is_err() || failed {
+                            closing = None;
+                            break;
+                        }
                     }
-                };
-                let result = handle_batch(&shared, &store, &device, batch).await;
-                let failed = result.is_err();
-                if let Err(s) = &result {
-                    crate::metrics::refused_status(s);
-                    tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
+                    next = inbound.next(), if closing.is_none() && waiting.len() < MAX_WAITING => {
+                        match next {
+                            None => closing = Some(None),
+                            Some(Err(status)) => {
+                                // Malformed protobuf, oversized message, dropped connection.
+                                tracing::warn!(device = %device.device_id, code = ?status.code(), message = status.message(), "Sensor stream ended with an error");
+                                // Tell the sensor why, when it is still listening.
+                                closing = Some(Some(status));
+                            }
+                            Some(Ok(batch)) => match submit(&shared, &store, &device, &failed, batch).await {
+                                Ok(w) => waiting.push_back(w),
+                                Err(s) => {
+                                    crate::metrics::refused_status(&s);
+                                    tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
+                                    closing = Some(Some(s));
+                                }
+                            },
+                        }
+                    }
                 }
-                if tx.send(result).await.is_err() || failed {
-                    break;
-                }
+            }
+            if let Some(Some(status)) = closing {
+                let _ = tx.send(Err(status)).await;
             }
             drop(reg);
             crate::metrics::streams_open(-1);
@@ -227,12 +256,29 @@ impl Ingest for IngestService {
     }
 }
 
-async fn handle_batch(
+/// Batches of one stream handed to the committer and not yet acknowledged, at
+/// most (the sensor keeps 8 in flight): the next is read once one is answered.
+const MAX_WAITING: usize = 8;
+
+/// A batch handed to the committer: what its acknowledgement needs.
+struct Waiting {
+    batch_id: u64,
+    started: std::time::Instant,
+    received: i64,
+    alerts: Vec<(u64, Alert)>,
+    done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
+}
+
+/// Checks a batch, makes its alerts, and queues it for the tenant's next
+/// commit. Records are stored as the bytes the sensor sent: each one's
+/// top-level fields are checked (`wire.rs`); detections are decoded in full.
+async fn submit(
     shared: &Arc<Shared>,
     store: &Arc<dyn vigil_store::TenantData>,
     device: &DeviceRecord,
-    batch: RecordBatch,
-) -> Result<BatchAck, Status> {
+    failed: &Arc<StreamFailed>,
+    batch: RawRecordBatch,
+) -> Result<Waiting, Status> {
     if batch.records.len() > shared.config.max_batch_records {
         return Err(Status::resource_exhausted(format!(
             "batch of {} records exceeds the limit of {}",
@@ -240,63 +286,92 @@ async fn handle_batch(
             shared.config.max_batch_records
         )));
     }
-    if batch
-        .records
-        .windows(2)
-        .any(|w| w[0].sequence >= w[1].sequence)
-        || batch.records.iter().any(|r| r.sequence == 0)
-    {
-        return Err(Status::invalid_argument(
-            "record sequence numbers must be positive and strictly increasing",
-        ));
-    }
     let started = std::time::Instant::now();
     let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
     let mut alerts = Vec::new();
-    for r in batch.records {
-        if let Some(Payload::Detection(d)) = &r.payload {
-            let id = alert::new_alert_id(received).map_err(internal)?;
-            let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
-            let a = alert::from_detection(
-                id.clone(),
-                d.clone(),
-                &device.device_id,
-                &device.hostname,
-                time,
-                received,
-            );
-            alerts.push((r.sequence, id, a));
+    let mut encoded = Vec::new();
+    let mut last = 0;
+    for bytes in batch.records {
+        let head = crate::wire::record_head(&bytes)
+            .ok_or_else(|| Status::invalid_argument("a record is not a well-formed Record"))?;
+        if head.sequence <= last {
+            return Err(Status::invalid_argument(
+                "record sequence numbers must be positive and strictly increasing",
+            ));
         }
-        records.push((r.sequence, r.encode_to_vec()));
+        last = head.sequence;
+        if head.detection {
+            let r = Record::decode(bytes.clone()).map_err(|e| {
+                Status::invalid_argument(format!("a detection does not decode: {e}"))
+            })?;
+            if let Some(Payload::Detection(d)) = r.payload {
+                let id = alert::new_alert_id(received).map_err(internal)?;
+                let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
+                let a = alert::from_detection(
+                    id.clone(),
+                    d,
+                    &device.device_id,
+                    &device.hostname,
+                    time,
+                    received,
+                );
+                encoded.push((r.sequence, id, a.encode_to_vec()));
+                alerts.push((r.sequence, a));
+            }
+        }
+        records.push((head.sequence, bytes));
     }
-    let encoded: Vec<(u64, String, Vec<u8>)> = alerts
-        .iter()
-        .map(|(s, id, a)| (*s, id.clone(), a.encode_to_vec()))
-        .collect();
-    let (st, dev) = (Arc::clone(store), device.device_id.clone());
-    let outcome =
-        tokio::task::spawn_blocking(move || st.commit_batch(&dev, received, &records, &encoded))
-            .await
-            .map_err(internal)?
-            .map_err(store_status)?;
+    let (done, rx) = tokio::sync::oneshot::channel();
+    shared
+        .committers
+        .submit(
+            &device.tenant_id,
+            Pending {
+                store: Arc::clone(store),
+                device: device.device_id.clone(),
+                received_ns: received,
+                records,
+                alerts: encoded,
+                stream: Arc::clone(failed),
+                done,
+            },
+        )
+        .await?;
+    Ok(Waiting {
+        batch_id: batch.batch_id,
+        started,
+        received,
+        alerts,
+        done: rx,
+    })
+}
+
+/// The acknowledgement of a committed batch; raises its new alerts.
+fn acknowledge(
+    shared: &Shared,
+    device: &DeviceRecord,
+    w: Waiting,
+    outcome: Result<BatchOutcome, Status>,
+) -> Result<BatchAck, Status> {
+    let outcome = outcome?;
     shared
         .live
-        .saw(&device.tenant_id, &device.device_id, received);
+        .saw(&device.tenant_id, &device.device_id, w.received);
     crate::metrics::batch_stored(
         &device.tenant_id,
         u64::from(outcome.accepted),
         u64::from(outcome.duplicates),
-        started.elapsed().as_secs_f64(),
+        w.started.elapsed().as_secs_f64(),
     );
-    for (seq, _, a) in &alerts {
+    for (seq, a) in &w.alerts {
         if *seq > outcome.previous_high {
             tracing::info!(tenant = %device.tenant_id, alert = %a.id, rule = %a.rule_id, device = %device.device_id, "Alert raised");
             shared.alerts.publish(&device.tenant_id, a);
         }
     }
     Ok(BatchAck {
-        batch_id: batch.batch_id,
+        batch_id: w.batch_id,
         stored_through: outcome.stored_through,
         accepted: outcome.accepted,
         duplicates: outcome.duplicates,

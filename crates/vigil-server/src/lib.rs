@@ -22,6 +22,7 @@ mod admin;
 mod alert;
 mod audit;
 mod auth;
+mod commit;
 pub mod config;
 mod ingest;
 mod live;
@@ -32,6 +33,7 @@ mod ops;
 pub mod pki;
 mod query;
 mod tls;
+mod wire;
 
 pub use auth::TENANT_HEADER;
 pub use config::{RegionConfig, ServerConfig};
@@ -42,7 +44,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
-    ingest_server::IngestServer, operator_server::OperatorServer,
+    operator_server::OperatorServer, raw::ingest_server::IngestServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
@@ -89,6 +91,7 @@ pub(crate) struct Shared {
     pub(crate) alerts: alert::AlertBus,
     pub(crate) audit: audit::AuditLogs,
     pub(crate) live: live::Live,
+    pub(crate) committers: commit::Committers,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -156,6 +159,7 @@ impl Server {
             alerts: alert::AlertBus::default(),
             audit,
             live: live::Live::default(),
+            committers: commit::Committers::default(),
         });
         Ok(Server {
             listener,

@@ -386,7 +386,7 @@ impl ControlStore {
         Ok(self.open_tenant(id)?)
     }
 
-    fn open_tenant(&self, id: &str) -> Result<Arc<TenantStore>, StoreError> {
+    pub(crate) fn open_tenant(&self, id: &str) -> Result<Arc<TenantStore>, StoreError> {
         let mut open = self
             .open_tenants
             .lock()

@@ -3,12 +3,17 @@
 //! data unrecoverable even from backups.
 
 use crate::StoreError;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use zeroize::Zeroizing;
 
 pub(crate) const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// What a sealed value holds before its ciphertext: the key version (4
+/// bytes, big-endian) and the nonce. A caller that builds a value after this
+/// many reserved bytes has it sealed in place ([`KeyRing::seal_prefixed`]).
+pub(crate) const SEAL_PREFIX: usize = 4 + NONCE_LEN;
 
 /// A 256-bit AES-GCM key. Every encryption draws a fresh random 96-bit nonce;
 /// with one key per tenant this stays far below the 2^32-message bound NIST
@@ -24,34 +29,58 @@ impl SealKey {
         Ok(SealKey { cipher })
     }
 
-    /// Encrypts `plain`, bound to `aad` (where the value lives), as nonce || ciphertext || tag.
-    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// Encrypts `buf[SEAL_PREFIX..]` in place, bound to `aad` (where the
+    /// value lives): writes a fresh nonce after the 4 version bytes and
+    /// appends the tag, so `buf` becomes version || nonce || ciphertext || tag.
+    fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), StoreError> {
         // A CSPRNG in process (ChaCha, reseeded from the OS): ingest seals
-        // every record, and a system call per nonce would cost more than the AES.
+        // values at a high rate, and a system call per nonce would cost more than the AES.
         let mut nonce = [0u8; NONCE_LEN];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
-        let ct = self
+        let body = buf
+            .get_mut(4..)
+            .ok_or(StoreError::Crypto("no room for the nonce"))?;
+        body[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = self
             .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, (&mut body[NONCE_LEN..]).into())
             .map_err(|_| StoreError::Crypto("encryption failed"))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        buf.extend_from_slice(&tag);
+        Ok(())
     }
 
+    /// Encrypts `plain`, bound to `aad`, as nonce || ciphertext || tag (what
+    /// master keys wrap data keys with; values carry a key version too: [`KeyRing::seal`]).
+    pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::with_capacity(SEAL_PREFIX + plain.len() + TAG_LEN);
+        buf.resize(SEAL_PREFIX, 0);
+        buf.extend_from_slice(plain);
+        self.seal_in_place(aad, &mut buf)?;
+        buf.drain(..4);
+        Ok(buf)
+    }
+
+    /// Opens nonce || ciphertext || tag bound to `aad`.
     pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        if sealed.len() < NONCE_LEN + 16 {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
             return Err(StoreError::Crypto("ciphertext too short"));
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|_| StoreError::Crypto("bad nonce"))?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| StoreError::Crypto("bad tag"))?;
+        let mut plain = Zeroizing::new(ct.to_vec());
         self.cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad })
-            .map(Zeroizing::new)
-            .map_err(|_| StoreError::Crypto("authentication failed: wrong key or tampered data"))
+            .decrypt_inout_detached(
+                &Nonce::from(nonce),
+                aad,
+                plain.as_mut_slice().into(),
+                &Tag::from(tag),
+            )
+            .map_err(|_| StoreError::Crypto("authentication failed: wrong key or tampered data"))?;
+        Ok(plain)
     }
 }
 
@@ -97,15 +126,31 @@ impl KeyRing {
         self.keys.retain(|v, _| *v == c);
     }
 
+    /// Seals `plain` with the current key: version || nonce || ciphertext || tag.
     pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::with_capacity(SEAL_PREFIX + plain.len() + TAG_LEN);
+        buf.resize(SEAL_PREFIX, 0);
+        buf.extend_from_slice(plain);
+        self.seal_prefixed(aad, buf)
+    }
+
+    /// Seals what `buf` holds after [`SEAL_PREFIX`] reserved bytes, in place;
+    /// the same result as [`KeyRing::seal`] of `&buf[SEAL_PREFIX..]`, without a copy.
+    pub(crate) fn seal_prefixed(
+        &self,
+        aad: &[u8],
+        mut buf: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
         let key = self
             .keys
             .get(&self.current)
             .ok_or(StoreError::Crypto("current data key missing"))?;
-        let mut out = Vec::with_capacity(4 + NONCE_LEN + plain.len() + 16);
-        out.extend_from_slice(&self.current.to_be_bytes());
-        out.extend_from_slice(&key.seal(aad, plain)?);
-        Ok(out)
+        let version = buf
+            .get_mut(..4)
+            .ok_or(StoreError::Crypto("no room for the key version"))?;
+        version.copy_from_slice(&self.current.to_be_bytes());
+        key.seal_in_place(aad, &mut buf)?;
+        Ok(buf)
     }
 
     pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
@@ -136,8 +181,15 @@ mod tests {
 
     #[test]
     fn seal_open_and_tamper() {
-        let k = SealKey::new(random_key().unwrap().as_ref()).unwrap();
+        let ring = |k: SealKey| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert(1, k);
+            KeyRing::new(m).unwrap()
+        };
+        let k = ring(SealKey::new(random_key().unwrap().as_ref()).unwrap());
         let s = k.seal(b"where", b"secret").unwrap();
+        assert_eq!(s.len(), SEAL_PREFIX + 6 + TAG_LEN);
+        assert_eq!(version_of(&s), Some(1));
         assert_eq!(k.open(b"where", &s).unwrap().as_slice(), b"secret");
         assert!(
             k.open(b"elsewhere", &s).is_err(),
@@ -147,8 +199,26 @@ mod tests {
         let last = t.len() - 1;
         t[last] ^= 1;
         assert!(k.open(b"where", &t).is_err());
+        let mut t = s.clone();
+        t[SEAL_PREFIX] ^= 1;
+        assert!(k.open(b"where", &t).is_err());
         assert!(k.open(b"where", &s[..10]).is_err());
-        let other = SealKey::new(random_key().unwrap().as_ref()).unwrap();
+        assert!(k.open(b"where", &s[..SEAL_PREFIX + TAG_LEN - 1]).is_err());
+        let other = ring(SealKey::new(random_key().unwrap().as_ref()).unwrap());
         assert!(other.open(b"where", &s).is_err());
+        // Sealing in place gives what sealing a copy gives.
+        let mut buf = vec![0u8; SEAL_PREFIX];
+        buf.extend_from_slice(b"secret");
+        let p = k.seal_prefixed(b"where", buf).unwrap();
+        assert_eq!(k.open(b"where", &p).unwrap().as_slice(), b"secret");
+        assert_eq!(p.len(), s.len());
+        assert_ne!(p, s, "every seal draws a fresh nonce");
+        assert!(k.seal_prefixed(b"where", vec![0u8; 3]).is_err());
+        // A bare key (master keys): nonce || ciphertext || tag.
+        let bare = SealKey::new(random_key().unwrap().as_ref()).unwrap();
+        let w = bare.seal(b"wrap", b"data key").unwrap();
+        assert_eq!(w.len(), NONCE_LEN + 8 + TAG_LEN);
+        assert_eq!(bare.open(b"wrap", &w).unwrap().as_slice(), b"data key");
+        assert!(bare.open(b"other", &w).is_err());
     }
 }

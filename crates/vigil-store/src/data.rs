@@ -6,7 +6,7 @@
 //! Whatever the backend, values leave the process sealed with the tenant's
 //! data key, bound to tenant, table and key.
 
-use crate::{BatchOutcome, Purged, StoreError, TenantStore};
+use crate::{BatchOutcome, NewBatch, Purged, StoreError, TenantStore};
 
 /// One tenant's records and alerts, wherever they live.
 pub trait TenantData: Send + Sync + std::fmt::Debug {
@@ -21,6 +21,12 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         records: &[(u64, Vec<u8>)],
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError>;
+    /// Several devices' batches in one durable commit (group commit), each
+    /// with its own outcome, in order. Records are the bytes as received.
+    fn commit_batches(
+        &self,
+        batches: &[NewBatch<'_, bytes::Bytes>],
+    ) -> Result<Vec<BatchOutcome>, StoreError>;
     fn high_water(&self, device: &str) -> Result<u64, StoreError>;
     fn high_waters(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Up to `limit` records of `device` after sequence `after`, opened.
@@ -58,6 +64,12 @@ impl TenantData for TenantStore {
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
         TenantStore::commit_batch(self, device, received_ns, records, alerts)
+    }
+    fn commit_batches(
+        &self,
+        batches: &[NewBatch<'_, bytes::Bytes>],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        TenantStore::commit_batches(self, batches)
     }
     fn high_water(&self, device: &str) -> Result<u64, StoreError> {
         TenantStore::high_water(self, device)

@@ -16,6 +16,7 @@
 //! tenant id and only reads that tenant's file with that tenant's keys.
 
 mod access;
+mod chunk;
 mod clock;
 mod control;
 mod crypto;
@@ -36,7 +37,7 @@ pub use control::{
 };
 pub use data::TenantData;
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
-pub use tenant::{BatchOutcome, Purged, TenantStore};
+pub use tenant::{BatchOutcome, NewBatch, Purged, TenantStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,18 +1,36 @@
 use crate::StoreError;
+use crate::chunk::{self, ChunkBuilder};
 use crate::crypto::{KeyRing, SealKey, version_of};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    TableHandle,
+};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
-/// (received ns, device, sequence): what retention walks, oldest first. Holds no values.
-const RECEIVED: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("received");
+/// Records, in chunks (`chunk.rs`): (device, first sequence) → one sealed
+/// chunk of that device's consecutive records. A device's chunks never
+/// overlap: each holds only sequences above everything stored before it.
+const CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("record_chunks");
+/// (received ns, device, first sequence) → how many records the chunk holds:
+/// what retention walks, oldest first. Holds no values.
+const CHUNKS_RECEIVED: TableDefinition<(u64, &str, u64), u32> =
+    TableDefinition::new("chunks_received");
 const HIGH_WATER: TableDefinition<&str, u64> = TableDefinition::new("high_water");
 /// Alert ids start with the received time (20 digits), so they sort by it.
 const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// Totals kept with the data: `records` → records stored.
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
+const RECORD_COUNT: &str = "records";
+/// Files written before records were chunked hold one row per record here
+/// (sealed under `record_aad`), with a per-record retention index. Open moves
+/// them into chunks.
+const LEGACY_RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+const LEGACY_RECEIVED: TableDefinition<(u64, &str, u64), ()> = TableDefinition::new("received");
 
-/// Rows one retention or re-seal transaction touches at most.
+/// Rows (chunks, alerts, or records of an older file) one retention, re-seal
+/// or upgrade transaction touches at most.
 pub const CHUNK: usize = 2_000;
 
 /// One tenant's data: its own file, sealed with its own keys.
@@ -44,6 +62,19 @@ pub struct BatchOutcome {
     pub previous_high: u64,
 }
 
+/// One device's batch for [`TenantStore::commit_batches`]; a record's bytes
+/// are anything that reads as bytes (`Vec<u8>`, a slice of a larger buffer).
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatch<'a, R = Vec<u8>> {
+    pub device: &'a str,
+    /// When the server received it: what retention counts from.
+    pub received_ns: i64,
+    /// (sequence, bytes), sequences strictly ascending.
+    pub records: &'a [(u64, R)],
+    /// (source sequence, alert id, bytes).
+    pub alerts: &'a [(u64, String, Vec<u8>)],
+}
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -51,8 +82,14 @@ pub struct Purged {
     pub alerts: u64,
 }
 
+/// Where a record of an older file lived (one value per record).
 fn record_aad(tenant: &str, device: &str, seq: u64) -> Vec<u8> {
     format!("record:{tenant}:{device}:{seq}").into_bytes()
+}
+
+/// Where a chunk lives: its tenant, table and key (device, first sequence).
+fn chunk_aad(tenant: &str, device: &str, first: u64) -> Vec<u8> {
+    format!("record_chunks:{tenant}:{device}:{first}").into_bytes()
 }
 
 fn alert_aad(tenant: &str, id: &str) -> Vec<u8> {
@@ -73,18 +110,26 @@ impl TenantStore {
         let db = Database::create(dir.join("data.redb"))?;
         // Create the tables up front so readers never see them missing.
         let tx = db.begin_write()?;
-        tx.open_table(RECORDS)?;
-        tx.open_table(RECEIVED)?;
+        tx.open_table(CHUNKS)?;
+        tx.open_table(CHUNKS_RECEIVED)?;
         tx.open_table(HIGH_WATER)?;
         tx.open_table(ALERTS)?;
+        tx.open_table(COUNTS)?;
+        let legacy = tx
+            .list_tables()?
+            .any(|t| t.name() == LEGACY_RECEIVED.name());
         tx.commit()?;
-        Ok(TenantStore {
+        let store = TenantStore {
             tenant_id: tenant_id.to_owned(),
             dir: dir.to_owned(),
             db,
             keys: RwLock::new(keys),
             destroyed: AtomicBool::new(false),
-        })
+        };
+        if legacy {
+            store.upgrade_legacy()?;
+        }
+        Ok(store)
     }
 
     pub fn tenant_id(&self) -> &str {
@@ -151,45 +196,104 @@ impl TenantStore {
         records: &[(u64, Vec<u8>)],
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
-        let keys = self.live()?;
-        let received = u64::try_from(received_ns).unwrap_or(0);
-        let tx = self.db.begin_write()?;
-        let mut outcome = BatchOutcome {
-            accepted: 0,
-            duplicates: 0,
-            stored_through: 0,
-            previous_high: 0,
+        let batch = NewBatch {
+            device,
+            received_ns,
+            records,
+            alerts,
         };
+        let mut out = self.commit_batches(std::slice::from_ref(&batch))?;
+        out.pop()
+            .ok_or_else(|| StoreError::Db("no outcome for the batch".into()))
+    }
+
+    /// Stores several batches (of one device or many) durably in one
+    /// transaction: one fsync for all of them (group commit). Each is
+    /// applied as [`TenantStore::commit_batch`] would, in order, so a later
+    /// batch of the same device sees the high-water mark an earlier one left.
+    /// A batch's new records are stored in chunks (about 32 KiB each), each
+    /// sealed as one value. Returns one outcome per batch, in order; on error
+    /// nothing is stored.
+    pub fn commit_batches<R: AsRef<[u8]>>(
+        &self,
+        batches: &[NewBatch<'_, R>],
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(batches.len());
         {
             let mut hw = tx.open_table(HIGH_WATER)?;
-            let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
-            outcome.previous_high = start;
-            let mut high = start;
-            let mut rec = tx.open_table(RECORDS)?;
-            let mut idx = tx.open_table(RECEIVED)?;
-            for (seq, bytes) in records {
-                if *seq <= high {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                let sealed = keys.seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
-                rec.insert((device, *seq), sealed.as_slice())?;
-                idx.insert((received, device, *seq), ())?;
-                high = *seq;
-                outcome.accepted += 1;
-            }
+            let mut chunks = tx.open_table(CHUNKS)?;
+            let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
             let mut al = tx.open_table(ALERTS)?;
-            for (seq, id, bytes) in alerts {
-                if *seq > start {
-                    let sealed = keys.seal(&alert_aad(&self.tenant_id, id), bytes)?;
-                    al.insert(id.as_str(), sealed.as_slice())?;
+            let mut added = 0u64;
+            for b in batches {
+                let device = b.device;
+                let received = u64::try_from(b.received_ns).unwrap_or(0);
+                let start = hw.get(device)?.map(|v| v.value()).unwrap_or(0);
+                let mut outcome = BatchOutcome {
+                    accepted: 0,
+                    duplicates: 0,
+                    stored_through: 0,
+                    previous_high: start,
+                };
+                let mut high = start;
+                let mut chunk: Option<ChunkBuilder> = None;
+                for (seq, bytes) in b.records {
+                    let bytes = bytes.as_ref();
+                    if *seq <= high {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    if let Some(full) = chunk.take_if(|c| !c.fits(bytes.len())) {
+                        self.put_chunk(&keys, &mut chunks, &mut idx, device, received, full)?;
+                    }
+                    chunk
+                        .get_or_insert_with(|| ChunkBuilder::new(*seq))
+                        .push(*seq, bytes)?;
+                    high = *seq;
+                    outcome.accepted += 1;
                 }
+                if let Some(last) = chunk {
+                    self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
+                }
+                for (seq, id, bytes) in b.alerts {
+                    if *seq > start {
+                        let sealed = keys.seal(&alert_aad(&self.tenant_id, id), bytes)?;
+                        al.insert(id.as_str(), sealed.as_slice())?;
+                    }
+                }
+                hw.insert(device, high)?;
+                outcome.stored_through = high;
+                added += u64::from(outcome.accepted);
+                outcomes.push(outcome);
             }
-            hw.insert(device, high)?;
-            outcome.stored_through = high;
+            if added > 0 {
+                add_count(&mut tx.open_table(COUNTS)?, added, true)?;
+            }
         }
         tx.commit()?;
-        Ok(outcome)
+        Ok(outcomes)
+    }
+
+    /// Seals a chunk in place and stores it with its retention entry.
+    fn put_chunk(
+        &self,
+        keys: &KeyRing,
+        chunks: &mut Table<'_, (&'static str, u64), &'static [u8]>,
+        idx: &mut Table<'_, (u64, &'static str, u64), u32>,
+        device: &str,
+        received: u64,
+        chunk: ChunkBuilder,
+    ) -> Result<(), StoreError> {
+        let (first, count) = (chunk.first(), chunk.count());
+        let sealed = keys.seal_prefixed(
+            &chunk_aad(&self.tenant_id, device, first),
+            chunk.into_prefixed(),
+        )?;
+        chunks.insert((device, first), sealed.as_slice())?;
+        idx.insert((received, device, first), count)?;
+        Ok(())
     }
 
     /// Up to `limit` records of `device` with sequence > `after`, decrypted.
@@ -201,16 +305,29 @@ impl TenantStore {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let keys = self.live()?;
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(RECORDS)?;
+        let t = tx.open_table(CHUNKS)?;
         let mut out = Vec::new();
-        for item in t
-            .range((device, after.saturating_add(1))..=(device, u64::MAX))?
-            .take(limit)
-        {
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = after.saturating_add(1);
+        // The chunk that may hold `from`: the last one that starts at or before it.
+        let start = match t.range((device, 0)..=(device, from))?.next_back() {
+            Some(item) => item?.0.value().1,
+            None => from,
+        };
+        for item in t.range((device, start)..=(device, u64::MAX))? {
             let (k, v) = item?;
-            let seq = k.value().1;
-            let plain = keys.open(&record_aad(&self.tenant_id, device, seq), v.value())?;
-            out.push((seq, plain.to_vec()));
+            let first = k.value().1;
+            let plain = keys.open(&chunk_aad(&self.tenant_id, device, first), v.value())?;
+            for (seq, bytes) in chunk::records(&plain)? {
+                if seq > after {
+                    out.push((seq, bytes.to_vec()));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -219,7 +336,10 @@ impl TenantStore {
     pub fn record_count(&self) -> Result<u64, StoreError> {
         let _k = self.live()?;
         let tx = self.db.begin_read()?;
-        Ok(tx.open_table(RECORDS)?.len()?)
+        Ok(tx
+            .open_table(COUNTS)?
+            .get(RECORD_COUNT)?
+            .map_or(0, |v| v.value()))
     }
 
     /// Alerts newest first, starting strictly before `before` (an alert id) when
@@ -266,7 +386,8 @@ impl TenantStore {
     }
 
     /// Removes records and alerts received before `cutoff_ns`, at most
-    /// [`CHUNK`] of each per transaction, until none is left.
+    /// [`CHUNK`] record chunks and [`CHUNK`] alerts per transaction, until
+    /// none is left. Counts records, not chunks.
     pub fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
         let cutoff = u64::try_from(cutoff_ns).unwrap_or(0);
         let floor = alert_id_floor(cutoff_ns);
@@ -275,24 +396,29 @@ impl TenantStore {
             let _k = self.live()?;
             let tx = self.db.begin_write()?;
             let mut n = Purged::default();
+            let chunk_rows;
             {
-                let mut idx = tx.open_table(RECEIVED)?;
-                let old: Vec<(u64, String, u64)> = idx
+                let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
+                let old: Vec<(u64, String, u64, u32)> = idx
                     .range(..(cutoff, "", 0))?
                     .take(CHUNK)
                     .map(|r| {
-                        r.map(|(k, _)| {
+                        r.map(|(k, v)| {
                             let (t, d, s) = k.value();
-                            (t, d.to_owned(), s)
+                            (t, d.to_owned(), s, v.value())
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                let mut rec = tx.open_table(RECORDS)?;
-                for (t, d, s) in &old {
-                    rec.remove((d.as_str(), *s))?;
+                let mut chunks = tx.open_table(CHUNKS)?;
+                for (t, d, s, count) in &old {
+                    chunks.remove((d.as_str(), *s))?;
                     idx.remove((*t, d.as_str(), *s))?;
+                    n.records += u64::from(*count);
                 }
-                n.records = old.len() as u64;
+                chunk_rows = old.len();
+                if n.records > 0 {
+                    add_count(&mut tx.open_table(COUNTS)?, n.records, false)?;
+                }
                 let mut al = tx.open_table(ALERTS)?;
                 let ids: Vec<String> = al
                     .range::<&str>(..floor.as_str())?
@@ -307,14 +433,15 @@ impl TenantStore {
             tx.commit()?;
             total.records += n.records;
             total.alerts += n.alerts;
-            if n.records < CHUNK as u64 && n.alerts < CHUNK as u64 {
+            if chunk_rows < CHUNK && n.alerts < CHUNK as u64 {
                 return Ok(total);
             }
         }
     }
 
     /// Re-seals every value not sealed with the current data key, a chunk per
-    /// transaction, while readers and writers go on. Returns how many.
+    /// transaction, while readers and writers go on. Returns how many records
+    /// and alerts it re-sealed.
     pub fn reseal_all(&self) -> Result<u64, StoreError> {
         let mut n = 0;
         let mut rec_from: Option<(String, u64)> = None;
@@ -324,7 +451,7 @@ impl TenantStore {
             let tx = self.db.begin_write()?;
             let done;
             {
-                let mut rec = tx.open_table(RECORDS)?;
+                let mut rec = tx.open_table(CHUNKS)?;
                 let rows: Vec<((String, u64), Vec<u8>)> = {
                     let iter = match &rec_from {
                         Some((d, s)) => rec.range((d.as_str(), *s)..)?,
@@ -348,11 +475,11 @@ impl TenantStore {
                     rows
                 };
                 for ((d, s), sealed) in &rows {
-                    let aad = record_aad(&self.tenant_id, d, *s);
+                    let aad = chunk_aad(&self.tenant_id, d, *s);
                     let plain = keys.open(&aad, sealed)?;
+                    n += chunk::records(&plain)?.len() as u64;
                     rec.insert((d.as_str(), *s), keys.seal(&aad, &plain)?.as_slice())?;
                 }
-                n += rows.len() as u64;
             }
             tx.commit()?;
             if done {
@@ -397,6 +524,102 @@ impl TenantStore {
         }
     }
 
+    /// Moves the per-record rows of a file written before chunks into chunks
+    /// (each run of a device's records received together, as chunks are
+    /// made at ingest), [`CHUNK`] records per transaction, then drops the old
+    /// tables. An interrupted upgrade goes on at the next open.
+    fn upgrade_legacy(&self) -> Result<(), StoreError> {
+        let mut moved = 0u64;
+        loop {
+            let keys = self.live()?;
+            let tx = self.db.begin_write()?;
+            let rows;
+            {
+                let mut old_idx = tx.open_table(LEGACY_RECEIVED)?;
+                let mut old_rec = tx.open_table(LEGACY_RECORDS)?;
+                let batch: Vec<(u64, String, u64)> = old_idx
+                    .range::<(u64, &str, u64)>(..)?
+                    .take(CHUNK)
+                    .map(|r| {
+                        r.map(|(k, _)| {
+                            let (t, d, s) = k.value();
+                            (t, d.to_owned(), s)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                rows = batch.len();
+                let mut chunks = tx.open_table(CHUNKS)?;
+                let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
+                let mut open: Option<(u64, String, ChunkBuilder)> = None;
+                let mut n = 0u64;
+                for (t, d, s) in &batch {
+                    old_idx.remove((*t, d.as_str(), *s))?;
+                    let Some(sealed) = old_rec.remove((d.as_str(), *s))? else {
+                        continue;
+                    };
+                    let plain = keys.open(&record_aad(&self.tenant_id, d, *s), sealed.value())?;
+                    drop(sealed);
+                    if let Some((ct, cd, c)) =
+                        open.take_if(|(ct, cd, c)| ct != t || cd != d || !c.fits(plain.len()))
+                    {
+                        self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
+                    }
+                    open.get_or_insert_with(|| (*t, d.clone(), ChunkBuilder::new(*s)))
+                        .2
+                        .push(*s, &plain)?;
+                    n += 1;
+                }
+                if let Some((ct, cd, c)) = open {
+                    self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
+                }
+                if n > 0 {
+                    add_count(&mut tx.open_table(COUNTS)?, n, true)?;
+                }
+                moved += n;
+                if rows == 0 {
+                    let orphans = old_rec.len()?;
+                    if orphans > 0 {
+                        tracing::warn!(tenant = %self.tenant_id, orphans, "Records of an older file without a retention entry were dropped in the upgrade");
+                    }
+                }
+            }
+            if rows == 0 {
+                tx.delete_table(LEGACY_RECORDS)?;
+                tx.delete_table(LEGACY_RECEIVED)?;
+                tx.commit()?;
+                tracing::info!(tenant = %self.tenant_id, records = moved, "Tenant file upgraded: records are stored in chunks");
+                return Ok(());
+            }
+            tx.commit()?;
+        }
+    }
+
+    /// Writes records the way files before chunks held them: for the upgrade's tests.
+    #[cfg(test)]
+    pub(crate) fn write_legacy(
+        &self,
+        device: &str,
+        received_ns: i64,
+        records: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let keys = self.live()?;
+        let received = u64::try_from(received_ns).unwrap_or(0);
+        let tx = self.db.begin_write()?;
+        {
+            let mut rec = tx.open_table(LEGACY_RECORDS)?;
+            let mut idx = tx.open_table(LEGACY_RECEIVED)?;
+            let mut hw = tx.open_table(HIGH_WATER)?;
+            for (seq, bytes) in records {
+                let sealed = keys.seal(&record_aad(&self.tenant_id, device, *seq), bytes)?;
+                rec.insert((device, *seq), sealed.as_slice())?;
+                idx.insert((received, device, *seq), ())?;
+                hw.insert(device, *seq)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Devices and the highest sequence stored for each.
     pub fn high_waters(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let _k = self.live()?;
@@ -409,6 +632,22 @@ impl TenantStore {
             })
             .collect()
     }
+}
+
+/// Adds `n` to (or, with `up` false, takes it from) the stored record count.
+fn add_count(
+    counts: &mut Table<'_, &'static str, u64>,
+    n: u64,
+    up: bool,
+) -> Result<(), StoreError> {
+    let now = counts.get(RECORD_COUNT)?.map_or(0, |v| v.value());
+    let next = if up {
+        now.saturating_add(n)
+    } else {
+        now.saturating_sub(n)
+    };
+    counts.insert(RECORD_COUNT, next)?;
+    Ok(())
 }
 
 /// Bytes under `dir` (files only, not following links).

@@ -129,7 +129,7 @@ fn regions_fix_where_data_lives_and_unserved_ones_are_refused() {
             c.create_tenant(Some("x"), "X", "mars", 90),
             Err(StoreError::RegionNotServed { .. })
         ));
-        let t = c.tenant_store("e").unwrap();
+        let t = c.open_tenant("e").unwrap();
         t.commit_batch("d", c.now(), &[(1, b"r".to_vec())], &[])
             .unwrap();
         assert!(dir.path().join("eu/tenants/e/data.redb").exists());
@@ -138,7 +138,7 @@ fn regions_fix_where_data_lives_and_unserved_ones_are_refused() {
     // The same store opened by a server that serves only `local`.
     let opts = StoreOptions::local(dir.path()).unwrap();
     let c = ControlStore::open(opts).unwrap();
-    let err = c.tenant_store("e").unwrap_err();
+    let err = c.open_tenant("e").unwrap_err();
     assert!(matches!(err, StoreError::RegionNotServed { .. }), "{err}");
     assert!(err.to_string().contains("region `eu`"));
 }
@@ -148,7 +148,7 @@ fn resent_batches_store_once_and_data_is_sealed_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let c = local(dir.path());
     c.create_tenant(Some("a"), "A", "local", 90).unwrap();
-    let t = c.tenant_store("a").unwrap();
+    let t = c.open_tenant("a").unwrap();
     let marker = b"PLAINTEXT-MARKER-cat /etc/shadow".to_vec();
     let recs: Vec<(u64, Vec<u8>)> = (1..=3).map(|i| (i, marker.clone())).collect();
     let alerts = vec![(2, format!("{:020}-x", c.now()), marker.clone())];
@@ -160,7 +160,7 @@ fn resent_batches_store_once_and_data_is_sealed_on_disk() {
     let again = t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 3));
     assert_eq!(t.records("d", 1, 100).unwrap().len(), 2);
-    assert_eq!(t.alerts(None, 10, &mut |_| true).unwrap().len(), 1);
+    assert_eq!(t.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 1);
     drop(t);
     drop(c);
     for f in ["tenants/a/data.redb", "control.redb"] {
@@ -172,7 +172,7 @@ fn resent_batches_store_once_and_data_is_sealed_on_disk() {
     }
     let c = local(dir.path());
     assert_eq!(
-        c.tenant_store("a")
+        c.open_tenant("a")
             .unwrap()
             .records("d", 0, 10)
             .unwrap()
@@ -190,7 +190,7 @@ fn retention_removes_only_what_is_older_than_the_tenants_setting() {
     c.create_tenant(Some("long"), "L", "local", 180).unwrap();
     let t0 = clock.now_unix_ns();
     for id in ["short", "long"] {
-        let t = c.tenant_store(id).unwrap();
+        let t = c.open_tenant(id).unwrap();
         let recs: Vec<_> = (1..=5000).map(|i| (i, vec![1u8; 8])).collect();
         t.commit_batch("d", t0, &recs, &[(1, format!("{t0:020}-a"), vec![2])])
             .unwrap();
@@ -198,7 +198,7 @@ fn retention_removes_only_what_is_older_than_the_tenants_setting() {
     clock.advance(DAY * 31);
     let t1 = clock.now_unix_ns();
     for id in ["short", "long"] {
-        c.tenant_store(id)
+        c.open_tenant(id)
             .unwrap()
             .commit_batch(
                 "d",
@@ -218,9 +218,9 @@ fn retention_removes_only_what_is_older_than_the_tenants_setting() {
         }
     );
     assert_eq!(got("long"), Purged::default());
-    let s = c.tenant_store("short").unwrap();
+    let s = c.open_tenant("short").unwrap();
     assert_eq!(s.records("d", 0, 10).unwrap(), vec![(5001, vec![3])]);
-    assert_eq!(s.alerts(None, 10, &mut |_| true).unwrap().len(), 1);
+    assert_eq!(s.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 1);
     // A re-send of purged sequences is still a duplicate, not new data.
     let again = s.commit_batch("d", t1, &[(3, vec![9])], &[]).unwrap();
     assert_eq!(again.duplicates, 1);
@@ -243,10 +243,10 @@ fn deleting_a_tenant_destroys_its_keys_then_its_files() {
     let (tok, _) = c
         .create_api_token(Some("a"), Role::Admin, "adm", 0, "t")
         .unwrap();
-    let held = c.tenant_store("a").unwrap();
+    let held = c.open_tenant("a").unwrap();
     held.commit_batch("d", c.now(), &[(1, b"x".to_vec())], &[])
         .unwrap();
-    c.tenant_store("b")
+    c.open_tenant("b")
         .unwrap()
         .commit_batch("d", c.now(), &[(1, b"y".to_vec())], &[])
         .unwrap();
@@ -260,7 +260,7 @@ fn deleting_a_tenant_destroys_its_keys_then_its_files() {
     // A store opened before the deletion reads nothing any more.
     assert!(held.records("d", 0, 10).is_err());
     assert!(matches!(
-        c.tenant_store("a"),
+        c.open_tenant("a"),
         Err(StoreError::UnknownTenant(_))
     ));
     assert_eq!(c.check_api_token(&tok).unwrap(), TokenCheck::Unknown);
@@ -276,7 +276,7 @@ fn deleting_a_tenant_destroys_its_keys_then_its_files() {
     drop(c);
     let c = local(dir.path());
     assert_eq!(
-        c.tenant_store("b")
+        c.open_tenant("b")
             .unwrap()
             .records("d", 0, 10)
             .unwrap()
@@ -295,7 +295,7 @@ fn data_key_rotation_reseals_while_both_keys_read() {
     let dir = tempfile::tempdir().unwrap();
     let c = local(dir.path());
     c.create_tenant(Some("a"), "A", "local", 90).unwrap();
-    let t = c.tenant_store("a").unwrap();
+    let t = c.open_tenant("a").unwrap();
     let recs: Vec<_> = (1..=5000u64)
         .map(|i| (i, i.to_le_bytes().to_vec()))
         .collect();
@@ -318,13 +318,13 @@ fn data_key_rotation_reseals_while_both_keys_read() {
     assert_eq!(c.tenant("a").unwrap().unwrap().data_key_versions(), vec![2]);
     let all = t.records("d", 0, 10_000).unwrap();
     assert_eq!(all[41].1, 42u64.to_le_bytes().to_vec());
-    assert_eq!(t.alerts(None, 100, &mut |_| true).unwrap().len(), 10);
+    assert_eq!(t.alerts(None, 100, |_: &[u8]| true).unwrap().len(), 10);
     // After a restart only v2 exists and everything opens.
     drop(t);
     drop(c);
     let c = local(dir.path());
     assert_eq!(
-        c.tenant_store("a")
+        c.open_tenant("a")
             .unwrap()
             .records("d", 0, 10_000)
             .unwrap()
@@ -339,7 +339,7 @@ fn master_key_rotation_rewraps_every_key_and_retires_the_old() {
     let c = local(dir.path());
     for id in ["a", "b"] {
         c.create_tenant(Some(id), id, "local", 90).unwrap();
-        c.tenant_store(id)
+        c.open_tenant(id)
             .unwrap()
             .commit_batch("d", c.now(), &[(1, vec![1])], &[])
             .unwrap();
@@ -357,7 +357,7 @@ fn master_key_rotation_rewraps_every_key_and_retires_the_old() {
     );
     for id in ["a", "b"] {
         assert_eq!(
-            c.tenant_store(id)
+            c.open_tenant(id)
                 .unwrap()
                 .records("d", 0, 10)
                 .unwrap()
@@ -436,4 +436,140 @@ fn devices_are_revoked_within_their_tenant_only() {
     assert!(!c.device("d1").unwrap().unwrap().revoked);
     assert!(c.revoke_device("a", "d1").unwrap().revoked);
     assert_eq!(c.devices("a").unwrap().len(), 1);
+}
+
+/// Records of varied sizes (a few larger than a chunk), each naming its sequence.
+fn varied(seqs: impl Iterator<Item = u64>) -> Vec<(u64, Vec<u8>)> {
+    seqs.map(|s| {
+        let len = match s % 97 {
+            0 => 40_000,
+            n => (n as usize * 37) % 1500,
+        };
+        let mut v = s.to_le_bytes().to_vec();
+        v.resize(8 + len, (s % 251) as u8);
+        (s, v)
+    })
+    .collect()
+}
+
+#[test]
+fn chunked_records_read_back_from_any_point_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    // Two devices; gaps in the sequences; several chunks per batch.
+    let a1 = varied((1..=300).map(|i| i * 2));
+    let b1 = varied(1..=50);
+    let a2 = varied(601..=900);
+    let out = t
+        .commit_batches(&[
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &a1,
+                alerts: &[],
+            },
+            NewBatch {
+                device: "b",
+                received_ns: c.now(),
+                records: &b1,
+                alerts: &[],
+            },
+            // The same device again in the same transaction, partly a re-send.
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &[a1[299].clone(), a2[0].clone()],
+                alerts: &[],
+            },
+            NewBatch {
+                device: "a",
+                received_ns: c.now(),
+                records: &a2,
+                alerts: &[],
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        out.iter()
+            .map(|o| (o.accepted, o.duplicates, o.stored_through, o.previous_high))
+            .collect::<Vec<_>>(),
+        vec![
+            (300, 0, 600, 0),
+            (50, 0, 50, 0),
+            (1, 1, 601, 600),
+            (299, 1, 900, 601)
+        ]
+    );
+    assert_eq!(t.record_count().unwrap(), 650);
+    let all: Vec<(u64, Vec<u8>)> = a1.iter().chain(&a2).cloned().collect();
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), all);
+    for after in [0, 1, 2, 3, 97, 194, 599, 600, 601, 777, 899, 900, 5000] {
+        for limit in [0, 1, 7, 1000] {
+            let want: Vec<_> = all
+                .iter()
+                .filter(|(s, _)| *s > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            assert_eq!(
+                t.records("a", after, limit).unwrap(),
+                want,
+                "after {after} limit {limit}"
+            );
+        }
+    }
+    assert_eq!(t.records("b", 0, 100).unwrap(), b1);
+    assert!(t.records("c", 0, 100).unwrap().is_empty());
+    // Survives a reopen.
+    drop(t);
+    drop(c);
+    let c = local(dir.path());
+    let t = c.open_tenant("a").unwrap();
+    assert_eq!(t.records("a", 600, 1).unwrap(), vec![a2[0].clone()]);
+    assert_eq!(t.record_count().unwrap(), 650);
+}
+
+#[test]
+fn a_file_with_per_record_rows_is_upgraded_to_chunks_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t0 = clock.now_unix_ns();
+    let old_a = varied(1..=2500);
+    let old_b = varied(1..=10);
+    {
+        let t = c.open_tenant("a").unwrap();
+        t.write_legacy("a", t0, &old_a[..1200]).unwrap();
+        t.write_legacy("b", t0, &old_b).unwrap();
+        t.write_legacy("a", t0 + 1, &old_a[1200..]).unwrap();
+    }
+    drop(c);
+    clock.advance(DAY * 31);
+    let c = store(dir.path(), Arc::clone(&clock));
+    let t = c.open_tenant("a").unwrap();
+    assert_eq!(t.record_count().unwrap(), 2510);
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), old_a);
+    assert_eq!(t.records("a", 1199, 2).unwrap(), old_a[1199..1201].to_vec());
+    assert_eq!(t.records("b", 0, 100).unwrap(), old_b);
+    // The high-water marks stand: a re-send is a duplicate.
+    let again = t.commit_batch("a", c.now(), &old_a[..5], &[]).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 5));
+    let new = varied(2501..=2510);
+    assert_eq!(
+        t.commit_batch("a", c.now(), &new, &[]).unwrap().accepted,
+        10
+    );
+    // Retention finds the upgraded records by their received time.
+    let purged = c.enforce_retention().unwrap();
+    assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 2510);
+    assert_eq!(t.records("a", 0, usize::MAX).unwrap(), new);
+    assert_eq!(t.record_count().unwrap(), 10);
+    // The old tables are gone: nothing to upgrade at the next open.
+    drop(t);
+    drop(c);
+    let c = store(dir.path(), clock);
+    assert_eq!(c.open_tenant("a").unwrap().record_count().unwrap(), 10);
 }

@@ -1,0 +1,175 @@
+//! What ingest reads of an encoded `Record` without decoding it: the server
+//! stores each record as the bytes the sensor sent (`RawRecordBatch`), so it
+//! only walks the record's top-level fields — each tag, varint and length
+//! well formed and inside the bytes, the known fields with their wire types —
+//! and takes the sequence and whether the payload is a detection (which is
+//! then decoded in full, to become an alert).
+
+/// The parts of a record ingest needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordHead {
+    /// `Record.sequence` (0 when absent, as protobuf reads it).
+    pub(crate) sequence: u64,
+    /// The payload (the last of the oneof's fields present) is a `Detection`.
+    pub(crate) detection: bool,
+}
+
+/// `Record` field numbers (records.proto).
+const SEQUENCE: u64 = 1;
+const TIME: u64 = 2;
+const PAYLOADS: std::ops::RangeInclusive<u64> = 10..=17;
+const DETECTION: u64 = 17;
+
+/// Reads one varint (at most 10 bytes, no overflow), as protobuf does.
+fn varint(b: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Walks the top-level fields of an encoded `Record`; `None` when they are not
+/// well formed (anything `prost` would refuse at this level).
+pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
+    let mut head = RecordHead {
+        sequence: 0,
+        detection: false,
+    };
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = (key >> 3, key & 7);
+        if field == 0 || field > (1 << 29) - 1 {
+            return None;
+        }
+        match wire {
+            0 => {
+                let v = varint(&mut b)?;
+                if PAYLOADS.contains(&field) {
+                    return None;
+                }
+                if field == SEQUENCE {
+                    head.sequence = v;
+                }
+            }
+            2 => {
+                let len = usize::try_from(varint(&mut b)?).ok()?;
+                b = b.get(len..)?;
+                if field == SEQUENCE || field == TIME {
+                    return None;
+                }
+                if PAYLOADS.contains(&field) {
+                    head.detection = field == DETECTION;
+                }
+            }
+            1 | 5 => {
+                if field == SEQUENCE || field == TIME || PAYLOADS.contains(&field) {
+                    return None;
+                }
+                b = b.get(if wire == 1 { 8 } else { 4 }..)?;
+            }
+            // Groups (3, 4) are not in proto3, and 6 and 7 are not wire types.
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use prost::Message;
+    use vigil_proto::v1::{Detection, ProcessExit, Record, record::Payload};
+
+    fn rec(seq: u64, payload: Option<Payload>) -> Vec<u8> {
+        Record {
+            sequence: seq,
+            time_unix_ns: -5,
+            payload,
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn reads_what_prost_reads() {
+        let exit = Some(Payload::ProcessExit(ProcessExit {
+            guid: "g".into(),
+            pid: 7,
+            ..Default::default()
+        }));
+        let det = Some(Payload::Detection(Detection {
+            rule_id: "r".into(),
+            ..Default::default()
+        }));
+        for (seq, payload, detection) in [
+            (1, exit.clone(), false),
+            (u64::MAX, det.clone(), true),
+            (0, None, false),
+            (300, det, true),
+        ] {
+            let b = rec(seq, payload);
+            assert_eq!(
+                record_head(&b),
+                Some(RecordHead {
+                    sequence: seq,
+                    detection
+                })
+            );
+            assert_eq!(Record::decode(b.as_slice()).unwrap().sequence, seq);
+        }
+        // Repeated scalar: the last wins; oneof: the last payload wins.
+        let mut b = rec(5, Some(Payload::Detection(Detection::default())));
+        b.extend(rec(9, exit));
+        let head = record_head(&b).unwrap();
+        let r = Record::decode(b.as_slice()).unwrap();
+        assert_eq!(head.sequence, r.sequence);
+        assert_eq!(
+            head.detection,
+            matches!(r.payload, Some(Payload::Detection(_)))
+        );
+        assert!(!head.detection);
+        // Unknown fields of every wire type are skipped, as prost skips them.
+        let mut b = rec(3, None);
+        b.extend([0xa0, 0x06, 0x01]); // field 100, varint
+        b.extend([0xa9, 0x06, 1, 2, 3, 4, 5, 6, 7, 8]); // field 101, fixed64
+        b.extend([0xb5, 0x06, 1, 2, 3, 4]); // field 102, fixed32
+        b.extend([0xba, 0x06, 2, 9, 9]); // field 103, bytes
+        assert_eq!(record_head(&b).unwrap().sequence, 3);
+        assert!(Record::decode(b.as_slice()).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_is_not_well_formed() {
+        let good = rec(42, Some(Payload::Detection(Detection::default())));
+        // Every cut inside a field is refused, by us and by prost.
+        for cut in 1..good.len() {
+            let ours = record_head(&good[..cut]);
+            let theirs = Record::decode(&good[..cut]);
+            assert_eq!(ours.is_some(), theirs.is_ok(), "cut at {cut}");
+        }
+        for bad in [
+            vec![0x08], // sequence without its value
+            vec![
+                0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+            ], // overlong varint
+            vec![0x0a, 0x00], // sequence as bytes
+            vec![0x50, 0x01], // process_start (10) as a varint
+            vec![0x52, 0x05, 0x01], // process_start longer than the record
+            vec![0x00, 0x01], // field 0
+            vec![0x0b], // a group
+            vec![0x0e], // wire type 6
+        ] {
+            assert_eq!(record_head(&bad), None, "{bad:?}");
+            assert!(Record::decode(bad.as_slice()).is_err(), "{bad:?}");
+        }
+    }
+}
