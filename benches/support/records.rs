@@ -262,7 +262,11 @@ impl Records {
                     r.pick(WORDS),
                     r.pick(WORDS),
                     r.next() % 1000,
-                    if r.next() % 2 == 0 { "py" } else { "js" }
+                    if r.next().is_multiple_of(2) {
+                        "py"
+                    } else {
+                        "js"
+                    }
                 )),
                 "word" => out.push_str(r.pick(WORDS)),
                 "ext" => out.push_str(r.pick(EXTS)),
@@ -312,7 +316,7 @@ impl Records {
     }
 
     fn actor(&mut self) -> ProcessRef {
-        if self.r.next() % 2 == 0 {
+        if self.r.next().is_multiple_of(2) {
             // A service, session or runner writing files and talking on the network.
             let (exe, cmd) = PARENTS[(self.r.next() % PARENTS.len() as u64) as usize];
             return ProcessRef {
@@ -322,7 +326,7 @@ impl Records {
                 command_line: self.fill(cmd),
             };
         }
-        if self.recent.is_empty() || self.r.next() % 8 == 0 {
+        if self.recent.is_empty() || self.r.next().is_multiple_of(8) {
             let p = self.process_start();
             return ProcessRef {
                 guid: p.guid,
@@ -338,7 +342,7 @@ impl Records {
     fn process_start(&mut self) -> ProcessStart {
         self.pid = 300 + (self.pid + 1 + (self.r.next() % 7) as u32) % 4_000_000;
         let guid = self.guid();
-        let unique = self.r.next() % 5 == 0;
+        let unique = self.r.next().is_multiple_of(5);
         let (exe, argv, hashes) = if unique {
             // A build output or a script of its own: a path and a hash never seen before.
             let w = self.r.pick(WORDS);
@@ -381,7 +385,7 @@ impl Records {
         };
         let command_line = argv.join(" ");
         let (user, uid) = USERS[(self.r.next() % USERS.len() as u64) as usize];
-        let parent = if self.recent.is_empty() || self.r.next() % 3 == 0 {
+        let parent = if self.recent.is_empty() || self.r.next().is_multiple_of(3) {
             let (exe, cmd) = PARENTS[(self.r.next() % PARENTS.len() as u64) as usize];
             ProcessRef {
                 guid: self.guid(),
@@ -393,7 +397,7 @@ impl Records {
             let i = (self.r.next() % self.recent.len() as u64) as usize;
             self.recent[i].clone()
         };
-        let container = self.r.next() % 5 == 0;
+        let container = self.r.next().is_multiple_of(5);
         let cwd = format!(
             "{}/{}-{}",
             self.r.pick(DIRS),
@@ -419,7 +423,7 @@ impl Records {
             executable_hashes: Some(hashes),
             parent: Some(parent),
             origin: "kernel".into(),
-            tty: if self.r.next() % 4 == 0 {
+            tty: if self.r.next().is_multiple_of(4) {
                 format!("pts/{}", self.r.next() % 8)
             } else {
                 String::new()
@@ -455,7 +459,11 @@ impl Records {
         ProcessExit {
             guid: p.guid,
             pid: p.pid,
-            exit_code: if self.r.next() % 10 == 0 { 1 } else { 0 },
+            exit_code: if self.r.next().is_multiple_of(10) {
+                1
+            } else {
+                0
+            },
             exit_signal: 0,
             exit_time_unix_ns: self.time,
         }
@@ -472,14 +480,14 @@ impl Records {
             _ => FileOperation::Modify,
         };
         let p = path(&mut self.r);
-        let persistence = if self.r.next() % 50 == 0 {
+        let persistence = if self.r.next().is_multiple_of(50) {
             self.r
                 .pick(&["cron", "systemd", "shell_profile", "ssh_authorized_keys"])
         } else {
             ""
         };
         let hashed = matches!(op, FileOperation::CloseWrite | FileOperation::Rename)
-            && self.r.next() % 3 == 0;
+            && self.r.next().is_multiple_of(3);
         let (user, uid) = USERS[(self.r.next() % USERS.len() as u64) as usize];
         FileEvent {
             operation: op as i32,
@@ -510,7 +518,7 @@ impl Records {
             7..=8 => (Direction::Inbound, "established"),
             _ => (Direction::Listen, "listen"),
         };
-        let v6 = r.next() % 5 == 0;
+        let v6 = r.next().is_multiple_of(5);
         let addr = |r: &mut Rng, public: bool| {
             if v6 {
                 format!(
@@ -538,7 +546,7 @@ impl Records {
         };
         let (user, uid) = USERS[(r.next() % USERS.len() as u64) as usize];
         NetworkConnection {
-            protocol: if r.next() % 8 == 0 {
+            protocol: if r.next().is_multiple_of(8) {
                 TransportProtocol::Udp
             } else {
                 TransportProtocol::Tcp
