@@ -13,8 +13,10 @@
 //!
 //! `cargo bench --bench ingest`. Knobs: SENSORS (4), BATCH (records per
 //! batch, 1000), SECONDS (timed, 10), WARMUP (seconds before, 2), IN_FLIGHT
-//! (8), SUPPLY_RATE (records/s the pre-generated batches last for, 400000; a
-//! run that uses them up ends early and says so), SERVER_LOG (the server's
+//! (8), SUPPLY_RATE (records/s the pre-generated batches last for, 1000000;
+//! a run that uses them up says so; they are held in memory, about 390 bytes
+//! a record, and the store takes about 1.5 times that on disk, which is
+//! checked before the run), SERVER_LOG (the server's
 //! log filter, `info` as shipped; SERVER_LOG_COPY=FILE keeps its log).
 //!
 //! Only acknowledged records count (`BatchAck.accepted`, acks that arrived in
@@ -109,6 +111,8 @@ struct Seen {
     stored_through: u64,
     /// Hand-off to the stream → ack, for batches acked in the timed section.
     latencies: Vec<Duration>,
+    /// When (since the timed section began) each of those acks came, and its records.
+    acked_at: Vec<(Duration, u32)>,
     ran_out: bool,
 }
 
@@ -176,6 +180,7 @@ async fn sensor(
             seen.timed_records += u64::from(ack.accepted);
             seen.timed_bytes += bytes;
             seen.latencies.push(now - at);
+            seen.acked_at.push((now - w.warm_end, ack.accepted));
         }
     }
     drop(tx);
@@ -239,13 +244,26 @@ async fn main() -> Result<()> {
     let seconds: f64 = env_or("SECONDS", 10.0);
     let warmup: f64 = env_or("WARMUP", 2.0);
     let in_flight: usize = env_or("IN_FLIGHT", 8).max(1);
-    let supply_rate: f64 = env_or("SUPPLY_RATE", 400_000.0);
+    let supply_rate: f64 = env_or("SUPPLY_RATE", 1_000_000.0);
     let log = std::env::var("SERVER_LOG").unwrap_or_else(|_| "info".into());
 
     let Some(bin) = server_bin("ingest")? else {
         return Ok(());
     };
     let mut server = ServerProcess::configure("vigil-ingest-bench", &bin)?;
+    // Everything generated may be stored: refuse to fill a shared disk.
+    let records_max = supply_rate * (seconds + warmup);
+    let need = records_max * 400.0 * 1.6;
+    let st = nix::sys::statvfs::statvfs(server.dir.path())?;
+    let free = st.blocks_available() as f64 * st.fragment_size() as f64;
+    if need > free * 0.8 {
+        bail!(
+            "the store may take {:.1} GB and {} has {:.1} GB free: lower SECONDS or SUPPLY_RATE",
+            need / 1e9,
+            server.dir.path().display(),
+            free / 1e9
+        );
+    }
     server.create_tenant("bench")?;
     let token = server.enrollment_token("bench")?;
     server.start(&log)?;
@@ -348,6 +366,21 @@ async fn main() -> Result<()> {
             (Some(a), Some(b)) => format!("{:.0}", (b - a) as f64 / 1e6),
             _ => "?".into(),
         }
+    );
+    // Throughput second by second: the disk's write rate is not steady.
+    let mut per_sec = vec![0u64; seconds.ceil() as usize];
+    for (t, n) in seen.iter().flat_map(|s| &s.acked_at) {
+        if let Some(slot) = per_sec.get_mut(t.as_secs() as usize) {
+            *slot += u64::from(*n);
+        }
+    }
+    println!(
+        "ingest: records acknowledged second by second: {}",
+        per_sec
+            .iter()
+            .map(|n| format!("{:.0}k", *n as f64 / 1e3))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     if seen.iter().any(|s| s.ran_out) {
         println!(

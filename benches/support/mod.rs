@@ -17,19 +17,13 @@ pub fn release_bin(bench: &str, name: &str, env_var: &str) -> Result<Option<Path
     if let Some(p) = std::env::var_os(env_var) {
         return Ok(Some(PathBuf::from(p)));
     }
-    // A bench runs as <target>/release/deps/<bench>-<hash>.
-    let exe = std::env::current_exe()?;
-    let release = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("bench executable path")?;
-    let target = release.parent().context("target directory")?;
-    let bin = release.join(name);
+    let target = target_dir()?;
+    let bin = target.join("release").join(name);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .args(["build", "--release", "-p", name, "--bin", name])
-        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_TARGET_DIR", &target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     // What cargo sets for this bench's own run: ring's build script reruns
     // when CARGO_MANIFEST_DIR changes, and the nested build would then

@@ -3,6 +3,7 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::borrow::Cow;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -33,6 +34,121 @@ pub struct NewEntry {
     pub peer: String,
 }
 
+impl NewEntry {
+    /// The same entry, borrowed.
+    pub fn as_ref(&self) -> NewEntryRef<'_> {
+        NewEntryRef {
+            time_unix_ns: self.time_unix_ns,
+            actor: &self.actor,
+            actor_id: &self.actor_id,
+            role: &self.role,
+            tenant_id: &self.tenant_id,
+            method: &self.method,
+            summary: &self.summary,
+            result: &self.result,
+            peer: &self.peer,
+        }
+    }
+}
+
+/// What the caller records, borrowed: [`crate::AuditLog::append_ref`] takes
+/// it and allocates nothing per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NewEntryRef<'a> {
+    pub time_unix_ns: i64,
+    pub actor: &'a str,
+    pub actor_id: &'a str,
+    pub role: &'a str,
+    pub tenant_id: &'a str,
+    pub method: &'a str,
+    pub summary: &'a str,
+    pub result: &'a str,
+    pub peer: &'a str,
+}
+
+impl<'a> NewEntryRef<'a> {
+    /// The text fields in canonical order, each cut to its bound (`prev` not included).
+    pub(crate) fn bounded(&self) -> [Cow<'a, str>; 8] {
+        let f = |s: &'a str| bounded_ref(s, MAX_FIELD_BYTES);
+        [
+            f(self.actor),
+            f(self.actor_id),
+            f(self.role),
+            f(self.tenant_id),
+            f(self.method),
+            bounded_ref(self.summary, MAX_SUMMARY_BYTES),
+            f(self.result),
+            f(self.peer),
+        ]
+    }
+}
+
+/// A line of the log, borrowed: serializes exactly as [`Entry`] does (the
+/// same fields in the same order), so a line written from it reads back as
+/// the `Entry` it describes.
+#[derive(Serialize)]
+pub(crate) struct LineRef<'a> {
+    pub(crate) seq: u64,
+    pub(crate) time_unix_ns: i64,
+    pub(crate) actor: &'a str,
+    pub(crate) actor_id: &'a str,
+    pub(crate) role: &'a str,
+    pub(crate) tenant_id: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) summary: &'a str,
+    pub(crate) result: &'a str,
+    pub(crate) peer: &'a str,
+    pub(crate) prev: &'a str,
+    pub(crate) mac: &'a str,
+}
+
+impl<'a> LineRef<'a> {
+    pub(crate) fn new(
+        seq: u64,
+        time_unix_ns: i64,
+        fields: &'a [Cow<'a, str>; 8],
+        prev: &'a str,
+        mac: &'a str,
+    ) -> LineRef<'a> {
+        LineRef {
+            seq,
+            time_unix_ns,
+            actor: &fields[0],
+            actor_id: &fields[1],
+            role: &fields[2],
+            tenant_id: &fields[3],
+            method: &fields[4],
+            summary: &fields[5],
+            result: &fields[6],
+            peer: &fields[7],
+            prev,
+            mac,
+        }
+    }
+}
+
+/// The MAC of an entry from its parts, fed to HMAC in the canonical order
+/// ([`Entry::canonical_bytes`]) without building them: `fields` are the eight
+/// text fields from `actor` to `peer`, then `prev`.
+pub(crate) fn mac_parts(
+    key: &[u8; 32],
+    seq: u64,
+    time_unix_ns: i64,
+    fields: &[Cow<'_, str>; 8],
+    prev: &str,
+) -> [u8; 32] {
+    let mut m = keyed(key);
+    m.update(ENTRY_TAG);
+    m.update(&seq.to_be_bytes());
+    m.update(&time_unix_ns.to_be_bytes());
+    for f in fields.iter().map(|f| f.as_bytes()).chain([prev.as_bytes()]) {
+        let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+        m.update(&len.to_be_bytes());
+        m.update(f);
+    }
+    m.finalize().into_bytes().into()
+}
+
 /// One line of the log, as written and as read back.
 ///
 /// The field order here is the order of the JSON line.
@@ -56,24 +172,48 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Builds the entry that follows `(prev_seq, prev)`, bounding its fields and computing its MAC.
+    /// Builds the entry that follows `(prev_seq, prev)`, bounding its fields
+    /// and computing its MAC (what [`crate::AuditLog::append`] writes; tests forge with it).
+    #[cfg(test)]
     pub(crate) fn seal(key: &[u8; 32], seq: u64, prev: &str, e: NewEntry) -> Entry {
-        let mut entry = Entry {
+        let e = e.as_ref();
+        let fields = e.bounded();
+        let mac = hex::encode(mac_parts(key, seq, e.time_unix_ns, &fields, prev));
+        Entry::from_parts(seq, e.time_unix_ns, fields, prev, mac)
+    }
+
+    /// An entry from its bounded fields, `prev` and `mac`.
+    pub(crate) fn from_parts(
+        seq: u64,
+        time_unix_ns: i64,
+        fields: [Cow<'_, str>; 8],
+        prev: &str,
+        mac: String,
+    ) -> Entry {
+        let [
+            actor,
+            actor_id,
+            role,
+            tenant_id,
+            method,
+            summary,
+            result,
+            peer,
+        ] = fields.map(Cow::into_owned);
+        Entry {
             seq,
-            time_unix_ns: e.time_unix_ns,
-            actor: bounded(e.actor, MAX_FIELD_BYTES),
-            actor_id: bounded(e.actor_id, MAX_FIELD_BYTES),
-            role: bounded(e.role, MAX_FIELD_BYTES),
-            tenant_id: bounded(e.tenant_id, MAX_FIELD_BYTES),
-            method: bounded(e.method, MAX_FIELD_BYTES),
-            summary: bounded(e.summary, MAX_SUMMARY_BYTES),
-            result: bounded(e.result, MAX_FIELD_BYTES),
-            peer: bounded(e.peer, MAX_FIELD_BYTES),
+            time_unix_ns,
+            actor,
+            actor_id,
+            role,
+            tenant_id,
+            method,
+            summary,
+            result,
+            peer,
             prev: prev.to_owned(),
-            mac: String::new(),
-        };
-        entry.mac = hex::encode(mac_of(key, &entry.canonical_bytes()));
-        entry
+            mac,
+        }
     }
 
     /// The bytes the MAC covers: every field but `mac`, in a fixed order.
@@ -114,6 +254,7 @@ impl Entry {
     }
 
     /// The JSON line, newline included.
+    #[cfg(test)]
     pub(crate) fn to_line(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut line = serde_json::to_vec(self)?;
         line.push(b'\n');
@@ -161,17 +302,19 @@ pub(crate) fn is_lower_hex_mac(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Cuts `s` to at most `max` bytes on a char boundary, ending in "…" when cut.
-pub(crate) fn bounded(mut s: String, max: usize) -> String {
+/// Cuts `s` to at most `max` bytes on a char boundary, ending in "…" when
+/// cut; borrowed when it fits.
+pub(crate) fn bounded_ref(s: &str, max: usize) -> Cow<'_, str> {
     const ELLIPSIS: &str = "…";
     if s.len() <= max {
-        return s;
+        return Cow::Borrowed(s);
     }
     let mut cut = max.saturating_sub(ELLIPSIS.len());
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    s.truncate(cut);
-    s.push_str(ELLIPSIS);
-    s
+    let mut out = String::with_capacity(cut + ELLIPSIS.len());
+    out.push_str(&s[..cut]);
+    out.push_str(ELLIPSIS);
+    Cow::Owned(out)
 }

@@ -49,7 +49,9 @@
 //!
 //! An fsync per API call would cost far more than the call, and auditing should
 //! add no more than a few percent to it. So [`AuditLog::append`] writes the whole
-//! line with one `write` to an `O_APPEND` file: when it returns, the entry is in
+//! line with one `write` to an `O_APPEND` file ([`AuditLog::append_ref`] does the
+//! same from borrowed fields, allocating nothing: what the server calls on its
+//! request path): when it returns, the entry is in
 //! the kernel's page cache and survives a crash of the process, not of the
 //! machine. Durability is by group commit: [`AuditLog::flush`] (`fdatasync`,
 //! then the head checkpoint) runs from a background thread every ~200 ms when
@@ -89,7 +91,7 @@ mod lines;
 mod log;
 mod verify;
 
-pub use entry::{Entry, MAX_FIELD_BYTES, MAX_SUMMARY_BYTES, NewEntry, ZERO_MAC};
+pub use entry::{Entry, MAX_FIELD_BYTES, MAX_SUMMARY_BYTES, NewEntry, NewEntryRef, ZERO_MAC};
 pub use error::AuditError;
 pub use flusher::{FlusherHandle, spawn_flusher};
 pub use lines::MAX_LINE_BYTES;

@@ -1,10 +1,11 @@
 //! The writer: open (with tail recovery), append, flush, list, verify.
 
-use crate::entry::{Entry, NewEntry, ZERO_MAC};
+use crate::entry::{Entry, LineRef, NewEntry, NewEntryRef, ZERO_MAC, mac_parts};
 use crate::error::{AuditError, io_err};
 use crate::head::{self, Head};
 use crate::lines::{Line, MAX_LINE_BYTES, read_line};
 use crate::verify::{VerifyReport, check_line, verify_stream};
+use std::borrow::Cow;
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -40,6 +41,8 @@ impl std::fmt::Debug for AuditLog {
 struct State {
     seq: u64,
     mac: String,
+    /// The line being written, kept between appends so that its memory is reused.
+    line: Vec<u8>,
     /// A failed write may have left part of a line: start the next one on a line of its own.
     needs_newline: bool,
 }
@@ -115,6 +118,7 @@ impl AuditLog {
             state: Mutex::new(State {
                 seq,
                 mac,
+                line: Vec::with_capacity(1024),
                 needs_newline: false,
             }),
         })
@@ -127,6 +131,27 @@ impl AuditLog {
     /// Text fields are cut to [`crate::MAX_SUMMARY_BYTES`] (summary) or
     /// [`crate::MAX_FIELD_BYTES`] (the rest), on a char boundary, ending in "…".
     pub fn append(&self, e: NewEntry) -> Result<Entry, AuditError> {
+        let mut entry = None;
+        self.append_with(&e.as_ref(), |seq, time, fields, prev, mac| {
+            entry = Some(Entry::from_parts(seq, time, fields, prev, mac.to_owned()));
+        })?;
+        entry.ok_or_else(|| AuditError::Encode("no entry".into()))
+    }
+
+    /// [`AuditLog::append`] of a borrowed entry, returning only its seq: no
+    /// allocation per entry (the line is built in a buffer the log keeps),
+    /// for callers on a request path.
+    pub fn append_ref(&self, e: &NewEntryRef<'_>) -> Result<u64, AuditError> {
+        self.append_with(e, |_, _, _, _, _| {})
+    }
+
+    /// Seals and writes `e`; `done` sees the entry's parts before the lock is let go.
+    fn append_with<'e>(
+        &self,
+        e: &NewEntryRef<'e>,
+        done: impl FnOnce(u64, i64, [Cow<'e, str>; 8], &str, &str),
+    ) -> Result<u64, AuditError> {
+        let fields = e.bounded();
         let mut st = lock(&self.state);
         let seq = st
             .seq
@@ -134,18 +159,35 @@ impl AuditLog {
             .ok_or_else(|| AuditError::SeqExhausted {
                 path: self.path.clone(),
             })?;
-        let entry = Entry::seal(&self.key, seq, &st.mac, e);
-        let mut line = entry
-            .to_line()
-            .map_err(|e| AuditError::Encode(e.to_string()))?;
+        let mut mac = [0u8; 64];
+        hex::encode_to_slice(
+            mac_parts(&self.key, seq, e.time_unix_ns, &fields, &st.mac),
+            &mut mac,
+        )
+        .map_err(|e| AuditError::Encode(e.to_string()))?;
+        let mac = std::str::from_utf8(&mac).map_err(|e| AuditError::Encode(e.to_string()))?;
+        let mut line = std::mem::take(&mut st.line);
+        line.clear();
         if st.needs_newline {
-            line.insert(0, b'\n');
+            line.push(b'\n');
         }
-        self.write_line(&line, &mut st)?;
+        let written = serde_json::to_writer(
+            &mut line,
+            &LineRef::new(seq, e.time_unix_ns, &fields, &st.mac, mac),
+        )
+        .map_err(|e| AuditError::Encode(e.to_string()))
+        .and_then(|()| {
+            line.push(b'\n');
+            self.write_line(&line, &mut st)
+        });
+        st.line = line;
+        written?;
         st.needs_newline = false;
         st.seq = seq;
-        st.mac.clone_from(&entry.mac);
-        Ok(entry)
+        done(seq, e.time_unix_ns, fields, &st.mac, mac);
+        st.mac.clear();
+        st.mac.push_str(mac);
+        Ok(seq)
     }
 
     /// Writes `line` at the end; on failure, takes back whatever part of it was written.

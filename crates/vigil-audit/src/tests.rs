@@ -708,3 +708,43 @@ fn the_log_is_send_and_sync() {
     assert_send_sync::<AuditLog>();
     assert_send_sync::<FlusherHandle>();
 }
+
+#[test]
+fn a_borrowed_append_writes_what_an_owned_one_does() {
+    let long = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+    let entries: Vec<NewEntry> = (1..=20u64)
+        .map(|i| {
+            let mut e = call(i);
+            if i % 3 == 0 {
+                // Over the bounds, cut inside multi-byte characters.
+                e.summary = long('é', MAX_SUMMARY_BYTES);
+                e.actor = long('€', MAX_FIELD_BYTES);
+                e.peer = long('x', MAX_FIELD_BYTES + 1);
+            }
+            e
+        })
+        .collect();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (log_path(&a), log_path(&b));
+    let owned = AuditLog::open(&pa, &KEY).unwrap();
+    let borrowed = AuditLog::open(&pb, &KEY).unwrap();
+    for e in &entries {
+        let got = owned.append(e.clone()).unwrap();
+        assert_eq!(borrowed.append_ref(&e.as_ref()).unwrap(), got.seq);
+        assert_eq!(borrowed.head(), (got.seq, got.mac.clone()));
+        // The Entry append returns is the line it wrote.
+        assert_eq!(
+            lines_of(&pa).last().unwrap(),
+            &got.to_line().unwrap(),
+            "entry {}",
+            got.seq
+        );
+        assert_eq!(got, Entry::seal(&KEY, got.seq, &got.prev, e.clone()));
+    }
+    owned.flush().unwrap();
+    borrowed.flush().unwrap();
+    assert_eq!(fs::read(&pa).unwrap(), fs::read(&pb).unwrap());
+    let report = borrowed.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.entries, 20);
+}

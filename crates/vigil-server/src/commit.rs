@@ -60,23 +60,44 @@ pub(crate) struct Committers {
 impl Committers {
     /// Queues `p` for its tenant's next transaction; its outcome arrives on `p.done`.
     pub(crate) async fn submit(&self, tenant: &str, p: Pending) -> Result<(), Status> {
-        let queue = {
-            let mut q = self
-                .queues
-                .lock()
-                .map_err(|_| Status::internal("committers poisoned"))?;
-            q.entry(tenant.to_owned())
-                .or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(QUEUE);
-                    tokio::spawn(run(rx));
-                    tx
-                })
-                .clone()
-        };
-        queue
-            .send(p)
-            .await
-            .map_err(|_| Status::unavailable("the tenant's committer stopped"))
+        let mut p = p;
+        // A committer that stopped is replaced once.
+        for _ in 0..2 {
+            let queue = self.queue(tenant)?;
+            match queue.send(p).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => {
+                    p = back;
+                    if let Ok(mut q) = self.queues.lock()
+                        && q.get(tenant).is_some_and(|t| t.same_channel(&queue))
+                    {
+                        q.remove(tenant);
+                    }
+                }
+            }
+        }
+        Err(Status::unavailable("the tenant's committer stopped"))
+    }
+
+    fn queue(&self, tenant: &str) -> Result<mpsc::Sender<Pending>, Status> {
+        let mut q = self
+            .queues
+            .lock()
+            .map_err(|_| Status::internal("committers poisoned"))?;
+        Ok(q.entry(tenant.to_owned())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(run(rx));
+                tx
+            })
+            .clone())
+    }
+
+    /// Lets a deleted tenant's committer end once what it holds is answered.
+    pub(crate) fn forget(&self, tenant: &str) {
+        if let Ok(mut q) = self.queues.lock() {
+            q.remove(tenant);
+        }
     }
 }
 

@@ -32,6 +32,8 @@ const LEGACY_RECEIVED: TableDefinition<(u64, &str, u64), ()> = TableDefinition::
 /// Rows (chunks, alerts, or records of an older file) one retention, re-seal
 /// or upgrade transaction touches at most.
 pub const CHUNK: usize = 2_000;
+/// Sealed bytes of record chunks one re-seal transaction copies at most.
+const RESEAL_BYTES: usize = 8 << 20;
 
 /// One tenant's data: its own file, sealed with its own keys.
 pub struct TenantStore {
@@ -458,20 +460,23 @@ impl TenantStore {
                         None => rec.range::<(&str, u64)>(..)?,
                     };
                     let mut rows = Vec::new();
-                    let mut scanned = 0;
+                    let (mut scanned, mut bytes) = (0, 0);
+                    let mut exhausted = true;
                     for item in iter {
                         let (k, v) = item?;
                         let (d, s) = k.value();
                         rec_from = Some((d.to_owned(), s.saturating_add(1)));
                         scanned += 1;
                         if version_of(v.value()) != Some(current) {
+                            bytes += v.value().len();
                             rows.push(((d.to_owned(), s), v.value().to_vec()));
                         }
-                        if scanned >= CHUNK * 4 || rows.len() >= CHUNK {
+                        if scanned >= CHUNK * 4 || rows.len() >= CHUNK || bytes >= RESEAL_BYTES {
+                            exhausted = false;
                             break;
                         }
                     }
-                    done = scanned < CHUNK * 4 && rows.len() < CHUNK;
+                    done = exhausted;
                     rows
                 };
                 for ((d, s), sealed) in &rows {

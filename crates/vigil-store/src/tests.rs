@@ -573,3 +573,17 @@ fn a_file_with_per_record_rows_is_upgraded_to_chunks_at_open() {
     let c = store(dir.path(), clock);
     assert_eq!(c.open_tenant("a").unwrap().record_count().unwrap(), 10);
 }
+
+#[test]
+fn a_reseal_of_more_chunks_than_one_transaction_copies_reseals_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    // About 9 MB of chunks, one record each: more than one re-seal transaction takes.
+    let recs: Vec<(u64, Vec<u8>)> = (1..=300u64).map(|i| (i, vec![i as u8; 30_000])).collect();
+    t.commit_batch("d", c.now(), &recs, &[]).unwrap();
+    c.rotate_data_key("a").unwrap();
+    assert_eq!(c.finish_data_key_rotation("a").unwrap(), 300);
+    assert_eq!(t.records("d", 0, usize::MAX).unwrap(), recs);
+}
