@@ -17,30 +17,6 @@ use vigil_proto::v1::{
 
 const SHADOW_RULE: &str = "6b0e3f4a-9c1d-4f57-b0a8-3c2d7e5f9a11";
 
-async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
-    let token = server
-        .control
-        .create_enrollment_token(tenant, Duration::from_secs(60), "test")
-        .map(|t| t.0)
-        .expect("token");
-    let (key, csr) = vigil_pki::device_key_and_csr("test-host").expect("csr");
-    let resp = server
-        .ingest(None)
-        .await
-        .enroll(EnrollRequest {
-            enrollment_token: token,
-            csr_pem: csr,
-            host: None,
-        })
-        .await
-        .expect("enrolls")
-        .into_inner();
-    (
-        Identity::from_pem(resp.certificate_pem, key),
-        resp.device_id,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_event_becomes_an_alert_only_its_tenant_sees() {
     let Some(_turn) =
@@ -574,7 +550,7 @@ async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
         .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
         .map(|t| t.0)
         .unwrap();
-    let (identity, device) = enroll(&server, "acme").await;
+    let (identity, device) = support::enroll(&server, "acme").await;
 
     let mut c = server.ingest(Some(identity.clone())).await;
     let acks: Vec<_> = c
@@ -658,7 +634,9 @@ async fn resent_batches_store_once_and_bad_streams_do_not_hurt_others() {
     let more: Vec<RecordBatch> = (0..5)
         .map(|i| batch(10 + i, (6 + i)..=(6 + i), Some(6 + i)))
         .collect();
-    let mut c2 = server.ingest(Some(enroll(&server, "acme").await.0)).await;
+    let mut c2 = server
+        .ingest(Some(support::enroll(&server, "acme").await.0))
+        .await;
     let _ = c2
         .stream(tokio_stream::iter(more))
         .await

@@ -11,7 +11,7 @@ use support::{TestServer, sensor_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tonic::transport::Identity;
-use vigil_proto::v1::{EnrollRequest, ProcessStart, Record, RecordBatch, record::Payload};
+use vigil_proto::v1::{ProcessStart, Record, RecordBatch, record::Payload};
 
 #[tokio::test]
 async fn reflection_lists_every_service_and_health_answers_serving() {
@@ -86,28 +86,6 @@ async fn reflection_lists_every_service_and_health_answers_serving() {
     server.stop().await;
 }
 
-/// A device certificate for `tenant`, as a sensor would enroll.
-async fn enroll(server: &TestServer, tenant: &str) -> Identity {
-    let token = server
-        .control
-        .create_enrollment_token(tenant, Duration::from_secs(60), "test")
-        .map(|t| t.0)
-        .expect("token");
-    let (key, csr) = vigil_pki::device_key_and_csr("test-host").expect("csr");
-    let resp = server
-        .ingest(None)
-        .await
-        .enroll(EnrollRequest {
-            enrollment_token: token,
-            csr_pem: csr,
-            host: None,
-        })
-        .await
-        .expect("enrolls")
-        .into_inner();
-    Identity::from_pem(resp.certificate_pem, key)
-}
-
 fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>) -> RecordBatch {
     let records = seqs
         .map(|sequence| Record {
@@ -178,7 +156,7 @@ async fn metrics_count_stored_records_per_tenant_on_their_own_port() {
         .control
         .create_tenant(Some("metrics-acme"), "Acme", "local", 90)
         .unwrap();
-    let identity = enroll(&server, "metrics-acme").await;
+    let identity = support::enroll(&server, "metrics-acme").await.0;
     send(&server, identity.clone(), vec![batch(1, 1..=3)]).await;
     // Re-sent: stored once, counted as duplicates.
     send(&server, identity, vec![batch(2, 1..=3)]).await;
@@ -221,7 +199,7 @@ async fn metrics_count_stored_records_per_tenant_on_their_own_port() {
         .unwrap();
     send(
         &second,
-        enroll(&second, "metrics-beta").await,
+        support::enroll(&second, "metrics-beta").await.0,
         vec![batch(1, 1..=2)],
     )
     .await;

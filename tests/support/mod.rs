@@ -266,3 +266,28 @@ pub async fn start_kernel_sensor(
     }
     Some(sensor)
 }
+
+/// A device of `tenant` enrolled as a sensor would: its certificate and id.
+pub async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
+    let token = server
+        .control
+        .create_enrollment_token(tenant, std::time::Duration::from_secs(60), "test")
+        .map(|t| t.0)
+        .expect("token");
+    let (key, csr) = vigil_pki::device_key_and_csr("test-host").expect("csr");
+    let resp = server
+        .ingest(None)
+        .await
+        .enroll(vigil_proto::v1::EnrollRequest {
+            enrollment_token: token,
+            csr_pem: csr,
+            host: None,
+        })
+        .await
+        .expect("enrolls")
+        .into_inner();
+    (
+        Identity::from_pem(resp.certificate_pem, key),
+        resp.device_id,
+    )
+}
