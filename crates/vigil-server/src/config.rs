@@ -230,6 +230,10 @@ mod tests {
                 "regions.data_dir",
             ),
             ("retention_check_seconds = 0\n", "retention_check_seconds"),
+            (
+                "alert_aggregation_seconds = 86401\n",
+                "alert_aggregation_seconds",
+            ),
             ("max_batch_records = 0\n", "max_batch_records"),
             ("retention_days = 30\n", "retention_days"),
         ] {
