@@ -463,7 +463,9 @@ fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>, detection_at: Option<u64>
                     rule_id: "r1".into(),
                     rule_title: "Test rule".into(),
                     level: "medium".into(),
+                    // A process of its own: detections of one rule aggregate per process tree.
                     process: Some(ProcessRef {
+                        guid: format!("proc-{seq}"),
                         pid: 7,
                         command_line: "evil".into(),
                         ..Default::default()

@@ -230,7 +230,9 @@ fn detection_batch(seq: u64, marker: &str) -> RecordBatch {
                 rule_id: "r1".into(),
                 rule_title: "Test rule".into(),
                 level: "high".into(),
+                // A process of its own: detections of one rule aggregate per process tree.
                 process: Some(ProcessRef {
+                    guid: format!("proc-{seq}"),
                     pid: 7,
                     command_line: marker.into(),
                     ..Default::default()

@@ -1,4 +1,4 @@
-//! `vigil alerts ...`: list, show and watch a tenant's alerts.
+//! `vigil alerts ...`: list, show, watch and update a tenant's alerts.
 
 use crate::client::{Api, AuthChannel, rpc};
 use crate::display::{Table, rfc3339};
@@ -7,8 +7,8 @@ use anyhow::Result;
 use serde_json::json;
 use tokio_stream::StreamExt;
 use vigil_proto::v1::{
-    Alert, AlertStatus, GetAlertRequest, ListAlertsRequest, Severity, WatchAlertsRequest,
-    alerts_client::AlertsClient,
+    Alert, AlertStatus, GetAlertRequest, ListAlertsRequest, Severity, UpdateAlertRequest,
+    WatchAlertsRequest, alerts_client::AlertsClient,
 };
 
 pub type Client = AlertsClient<AuthChannel>;
@@ -52,6 +52,19 @@ fn status_name(s: i32) -> &'static str {
     }
 }
 
+/// `new`, `in-progress`, `resolved`, `false-positive` (or with `_`).
+pub fn parse_status(s: &str) -> Result<AlertStatus> {
+    Ok(match s.to_ascii_lowercase().replace('_', "-").as_str() {
+        "new" => AlertStatus::New,
+        "in-progress" => AlertStatus::InProgress,
+        "resolved" => AlertStatus::Resolved,
+        "false-positive" => AlertStatus::FalsePositive,
+        other => {
+            anyhow::bail!("unknown status `{other}` (new, in-progress, resolved, false-positive)")
+        }
+    })
+}
+
 pub fn to_json(a: &Alert) -> serde_json::Value {
     let p = a.process.clone().unwrap_or_default();
     json!({
@@ -71,6 +84,17 @@ pub fn to_json(a: &Alert) -> serde_json::Value {
             "executable": p.executable.map(|e| e.text).unwrap_or_default(),
         },
         "tags": a.tags,
+        "count": a.count.max(1),
+        "first_seen": rfc3339(a.first_seen_unix_ns),
+        "last_seen": rfc3339(a.last_seen_unix_ns),
+        "assignee": a.assignee,
+        "comments": a.comments.iter().map(|c| json!({
+            "author": c.author,
+            "time": rfc3339(c.time_unix_ns),
+            "text": c.text,
+        })).collect::<Vec<_>>(),
+        "updated_by": a.updated_by,
+        "updated_unix_ns": a.updated_unix_ns,
     })
 }
 
@@ -127,6 +151,7 @@ pub struct ListArgs {
     pub min_severity: Option<Severity>,
     pub rule_id: Option<String>,
     pub device: Option<String>,
+    pub assignee: Option<String>,
     pub limit: Option<usize>,
 }
 
@@ -146,6 +171,7 @@ pub async fn list(api: &Api, args: ListArgs) -> Result<()> {
                 min_severity: args.min_severity.map_or(0, |s| s as i32),
                 rule_id: args.rule_id.clone().unwrap_or_default(),
                 device_id: args.device.clone().unwrap_or_default(),
+                assignee: args.assignee.clone().unwrap_or_default(),
                 ..Default::default()
             })
             .await
@@ -182,6 +208,39 @@ pub async fn show(api: &Api, id: &str, json: bool) -> Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
+    print_alert(&a, json)
+}
+
+/// What `alerts update` changes; at least one is given.
+pub struct UpdateArgs {
+    pub status: Option<String>,
+    pub assign: Option<String>,
+    pub unassign: bool,
+    pub comment: Option<String>,
+}
+
+pub async fn update(api: &Api, id: &str, args: UpdateArgs, json: bool) -> Result<()> {
+    let status = args.status.as_deref().map(parse_status).transpose()?;
+    if status.is_none() && args.assign.is_none() && !args.unassign && args.comment.is_none() {
+        anyhow::bail!("nothing to change: give --status, --assign, --unassign or --comment");
+    }
+    let mut c = api.alerts();
+    let a = c
+        .update_alert(UpdateAlertRequest {
+            id: id.to_owned(),
+            status: status.map_or(0, |s| s as i32),
+            assignee: args.assign,
+            clear_assignee: args.unassign,
+            comment: args.comment.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    print_alert(&a, json)
+}
+
+fn print_alert(a: &Alert, json: bool) -> Result<()> {
+    let a = a.clone();
     if json {
         let mut v = to_json(&a);
         if let Some(d) = &a.detection {
@@ -206,7 +265,30 @@ pub async fn show(api: &Api, id: &str, json: bool) -> Result<()> {
             ),
             ("Command line", p.command_line),
             ("Tags", a.tags.join(", ")),
+            ("Count", a.count.max(1).to_string()),
+            ("First seen", rfc3339(a.first_seen_unix_ns)),
+            ("Last seen", rfc3339(a.last_seen_unix_ns)),
+            (
+                "Assignee",
+                if a.assignee.is_empty() {
+                    "-".into()
+                } else {
+                    a.assignee.clone()
+                },
+            ),
         ];
+        if !a.updated_by.is_empty() {
+            f.push((
+                "Updated",
+                format!("{} by {}", rfc3339(a.updated_unix_ns), a.updated_by),
+            ));
+        }
+        for c in &a.comments {
+            f.push((
+                "Comment",
+                format!("{} {}: {}", rfc3339(c.time_unix_ns), c.author, c.text),
+            ));
+        }
         if let Some(d) = &a.detection
             && !d.description.is_empty()
         {
@@ -291,6 +373,20 @@ mod tests {
     }
 
     #[test]
+    fn statuses_parse_with_dashes_or_underscores() {
+        assert_eq!(
+            parse_status("in-progress").unwrap(),
+            AlertStatus::InProgress
+        );
+        assert_eq!(
+            parse_status("FALSE_POSITIVE").unwrap(),
+            AlertStatus::FalsePositive
+        );
+        assert_eq!(parse_status("resolved").unwrap(), AlertStatus::Resolved);
+        assert!(parse_status("closed").is_err());
+    }
+
+    #[test]
     fn json_field_names_are_stable() {
         let v = to_json(&alert());
         for k in [
@@ -306,6 +402,11 @@ mod tests {
             "command_line",
             "process",
             "tags",
+            "count",
+            "first_seen",
+            "last_seen",
+            "assignee",
+            "comments",
         ] {
             assert!(v.get(k).is_some(), "missing {k}: {v}");
         }

@@ -161,6 +161,9 @@ enum AlertsCommand {
         /// Only alerts of this device id.
         #[arg(long)]
         device: Option<String>,
+        /// Only alerts assigned to this name.
+        #[arg(long)]
+        assignee: Option<String>,
         /// At most this many alerts.
         #[arg(long)]
         limit: Option<usize>,
@@ -173,7 +176,27 @@ enum AlertsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print alerts as they are raised.
+    /// Change an alert's status or assignee, or add a comment (admin, analyst).
+    Update {
+        /// Alert id (as `alerts list` prints it).
+        id: String,
+        /// new, in-progress, resolved, false-positive.
+        #[arg(long)]
+        status: Option<String>,
+        /// Assign the alert to this name.
+        #[arg(long, conflicts_with = "unassign")]
+        assign: Option<String>,
+        /// Remove the assignee.
+        #[arg(long)]
+        unassign: bool,
+        /// Add a comment (at most 4000 characters).
+        #[arg(long)]
+        comment: Option<String>,
+        /// The alert as stored after the change, as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print alerts as they are raised, and again when repeats grow one.
     Watch {
         /// One JSON object per alert per line.
         #[arg(long)]
@@ -310,6 +333,7 @@ async fn run() -> Result<ExitCode> {
                     severity,
                     rule,
                     device,
+                    assignee,
                     limit,
                 } => {
                     let min_severity = severity
@@ -323,12 +347,29 @@ async fn run() -> Result<ExitCode> {
                             min_severity,
                             rule_id: rule,
                             device,
+                            assignee,
                             limit,
                         },
                     )
                     .await?;
                 }
                 AlertsCommand::Show { id, json } => alerts::show(&api, &id, json).await?,
+                AlertsCommand::Update {
+                    id,
+                    status,
+                    assign,
+                    unassign,
+                    comment,
+                    json,
+                } => {
+                    let args = alerts::UpdateArgs {
+                        status,
+                        assign,
+                        unassign,
+                        comment,
+                    };
+                    alerts::update(&api, &id, args, json).await?;
+                }
                 AlertsCommand::Watch { json, severity } => {
                     let min = severity
                         .as_deref()

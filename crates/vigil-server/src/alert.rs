@@ -1,11 +1,19 @@
 //! Detections become alerts: severity from the rule level, identity from the
-//! authenticated device, status `new`. Alerts are fanned out per tenant to
-//! watchers; a tenant's channel only ever carries that tenant's alerts.
+//! authenticated device, status `new`. Repeats aggregate: a detection of the
+//! same rule on the same device and process tree ([`group`]), received
+//! within the window of the alert's last one, grows that alert (count, last
+//! seen, the newest detection) unless an analyst closed it ([`Aggregate`]).
+//! Analysts change status, assignee and comments ([`Change`]). Alerts are
+//! fanned out per tenant to watchers — new ones, and grown ones again — and a
+//! tenant's channel only ever carries that tenant's alerts.
 
+use prost::Message;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
-use vigil_proto::v1::{Alert, AlertStatus, Detection, Severity};
+use tonic::Status;
+use vigil_proto::v1::record::Payload;
+use vigil_proto::v1::{Alert, AlertComment, AlertStatus, Detection, Severity, UpdateAlertRequest};
 
 pub(crate) fn severity(level: &str) -> Severity {
     match level.to_ascii_lowercase().as_str() {
@@ -45,6 +53,187 @@ pub(crate) fn from_detection(
         process: d.process.clone(),
         detection: Some(d),
         received_unix_ns,
+        count: 1,
+        first_seen_unix_ns: received_unix_ns,
+        last_seen_unix_ns: received_unix_ns,
+        ..Alert::default()
+    }
+}
+
+/// The process tree a detection belongs to, for aggregation: the parent's
+/// GUID of a process start it matched (so repeats of a command from one
+/// shell are one alert), else that process start's session, else the acting
+/// process's own GUID (repeats by one process); empty when none is known
+/// (then device and rule alone).
+pub(crate) fn tree_key(d: &Detection) -> String {
+    let starts = || {
+        d.matched.iter().filter_map(|r| match &r.payload {
+            Some(Payload::ProcessStart(s)) => Some(s),
+            _ => None,
+        })
+    };
+    if let Some(g) = starts()
+        .filter_map(|s| s.parent.as_ref())
+        .map(|p| p.guid.as_str())
+        .find(|g| !g.is_empty())
+    {
+        return format!("parent:{g}");
+    }
+    if let Some(s) = starts().map(|s| s.session_id).find(|s| *s != 0) {
+        return format!("session:{s}");
+    }
+    match d.process.as_ref().map(|p| p.guid.as_str()) {
+        Some(g) if !g.is_empty() => format!("process:{g}"),
+        _ => String::new(),
+    }
+}
+
+/// What makes repeats one alert: device, rule and process tree, each
+/// length-prefixed so no two triples read the same. The store keeps only a
+/// keyed digest of it.
+pub(crate) fn group(a: &Alert) -> Vec<u8> {
+    let tree = a.detection.as_ref().map(tree_key).unwrap_or_default();
+    let mut out = Vec::new();
+    for part in [a.device_id.as_str(), a.rule_id.as_str(), tree.as_str()] {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+/// The aggregation rule the store applies in the batch's transaction.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Aggregate {
+    pub(crate) window_ns: i64,
+}
+
+impl vigil_store::AlertMerge for Aggregate {
+    fn merge(&self, stored: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+        let (mut a, n) = (Alert::decode(stored).ok()?, Alert::decode(new).ok()?);
+        let open = matches!(
+            AlertStatus::try_from(a.status),
+            Ok(AlertStatus::New | AlertStatus::InProgress)
+        );
+        let within = n.received_unix_ns.saturating_sub(a.last_seen_unix_ns) <= self.window_ns;
+        if self.window_ns <= 0 || !open || !within {
+            return None;
+        }
+        // The first detection stays the evidence; the newest is kept beside it.
+        a.count = a.count.max(1).saturating_add(1);
+        a.last_seen_unix_ns = a.last_seen_unix_ns.max(n.received_unix_ns);
+        a.latest_detection = n.detection;
+        Some(a.encode_to_vec())
+    }
+}
+
+/// Longest assignee, in characters.
+pub(crate) const MAX_ASSIGNEE: usize = 128;
+/// Longest comment, in characters.
+pub(crate) const MAX_COMMENT: usize = 4000;
+/// Most comments an alert holds.
+pub(crate) const MAX_COMMENTS: usize = 100;
+
+/// A validated analyst change.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Change {
+    status: Option<AlertStatus>,
+    /// `Some(None)`: unassign.
+    assignee: Option<Option<String>>,
+    comment: Option<String>,
+}
+
+impl Change {
+    pub(crate) fn from_request(r: &UpdateAlertRequest) -> Result<Change, Status> {
+        let status = match AlertStatus::try_from(r.status) {
+            Ok(AlertStatus::Unspecified) => None,
+            Ok(s) => Some(s),
+            Err(_) => return Err(Status::invalid_argument("unknown alert status")),
+        };
+        let assignee = match (&r.assignee, r.clear_assignee) {
+            (Some(_), true) => {
+                return Err(Status::invalid_argument(
+                    "assignee and clear_assignee together",
+                ));
+            }
+            (Some(a), false) => {
+                let n = a.chars().count();
+                if n == 0 || n > MAX_ASSIGNEE || a.chars().any(char::is_control) {
+                    return Err(Status::invalid_argument(format!(
+                        "assignee must be 1..{MAX_ASSIGNEE} printable characters"
+                    )));
+                }
+                Some(Some(a.clone()))
+            }
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        let comment = if r.comment.is_empty() {
+            None
+        } else {
+            let n = r.comment.chars().count();
+            if n > MAX_COMMENT
+                || r.comment
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                return Err(Status::invalid_argument(format!(
+                    "a comment is 1..{MAX_COMMENT} characters, without control characters but newline and tab"
+                )));
+            }
+            Some(r.comment.clone())
+        };
+        if status.is_none() && assignee.is_none() && comment.is_none() {
+            return Err(Status::invalid_argument(
+                "nothing to change: give a status, an assignee or a comment",
+            ));
+        }
+        Ok(Change {
+            status,
+            assignee,
+            comment,
+        })
+    }
+
+    /// What the audit entry says: never the comment's text, nor the assignee's name.
+    pub(crate) fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.status {
+            parts.push(format!("status={}", s.as_str_name()));
+        }
+        match &self.assignee {
+            Some(Some(a)) => parts.push(format!("assignee=<{} chars>", a.chars().count())),
+            Some(None) => parts.push("assignee=none".into()),
+            None => {}
+        }
+        if let Some(c) = &self.comment {
+            parts.push(format!("comment=<{} chars>", c.chars().count()));
+        }
+        parts.join(" ")
+    }
+
+    /// Applies the change to `a`, by `author` at `now`.
+    pub(crate) fn apply(&self, a: &mut Alert, author: &str, now: i64) -> Result<(), Status> {
+        if let Some(c) = &self.comment {
+            if a.comments.len() >= MAX_COMMENTS {
+                return Err(Status::failed_precondition(format!(
+                    "the alert holds the most comments there may be ({MAX_COMMENTS})"
+                )));
+            }
+            a.comments.push(AlertComment {
+                author: author.to_owned(),
+                time_unix_ns: now,
+                text: c.clone(),
+            });
+        }
+        if let Some(s) = self.status {
+            a.status = s as i32;
+        }
+        if let Some(x) = &self.assignee {
+            a.assignee = x.clone().unwrap_or_default();
+        }
+        a.updated_unix_ns = now;
+        a.updated_by = author.to_owned();
+        Ok(())
     }
 }
 

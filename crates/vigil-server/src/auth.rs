@@ -26,6 +26,8 @@ pub(crate) enum Access {
 
 pub(crate) const READERS: &[Role] = &[Role::Admin, Role::Analyst, Role::ReadOnly];
 pub(crate) const ADMINS: &[Role] = &[Role::Admin];
+/// Who may change an alert: not read-only, nor an operator under a grant.
+pub(crate) const ANALYSTS: &[Role] = &[Role::Admin, Role::Analyst];
 
 /// An authenticated, authorized caller.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
-use vigil_store::{BatchOutcome, NewBatch, TenantData};
+use vigil_store::{BatchOutcome, NewAlert, NewBatch, TenantData};
 
 /// Batches waiting for a tenant's committer, at most; a stream waits to submit beyond it.
 const QUEUE: usize = 256;
@@ -33,7 +33,9 @@ pub(crate) struct Pending {
     pub(crate) received_ns: i64,
     /// (sequence, the record as the sensor encoded it).
     pub(crate) records: Vec<(u64, prost::bytes::Bytes)>,
-    pub(crate) alerts: Vec<(u64, String, Vec<u8>)>,
+    pub(crate) alerts: Vec<NewAlert>,
+    /// The alert aggregation window (0: never aggregate).
+    pub(crate) aggregation_ns: i64,
     pub(crate) stream: Arc<StreamFailed>,
     pub(crate) done: oneshot::Sender<Result<BatchOutcome, Status>>,
 }
@@ -149,7 +151,10 @@ async fn run(mut rx: mpsc::Receiver<Pending>) {
                     alerts: &p.alerts,
                 })
                 .collect();
-            let outcome = store.commit_batches(&batches);
+            let merge = crate::alert::Aggregate {
+                window_ns: group.first().map_or(0, |p| p.aggregation_ns),
+            };
+            let outcome = store.commit_batches(&batches, &merge);
             (group, outcome)
         })
         .await;

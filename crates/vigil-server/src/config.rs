@@ -34,6 +34,11 @@ pub struct ServerConfig {
     /// networks that should not read tenant ids and volumes.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// A detection of the same rule on the same device and process tree
+    /// received within this many seconds of the last one grows that alert
+    /// (count, last seen) instead of raising another; 0: never aggregate.
+    #[serde(default = "default_alert_aggregation")]
+    pub alert_aggregation_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -57,6 +62,11 @@ fn default_max_batch() -> usize {
 fn default_retention_check() -> u64 {
     3600
 }
+fn default_alert_aggregation() -> u64 {
+    600
+}
+/// The longest aggregation window: a day.
+const MAX_ALERT_AGGREGATION: u64 = 86_400;
 
 pub use vigil_config::ConfigError;
 
@@ -72,6 +82,7 @@ impl ServerConfig {
             regions: Vec::new(),
             retention_check_seconds: default_retention_check(),
             metrics_listen: None,
+            alert_aggregation_seconds: default_alert_aggregation(),
         }
     }
 
@@ -120,6 +131,12 @@ impl vigil_config::Validate for ServerConfig {
             return Err((
                 "retention_check_seconds",
                 "must be between 1 and 86400".into(),
+            ));
+        }
+        if self.alert_aggregation_seconds > MAX_ALERT_AGGREGATION {
+            return Err((
+                "alert_aggregation_seconds",
+                format!("must be at most {MAX_ALERT_AGGREGATION} (0 disables)"),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -213,6 +230,10 @@ mod tests {
                 "regions.data_dir",
             ),
             ("retention_check_seconds = 0\n", "retention_check_seconds"),
+            (
+                "alert_aggregation_seconds = 86401\n",
+                "alert_aggregation_seconds",
+            ),
             ("max_batch_records = 0\n", "max_batch_records"),
             ("retention_days = 30\n", "retention_days"),
         ] {

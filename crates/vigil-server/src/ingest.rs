@@ -265,7 +265,6 @@ struct Waiting {
     batch_id: u64,
     started: std::time::Instant,
     received: i64,
-    alerts: Vec<(u64, Alert)>,
     done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
 }
 
@@ -289,7 +288,6 @@ async fn submit(
     let started = std::time::Instant::now();
     let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
-    let mut alerts = Vec::new();
     let mut encoded = Vec::new();
     let mut last = 0;
     for bytes in batch.records {
@@ -316,8 +314,13 @@ async fn submit(
                     time,
                     received,
                 );
-                encoded.push((r.sequence, id, a.encode_to_vec()));
-                alerts.push((r.sequence, a));
+                let group = (shared.config.alert_aggregation_seconds > 0).then(|| alert::group(&a));
+                encoded.push(vigil_store::NewAlert {
+                    seq: r.sequence,
+                    id,
+                    bytes: a.encode_to_vec(),
+                    group,
+                });
             }
         }
         records.push((head.sequence, bytes));
@@ -333,6 +336,9 @@ async fn submit(
                 received_ns: received,
                 records,
                 alerts: encoded,
+                aggregation_ns: i64::try_from(shared.config.alert_aggregation_seconds)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000_000),
                 stream: Arc::clone(failed),
                 done,
             },
@@ -342,7 +348,6 @@ async fn submit(
         batch_id: batch.batch_id,
         started,
         received,
-        alerts,
         done: rx,
     })
 }
@@ -364,11 +369,17 @@ fn acknowledge(
         u64::from(outcome.duplicates),
         w.started.elapsed().as_secs_f64(),
     );
-    for (seq, a) in &w.alerts {
-        if *seq > outcome.previous_high {
+    // The store returns only alerts above the high-water mark: a re-send raises nothing.
+    for stored in &outcome.alerts {
+        let Ok(a) = Alert::decode(stored.bytes.as_slice()) else {
+            continue;
+        };
+        if stored.merged {
+            tracing::debug!(tenant = %device.tenant_id, alert = %a.id, count = a.count, "Alert repeated");
+        } else {
             tracing::info!(tenant = %device.tenant_id, alert = %a.id, rule = %a.rule_id, device = %device.device_id, "Alert raised");
-            shared.alerts.publish(&device.tenant_id, a);
         }
+        shared.alerts.publish(&device.tenant_id, &a);
     }
     Ok(BatchAck {
         batch_id: w.batch_id,

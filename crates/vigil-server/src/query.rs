@@ -1,8 +1,10 @@
 //! The Alerts service, for analysts. Every call is authenticated by a bearer
 //! API token (admin, analyst, read-only; an operator only under a grant),
-//! reads only the store of the caller's tenant, and is audited.
+//! reads only the store of the caller's tenant, and is audited. Changing an
+//! alert (`UpdateAlert`) is for admins and analysts only.
 
-use crate::auth::{Access, READERS};
+use crate::alert::Change;
+use crate::auth::{ANALYSTS, Access, READERS};
 use crate::live::Owners;
 use crate::{Shared, internal};
 use prost::Message;
@@ -11,8 +13,8 @@ use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use vigil_proto::v1::{
-    Alert, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, WatchAlertsRequest,
-    alerts_server::Alerts,
+    Alert, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, UpdateAlertRequest,
+    WatchAlertsRequest, alerts_server::Alerts,
 };
 
 pub(crate) struct AlertsService {
@@ -29,6 +31,7 @@ fn keep(req: &ListAlertsRequest, a: &Alert) -> bool {
         && (req.device_id.is_empty() || a.device_id == req.device_id)
         && (req.since_unix_ns == 0 || a.time_unix_ns >= req.since_unix_ns)
         && (req.until_unix_ns == 0 || a.time_unix_ns < req.until_unix_ns)
+        && (req.assignee.is_empty() || a.assignee == req.assignee)
 }
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
@@ -44,7 +47,7 @@ impl Alerts for AlertsService {
         let tenant = caller.tenant()?.to_owned();
         let req = req.into_inner();
         let summary = format!(
-            "page_size={} page_token={:?} min_severity={} status={} rule_id={:?} device_id={:?} since={} until={}",
+            "page_size={} page_token={:?} min_severity={} status={} rule_id={:?} device_id={:?} since={} until={} assignee=<{} chars>",
             req.page_size,
             req.page_token,
             req.min_severity,
@@ -52,7 +55,8 @@ impl Alerts for AlertsService {
             req.rule_id,
             req.device_id,
             req.since_unix_ns,
-            req.until_unix_ns
+            req.until_unix_ns,
+            req.assignee.chars().count()
         );
         let result = self.list(tenant, req).await;
         self.shared.audited(&caller, M, None, &summary, result)
@@ -65,6 +69,29 @@ impl Alerts for AlertsService {
         let id = req.into_inner().id;
         let summary = format!("id={id:?}");
         let result = self.get(tenant, id).await;
+        self.shared.audited(&caller, M, None, &summary, result)
+    }
+
+    async fn update_alert(
+        &self,
+        req: Request<UpdateAlertRequest>,
+    ) -> Result<Response<Alert>, Status> {
+        const M: &str = "Alerts/UpdateAlert";
+        let caller = self.shared.authorize(&req, M, Access::Tenant(ANALYSTS))?;
+        let tenant = caller.tenant()?.to_owned();
+        let req = req.into_inner();
+        let change = Change::from_request(&req);
+        let summary = match &change {
+            Ok(c) => format!("id={:?} {}", req.id, c.summary()),
+            Err(_) => format!("id={:?} invalid", req.id),
+        };
+        let result = match change {
+            Ok(c) => {
+                self.update(tenant, req.id, c, caller.token.name.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         self.shared.audited(&caller, M, None, &summary, result)
     }
 
@@ -185,6 +212,57 @@ impl AlertsService {
             alerts,
             next_page_token,
         }))
+    }
+
+    async fn update(
+        &self,
+        tenant: String,
+        id: String,
+        change: Change,
+        author: String,
+    ) -> Result<Response<Alert>, Status> {
+        if id.is_empty() || id.len() > 64 {
+            return Err(Status::invalid_argument("malformed alert id"));
+        }
+        let store = self
+            .shared
+            .control
+            .tenant_store(&tenant)
+            .map_err(crate::store_status)?;
+        let now = self.shared.control.now();
+        let (outcome, refusal) = tokio::task::spawn_blocking(move || {
+            let mut refusal = None;
+            // Read, change and re-seal in one write transaction: no lost update.
+            let outcome = store.update_alert(&id, &mut |bytes| {
+                let mut a = match Alert::decode(bytes) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        refusal = Some(internal(e));
+                        return None;
+                    }
+                };
+                match change.apply(&mut a, &author, now) {
+                    Ok(()) => Some(a.encode_to_vec()),
+                    Err(s) => {
+                        refusal = Some(s);
+                        None
+                    }
+                }
+            });
+            (outcome, refusal)
+        })
+        .await
+        .map_err(internal)?;
+        match outcome.map_err(internal)? {
+            // Another tenant's id is indistinguishable from a missing one.
+            vigil_store::AlertUpdate::Missing => Err(Status::not_found("no such alert")),
+            vigil_store::AlertUpdate::Refused => {
+                Err(refusal.unwrap_or_else(|| Status::internal("alert update refused")))
+            }
+            vigil_store::AlertUpdate::Updated(bytes) => Alert::decode(bytes.as_slice())
+                .map(Response::new)
+                .map_err(internal),
+        }
     }
 
     async fn get(&self, tenant: String, id: String) -> Result<Response<Alert>, Status> {

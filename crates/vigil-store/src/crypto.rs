@@ -20,13 +20,17 @@ pub(crate) const SEAL_PREFIX: usize = 4 + NONCE_LEN;
 /// sets for random nonces under one key.
 pub(crate) struct SealKey {
     cipher: Aes256Gcm,
+    /// HMAC-SHA-256 key for lookup digests (`KeyRing::digests`), derived from
+    /// this key: HMAC(key, "vigil lookup key v1").
+    lookup: zeroize::Zeroizing<[u8; 32]>,
 }
 
 impl SealKey {
     pub(crate) fn new(bytes: &[u8]) -> Result<SealKey, StoreError> {
         let cipher =
             Aes256Gcm::new_from_slice(bytes).map_err(|_| StoreError::Crypto("bad key length"))?;
-        Ok(SealKey { cipher })
+        let lookup = zeroize::Zeroizing::new(hmac_sha256(bytes, b"vigil lookup key v1"));
+        Ok(SealKey { cipher, lookup })
     }
 
     /// Encrypts `buf[SEAL_PREFIX..]` in place, bound to `aad` (where the
@@ -126,6 +130,24 @@ impl KeyRing {
         self.keys.retain(|v, _| *v == c);
     }
 
+    /// Keyed digests of `material` (HMAC-SHA-256, under a key derived from
+    /// each data key), the current key's first: an index keyed by them holds
+    /// no plaintext, and an entry made before a rotation is still found.
+    pub(crate) fn digests(&self, material: &[u8]) -> Vec<[u8; 32]> {
+        let mut out: Vec<[u8; 32]> = self
+            .keys
+            .get(&self.current)
+            .map(|k| hmac_sha256(k.lookup.as_ref(), material))
+            .into_iter()
+            .collect();
+        for (v, k) in self.keys.iter().rev() {
+            if *v != self.current {
+                out.push(hmac_sha256(k.lookup.as_ref(), material));
+            }
+        }
+        out
+    }
+
     /// Seals `plain` with the current key: version || nonce || ciphertext || tag.
     pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut buf = Vec::with_capacity(SEAL_PREFIX + plain.len() + TAG_LEN);
@@ -165,6 +187,15 @@ impl KeyRing {
 }
 
 /// The data key version a sealed value names.
+fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 pub(crate) fn version_of(sealed: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(sealed.get(..4)?.try_into().ok()?))
 }

@@ -6,7 +6,7 @@
 //! Whatever the backend, values leave the process sealed with the tenant's
 //! data key, bound to tenant, table and key.
 
-use crate::{BatchOutcome, NewBatch, Purged, StoreError, TenantStore};
+use crate::{AlertMerge, AlertUpdate, BatchOutcome, NewBatch, Purged, StoreError, TenantStore};
 
 /// One tenant's records and alerts, wherever they live.
 pub trait TenantData: Send + Sync + std::fmt::Debug {
@@ -22,10 +22,13 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError>;
     /// Several devices' batches in one durable commit (group commit), each
-    /// with its own outcome, in order. Records are the bytes as received.
+    /// with its own outcome, in order. Records are the bytes as received; a
+    /// new alert of a group is grown into the group's latest alert when
+    /// `merge` says so (`TenantStore::commit_batches`).
     fn commit_batches(
         &self,
         batches: &[NewBatch<'_, bytes::Bytes>],
+        merge: &dyn AlertMerge,
     ) -> Result<Vec<BatchOutcome>, StoreError>;
     fn high_water(&self, device: &str) -> Result<u64, StoreError>;
     fn high_waters(&self) -> Result<Vec<(String, u64)>, StoreError>;
@@ -46,6 +49,12 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         keep: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads, changes and stores alert `id` in one transaction (no lost update).
+    fn update_alert(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<AlertUpdate, StoreError>;
     /// Removes what was received before `cutoff_ns` (retention).
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError>;
     /// Bytes the tenant's data takes where it lives.
@@ -68,8 +77,9 @@ impl TenantData for TenantStore {
     fn commit_batches(
         &self,
         batches: &[NewBatch<'_, bytes::Bytes>],
+        merge: &dyn AlertMerge,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
-        TenantStore::commit_batches(self, batches)
+        TenantStore::commit_batches(self, batches, merge)
     }
     fn high_water(&self, device: &str) -> Result<u64, StoreError> {
         TenantStore::high_water(self, device)
@@ -98,6 +108,13 @@ impl TenantData for TenantStore {
     }
     fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         TenantStore::alert(self, id)
+    }
+    fn update_alert(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<AlertUpdate, StoreError> {
+        TenantStore::update_alert(self, id, change)
     }
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
         TenantStore::purge_before(self, cutoff_ns)

@@ -37,7 +37,10 @@ pub use control::{
 };
 pub use data::TenantData;
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
-pub use tenant::{BatchOutcome, NewBatch, Purged, TenantStore};
+pub use tenant::{
+    AlertMerge, AlertUpdate, BatchOutcome, NewAlert, NewBatch, NoMerge, Purged, StoredAlert,
+    TenantStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -20,6 +20,11 @@ const CHUNKS_RECEIVED: TableDefinition<(u64, &str, u64), u32> =
 const HIGH_WATER: TableDefinition<&str, u64> = TableDefinition::new("high_water");
 /// Alert ids start with the received time (20 digits), so they sort by it.
 const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts");
+/// Alert aggregation: HMAC-SHA-256 of an alert's group (device, rule,
+/// process tree; see [`NewAlert::group`]) under a key derived from the
+/// tenant's data key → the id of the group's latest alert. Holds no
+/// plaintext values: an id is a time and random digits.
+const ALERT_GROUPS: TableDefinition<&[u8], &str> = TableDefinition::new("alert_groups");
 /// Totals kept with the data: `records` → records stored.
 const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("counts");
 const RECORD_COUNT: &str = "records";
@@ -53,7 +58,7 @@ impl std::fmt::Debug for TenantStore {
 }
 
 /// What a committed batch did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub accepted: u32,
     /// Records at or below the device's high-water mark: re-sends, skipped.
@@ -62,6 +67,59 @@ pub struct BatchOutcome {
     pub stored_through: u64,
     /// The high-water mark before this batch: records and alerts above it are new.
     pub previous_high: u64,
+    /// The batch's new alerts as stored, in order: an alert made, or the
+    /// alert of its group a repeat was aggregated into (then `merged`).
+    pub alerts: Vec<StoredAlert>,
+}
+
+/// An alert a batch stored or grew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    pub id: String,
+    pub bytes: Vec<u8>,
+    pub merged: bool,
+}
+
+/// A new alert of a batch.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    /// The sequence of the record that raised it: stored only when above
+    /// the device's high-water mark, like the record.
+    pub seq: u64,
+    pub id: String,
+    pub bytes: Vec<u8>,
+    /// What makes repeats one alert (the server's choice of device, rule and
+    /// process tree), or `None` when it is never aggregated. Only a keyed
+    /// digest of it is stored.
+    pub group: Option<Vec<u8>>,
+}
+
+/// How a repeat joins the alert of its group: the server's rule, over
+/// encoded alerts (the store does not read them).
+pub trait AlertMerge: Sync {
+    /// `stored` grown by `new`, or `None` when `new` starts an alert of its
+    /// own (the stored one is closed, or was last seen outside the window).
+    fn merge(&self, stored: &[u8], new: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// Never aggregates.
+#[derive(Debug, Clone, Copy)]
+pub struct NoMerge;
+
+impl AlertMerge for NoMerge {
+    fn merge(&self, _: &[u8], _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// What [`TenantStore::update_alert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertUpdate {
+    Missing,
+    /// The change refused it: nothing written.
+    Refused,
+    /// The alert as stored now.
+    Updated(Vec<u8>),
 }
 
 /// One device's batch for [`TenantStore::commit_batches`]; a record's bytes
@@ -73,8 +131,7 @@ pub struct NewBatch<'a, R = Vec<u8>> {
     pub received_ns: i64,
     /// (sequence, bytes), sequences strictly ascending.
     pub records: &'a [(u64, R)],
-    /// (source sequence, alert id, bytes).
-    pub alerts: &'a [(u64, String, Vec<u8>)],
+    pub alerts: &'a [NewAlert],
 }
 
 /// What one retention pass removed.
@@ -116,6 +173,7 @@ impl TenantStore {
         tx.open_table(CHUNKS_RECEIVED)?;
         tx.open_table(HIGH_WATER)?;
         tx.open_table(ALERTS)?;
+        tx.open_table(ALERT_GROUPS)?;
         tx.open_table(COUNTS)?;
         let legacy = tx
             .list_tables()?
@@ -198,13 +256,22 @@ impl TenantStore {
         records: &[(u64, Vec<u8>)],
         alerts: &[(u64, String, Vec<u8>)],
     ) -> Result<BatchOutcome, StoreError> {
+        let alerts: Vec<NewAlert> = alerts
+            .iter()
+            .map(|(seq, id, bytes)| NewAlert {
+                seq: *seq,
+                id: id.clone(),
+                bytes: bytes.clone(),
+                group: None,
+            })
+            .collect();
         let batch = NewBatch {
             device,
             received_ns,
             records,
-            alerts,
+            alerts: &alerts,
         };
-        let mut out = self.commit_batches(std::slice::from_ref(&batch))?;
+        let mut out = self.commit_batches(std::slice::from_ref(&batch), &NoMerge)?;
         out.pop()
             .ok_or_else(|| StoreError::Db("no outcome for the batch".into()))
     }
@@ -214,11 +281,15 @@ impl TenantStore {
     /// applied as [`TenantStore::commit_batch`] would, in order, so a later
     /// batch of the same device sees the high-water mark an earlier one left.
     /// A batch's new records are stored in chunks (about 32 KiB each), each
-    /// sealed as one value. Returns one outcome per batch, in order; on error
-    /// nothing is stored.
+    /// sealed as one value. A new alert with a group whose latest alert
+    /// `merge` grows is stored as that alert, grown, and the group index
+    /// names the alert it ends in — in the same transaction, so only alerts
+    /// above the high-water mark ever count. Returns one outcome per batch,
+    /// in order; on error nothing is stored.
     pub fn commit_batches<R: AsRef<[u8]>>(
         &self,
         batches: &[NewBatch<'_, R>],
+        merge: &dyn AlertMerge,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         let keys = self.live()?;
         let tx = self.db.begin_write()?;
@@ -228,6 +299,7 @@ impl TenantStore {
             let mut chunks = tx.open_table(CHUNKS)?;
             let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
             let mut al = tx.open_table(ALERTS)?;
+            let mut groups = tx.open_table(ALERT_GROUPS)?;
             let mut added = 0u64;
             for b in batches {
                 let device = b.device;
@@ -238,6 +310,7 @@ impl TenantStore {
                     duplicates: 0,
                     stored_through: 0,
                     previous_high: start,
+                    alerts: Vec::new(),
                 };
                 let mut high = start;
                 let mut chunk: Option<ChunkBuilder> = None;
@@ -259,11 +332,12 @@ impl TenantStore {
                 if let Some(last) = chunk {
                     self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
                 }
-                for (seq, id, bytes) in b.alerts {
-                    if *seq > start {
-                        let sealed = keys.seal(&alert_aad(&self.tenant_id, id), bytes)?;
-                        al.insert(id.as_str(), sealed.as_slice())?;
+                for a in b.alerts {
+                    if a.seq <= start {
+                        continue;
                     }
+                    let stored = self.store_alert(&keys, &mut al, &mut groups, a, merge)?;
+                    outcome.alerts.push(stored);
                 }
                 hw.insert(device, high)?;
                 outcome.stored_through = high;
@@ -276,6 +350,87 @@ impl TenantStore {
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    /// Stores a new alert, or grows the latest alert of its group with it.
+    fn store_alert(
+        &self,
+        keys: &KeyRing,
+        al: &mut Table<'_, &'static str, &'static [u8]>,
+        groups: &mut Table<'_, &'static [u8], &'static str>,
+        a: &NewAlert,
+        merge: &dyn AlertMerge,
+    ) -> Result<StoredAlert, StoreError> {
+        let digests = a
+            .group
+            .as_deref()
+            .map(|g| keys.digests(g))
+            .unwrap_or_default();
+        let mut latest = None;
+        for d in &digests {
+            if let Some(id) = groups.get(d.as_slice())? {
+                latest = Some(id.value().to_owned());
+                break;
+            }
+        }
+        if let Some(id) = latest {
+            let aad = alert_aad(&self.tenant_id, &id);
+            let stored = match al.get(id.as_str())? {
+                Some(v) => Some(keys.open(&aad, v.value())?),
+                None => None,
+            };
+            if let Some(grown) = stored.and_then(|s| merge.merge(&s, &a.bytes)) {
+                al.insert(id.as_str(), keys.seal(&aad, &grown)?.as_slice())?;
+                // Found under an older key's digest: indexed under the current one from now on.
+                if let Some(d) = digests.first() {
+                    groups.insert(d.as_slice(), id.as_str())?;
+                }
+                return Ok(StoredAlert {
+                    id,
+                    bytes: grown,
+                    merged: true,
+                });
+            }
+        }
+        let sealed = keys.seal(&alert_aad(&self.tenant_id, &a.id), &a.bytes)?;
+        al.insert(a.id.as_str(), sealed.as_slice())?;
+        if let Some(d) = digests.first() {
+            groups.insert(d.as_slice(), a.id.as_str())?;
+        }
+        Ok(StoredAlert {
+            id: a.id.clone(),
+            bytes: a.bytes.clone(),
+            merged: false,
+        })
+    }
+
+    /// Reads, changes and re-seals alert `id` in one write transaction, so
+    /// concurrent changes never lose one another. `change` gets the alert and
+    /// returns it changed, or `None` to refuse (nothing is written).
+    pub fn update_alert(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+    ) -> Result<AlertUpdate, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_write()?;
+        let aad = alert_aad(&self.tenant_id, id);
+        let out = {
+            let mut al = tx.open_table(ALERTS)?;
+            let plain = match al.get(id)? {
+                None => return Ok(AlertUpdate::Missing),
+                Some(v) => keys.open(&aad, v.value())?,
+            };
+            match change(&plain) {
+                None => return Ok(AlertUpdate::Refused),
+                Some(changed) => {
+                    al.insert(id, keys.seal(&aad, &changed)?.as_slice())?;
+                    changed
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(AlertUpdate::Updated(out))
     }
 
     /// Seals a chunk in place and stores it with its retention entry.
@@ -431,6 +586,20 @@ impl TenantStore {
                     al.remove(id.as_str())?;
                 }
                 n.alerts = ids.len() as u64;
+                // Group entries naming alerts gone (the index is as small as the alerts).
+                let mut groups = tx.open_table(ALERT_GROUPS)?;
+                let stale: Vec<Vec<u8>> = groups
+                    .iter()?
+                    .filter_map(|r| match r {
+                        Ok((k, v)) if v.value() < floor.as_str() => Some(Ok(k.value().to_vec())),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .take(CHUNK)
+                    .collect::<Result<_, _>>()?;
+                for k in &stale {
+                    groups.remove(k.as_slice())?;
+                }
             }
             tx.commit()?;
             total.records += n.records;

@@ -463,33 +463,36 @@ fn chunked_records_read_back_from_any_point_and_count() {
     let b1 = varied(1..=50);
     let a2 = varied(601..=900);
     let out = t
-        .commit_batches(&[
-            NewBatch {
-                device: "a",
-                received_ns: c.now(),
-                records: &a1,
-                alerts: &[],
-            },
-            NewBatch {
-                device: "b",
-                received_ns: c.now(),
-                records: &b1,
-                alerts: &[],
-            },
-            // The same device again in the same transaction, partly a re-send.
-            NewBatch {
-                device: "a",
-                received_ns: c.now(),
-                records: &[a1[299].clone(), a2[0].clone()],
-                alerts: &[],
-            },
-            NewBatch {
-                device: "a",
-                received_ns: c.now(),
-                records: &a2,
-                alerts: &[],
-            },
-        ])
+        .commit_batches(
+            &[
+                NewBatch {
+                    device: "a",
+                    received_ns: c.now(),
+                    records: &a1,
+                    alerts: &[],
+                },
+                NewBatch {
+                    device: "b",
+                    received_ns: c.now(),
+                    records: &b1,
+                    alerts: &[],
+                },
+                // The same device again in the same transaction, partly a re-send.
+                NewBatch {
+                    device: "a",
+                    received_ns: c.now(),
+                    records: &[a1[299].clone(), a2[0].clone()],
+                    alerts: &[],
+                },
+                NewBatch {
+                    device: "a",
+                    received_ns: c.now(),
+                    records: &a2,
+                    alerts: &[],
+                },
+            ],
+            &crate::NoMerge,
+        )
         .unwrap();
     assert_eq!(
         out.iter()
@@ -586,4 +589,168 @@ fn a_reseal_of_more_chunks_than_one_transaction_copies_reseals_them_all() {
     c.rotate_data_key("a").unwrap();
     assert_eq!(c.finish_data_key_rotation("a").unwrap(), 300);
     assert_eq!(t.records("d", 0, usize::MAX).unwrap(), recs);
+}
+
+/// Grows a stored alert (a count byte, then the newest bytes) unless it starts with `closed`.
+struct Counting;
+
+impl AlertMerge for Counting {
+    fn merge(&self, stored: &[u8], new: &[u8]) -> Option<Vec<u8>> {
+        if stored.starts_with(b"closed") {
+            return None;
+        }
+        let mut grown = vec![stored.first().copied().unwrap_or(0).wrapping_add(1)];
+        grown.extend_from_slice(new);
+        Some(grown)
+    }
+}
+
+fn grouped(seq: u64, id: &str, bytes: &[u8], group: &[u8]) -> NewAlert {
+    NewAlert {
+        seq,
+        id: id.into(),
+        bytes: bytes.to_vec(),
+        group: Some(group.to_vec()),
+    }
+}
+
+fn commit_alerts(
+    t: &TenantStore,
+    now: i64,
+    records: &[(u64, Vec<u8>)],
+    alerts: &[NewAlert],
+) -> BatchOutcome {
+    let b = NewBatch {
+        device: "d",
+        received_ns: now,
+        records,
+        alerts,
+    };
+    t.commit_batches(std::slice::from_ref(&b), &Counting)
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+#[test]
+fn repeats_of_a_group_grow_one_alert_exactly_once_and_the_index_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let marker = b"MARKER-rule-9f3a2c7e-/usr/bin/cat /etc/shadow";
+    let now = c.now();
+    let recs = |r: std::ops::RangeInclusive<u64>| r.map(|s| (s, vec![1u8])).collect::<Vec<_>>();
+    let first = commit_alerts(
+        &t,
+        now,
+        &recs(1..=2),
+        &[
+            grouped(1, "00000000000000000001-a", &[0], marker),
+            grouped(2, "00000000000000000002-b", &[0], marker),
+        ],
+    );
+    assert_eq!(first.alerts.len(), 2);
+    assert!(!first.alerts[0].merged && first.alerts[1].merged);
+    assert_eq!(first.alerts[1].id, "00000000000000000001-a");
+    // A re-sent batch grows nothing.
+    let again = commit_alerts(
+        &t,
+        now,
+        &recs(1..=2),
+        &[
+            grouped(1, "00000000000000000001-a", &[0], marker),
+            grouped(2, "00000000000000000002-b", &[0], marker),
+        ],
+    );
+    assert!(again.alerts.is_empty());
+    assert_eq!(t.alert("00000000000000000001-a").unwrap().unwrap()[0], 1);
+    // Another group is another alert; a closed alert is not grown.
+    let other = commit_alerts(
+        &t,
+        now,
+        &recs(3..=3),
+        &[grouped(3, "00000000000000000003-c", &[0], b"other")],
+    );
+    assert!(!other.alerts[0].merged);
+    let t2 = t
+        .update_alert("00000000000000000001-a", &mut |_| Some(b"closed".to_vec()))
+        .unwrap();
+    assert_eq!(t2, AlertUpdate::Updated(b"closed".to_vec()));
+    let after = commit_alerts(
+        &t,
+        now,
+        &recs(4..=4),
+        &[grouped(4, "00000000000000000004-d", &[0], marker)],
+    );
+    assert!(!after.alerts[0].merged);
+    assert_eq!(t.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 3);
+    // The group's latest alert is found after a key rotation too.
+    c.rotate_data_key("a").unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let rotated = commit_alerts(
+        &t,
+        now,
+        &recs(5..=5),
+        &[grouped(5, "00000000000000000005-e", &[0], marker)],
+    );
+    assert_eq!(
+        (rotated.alerts[0].merged, rotated.alerts[0].id.as_str()),
+        (true, "00000000000000000004-d")
+    );
+    // Retention drops index entries with their alerts.
+    assert_eq!(t.purge_before(i64::MAX).unwrap().alerts, 3);
+    let fresh = commit_alerts(
+        &t,
+        now,
+        &recs(6..=6),
+        &[grouped(6, "00000000000000000006-f", &[0], marker)],
+    );
+    assert!(!fresh.alerts[0].merged);
+    drop(t);
+    drop(c);
+    let raw = std::fs::read(dir.path().join("tenants/a/data.redb")).unwrap();
+    assert!(
+        !raw.windows(12).any(|w| w == &marker[..12]),
+        "plaintext in the tenant file"
+    );
+}
+
+#[test]
+fn update_alert_changes_in_one_transaction_refuses_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = Arc::new(c.open_tenant("a").unwrap());
+    let id = "00000000000000000001-a";
+    t.commit_batch("d", c.now(), &[(1, vec![1])], &[(1, id.into(), Vec::new())])
+        .unwrap();
+    assert_eq!(
+        t.update_alert("nope", &mut |_| Some(vec![])).unwrap(),
+        AlertUpdate::Missing
+    );
+    assert_eq!(
+        t.update_alert(id, &mut |_| None).unwrap(),
+        AlertUpdate::Refused
+    );
+    // Eight threads append a byte each, 25 times: none is lost.
+    let threads: Vec<_> = (0..8u8)
+        .map(|n| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    t.update_alert(id, &mut |old| {
+                        let mut v = old.to_vec();
+                        v.push(n);
+                        Some(v)
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(t.alert(id).unwrap().unwrap().len(), 200);
 }
