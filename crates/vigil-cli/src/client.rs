@@ -79,7 +79,7 @@ impl Api {
         Api { channel, auth }
     }
 
-    fn authed(&self) -> AuthChannel {
+    pub fn authed(&self) -> AuthChannel {
         InterceptedService::new(self.channel.clone(), self.auth.clone())
     }
 

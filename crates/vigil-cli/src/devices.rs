@@ -62,6 +62,7 @@ pub fn table(devices: &[DeviceInfo]) -> Table {
         "connected",
         "last seen",
         "stored through",
+        "rules",
         "enrolled",
         "revoked",
     ]);
@@ -72,6 +73,11 @@ pub fn table(devices: &[DeviceInfo]) -> Table {
             yes_no(d.connected),
             time_or_dash(d.last_seen_unix_ns),
             d.stored_through.to_string(),
+            if d.rules_version.is_empty() {
+                "-".into()
+            } else {
+                d.rules_version.clone()
+            },
             time_or_dash(d.enrolled_unix_ns),
             time_or_dash(d.revoked_unix_ns),
         ]);
@@ -88,6 +94,7 @@ pub fn device_fields(d: &DeviceInfo) -> Vec<(&'static str, String)> {
         ("Connected", yes_no(d.connected)),
         ("Last seen", time_or_dash(d.last_seen_unix_ns)),
         ("Stored through", d.stored_through.to_string()),
+        ("Rules", d.rules_version.clone()),
     ]
 }
 
@@ -103,6 +110,7 @@ pub fn to_json(d: &DeviceInfo) -> Value {
         "last_seen": time_json(d.last_seen_unix_ns),
         "last_seen_unix_ns": d.last_seen_unix_ns,
         "stored_through": d.stored_through,
+        "rules_version": d.rules_version,
     })
 }
 
@@ -119,6 +127,7 @@ mod tests {
             connected: true,
             last_seen_unix_ns: 0,
             stored_through: 812,
+            rules_version: "v3".into(),
         }
     }
 
@@ -133,6 +142,7 @@ mod tests {
                 "connected",
                 "last seen",
                 "stored through",
+                "rules",
                 "enrolled",
                 "revoked"
             ]
@@ -145,6 +155,7 @@ mod tests {
                 "yes",
                 "-",
                 "812",
+                "v3",
                 "2023-11-14T22:13:20Z",
                 "-"
             ]

@@ -17,6 +17,7 @@ mod client;
 mod devices;
 mod display;
 mod profile;
+mod publish;
 mod role;
 mod rules;
 mod settings;
@@ -234,6 +235,9 @@ enum RulesCommand {
     },
     /// Measure single-thread evaluation speed over events.
     Bench(EventInput),
+    /// The tenant's published rule sets, which its sensors run.
+    #[command(flatten)]
+    Published(publish::PublishCommand),
 }
 
 /// Rules and the events to run them over.
@@ -421,6 +425,10 @@ async fn run() -> Result<ExitCode> {
             }
             RulesCommand::Test { paths } => Ok(status(rules::test(&paths)?)),
             RulesCommand::Bundle { paths, output } => Ok(status(rules::bundle(&paths, &output)?)),
+            RulesCommand::Published(c) => {
+                publish::run(&connect(&target).await?.0, c).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             RulesCommand::Bench(i) => {
                 rules::bench(&i.paths, &i.events, i.logsource.as_deref())?;
                 Ok(ExitCode::SUCCESS)

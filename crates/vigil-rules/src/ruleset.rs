@@ -260,6 +260,16 @@ impl RuleSet {
         }
     }
 
+    /// An empty set that keeps the documents it is given (through
+    /// [`RuleSet::load_str`]), so that [`RuleSet::to_bundle`] can write them:
+    /// how a server compiles rule text it received (no file is read).
+    pub fn for_bundle() -> RuleSet {
+        RuleSet {
+            sources: Some(Vec::new()),
+            ..RuleSet::default()
+        }
+    }
+
     /// Loads like [`RuleSet::load_paths`] and keeps the accepted documents, so
     /// that [`RuleSet::to_bundle`] can write them.
     pub fn load_paths_for_bundle<P: AsRef<Path>>(paths: &[P]) -> (RuleSet, LoadReport) {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod enrich;
 
 mod pipeline;
+mod published;
 pub mod reload;
 pub mod uplink;
 
@@ -58,6 +59,9 @@ pub struct Sensor {
     detections: broadcast::Sender<Detection>,
     reload: std::sync::mpsc::Sender<Arc<RuleSet>>,
     _watcher: Option<reload::RuleWatcher>,
+    /// The published rule set version running (0: local rules), and its watch.
+    published: Arc<published::Running>,
+    rules_watch: Option<tokio::task::JoinHandle<()>>,
     _persist_watch: Option<collect::persist_watch::PersistWatch>,
     /// What each source is doing, for the operator.
     pub sources: Vec<String>,
@@ -124,6 +128,25 @@ impl Sensor {
             status_tx,
         )));
         sensor.uplink_status = Some(status_rx);
+        if let Some((version, set)) = published::load_saved(&cfg.data_dir) {
+            tracing::info!(
+                version,
+                rules = set.len(),
+                "Running the saved published rule set"
+            );
+            sensor.published.set(version);
+            sensor.replace_rules(set);
+        }
+        let reload = sensor.reload.clone();
+        sensor.rules_watch = Some(tokio::spawn(published::run(
+            cfg.clone(),
+            identity.clone(),
+            Arc::clone(&sensor.published),
+            move |set| {
+                let _ = reload.send(Arc::new(set));
+            },
+            sensor.stop_tx.subscribe(),
+        )));
         sensor.identity = Some(identity);
         Ok(sensor)
     }
@@ -158,11 +181,16 @@ impl Sensor {
         tracing::info!(%report, "Rules loaded");
         let rules = Arc::new(rules);
         let (reload_tx, reload_rx) = std::sync::mpsc::channel::<Arc<RuleSet>>();
+        let published = Arc::new(published::Running::default());
         let watcher = if cfg.rules.paths.is_empty() {
             None
         } else {
             let tx = reload_tx.clone();
+            let running = Arc::clone(&published);
             match reload::RuleWatcher::start(cfg.rules.paths.clone(), &report, move |r| match r {
+                reload::Reload::Swap(_, _) if running.get() != 0 => {
+                    tracing::info!("Local rule edit not applied: a published rule set runs");
+                }
                 reload::Reload::Swap(set, report) => {
                     tracing::info!(%report, "Rules reloaded");
                     let _ = tx.send(set);
@@ -480,6 +508,8 @@ impl Sensor {
             detections,
             reload: reload_tx,
             _watcher: watcher,
+            published,
+            rules_watch: None,
             _persist_watch: persist_watch,
             sources,
             degraded,
@@ -519,6 +549,9 @@ impl Sensor {
         let _ = self.stop_tx.send(true);
         if let Some(u) = self.uplink.take() {
             let _ = u.await;
+        }
+        if let Some(w) = self.rules_watch.take() {
+            let _ = w.await;
         }
     }
 }

@@ -95,7 +95,7 @@ fn tls(server: &ServerConfig, ca_pem: &str, identity: Option<&DeviceIdentity>) -
     t
 }
 
-async fn channel(
+pub(crate) async fn channel(
     cfg: &SensorConfig,
     ca_pem: &str,
     identity: Option<&DeviceIdentity>,

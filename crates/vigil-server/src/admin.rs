@@ -64,6 +64,14 @@ impl AdminService {
     }
 
     fn device_proto(&self, d: &DeviceRecord) -> Result<DeviceInfo, Status> {
+        let rules_version = self
+            .shared
+            .rules
+            .sets
+            .running(&self.shared.control, &d.tenant_id)
+            .map_err(internal)?
+            .remove(&d.device_id)
+            .unwrap_or_default();
         let (streams, last) = self.shared.live.device(&d.device_id);
         let stored_through = self
             .shared
@@ -79,6 +87,7 @@ impl AdminService {
             connected: streams > 0,
             last_seen_unix_ns: last,
             stored_through,
+            rules_version,
         })
     }
 

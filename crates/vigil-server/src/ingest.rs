@@ -25,7 +25,7 @@ pub(crate) struct IngestService {
 /// The authenticated device behind a request, from its verified certificate.
 /// Every refusal is audited: in the deployment log, and in the log of each
 /// tenant the certificate or the device record names.
-fn device_of<T>(shared: &Shared, req: &Request<T>) -> Result<DeviceRecord, Status> {
+pub(crate) fn device_of<T>(shared: &Shared, req: &Request<T>) -> Result<DeviceRecord, Status> {
     let peer = peer_of(req);
     let refuse = |who: &Who, tenants: &[&str], s: Status, reason: &'static str| {
         shared.refused(who, METHOD, tenants.first().copied(), "", &s, reason);

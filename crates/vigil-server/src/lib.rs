@@ -32,6 +32,7 @@ mod operator;
 mod ops;
 pub mod pki;
 mod query;
+mod rules;
 mod tls;
 mod wire;
 
@@ -44,7 +45,7 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
-    operator_server::OperatorServer, raw::ingest_server::IngestServer,
+    operator_server::OperatorServer, raw::ingest_server::IngestServer, rules_server::RulesServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
@@ -92,6 +93,7 @@ pub(crate) struct Shared {
     pub(crate) audit: audit::AuditLogs,
     pub(crate) live: live::Live,
     pub(crate) committers: commit::Committers,
+    pub(crate) rules: rules::Distribution,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -160,6 +162,7 @@ impl Server {
             audit,
             live: live::Live::default(),
             committers: commit::Committers::default(),
+            rules: rules::Distribution::default(),
         });
         Ok(Server {
             listener,
@@ -212,6 +215,7 @@ impl Server {
         );
         let admin = svc!(AdminServer, admin::AdminService { shared: shared() });
         let audit = svc!(AuditServer, audit::AuditService { shared: shared() });
+        let rules = svc!(RulesServer, rules::RulesService { shared: shared() });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServer<ingest::IngestService>>()
@@ -228,6 +232,9 @@ impl Server {
         health_reporter
             .set_serving::<AuditServer<audit::AuditService>>()
             .await;
+        health_reporter
+            .set_serving::<RulesServer<rules::RulesService>>()
+            .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
         let flush = Maintenance {
@@ -242,6 +249,7 @@ impl Server {
             .add_service(operator)
             .add_service(admin)
             .add_service(audit)
+            .add_service(rules)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
             .map_err(|e| ServerError::Transport(e.to_string()));

@@ -65,7 +65,12 @@ pub(crate) fn finish_rotation(shared: Arc<Shared>, tenant: String, version: u32)
     tokio::spawn(async move {
         let s = Arc::clone(&shared);
         let t = tenant.clone();
-        let r = tokio::task::spawn_blocking(move || s.control.finish_data_key_rotation(&t)).await;
+        let r = tokio::task::spawn_blocking(move || {
+            // Published rule sets first: the older keys are destroyed next.
+            s.rules.sets.reseal(&s.control, &t)?;
+            s.control.finish_data_key_rotation(&t)
+        })
+        .await;
         let (summary, result) = match r {
             Ok(Ok(n)) => (
                 format!("re-sealed {n} values under data key {version}; older keys destroyed"),

@@ -271,7 +271,7 @@ impl ControlStore {
         self.opts.regions.iter().find(|r| r.name == name)
     }
 
-    fn lock_keys(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
+    pub(crate) fn lock_keys(&self) -> Result<std::sync::MutexGuard<'_, ()>, StoreError> {
         self.key_ops
             .lock()
             .map_err(|_| StoreError::Db("key lock poisoned".into()))
@@ -372,7 +372,7 @@ impl ControlStore {
         .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
     }
 
-    fn unwrap_ring(&self, rec: &TenantRecord) -> Result<KeyRing, StoreError> {
+    pub(crate) fn unwrap_ring(&self, rec: &TenantRecord) -> Result<KeyRing, StoreError> {
         let mut keys = BTreeMap::new();
         for (v, w) in &rec.data_keys {
             let k = self.opts.keys.unwrap(w, &data_key_aad(&rec.id, *v))?;

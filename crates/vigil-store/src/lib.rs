@@ -22,6 +22,7 @@ mod control;
 mod crypto;
 mod data;
 mod keys;
+mod rulesets;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -37,6 +38,7 @@ pub use control::{
 };
 pub use data::TenantData;
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
+pub use rulesets::{MAX_RULE_SET_BYTES, MAX_RULE_SET_VERSIONS, RuleSetVersion, RuleSets};
 pub use tenant::{
     AlertMerge, AlertUpdate, BatchOutcome, NewAlert, NewBatch, NoMerge, Purged, StoredAlert,
     TenantStore,

@@ -1,0 +1,192 @@
+//! Rule sets published on the server for this sensor's tenant.
+//!
+//! The sensor keeps `Rules/WatchRules` open over its mutual-TLS identity
+//! (reconnecting with backoff, like the record stream) and says which
+//! published version it runs; the server sends a new version as soon as one
+//! is published. A set that loads whole is saved in the data directory
+//! (`published-rules.json`, replaced atomically) and swapped in between two
+//! events; one that does not load is refused and the running set stays.
+//!
+//! Precedence: a published set replaces the local rules (`[rules] paths` or
+//! the built-in pack) entirely, and while one runs, edits of local rule files
+//! are not applied. A sensor that starts with a saved set runs it from the
+//! start, connected or not.
+
+use crate::config::SensorConfig;
+use crate::uplink::{DeviceIdentity, pin};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use vigil_proto::v1::{RulesRunning, rules_client::RulesClient};
+use vigil_rules::RuleSet;
+
+pub(crate) const FILE: &str = "published-rules.json";
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A published set as saved on disk.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    version: u64,
+    bundle: String,
+}
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Compiles a bundle; `None` (with the reasons logged) unless it loads whole.
+fn compile(version: u64, bundle: &str) -> Option<RuleSet> {
+    let name = format!("published:v{version}");
+    let (set, report) = RuleSet::from_bundle(Path::new(&name), bundle);
+    if report.rejected.is_empty() && report.loaded > 0 {
+        return Some(set);
+    }
+    for r in &report.rejected {
+        tracing::error!(rejection = %r, version, "Published rule set refused; the running rules stay");
+    }
+    None
+}
+
+/// The set saved by an earlier run, if there is one that loads.
+pub(crate) fn load_saved(dir: &Path) -> Option<(u64, RuleSet)> {
+    let text = std::fs::read_to_string(path(dir)).ok()?;
+    let saved: Saved = match serde_json::from_str(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Saved published rule set unreadable; ignored");
+            return None;
+        }
+    };
+    compile(saved.version, &saved.bundle).map(|s| (saved.version, s))
+}
+
+fn save(dir: &Path, version: u64, bundle: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(&Saved {
+        version,
+        bundle: bundle.to_owned(),
+    })?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path(dir))
+}
+
+/// The published version running now (0: the local rules).
+#[derive(Debug, Default)]
+pub(crate) struct Running(AtomicU64);
+
+impl Running {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed)
+    }
+}
+
+fn report(version: u64) -> RulesRunning {
+    RulesRunning {
+        version: if version == 0 {
+            String::new()
+        } else {
+            format!("v{version}")
+        },
+        published_version: version,
+    }
+}
+
+/// Watches for published sets until `stop` turns true; `apply` swaps a set in.
+pub(crate) async fn run(
+    cfg: SensorConfig,
+    identity: DeviceIdentity,
+    running: Arc<Running>,
+    apply: impl Fn(RuleSet) + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    let mut trust = pin::Trust::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let outcome = tokio::select! {
+            r = session(&cfg, &identity, &running, &apply, &mut trust) => r,
+            _ = stop.changed() => return,
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Rule watch interrupted");
+        } else {
+            backoff = Duration::from_millis(250);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    cfg: &SensorConfig,
+    identity: &DeviceIdentity,
+    running: &Running,
+    apply: &impl Fn(RuleSet),
+    trust: &mut pin::Trust,
+) -> Result<(), String> {
+    let ca = trust.session_ca(cfg).map_err(|e| e.to_string())?;
+    let ch = crate::uplink::channel(cfg, &ca.pem, Some(identity))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut client = RulesClient::new(ch)
+        .max_decoding_message_size(cfg.uplink.max_message_bytes.max(vigil_rules_max()))
+        .max_encoding_message_size(cfg.uplink.max_message_bytes);
+    let (tx, rx) = tokio::sync::mpsc::channel::<RulesRunning>(4);
+    tx.send(report(running.get()))
+        .await
+        .map_err(|_| "closed".to_owned())?;
+    let mut updates = client
+        .watch_rules(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+        .into_inner();
+    while let Some(u) = updates.next().await {
+        let u = u.map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        let Ok(bundle) = String::from_utf8(u.bundle) else {
+            tracing::error!(
+                version = u.version,
+                "Published rule set is not UTF-8; refused"
+            );
+            continue;
+        };
+        let version = u.version;
+        let dir = cfg.data_dir.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let set = compile(version, &bundle)?;
+            if let Err(e) = save(&dir, version, &bundle) {
+                tracing::warn!(error = %e, "Cannot save the published rule set; it runs until the sensor stops");
+            }
+            Some(set)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(set) = compiled {
+            tracing::info!(version, rules = set.len(), "Published rule set applied");
+            running.set(version);
+            apply(set);
+            tx.send(report(version))
+                .await
+                .map_err(|_| "closed".to_owned())?;
+        }
+    }
+    Err("server closed the rule watch".into())
+}
+
+/// Room for the largest published set the server keeps, with framing.
+fn vigil_rules_max() -> usize {
+    (16 << 20) + 4096
+}
