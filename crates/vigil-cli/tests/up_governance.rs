@@ -6,107 +6,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn vigil(profile: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // Ctrl-C, as a user stops it; then make sure.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| text(&o.stdout).trim() == "0")
-}
+use support::{files, is_root, text, vigil};
 
 #[test]
 fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiably() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("vigil-data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
-    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-    let _up = Up(Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--rules")
-        .arg(&rules)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap());
-    let analyst = data.join("analyst.toml");
-    let operator = data.join("operator.toml");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // The banner comes once the sensor runs.
-        let banner = std::fs::read_to_string(dir.path().join("up.log"))
-            .is_ok_and(|l| l.contains("Vigil is up."));
-        if banner
-            && vigil(&analyst, &["alerts", "list", "--json"])
-                .status
-                .success()
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vigil up did not come up: {}",
-            std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
+    let up = support::start();
+    let (dir, data, analyst, operator) = (&up.dir, &up.data, &up.analyst, &up.operator);
     // The first tenant's alert, from the kernel (root only here).
     let marker = format!("vigil-marker-{}", std::process::id());
     let kernel = is_root();
@@ -118,7 +27,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-            let out = vigil(&analyst, &["alerts", "list", "--json"]);
+            let out = vigil(analyst, &["alerts", "list", "--json"]);
             if text(&out.stdout).contains(&marker) {
                 break;
             }
@@ -134,12 +43,12 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
     }
 
     // A second tenant, made by the operator profile `vigil up` wrote.
-    let out = vigil(&operator, &["tenant", "create", "Second", "--json"]);
+    let out = vigil(operator, &["tenant", "create", "Second", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = created["admin_token"].as_str().unwrap();
     let second = dir.path().join("second.toml");
-    let analyst_text = std::fs::read_to_string(&analyst).unwrap();
+    let analyst_text = std::fs::read_to_string(analyst).unwrap();
     let own_token = analyst_text
         .lines()
         .find_map(|l| l.strip_prefix("token = "))
@@ -155,7 +64,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
         text(&out.stdout)
     );
     if kernel {
-        let out = vigil(&analyst, &["alerts", "list", "--json"]);
+        let out = vigil(analyst, &["alerts", "list", "--json"]);
         assert!(text(&out.stdout).contains(&marker));
     }
 
@@ -164,7 +73,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
         &["alerts", "list"][..],
         &["--tenant", "local", "alerts", "list"][..],
     ] {
-        let out = vigil(&operator, args);
+        let out = vigil(operator, args);
         assert!(!out.status.success());
         assert!(
             text(&out.stderr).contains("permission denied"),
@@ -172,7 +81,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
             text(&out.stderr)
         );
     }
-    let out = vigil(&operator, &["tenant", "list"]);
+    let out = vigil(operator, &["tenant", "list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Second"));
 
@@ -188,7 +97,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
     }
 
     // The audit trail verifies, and fails once any byte is changed.
-    let out = vigil(&analyst, &["audit", "verify"]);
+    let out = vigil(analyst, &["audit", "verify"]);
     assert!(
         out.status.success(),
         "{}{}",
@@ -200,7 +109,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
         "{}",
         text(&out.stdout)
     );
-    let out = vigil(&analyst, &["audit", "list"]);
+    let out = vigil(analyst, &["audit", "list"]);
     assert!(
         text(&out.stdout).contains("Alerts/ListAlerts"),
         "{}",
@@ -212,7 +121,7 @@ fn vigil_up_keeps_tenants_apart_hides_data_from_the_operator_and_audits_verifiab
     let at = raw.len() / 3;
     raw[at] = if raw[at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&path, &raw).unwrap();
-    let out = vigil(&analyst, &["audit", "verify"]);
+    let out = vigil(analyst, &["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains("FAILED"),
