@@ -11,133 +11,32 @@ mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
-use support::TestServer;
+use support::tenants::{Device, Fixture, req};
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::transport::{Channel, Identity};
 use vigil_proto::v1::{
-    self as pb, Alert, AlertStatus, CreateApiTokenRequest, CreateEnrollmentTokenRequest,
-    CreateTenantRequest, DecideAccessGrantRequest, Detection, EnrollRequest, GetAlertRequest,
-    ListAlertsRequest, ListAuditEntriesRequest, ProcessRef, ProcessStart, Record, RecordBatch,
-    RequestAccessRequest, UpdateAlertRequest, WatchAlertsRequest, admin_client::AdminClient,
-    alerts_client::AlertsClient, audit_client::AuditClient, ingest_client::IngestClient,
+    self as pb, Alert, AlertStatus, DecideAccessGrantRequest, Detection, GetAlertRequest,
+    ListAlertsRequest, ProcessRef, ProcessStart, Record, RecordBatch, RequestAccessRequest,
+    UpdateAlertRequest, WatchAlertsRequest, admin_client::AdminClient,
     operator_client::OperatorClient, record::Payload,
 };
-use vigil_store::{ManualClock, Role};
 
-fn req<T>(msg: T, token: &str, tenant: Option<&str>) -> tonic::Request<T> {
-    let mut r = support::with_token(msg, token);
-    if let Some(t) = tenant {
-        r.metadata_mut()
-            .insert(vigil_server::TENANT_HEADER, t.parse().unwrap());
-    }
-    r
+/// What these tests ask of the shared fixture beyond making tenants.
+trait Lifecycle {
+    async fn send(&self, d: &Device, records: &[(u64, &str)]) -> pb::BatchAck;
+    async fn list(&self, token: &str, r: ListAlertsRequest) -> Vec<Alert>;
+    async fn update(
+        &self,
+        token: &str,
+        tenant: Option<&str>,
+        r: UpdateAlertRequest,
+    ) -> Result<Alert, tonic::Status>;
 }
 
-struct Fixture {
-    server: TestServer,
-    clock: Arc<ManualClock>,
-    operator: String,
-    ch: Channel,
-}
-
-struct Tenant {
-    id: String,
-    admin: String,
-}
-
-impl Fixture {
-    async fn start() -> Fixture {
-        let clock = Arc::new(ManualClock::now());
-        let server = TestServer::start_with_options(
-            |_| {},
-            vigil_server::BindOptions {
-                clock: Some(clock.clone()),
-                keys: None,
-            },
-        )
-        .await;
-        let (operator, _) = server
-            .control
-            .create_api_token(None, Role::Operator, "ops on call", 0, "test")
-            .unwrap();
-        let ch = server.channel(None).await.unwrap();
-        Fixture {
-            server,
-            clock,
-            operator,
-            ch,
-        }
-    }
-
-    fn alerts(&self) -> AlertsClient<Channel> {
-        AlertsClient::new(self.ch.clone())
-    }
-
-    async fn tenant(&self, name: &str) -> Tenant {
-        let r = OperatorClient::new(self.ch.clone())
-            .create_tenant(req(
-                CreateTenantRequest {
-                    name: name.into(),
-                    region: String::new(),
-                    retention_days: 0,
-                },
-                &self.operator,
-                None,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        Tenant {
-            id: r.tenant.unwrap().tenant_id,
-            admin: r.admin_token,
-        }
-    }
-
-    async fn token(&self, t: &Tenant, role: pb::Role) -> String {
-        AdminClient::new(self.ch.clone())
-            .create_api_token(req(
-                CreateApiTokenRequest {
-                    name: format!("{role:?}"),
-                    role: role as i32,
-                    expires_days: 0,
-                },
-                &t.admin,
-                None,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .token
-    }
-
-    async fn device(&self, t: &Tenant) -> Identity {
-        let token = AdminClient::new(self.ch.clone())
-            .create_enrollment_token(req(
-                CreateEnrollmentTokenRequest { valid_hours: 1 },
-                &t.admin,
-                None,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .token;
-        let (key, csr) = vigil_pki::device_key_and_csr("host").unwrap();
-        let resp = IngestClient::new(self.ch.clone())
-            .enroll(EnrollRequest {
-                enrollment_token: token,
-                csr_pem: csr,
-                host: None,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        Identity::from_pem(resp.certificate_pem, key)
-    }
-
+impl Lifecycle for Fixture {
     /// Sends one batch of detections (sequence, parent GUID); returns its ack.
-    async fn send(&self, d: &Identity, records: &[(u64, &str)]) -> pb::BatchAck {
-        let mut ingest = self.server.ingest(Some(d.clone())).await;
+    async fn send(&self, d: &Device, records: &[(u64, &str)]) -> pb::BatchAck {
+        let mut ingest = self.server.ingest(Some(d.identity.clone())).await;
         let batch = RecordBatch {
             batch_id: records[0].0,
             records: records.iter().map(|(s, p)| shadow_read(*s, p)).collect(),
@@ -170,22 +69,6 @@ impl Fixture {
             .update_alert(req(r, token, tenant))
             .await?
             .into_inner())
-    }
-
-    async fn audit_entries(&self, token: &str) -> Vec<pb::AuditEntry> {
-        AuditClient::new(self.ch.clone())
-            .list_audit_entries(req(
-                ListAuditEntriesRequest {
-                    limit: 1000,
-                    ..Default::default()
-                },
-                token,
-                None,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .entries
     }
 }
 
@@ -321,8 +204,8 @@ async fn analysts_change_status_assignee_and_comments_and_each_change_is_audited
     let id = f.list(&acme.admin, ListAlertsRequest::default()).await[0]
         .id
         .clone();
-    let analyst = f.token(&acme, pb::Role::Analyst).await;
-    let reader = f.token(&acme, pb::Role::ReadOnly).await;
+    let analyst = f.token(&acme, pb::Role::Analyst).await.0;
+    let reader = f.token(&acme, pb::Role::ReadOnly).await.0;
 
     let a = f
         .update(
