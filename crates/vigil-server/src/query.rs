@@ -179,11 +179,7 @@ impl AlertsService {
         if !req.page_token.is_empty() && (req.page_token.len() > 64 || !req.page_token.is_ascii()) {
             return Err(Status::invalid_argument("malformed page_token"));
         }
-        let store = self
-            .shared
-            .control
-            .tenant_store(&tenant)
-            .map_err(crate::store_status)?;
+        let store = self.store(&tenant)?;
         let rows = tokio::task::spawn_blocking(move || {
             let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
             // One more than asked tells whether another page exists.
@@ -214,6 +210,26 @@ impl AlertsService {
         }))
     }
 
+    /// The caller's tenant's data.
+    fn store(&self, tenant: &str) -> Result<Arc<dyn vigil_store::TenantData>, Status> {
+        self.shared
+            .control
+            .tenant_store(tenant)
+            .map_err(crate::store_status)
+    }
+
+    /// The same, for a call naming alert `id` (checked before the store is opened).
+    fn store_for_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Arc<dyn vigil_store::TenantData>, Status> {
+        if id.is_empty() || id.len() > 64 {
+            return Err(Status::invalid_argument("malformed alert id"));
+        }
+        self.store(tenant)
+    }
+
     async fn update(
         &self,
         tenant: String,
@@ -221,14 +237,7 @@ impl AlertsService {
         change: Change,
         author: String,
     ) -> Result<Response<Alert>, Status> {
-        if id.is_empty() || id.len() > 64 {
-            return Err(Status::invalid_argument("malformed alert id"));
-        }
-        let store = self
-            .shared
-            .control
-            .tenant_store(&tenant)
-            .map_err(crate::store_status)?;
+        let store = self.store_for_alert(&tenant, &id)?;
         let now = self.shared.control.now();
         let (outcome, refusal) = tokio::task::spawn_blocking(move || {
             let mut refusal = None;
@@ -266,14 +275,7 @@ impl AlertsService {
     }
 
     async fn get(&self, tenant: String, id: String) -> Result<Response<Alert>, Status> {
-        if id.is_empty() || id.len() > 64 {
-            return Err(Status::invalid_argument("malformed alert id"));
-        }
-        let store = self
-            .shared
-            .control
-            .tenant_store(&tenant)
-            .map_err(crate::store_status)?;
+        let store = self.store_for_alert(&tenant, &id)?;
         let bytes = tokio::task::spawn_blocking(move || store.alert(&id))
             .await
             .map_err(internal)?
