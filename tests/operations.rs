@@ -254,13 +254,8 @@ fn pinned(data_dir: &Path) -> Option<String> {
     std::fs::read_to_string(data_dir.join(vigil_sensor::uplink::pin::PIN_FILE)).ok()
 }
 
-/// What rustls says when the server's certificate is not from a trusted CA:
-/// the sensor itself refused the server.
-const SENSOR_REFUSED_SERVER: &str = "invalid peer certificate";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enrolled_sensor_refuses_a_server_of_another_ca_even_when_configured_to_trust_it() {
-    let home = TestServer::start().await;
+/// A sensor configuration that enrolls into a new tenant `acme` of `home`.
+fn acme_sensor_config(home: &TestServer) -> vigil_sensor::SensorConfig {
     home.control
         .create_tenant(Some("acme"), "Acme", "local", 90)
         .unwrap();
@@ -269,7 +264,17 @@ async fn an_enrolled_sensor_refuses_a_server_of_another_ca_even_when_configured_
         .create_enrollment_token("acme", Duration::from_secs(60), "test")
         .map(|t| t.0)
         .unwrap();
-    let cfg = quiet_sensor_config(&home, &token);
+    quiet_sensor_config(home, &token)
+}
+
+/// What rustls says when the server's certificate is not from a trusted CA:
+/// the sensor itself refused the server.
+const SENSOR_REFUSED_SERVER: &str = "invalid peer certificate";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_sensor_refuses_a_server_of_another_ca_even_when_configured_to_trust_it() {
+    let home = TestServer::start().await;
+    let cfg = acme_sensor_config(&home);
     let sensor = vigil_sensor::Sensor::start(cfg.clone())
         .await
         .expect("enrolls");
@@ -330,15 +335,7 @@ async fn an_enrolled_sensor_refuses_a_server_of_another_ca_even_when_configured_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_enrolled_before_pinning_pins_its_ca_at_first_connect_then_ignores_the_ca_file() {
     let home = TestServer::start().await;
-    home.control
-        .create_tenant(Some("acme"), "Acme", "local", 90)
-        .unwrap();
-    let token = home
-        .control
-        .create_enrollment_token("acme", Duration::from_secs(60), "test")
-        .map(|t| t.0)
-        .unwrap();
-    let cfg = quiet_sensor_config(&home, &token);
+    let cfg = acme_sensor_config(&home);
     let sensor = vigil_sensor::Sensor::start(cfg.clone())
         .await
         .expect("enrolls");
