@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vigil/v1/alerts.proto",
         "vigil/v1/admin.proto",
         "vigil/v1/rules.proto",
+        "vigil/v1/hunt.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -105,6 +105,7 @@ impl Evaluator {
                         payload: Some(payload.clone()),
                     }],
                     process: process.clone(),
+                    ..Detection::default()
                 }
             })
             .collect()
