@@ -590,6 +590,9 @@ impl Records {
                 payload: Some(Payload::ProcessStart(start)),
             }],
             process: Some(process),
+            author: "Vigil bench".into(),
+            references: vec!["https://attack.mitre.org/techniques/T1059/".into()],
+            devices: Vec::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use vigil_proto::v1::{
     RevokeApiTokenRequest, RevokeDeviceRequest, RevokeEnrollmentTokenRequest, RotateDataKeyRequest,
     SetRetentionRequest, TenantInfo, admin_server::Admin,
 };
-use vigil_store::{ApiToken, Decision, DeviceRecord, EnrollmentToken, Role};
+use vigil_store::{ApiToken, Decision, EnrollmentToken, Role};
 
 pub(crate) struct AdminService {
     pub(crate) shared: Arc<Shared>,
@@ -59,36 +59,15 @@ fn enrollment_proto(t: &EnrollmentToken) -> EnrollmentTokenInfo {
 }
 
 impl AdminService {
-    fn admin<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
-        self.shared.authorize(req, method, Access::Tenant(ADMINS))
+    fn store(&self, tenant: &str) -> Result<std::sync::Arc<dyn vigil_store::TenantData>, Status> {
+        self.shared
+            .control
+            .tenant_store(tenant)
+            .map_err(store_status)
     }
 
-    fn device_proto(&self, d: &DeviceRecord) -> Result<DeviceInfo, Status> {
-        let rules_version = self
-            .shared
-            .rules
-            .sets
-            .running(&self.shared.control, &d.tenant_id)
-            .map_err(internal)?
-            .remove(&d.device_id)
-            .unwrap_or_default();
-        let (streams, last) = self.shared.live.device(&d.device_id);
-        let stored_through = self
-            .shared
-            .control
-            .tenant_store(&d.tenant_id)
-            .and_then(|s| s.high_water(&d.device_id))
-            .map_err(internal)?;
-        Ok(DeviceInfo {
-            device_id: d.device_id.clone(),
-            hostname: d.hostname.clone(),
-            enrolled_unix_ns: d.enrolled_unix_ns,
-            revoked_unix_ns: d.revoked_unix_ns,
-            connected: streams > 0,
-            last_seen_unix_ns: last,
-            stored_through,
-            rules_version,
-        })
+    fn admin<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
+        self.shared.authorize(req, method, Access::Tenant(ADMINS))
     }
 
     fn settings(&self, tenant: &str) -> Result<TenantInfo, Status> {
@@ -365,7 +344,14 @@ impl Admin for AdminService {
             .control
             .devices(caller.tenant()?)
             .map_err(internal)
-            .and_then(|v| v.iter().map(|d| self.device_proto(d)).collect())
+            .and_then(|v| {
+                let tenant = caller.tenant()?;
+                let store = self.store(tenant)?;
+                let running = crate::hunt::running(&self.shared, tenant)?;
+                v.iter()
+                    .map(|d| crate::hunt::device_info(&self.shared, store.as_ref(), &running, d))
+                    .collect()
+            })
             .map(|devices| Response::new(ListDevicesResponse { devices }));
         self.shared.audited(&caller, M, None, "", result)
     }
@@ -389,7 +375,11 @@ impl Admin for AdminService {
             );
         }
         let result = result
-            .and_then(|d| self.device_proto(&d))
+            .and_then(|d| {
+                let store = self.store(&d.tenant_id)?;
+                let running = crate::hunt::running(&self.shared, &d.tenant_id)?;
+                crate::hunt::device_info(&self.shared, store.as_ref(), &running, &d)
+            })
             .map(Response::new);
         self.shared
             .audited(&caller, M, None, &format!("device_id={id}"), result)

@@ -8,9 +8,6 @@
 //! tenant's channel only ever carries that tenant's alerts.
 
 use prost::Message;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio::sync::broadcast;
 use tonic::Status;
 use vigil_proto::v1::record::Payload;
 use vigil_proto::v1::{Alert, AlertComment, AlertStatus, Detection, Severity, UpdateAlertRequest};
@@ -237,26 +234,56 @@ impl Change {
     }
 }
 
-/// Per-tenant broadcast of new alerts.
-#[derive(Debug, Default)]
-pub(crate) struct AlertBus {
-    channels: Mutex<HashMap<String, broadcast::Sender<Alert>>>,
-}
-
-const BUS_CAPACITY: usize = 1024;
-
-impl AlertBus {
-    pub(crate) fn subscribe(&self, tenant: &str) -> broadcast::Receiver<Alert> {
-        let mut c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        c.entry(tenant.to_owned())
-            .or_insert_with(|| broadcast::channel(BUS_CAPACITY).0)
-            .subscribe()
-    }
-
-    pub(crate) fn publish(&self, tenant: &str, alert: &Alert) {
-        let c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = c.get(tenant) {
-            let _ = tx.send(alert.clone());
+/// MITRE ATT&CK ids a rule's Sigma tags name: techniques
+/// (`attack.t1003.008` → `T1003.008`) and tactics (`attack.credential_access`
+/// → `TA0006`), in tag order, once each.
+pub(crate) fn attack_ids(tags: &[String]) -> Vec<String> {
+    const TACTICS: [(&str, &str); 14] = [
+        ("reconnaissance", "TA0043"),
+        ("resource_development", "TA0042"),
+        ("initial_access", "TA0001"),
+        ("execution", "TA0002"),
+        ("persistence", "TA0003"),
+        ("privilege_escalation", "TA0004"),
+        ("defense_evasion", "TA0005"),
+        ("credential_access", "TA0006"),
+        ("discovery", "TA0007"),
+        ("lateral_movement", "TA0008"),
+        ("collection", "TA0009"),
+        ("command_and_control", "TA0011"),
+        ("exfiltration", "TA0010"),
+        ("impact", "TA0040"),
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for t in tags {
+        let Some(rest) = t
+            .to_ascii_lowercase()
+            .strip_prefix("attack.")
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let id = if rest.starts_with('t')
+            && rest[1..]
+                .split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            Some(rest.to_ascii_uppercase())
+        } else {
+            let name = rest.replace('-', "_");
+            TACTICS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, id)| (*id).to_owned())
+        };
+        if let Some(id) = id
+            && !out.contains(&id)
+        {
+            out.push(id);
         }
     }
+    out
 }
+
+/// Per-tenant broadcast of new and grown alerts.
+pub(crate) type AlertBus = crate::live::Bus<Alert>;

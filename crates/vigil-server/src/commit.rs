@@ -33,6 +33,8 @@ pub(crate) struct Pending {
     pub(crate) received_ns: i64,
     /// (sequence, the record as the sensor encoded it).
     pub(crate) records: Vec<(u64, prost::bytes::Bytes)>,
+    /// What the index keeps of each record, in the same order.
+    pub(crate) index: Vec<vigil_store::RecordIndex>,
     pub(crate) alerts: Vec<NewAlert>,
     /// The alert aggregation window (0: never aggregate).
     pub(crate) aggregation_ns: i64,
@@ -148,6 +150,7 @@ async fn run(mut rx: mpsc::Receiver<Pending>) {
                     device: &p.device,
                     received_ns: p.received_ns,
                     records: &p.records,
+                    index: &p.index,
                     alerts: &p.alerts,
                 })
                 .collect();

@@ -265,6 +265,8 @@ struct Waiting {
     batch_id: u64,
     started: std::time::Instant,
     received: i64,
+    /// The batch's records, decoded: what live watchers get once stored.
+    decoded: Vec<Record>,
     done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
 }
 
@@ -288,6 +290,8 @@ async fn submit(
     let started = std::time::Instant::now();
     let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
+    let mut index = Vec::with_capacity(batch.records.len());
+    let mut decoded = Vec::with_capacity(batch.records.len());
     let mut encoded = Vec::new();
     let mut last = 0;
     for bytes in batch.records {
@@ -299,11 +303,15 @@ async fn submit(
             ));
         }
         last = head.sequence;
-        if head.detection {
-            let r = Record::decode(bytes.clone()).map_err(|e| {
-                Status::invalid_argument(format!("a detection does not decode: {e}"))
-            })?;
-            if let Some(Payload::Detection(d)) = r.payload {
+        // Decoded once: for the index, for live watchers, and for alerts.
+        let r = Record::decode(bytes.clone()).map_err(|e| {
+            Status::invalid_argument(format!("record {} does not decode: {e}", head.sequence))
+        })?;
+        index.push(crate::hunt::index::record_index(&r));
+        if head.detection
+            && let Some(Payload::Detection(d)) = r.payload.clone()
+        {
+            {
                 let id = alert::new_alert_id(received).map_err(internal)?;
                 let time = d.matched.first().map_or(r.time_unix_ns, |m| m.time_unix_ns);
                 let a = alert::from_detection(
@@ -324,6 +332,7 @@ async fn submit(
             }
         }
         records.push((head.sequence, bytes));
+        decoded.push(r);
     }
     let (done, rx) = tokio::sync::oneshot::channel();
     shared
@@ -335,6 +344,7 @@ async fn submit(
                 device: device.device_id.clone(),
                 received_ns: received,
                 records,
+                index,
                 alerts: encoded,
                 aggregation_ns: i64::try_from(shared.config.alert_aggregation_seconds)
                     .unwrap_or(i64::MAX)
@@ -348,6 +358,7 @@ async fn submit(
         batch_id: batch.batch_id,
         started,
         received,
+        decoded,
         done: rx,
     })
 }
@@ -380,6 +391,21 @@ fn acknowledge(
             tracing::info!(tenant = %device.tenant_id, alert = %a.id, rule = %a.rule_id, device = %device.device_id, "Alert raised");
         }
         shared.alerts.publish(&device.tenant_id, &a);
+    }
+    // Only records above the old high-water mark were stored: a re-send shows nothing twice.
+    if shared.events.watched(&device.tenant_id) {
+        let dev: std::sync::Arc<str> = device.device_id.as_str().into();
+        for r in w.decoded {
+            if r.sequence > outcome.previous_high {
+                shared.events.publish(
+                    &device.tenant_id,
+                    &crate::hunt::Stored {
+                        device: std::sync::Arc::clone(&dev),
+                        record: std::sync::Arc::new(r),
+                    },
+                );
+            }
+        }
     }
     Ok(BatchAck {
         batch_id: w.batch_id,

@@ -24,6 +24,7 @@ mod audit;
 mod auth;
 mod commit;
 pub mod config;
+mod hunt;
 mod ingest;
 mod live;
 pub mod maintenance;
@@ -45,7 +46,8 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
-    operator_server::OperatorServer, raw::ingest_server::IngestServer, rules_server::RulesServer,
+    hunt_server::HuntServer, operator_server::OperatorServer, raw::ingest_server::IngestServer,
+    rules_server::RulesServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
@@ -94,6 +96,7 @@ pub(crate) struct Shared {
     pub(crate) live: live::Live,
     pub(crate) committers: commit::Committers,
     pub(crate) rules: rules::Distribution,
+    pub(crate) events: hunt::EventBus,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -163,6 +166,7 @@ impl Server {
             live: live::Live::default(),
             committers: commit::Committers::default(),
             rules: rules::Distribution::default(),
+            events: hunt::EventBus::default(),
         });
         Ok(Server {
             listener,
@@ -216,6 +220,7 @@ impl Server {
         let admin = svc!(AdminServer, admin::AdminService { shared: shared() });
         let audit = svc!(AuditServer, audit::AuditService { shared: shared() });
         let rules = svc!(RulesServer, rules::RulesService { shared: shared() });
+        let hunt = svc!(HuntServer, hunt::HuntService { shared: shared() });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServer<ingest::IngestService>>()
@@ -235,6 +240,9 @@ impl Server {
         health_reporter
             .set_serving::<RulesServer<rules::RulesService>>()
             .await;
+        health_reporter
+            .set_serving::<HuntServer<hunt::HuntService>>()
+            .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
         let flush = Maintenance {
@@ -250,6 +258,7 @@ impl Server {
             .add_service(admin)
             .add_service(audit)
             .add_service(rules)
+            .add_service(hunt)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
             .map_err(|e| ServerError::Transport(e.to_string()));

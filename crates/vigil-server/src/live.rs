@@ -118,3 +118,80 @@ impl Live {
             .unwrap_or(0)
     }
 }
+
+/// A per-tenant broadcast (new alerts, stored records) to live watchers.
+/// Publishing never waits: a watcher that falls more than the capacity
+/// behind sees `Lagged` and is cut off by its stream.
+#[derive(Debug)]
+pub(crate) struct Bus<T> {
+    channels: std::sync::Mutex<HashMap<String, tokio::sync::broadcast::Sender<T>>>,
+}
+
+impl<T> Default for Bus<T> {
+    fn default() -> Self {
+        Bus {
+            channels: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Items a watcher may be behind before it is cut off.
+const BUS_CAPACITY: usize = 4096;
+
+impl<T: Clone> Bus<T> {
+    pub(crate) fn subscribe(&self, tenant: &str) -> tokio::sync::broadcast::Receiver<T> {
+        let mut c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry(tenant.to_owned())
+            .or_insert_with(|| tokio::sync::broadcast::channel(BUS_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Whether anyone watches `tenant` (spares building what nobody reads).
+    pub(crate) fn watched(&self, tenant: &str) -> bool {
+        let c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(tenant).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    pub(crate) fn publish(&self, tenant: &str, item: &T) {
+        let c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = c.get(tenant) {
+            let _ = tx.send(item.clone());
+        }
+    }
+}
+
+/// `inner`, until the call's owners are revoked: then one final
+/// `PERMISSION_DENIED` naming why, and the end.
+pub(crate) fn until_revoked<T: Send + 'static>(
+    shared: std::sync::Arc<crate::Shared>,
+    owners: Owners,
+    inner: impl tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+) -> std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>> {
+    use tokio_stream::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let reg = shared.live.register(owners);
+        let mut ended = reg.ended.clone();
+        tokio::pin!(inner);
+        loop {
+            tokio::select! {
+                item = inner.next() => match item {
+                    // A status ends a gRPC stream: nothing follows an error.
+                    Some(item) => {
+                        let last = item.is_err();
+                        if tx.send(item).await.is_err() || last { break }
+                    }
+                    None => break,
+                },
+                _ = ended.changed() => {
+                    let why = ended.borrow().clone().unwrap_or_default();
+                    let _ = tx.send(Err(tonic::Status::permission_denied(why))).await;
+                    break;
+                }
+                _ = tx.closed() => break,
+            }
+        }
+        drop(reg);
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use vigil_proto::v1::{
-    Alert, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, UpdateAlertRequest,
-    WatchAlertsRequest, alerts_server::Alerts,
+    Alert, AlertEvidence, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, ProcessTree,
+    RuleInfo, UpdateAlertRequest, WatchAlertsRequest, alerts_server::Alerts,
 };
 
 pub(crate) struct AlertsService {
@@ -124,7 +124,7 @@ impl Alerts for AlertsService {
                 }
             });
         // Ends the stream when its token, grant or tenant is revoked.
-        let stream = async_stream_end(shared, owners, alerts);
+        let stream = crate::live::until_revoked(shared, owners, alerts);
         self.shared.audited(
             &caller,
             M,
@@ -133,37 +133,6 @@ impl Alerts for AlertsService {
             Ok(Response::new(stream)),
         )
     }
-}
-
-/// `inner`, until the call's owners are revoked: then one final
-/// `PERMISSION_DENIED` naming why, and the end.
-fn async_stream_end(
-    shared: Arc<Shared>,
-    owners: Owners,
-    inner: impl Stream<Item = Result<Alert, Status>> + Send + 'static,
-) -> AlertStream {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        let reg = shared.live.register(owners);
-        let mut ended = reg.ended.clone();
-        tokio::pin!(inner);
-        loop {
-            tokio::select! {
-                item = inner.next() => match item {
-                    Some(item) => if tx.send(item).await.is_err() { break },
-                    None => break,
-                },
-                _ = ended.changed() => {
-                    let why = ended.borrow().clone().unwrap_or_default();
-                    let _ = tx.send(Err(Status::permission_denied(why))).await;
-                    break;
-                }
-                _ = tx.closed() => break,
-            }
-        }
-        drop(reg);
-    });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 impl AlertsService {
@@ -276,14 +245,66 @@ impl AlertsService {
 
     async fn get(&self, tenant: String, id: String) -> Result<Response<Alert>, Status> {
         let store = self.store_for_alert(&tenant, &id)?;
-        let bytes = tokio::task::spawn_blocking(move || store.alert(&id))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?
-            // Another tenant's id is indistinguishable from a missing one.
-            .ok_or_else(|| Status::not_found("no such alert"))?;
-        Alert::decode(bytes.as_slice())
-            .map(Response::new)
-            .map_err(internal)
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let bytes = store
+                .alert(&id)
+                .map_err(internal)?
+                // Another tenant's id is indistinguishable from a missing one.
+                .ok_or_else(|| Status::not_found("no such alert"))?;
+            let mut a = Alert::decode(bytes.as_slice()).map_err(internal)?;
+            a.evidence = Some(evidence(&shared, store.as_ref(), &tenant, &a)?);
+            Ok(Response::new(a))
+        })
+        .await
+        .map_err(internal)?
     }
 }
+
+/// Events per process in an alert's evidence (`GetProcessTree` gives more).
+const EVIDENCE_EVENTS: u32 = 20;
+
+/// What GetAlert adds to an alert, read now: the process tree around the
+/// alerted process, the device as it is, and the rule.
+fn evidence(
+    shared: &Shared,
+    store: &dyn vigil_store::TenantData,
+    tenant: &str,
+    a: &Alert,
+) -> Result<AlertEvidence, Status> {
+    let guid = a.process.as_ref().map_or("", |p| p.guid.as_str());
+    let process_tree = if guid.is_empty() {
+        None
+    } else {
+        crate::hunt::process_tree(store, guid, EVIDENCE_EVENTS)
+            .map_err(internal)?
+            .map(|t| ProcessTree {
+                hostname: a.hostname.clone(),
+                ..t
+            })
+    };
+    let device = match shared.control.device(&a.device_id).map_err(internal)? {
+        Some(d) if d.tenant_id == tenant => {
+            let running = crate::hunt::running(shared, tenant)?;
+            Some(crate::hunt::device(shared, store, &running, &d)?)
+        }
+        _ => None,
+    };
+    let rule = a.detection.as_ref().map(|d| RuleInfo {
+        id: d.rule_id.clone(),
+        title: d.rule_title.clone(),
+        author: d.author.clone(),
+        level: d.level.clone(),
+        tags: d.tags.clone(),
+        attack: crate::alert::attack_ids(&d.tags),
+        references: d.references.clone(),
+        description: d.description.clone(),
+    });
+    Ok(AlertEvidence {
+        process_tree,
+        device,
+        rule,
+    })
+}
+
+impl AlertsService {}

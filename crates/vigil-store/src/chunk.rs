@@ -21,6 +21,7 @@ pub(crate) const CHUNK_BYTES: usize = 32 * 1024 - 512;
 pub(crate) struct ChunkBuilder {
     buf: Vec<u8>,
     first: u64,
+    last: u64,
     count: u32,
 }
 
@@ -32,6 +33,7 @@ impl ChunkBuilder {
         ChunkBuilder {
             buf,
             first,
+            last: first,
             count: 0,
         }
     }
@@ -49,12 +51,17 @@ impl ChunkBuilder {
         self.buf.extend_from_slice(&seq.to_le_bytes());
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(bytes);
+        self.last = seq;
         self.count += 1;
         Ok(())
     }
 
     pub(crate) fn first(&self) -> u64 {
         self.first
+    }
+
+    pub(crate) fn last(&self) -> u64 {
+        self.last
     }
 
     pub(crate) fn count(&self) -> u32 {

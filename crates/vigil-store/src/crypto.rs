@@ -148,6 +148,25 @@ impl KeyRing {
         out
     }
 
+    /// Keyed HMAC states for many lookup digests ([`short_digest`]), the
+    /// current key's first: keyed once, each digest then costs two
+    /// compressions instead of four.
+    pub(crate) fn lookup_macs(&self) -> Vec<LookupMac> {
+        use hmac::Mac;
+        let mut order: Vec<&SealKey> = self.keys.get(&self.current).into_iter().collect();
+        order.extend(
+            self.keys
+                .iter()
+                .rev()
+                .filter(|(v, _)| **v != self.current)
+                .map(|(_, k)| k),
+        );
+        order
+            .into_iter()
+            .filter_map(|k| LookupMac::new_from_slice(k.lookup.as_ref()).ok())
+            .collect()
+    }
+
     /// Seals `plain` with the current key: version || nonce || ciphertext || tag.
     pub(crate) fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StoreError> {
         let mut buf = Vec::with_capacity(SEAL_PREFIX + plain.len() + TAG_LEN);
@@ -184,6 +203,21 @@ impl KeyRing {
             ))?
             .open(aad, &sealed[4..])
     }
+}
+
+pub(crate) type LookupMac = hmac::Hmac<sha2::Sha256>;
+
+/// The first 16 bytes of HMAC-SHA-256 of `material` under `mac`'s key: what
+/// the record index is keyed by (a collision only costs opening a chunk more,
+/// whose records are then compared in full).
+pub(crate) fn short_digest(mac: &LookupMac, material: &[u8]) -> [u8; 16] {
+    use hmac::Mac;
+    let mut m = mac.clone();
+    m.update(material);
+    let full: [u8; 32] = m.finalize().into_bytes().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// The data key version a sealed value names.

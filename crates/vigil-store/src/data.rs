@@ -6,7 +6,10 @@
 //! Whatever the backend, values leave the process sealed with the tenant's
 //! data key, bound to tenant, table and key.
 
-use crate::{AlertMerge, AlertUpdate, BatchOutcome, NewBatch, Purged, StoreError, TenantStore};
+use crate::{
+    AlertMerge, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting, StoreError,
+    TenantStore,
+};
 
 /// One tenant's records and alerts, wherever they live.
 pub trait TenantData: Send + Sync + std::fmt::Debug {
@@ -40,6 +43,17 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn record_count(&self) -> Result<u64, StoreError>;
+    /// Visits the records of the chunks `q` chooses until `visit` says stop
+    /// (`TenantStore::scan`).
+    fn scan(
+        &self,
+        q: &Scan<'_>,
+        visit: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<ScanStats, StoreError>;
+    /// Devices that had records counted under `material`.
+    fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError>;
+    /// A device's latest record of `kind`, with its event time.
+    fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     /// Alerts newest first, strictly before `before` (an id), those `keep`
     /// accepts, at most `limit`.
     fn alerts(
@@ -97,6 +111,19 @@ impl TenantData for TenantStore {
     }
     fn record_count(&self) -> Result<u64, StoreError> {
         TenantStore::record_count(self)
+    }
+    fn scan(
+        &self,
+        q: &Scan<'_>,
+        visit: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<ScanStats, StoreError> {
+        TenantStore::scan(self, q, visit)
+    }
+    fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError> {
+        TenantStore::sightings(self, material)
+    }
+    fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        TenantStore::latest(self, device, kind)
     }
     fn alerts(
         &self,

@@ -1,6 +1,10 @@
 use crate::StoreError;
 use crate::chunk::{self, ChunkBuilder};
 use crate::crypto::{KeyRing, SealKey, version_of};
+use crate::index::{
+    BatchSightings, CHUNK_META, CHUNK_TERMS, ChunkIndex, LATEST, RecordIndex, SIGHTINGS, Scan,
+    ScanStats, Sighting, TERMS, latest_aad, latest_time, lookup_digests,
+};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     TableHandle,
@@ -131,6 +135,9 @@ pub struct NewBatch<'a, R = Vec<u8>> {
     pub received_ns: i64,
     /// (sequence, bytes), sequences strictly ascending.
     pub records: &'a [(u64, R)],
+    /// What the index keeps of each record, in the same order; empty: the
+    /// batch is stored unindexed (found only by device and sequence).
+    pub index: &'a [RecordIndex],
     pub alerts: &'a [NewAlert],
 }
 
@@ -139,6 +146,48 @@ pub struct NewBatch<'a, R = Vec<u8>> {
 pub struct Purged {
     pub records: u64,
     pub alerts: u64,
+}
+
+/// The index tables a commit writes per chunk.
+struct IndexTables<'t> {
+    meta: Table<'t, (&'static str, u64), (i64, i64, u32, u64)>,
+    terms: Table<'t, (&'static [u8], &'static str, u64), ()>,
+    chunk_terms: Table<'t, (&'static str, u64), &'static [u8]>,
+}
+
+impl IndexTables<'_> {
+    fn put(
+        &mut self,
+        device: &str,
+        ci: &ChunkIndex,
+        first: u64,
+        last: u64,
+    ) -> Result<(), StoreError> {
+        self.meta.insert((device, first), ci.meta(last))?;
+        let mut all = Vec::new();
+        for d in ci.digests() {
+            self.terms.insert((d.as_slice(), device, first), ())?;
+            all.extend_from_slice(d);
+        }
+        if !all.is_empty() {
+            self.chunk_terms.insert((device, first), all.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Removes a chunk's index entries (retention).
+    fn remove(&mut self, device: &str, first: u64) -> Result<(), StoreError> {
+        self.meta.remove((device, first))?;
+        let digests = self
+            .chunk_terms
+            .remove((device, first))?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
+        for d in digests.chunks_exact(16) {
+            self.terms.remove((d, device, first))?;
+        }
+        Ok(())
+    }
 }
 
 /// Where a record of an older file lived (one value per record).
@@ -175,6 +224,27 @@ impl TenantStore {
         tx.open_table(ALERTS)?;
         tx.open_table(ALERT_GROUPS)?;
         tx.open_table(COUNTS)?;
+        tx.open_table(CHUNK_META)?;
+        tx.open_table(TERMS)?;
+        tx.open_table(CHUNK_TERMS)?;
+        tx.open_table(SIGHTINGS)?;
+        tx.open_table(LATEST)?;
+        {
+            // Chunks stored before the index: bounds that say "any time, any
+            // kind", so scans keep finding them.
+            let chunks = tx.open_table(CHUNKS)?;
+            let mut meta = tx.open_table(CHUNK_META)?;
+            if meta.is_empty()? && !chunks.is_empty()? {
+                let none = ChunkIndex::default();
+                for item in chunks.iter()? {
+                    let (k, v) = item?;
+                    let (device, first) = k.value();
+                    // The last sequence is only known opened; scans do not need it.
+                    drop(v);
+                    meta.insert((device, first), none.meta(first))?;
+                }
+            }
+        }
         let legacy = tx
             .list_tables()?
             .any(|t| t.name() == LEGACY_RECEIVED.name());
@@ -269,6 +339,7 @@ impl TenantStore {
             device,
             received_ns,
             records,
+            index: &[],
             alerts: &alerts,
         };
         let mut out = self.commit_batches(std::slice::from_ref(&batch), &NoMerge)?;
@@ -292,6 +363,7 @@ impl TenantStore {
         merge: &dyn AlertMerge,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         let keys = self.live()?;
+        let mac = keys.lookup_macs().into_iter().next();
         let tx = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         {
@@ -300,6 +372,13 @@ impl TenantStore {
             let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
             let mut al = tx.open_table(ALERTS)?;
             let mut groups = tx.open_table(ALERT_GROUPS)?;
+            let mut ix = IndexTables {
+                meta: tx.open_table(CHUNK_META)?,
+                terms: tx.open_table(TERMS)?,
+                chunk_terms: tx.open_table(CHUNK_TERMS)?,
+            };
+            let mut sightings_t = tx.open_table(SIGHTINGS)?;
+            let mut latest_t = tx.open_table(LATEST)?;
             let mut added = 0u64;
             for b in batches {
                 let device = b.device;
@@ -313,24 +392,66 @@ impl TenantStore {
                     alerts: Vec::new(),
                 };
                 let mut high = start;
-                let mut chunk: Option<ChunkBuilder> = None;
-                for (seq, bytes) in b.records {
+                let mut chunk: Option<(ChunkBuilder, ChunkIndex)> = None;
+                let mut seen = BatchSightings::default();
+                // (kind) → (time, position in the batch) of the latest record to keep.
+                let mut latest: Vec<(u8, i64, usize)> = Vec::new();
+                for (i, (seq, bytes)) in b.records.iter().enumerate() {
                     let bytes = bytes.as_ref();
                     if *seq <= high {
                         outcome.duplicates += 1;
                         continue;
                     }
-                    if let Some(full) = chunk.take_if(|c| !c.fits(bytes.len())) {
+                    if let Some((full, fi)) = chunk.take_if(|(c, _)| !c.fits(bytes.len())) {
+                        ix.put(device, &fi, full.first(), full.last())?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, device, received, full)?;
                     }
-                    chunk
-                        .get_or_insert_with(|| ChunkBuilder::new(*seq))
-                        .push(*seq, bytes)?;
+                    let (c, ci) = chunk
+                        .get_or_insert_with(|| (ChunkBuilder::new(*seq), ChunkIndex::default()));
+                    c.push(*seq, bytes)?;
+                    if let Some(r) = b.index.get(i) {
+                        ci.add(mac.as_ref(), r);
+                        if let Some(mac) = &mac {
+                            seen.add(mac, r);
+                        }
+                        if r.latest {
+                            match latest.iter_mut().find(|(k, _, _)| *k == r.kind) {
+                                Some(l) if l.1 <= r.time_ns => *l = (r.kind, r.time_ns, i),
+                                Some(_) => {}
+                                None => latest.push((r.kind, r.time_ns, i)),
+                            }
+                        }
+                    }
                     high = *seq;
                     outcome.accepted += 1;
                 }
-                if let Some(last) = chunk {
+                if let Some((last, li)) = chunk {
+                    ix.put(device, &li, last.first(), last.last())?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
+                }
+                for (digest, (lo, hi, n)) in seen.into_iter() {
+                    let key = (digest.as_slice(), device);
+                    let next = match sightings_t.get(key)?.map(|v| v.value()) {
+                        Some((a, z, c)) => (a.min(lo), z.max(hi), c.saturating_add(n)),
+                        None => (lo, hi, n),
+                    };
+                    sightings_t.insert(key, next)?;
+                }
+                for (kind, time, i) in latest {
+                    let stored = latest_t
+                        .get((device, kind))?
+                        .and_then(|v| latest_time(v.value()));
+                    if stored.is_some_and(|t| t > time) {
+                        continue;
+                    }
+                    let Some((_, bytes)) = b.records.get(i) else {
+                        continue;
+                    };
+                    let mut v = time.to_le_bytes().to_vec();
+                    v.extend(
+                        keys.seal(&latest_aad(&self.tenant_id, device, kind), bytes.as_ref())?,
+                    );
+                    latest_t.insert((device, kind), v.as_slice())?;
                 }
                 for a in b.alerts {
                     if a.seq <= start {
@@ -499,6 +620,129 @@ impl TenantStore {
             .map_or(0, |v| v.value()))
     }
 
+    /// Visits the records of every chunk `q` chooses, device by device,
+    /// oldest first within a device, until `visit` returns false. Chunks are
+    /// chosen by their index entries (`index.rs`): time bounds, kinds, and
+    /// with `q.term` the chunks holding a record indexed under it. One read
+    /// transaction: the visitor sees one state of the store.
+    pub fn scan(
+        &self,
+        q: &Scan<'_>,
+        visit: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<ScanStats, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_read()?;
+        let meta = tx.open_table(CHUNK_META)?;
+        let chunks = tx.open_table(CHUNKS)?;
+        let mut stats = ScanStats::default();
+        let mut open =
+            |device: &str, first: u64, stats: &mut ScanStats| -> Result<bool, StoreError> {
+                let Some(v) = chunks.get((device, first))? else {
+                    return Ok(true);
+                };
+                stats.chunks += 1;
+                let plain = keys.open(&chunk_aad(&self.tenant_id, device, first), v.value())?;
+                for (seq, bytes) in chunk::records(&plain)? {
+                    stats.records += 1;
+                    if !visit(device, seq, bytes) {
+                        stats.stopped = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            };
+        match q.term {
+            Some(material) => {
+                let terms = tx.open_table(TERMS)?;
+                let mut found: std::collections::BTreeSet<(String, u64)> = Default::default();
+                for d in lookup_digests(&keys, material) {
+                    let from = (d.as_slice(), q.device.unwrap_or(""), 0u64);
+                    for item in terms.range(from..)? {
+                        let (k, _) = item?;
+                        let (kd, dev, first) = k.value();
+                        if kd != d.as_slice() || q.device.is_some_and(|want| want != dev) {
+                            break;
+                        }
+                        found.insert((dev.to_owned(), first));
+                    }
+                }
+                for (dev, first) in found {
+                    let wanted = meta
+                        .get((dev.as_str(), first))?
+                        .is_none_or(|m| q.wants(m.value()));
+                    if wanted && !open(&dev, first, &mut stats)? {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let iter = match q.device {
+                    Some(d) => meta.range((d, 0)..=(d, u64::MAX))?,
+                    None => meta.range::<(&str, u64)>(..)?,
+                };
+                for item in iter {
+                    let (k, v) = item?;
+                    if !q.wants(v.value()) {
+                        continue;
+                    }
+                    let (dev, first) = k.value();
+                    if !open(dev, first, &mut stats)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Which devices had records counted under `material` (see
+    /// [`RecordIndex::sightings`]), with first and last event time and how many.
+    pub fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SIGHTINGS)?;
+        let mut by_device: std::collections::BTreeMap<String, Sighting> = Default::default();
+        for d in lookup_digests(&keys, material) {
+            for item in t.range((d.as_slice(), "")..)? {
+                let (k, v) = item?;
+                let (kd, dev) = k.value();
+                if kd != d.as_slice() {
+                    break;
+                }
+                let (first, last, count) = v.value();
+                let e = by_device.entry(dev.to_owned()).or_insert(Sighting {
+                    device: dev.to_owned(),
+                    first_ns: first,
+                    last_ns: last,
+                    count: 0,
+                });
+                e.first_ns = e.first_ns.min(first);
+                e.last_ns = e.last_ns.max(last);
+                e.count = e.count.saturating_add(count);
+            }
+        }
+        Ok(by_device.into_values().collect())
+    }
+
+    /// The latest record of `kind` a device sent (by event time), opened.
+    pub fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LATEST)?;
+        let Some(v) = t.get((device, kind))? else {
+            return Ok(None);
+        };
+        let v = v.value();
+        let corrupt = || StoreError::Corrupt {
+            table: "latest".into(),
+            reason: "too short".into(),
+        };
+        let time = latest_time(v).ok_or_else(corrupt)?;
+        let sealed = v.get(8..).ok_or_else(corrupt)?;
+        let plain = keys.open(&latest_aad(&self.tenant_id, device, kind), sealed)?;
+        Ok(Some((time, plain.to_vec())))
+    }
+
     /// Alerts newest first, starting strictly before `before` (an alert id) when
     /// given, keeping those `keep` accepts, at most `limit`.
     pub fn alerts(
@@ -567,9 +811,15 @@ impl TenantStore {
                     })
                     .collect::<Result<_, _>>()?;
                 let mut chunks = tx.open_table(CHUNKS)?;
+                let mut ix = IndexTables {
+                    meta: tx.open_table(CHUNK_META)?,
+                    terms: tx.open_table(TERMS)?,
+                    chunk_terms: tx.open_table(CHUNK_TERMS)?,
+                };
                 for (t, d, s, count) in &old {
                     chunks.remove((d.as_str(), *s))?;
                     idx.remove((*t, d.as_str(), *s))?;
+                    ix.remove(d, *s)?;
                     n.records += u64::from(*count);
                 }
                 chunk_rows = old.len();
@@ -605,7 +855,52 @@ impl TenantStore {
             total.records += n.records;
             total.alerts += n.alerts;
             if chunk_rows < CHUNK && n.alerts < CHUNK as u64 {
+                self.purge_sightings(cutoff_ns)?;
                 return Ok(total);
+            }
+        }
+    }
+
+    /// Removes sightings last seen before `cutoff_ns`, [`CHUNK`] * 8 rows
+    /// looked at per transaction. Event time stands in for received time
+    /// here: a value seen again later keeps its row (and its first seen).
+    fn purge_sightings(&self, cutoff_ns: i64) -> Result<(), StoreError> {
+        let mut from: Option<(Vec<u8>, String)> = None;
+        loop {
+            let _k = self.live()?;
+            let tx = self.db.begin_write()?;
+            let done;
+            {
+                let mut t = tx.open_table(SIGHTINGS)?;
+                let mut stale = Vec::new();
+                let mut scanned = 0;
+                {
+                    let iter = match &from {
+                        Some((d, dev)) => t.range((d.as_slice(), dev.as_str())..)?,
+                        None => t.range::<(&[u8], &str)>(..)?,
+                    };
+                    for item in iter {
+                        let (k, v) = item?;
+                        let (d, dev) = k.value();
+                        scanned += 1;
+                        // Resume after this key: the device name with a NUL sorts right after it.
+                        from = Some((d.to_vec(), format!("{dev}\0")));
+                        if v.value().1 < cutoff_ns {
+                            stale.push((d.to_vec(), dev.to_owned()));
+                        }
+                        if scanned >= CHUNK * 8 {
+                            break;
+                        }
+                    }
+                }
+                done = scanned < CHUNK * 8;
+                for (d, dev) in &stale {
+                    t.remove((d.as_slice(), dev.as_str()))?;
+                }
+            }
+            tx.commit()?;
+            if done {
+                return Ok(());
             }
         }
     }
@@ -659,6 +954,40 @@ impl TenantStore {
             if done {
                 break;
             }
+        }
+        // Latest records: one per device and kind, a single pass.
+        {
+            let keys = self.live()?;
+            let current = keys.current();
+            let tx = self.db.begin_write()?;
+            {
+                let mut t = tx.open_table(LATEST)?;
+                let rows: Vec<((String, u8), Vec<u8>)> = t
+                    .iter()?
+                    .filter_map(|r| match r {
+                        Ok((k, v))
+                            if version_of(v.value().get(8..).unwrap_or(&[])) != Some(current) =>
+                        {
+                            let (d, kind) = k.value();
+                            Some(Ok(((d.to_owned(), kind), v.value().to_vec())))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .collect::<Result<_, _>>()?;
+                for ((d, kind), v) in &rows {
+                    let aad = latest_aad(&self.tenant_id, d, *kind);
+                    let (time, sealed) = v.split_at_checked(8).ok_or(StoreError::Corrupt {
+                        table: "latest".into(),
+                        reason: "too short".into(),
+                    })?;
+                    let plain = keys.open(&aad, sealed)?;
+                    let mut nv = time.to_vec();
+                    nv.extend(keys.seal(&aad, &plain)?);
+                    t.insert((d.as_str(), *kind), nv.as_slice())?;
+                }
+            }
+            tx.commit()?;
         }
         // Alerts are far fewer than records: one pass in chunks by id.
         let mut from = String::new();
@@ -724,6 +1053,13 @@ impl TenantStore {
                 rows = batch.len();
                 let mut chunks = tx.open_table(CHUNKS)?;
                 let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
+                // Unindexed: its bounds say "any time, any kind", so scans still open it.
+                let mut ix = IndexTables {
+                    meta: tx.open_table(CHUNK_META)?,
+                    terms: tx.open_table(TERMS)?,
+                    chunk_terms: tx.open_table(CHUNK_TERMS)?,
+                };
+                let none = ChunkIndex::default();
                 let mut open: Option<(u64, String, ChunkBuilder)> = None;
                 let mut n = 0u64;
                 for (t, d, s) in &batch {
@@ -736,6 +1072,7 @@ impl TenantStore {
                     if let Some((ct, cd, c)) =
                         open.take_if(|(ct, cd, c)| ct != t || cd != d || !c.fits(plain.len()))
                     {
+                        ix.put(&cd, &none, c.first(), c.last())?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                     }
                     open.get_or_insert_with(|| (*t, d.clone(), ChunkBuilder::new(*s)))
@@ -744,6 +1081,7 @@ impl TenantStore {
                     n += 1;
                 }
                 if let Some((ct, cd, c)) = open {
+                    ix.put(&cd, &none, c.first(), c.last())?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                 }
                 if n > 0 {

@@ -469,12 +469,14 @@ fn chunked_records_read_back_from_any_point_and_count() {
                     device: "a",
                     received_ns: c.now(),
                     records: &a1,
+                    index: &[],
                     alerts: &[],
                 },
                 NewBatch {
                     device: "b",
                     received_ns: c.now(),
                     records: &b1,
+                    index: &[],
                     alerts: &[],
                 },
                 // The same device again in the same transaction, partly a re-send.
@@ -482,12 +484,14 @@ fn chunked_records_read_back_from_any_point_and_count() {
                     device: "a",
                     received_ns: c.now(),
                     records: &[a1[299].clone(), a2[0].clone()],
+                    index: &[],
                     alerts: &[],
                 },
                 NewBatch {
                     device: "a",
                     received_ns: c.now(),
                     records: &a2,
+                    index: &[],
                     alerts: &[],
                 },
             ],
@@ -624,6 +628,7 @@ fn commit_alerts(
         device: "d",
         received_ns: now,
         records,
+        index: &[],
         alerts,
     };
     t.commit_batches(std::slice::from_ref(&b), &Counting)
@@ -753,4 +758,309 @@ fn update_alert_changes_in_one_transaction_refuses_and_misses() {
         th.join().unwrap();
     }
     assert_eq!(t.alert(id).unwrap().unwrap().len(), 200);
+}
+
+/// A record and its index entry: found under `guid:<g>`, counted under `hash:<h>`.
+fn indexed(seq: u64, time: i64, kind: u8, guid: &str, hash: &str) -> ((u64, Vec<u8>), RecordIndex) {
+    let mut body = format!("record {seq} of {guid} hash {hash} ").into_bytes();
+    body.resize(900, b'.');
+    (
+        (seq, body),
+        RecordIndex {
+            time_ns: time,
+            kind,
+            terms: vec![format!("guid\0{guid}").into_bytes()],
+            sightings: vec![format!("hash\0{hash}").into_bytes()],
+            latest: kind == 5,
+        },
+    )
+}
+
+fn commit_indexed(
+    t: &TenantStore,
+    device: &str,
+    now: i64,
+    rows: &[((u64, Vec<u8>), RecordIndex)],
+) -> BatchOutcome {
+    let records: Vec<(u64, Vec<u8>)> = rows.iter().map(|r| r.0.clone()).collect();
+    let index: Vec<RecordIndex> = rows.iter().map(|r| r.1.clone()).collect();
+    let b = NewBatch {
+        device,
+        received_ns: now,
+        records: &records,
+        index: &index,
+        alerts: &[],
+    };
+    t.commit_batches(std::slice::from_ref(&b), &NoMerge)
+        .unwrap()
+        .pop()
+        .unwrap()
+}
+
+fn scanned(t: &TenantStore, q: &Scan<'_>) -> (Vec<(String, u64)>, ScanStats) {
+    let mut seen = Vec::new();
+    let stats = t
+        .scan(q, &mut |d, s, _| {
+            seen.push((d.to_owned(), s));
+            true
+        })
+        .unwrap();
+    (seen, stats)
+}
+
+#[test]
+fn the_index_finds_records_by_value_time_and_kind_and_holds_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let now = c.now();
+    // Device a: 200 records over 200 seconds (about 35 per chunk), a rare
+    // process in records 150..=151; device b: the same hash once.
+    let a: Vec<_> = (1..=200u64)
+        .map(|s| {
+            let guid = if (150..=151).contains(&s) {
+                "rare-guid-SECRET"
+            } else {
+                "common"
+            };
+            indexed(
+                s,
+                s as i64 * 1_000_000_000,
+                (s % 3) as u8,
+                guid,
+                if s == 7 { "h7" } else { "h" },
+            )
+        })
+        .collect();
+    commit_indexed(&t, "a", now, &a);
+    commit_indexed(
+        &t,
+        "b",
+        now,
+        &[indexed(1, 500_000_000_000, 5, "b-guid", "h7")],
+    );
+
+    // By value: only the chunks holding it are opened; every record of them is visited.
+    let rare = b"guid\0rare-guid-SECRET".to_vec();
+    let (seen, stats) = scanned(
+        &t,
+        &Scan {
+            term: Some(&rare),
+            ..Scan::default()
+        },
+    );
+    assert_eq!(stats.chunks, 1, "one chunk holds both records");
+    assert!(seen.contains(&("a".into(), 150)) && seen.contains(&("a".into(), 151)));
+    assert!(seen.len() < 60);
+    let (seen, _) = scanned(
+        &t,
+        &Scan {
+            term: Some(b"guid\0nobody"),
+            ..Scan::default()
+        },
+    );
+    assert!(seen.is_empty());
+    // A term restricted to a device.
+    let bg = b"guid\0b-guid".to_vec();
+    assert_eq!(
+        scanned(
+            &t,
+            &Scan {
+                term: Some(&bg),
+                device: Some("a"),
+                ..Scan::default()
+            }
+        )
+        .0
+        .len(),
+        0
+    );
+    assert_eq!(
+        scanned(
+            &t,
+            &Scan {
+                term: Some(&bg),
+                device: Some("b"),
+                ..Scan::default()
+            }
+        )
+        .0,
+        vec![("b".into(), 1)]
+    );
+
+    // By time: chunks outside the bounds stay closed.
+    let all = scanned(
+        &t,
+        &Scan {
+            device: Some("a"),
+            ..Scan::default()
+        },
+    );
+    assert_eq!(all.0.len(), 200);
+    let window = scanned(
+        &t,
+        &Scan {
+            device: Some("a"),
+            since_ns: Some(100_000_000_000),
+            until_ns: Some(110_000_000_000),
+            ..Scan::default()
+        },
+    );
+    assert!(window.0.contains(&("a".into(), 100)) && window.0.contains(&("a".into(), 110)));
+    assert!(
+        window.1.chunks < all.1.chunks && window.1.chunks <= 2,
+        "{:?} of {:?}",
+        window.1,
+        all.1
+    );
+    // By kind: device b holds only kind 5.
+    assert_eq!(
+        scanned(
+            &t,
+            &Scan {
+                kinds: 1 << 5,
+                ..Scan::default()
+            }
+        )
+        .0,
+        vec![("b".into(), 1)]
+    );
+    // Stopping.
+    let mut n = 0;
+    let st = t
+        .scan(&Scan::default(), &mut |_, _, _| {
+            n += 1;
+            n < 3
+        })
+        .unwrap();
+    assert!(st.stopped && n == 3);
+
+    // Sightings: per device, first and last event time, count; a re-send counts nothing.
+    let s = t.sightings(b"hash\0h7").unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        (
+            s[0].device.as_str(),
+            s[0].first_ns,
+            s[0].last_ns,
+            s[0].count
+        ),
+        ("a", 7_000_000_000, 7_000_000_000, 1)
+    );
+    assert_eq!(s[1].device, "b");
+    let again = commit_indexed(&t, "a", now, &a[..10]);
+    assert_eq!(again.duplicates, 10);
+    assert_eq!(t.sightings(b"hash\0h7").unwrap()[0].count, 1);
+    assert_eq!(t.sightings(b"hash\0h").unwrap()[0].count, 199);
+
+    // Latest: the newest by event time wins, whatever order it arrives in.
+    let (time, bytes) = t.latest("b", 5).unwrap().unwrap();
+    assert_eq!(time, 500_000_000_000);
+    assert!(bytes.starts_with(b"record 1 of b-guid"));
+    commit_indexed(&t, "b", now, &[indexed(2, 100, 5, "older", "x")]);
+    assert_eq!(t.latest("b", 5).unwrap().unwrap().0, 500_000_000_000);
+    commit_indexed(
+        &t,
+        "b",
+        now,
+        &[indexed(3, 600_000_000_000, 5, "newer", "x")],
+    );
+    assert!(
+        t.latest("b", 5)
+            .unwrap()
+            .unwrap()
+            .1
+            .starts_with(b"record 3 of newer")
+    );
+    assert!(t.latest("a", 5).unwrap().is_none());
+
+    // No value reaches the file in plaintext (terms, sightings, latest).
+    drop(t);
+    let mut raw = Vec::new();
+    for e in walk(dir.path()) {
+        raw.extend(std::fs::read(e).unwrap());
+    }
+    for needle in [
+        &b"rare-guid-SECRET"[..],
+        b"b-guid",
+        b"hash\0h7",
+        b"record 3 of",
+    ] {
+        assert!(
+            !raw.windows(needle.len()).any(|w| w == needle),
+            "{}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let old_time = c.now();
+    commit_indexed(&t, "d", c.now(), &[indexed(1, old_time, 0, "old", "ho")]);
+    // A data key rotation: entries made under the old key are still found.
+    c.rotate_data_key("a").unwrap();
+    clock.advance(DAY * 20);
+    commit_indexed(&t, "d", c.now(), &[indexed(2, c.now(), 0, "new", "hn")]);
+    assert_eq!(
+        scanned(
+            &t,
+            &Scan {
+                term: Some(b"guid\0old"),
+                ..Scan::default()
+            }
+        )
+        .0
+        .len(),
+        1
+    );
+    assert_eq!(
+        scanned(
+            &t,
+            &Scan {
+                term: Some(b"guid\0new"),
+                ..Scan::default()
+            }
+        )
+        .0
+        .len(),
+        1
+    );
+    assert_eq!(t.sightings(b"hash\0ho").unwrap().len(), 1);
+    clock.advance(DAY * 15);
+    let purged = c.enforce_retention().unwrap();
+    assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 1);
+    assert!(
+        scanned(
+            &t,
+            &Scan {
+                term: Some(b"guid\0old"),
+                ..Scan::default()
+            }
+        )
+        .0
+        .is_empty()
+    );
+    assert!(t.sightings(b"hash\0ho").unwrap().is_empty());
+    assert_eq!(scanned(&t, &Scan::default()).0, vec![("d".into(), 2)]);
+    assert_eq!(t.sightings(b"hash\0hn").unwrap().len(), 1);
 }

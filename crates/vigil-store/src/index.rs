@@ -1,0 +1,192 @@
+//! The record index: what makes search, process trees, prevalence and device
+//! state fast while records stay sealed. It holds no plaintext value:
+//!
+//! - per chunk, its time bounds (event time), the record kinds it holds and
+//!   its last sequence (`chunk_meta`);
+//! - per value a record can be found by (a process GUID, a hash, a path: the
+//!   server decides, as *material*), a keyed digest → the chunks holding
+//!   such a record (`terms`, and `chunk_terms` to remove them with the chunk);
+//! - per value counted for prevalence, its digest and device → first and
+//!   last seen and how many records named it (`sightings`);
+//! - per device and kind, the latest record of that kind (host details,
+//!   sensor health), sealed (`latest`).
+//!
+//! Digests are the first 16 bytes of HMAC-SHA-256 under a key derived from
+//! the tenant's data key ([`crate::crypto::KeyRing::lookup_macs`]): equal
+//! values of one tenant meet, nothing links them across tenants, and the
+//! index says nothing of a value to whoever lacks the key. A lookup reads
+//! every chunk a digest names and compares records in full, so a digest
+//! collision costs time, never a wrong answer.
+//!
+//! Entries are made under the current data key and looked up under every key
+//! the tenant still has. Known limit: once a data key rotation has re-sealed
+//! everything and the old key is forgotten, entries made under it are no
+//! longer found by value (a scan by device and time still finds the records).
+
+use crate::crypto::{KeyRing, LookupMac, short_digest};
+use redb::TableDefinition;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// (device, first sequence) → (earliest and latest event time, kinds bitmask, last sequence).
+pub(crate) const CHUNK_META: TableDefinition<(&str, u64), (i64, i64, u32, u64)> =
+    TableDefinition::new("chunk_meta");
+/// (digest, device, chunk's first sequence) → ().
+pub(crate) const TERMS: TableDefinition<(&[u8], &str, u64), ()> = TableDefinition::new("terms");
+/// (device, first sequence) → the chunk's digests, 16 bytes each.
+pub(crate) const CHUNK_TERMS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("chunk_terms");
+/// (digest, device) → (first seen, last seen, records).
+pub(crate) const SIGHTINGS: TableDefinition<(&[u8], &str), (i64, i64, u64)> =
+    TableDefinition::new("sightings");
+/// (device, kind) → event time (8 bytes, little-endian) || the record, sealed.
+pub(crate) const LATEST: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("latest");
+
+/// The most distinct values one chunk is indexed under: a chunk of records
+/// that all differ is still bounded work and space.
+const MAX_TERMS_PER_CHUNK: usize = 4096;
+
+/// What the index keeps of one record, from the server (the store does not
+/// read records). No field of it is stored as given: terms and sightings as
+/// keyed digests, the time in chunk bounds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordIndex {
+    /// Event time.
+    pub time_ns: i64,
+    /// The record's kind, 0..32 (the server's numbering), for [`Scan::kinds`].
+    pub kind: u8,
+    /// Values the record is found by ([`Scan::term`]).
+    pub terms: Vec<Vec<u8>>,
+    /// Values counted per device for [`crate::TenantStore::sightings`].
+    pub sightings: Vec<Vec<u8>>,
+    /// Kept as the device's latest record of its kind ([`crate::TenantStore::latest`]).
+    pub latest: bool,
+}
+
+/// Which records [`crate::TenantStore::scan`] visits: chunks are chosen by
+/// these, and every record of a chosen chunk is visited (the caller checks
+/// each record's own time, kind and values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scan<'a> {
+    pub device: Option<&'a str>,
+    /// Event time bounds, inclusive (`None`: open).
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+    /// Bitmask of kinds (bit `kind`); 0: every kind.
+    pub kinds: u32,
+    /// Only chunks holding a record indexed under this material.
+    pub term: Option<&'a [u8]>,
+}
+
+impl Scan<'_> {
+    pub(crate) fn wants(&self, meta: (i64, i64, u32, u64)) -> bool {
+        let (min, max, kinds, _) = meta;
+        self.since_ns.is_none_or(|s| max >= s)
+            && self.until_ns.is_none_or(|u| min <= u)
+            && (self.kinds == 0 || kinds & self.kinds != 0)
+    }
+}
+
+/// What a scan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Chunks opened.
+    pub chunks: u64,
+    /// Records handed to the visitor.
+    pub records: u64,
+    /// The visitor asked to stop.
+    pub stopped: bool,
+}
+
+/// A device's count of a value: [`crate::TenantStore::sightings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub device: String,
+    pub first_ns: i64,
+    pub last_ns: i64,
+    pub count: u64,
+}
+
+/// A chunk's index while the chunk is built.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkIndex {
+    bounds: Option<(i64, i64)>,
+    kinds: u32,
+    terms: BTreeSet<[u8; 16]>,
+}
+
+impl ChunkIndex {
+    pub(crate) fn add(&mut self, mac: Option<&LookupMac>, r: &RecordIndex) {
+        self.bounds = Some(match self.bounds {
+            None => (r.time_ns, r.time_ns),
+            Some((lo, hi)) => (lo.min(r.time_ns), hi.max(r.time_ns)),
+        });
+        self.kinds |= 1u32.checked_shl(u32::from(r.kind)).unwrap_or(0);
+        if let Some(mac) = mac {
+            for t in &r.terms {
+                if self.terms.len() >= MAX_TERMS_PER_CHUNK {
+                    break;
+                }
+                self.terms.insert(short_digest(mac, t));
+            }
+        }
+    }
+
+    /// (min time, max time, kinds, last sequence); an unindexed chunk spans all time.
+    pub(crate) fn meta(&self, last: u64) -> (i64, i64, u32, u64) {
+        let (lo, hi) = self.bounds.unwrap_or((i64::MIN, i64::MAX));
+        let kinds = if self.bounds.is_some() {
+            self.kinds
+        } else {
+            u32::MAX
+        };
+        (lo, hi, kinds, last)
+    }
+
+    pub(crate) fn digests(&self) -> impl Iterator<Item = &[u8; 16]> {
+        self.terms.iter()
+    }
+}
+
+/// A batch's sightings, summed before they meet the table.
+#[derive(Debug, Default)]
+pub(crate) struct BatchSightings(BTreeMap<[u8; 16], (i64, i64, u64)>);
+
+impl BatchSightings {
+    pub(crate) fn add(&mut self, mac: &LookupMac, r: &RecordIndex) {
+        for s in &r.sightings {
+            let e = self
+                .0
+                .entry(short_digest(mac, s))
+                .or_insert((r.time_ns, r.time_ns, 0));
+            e.0 = e.0.min(r.time_ns);
+            e.1 = e.1.max(r.time_ns);
+            e.2 += 1;
+        }
+    }
+
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = ([u8; 16], (i64, i64, u64))> {
+        self.0.into_iter()
+    }
+}
+
+/// Digests of `material` under every key of the ring, current first.
+pub(crate) fn lookup_digests(keys: &KeyRing, material: &[u8]) -> Vec<[u8; 16]> {
+    let mut out: Vec<[u8; 16]> = Vec::new();
+    for mac in keys.lookup_macs() {
+        let d = short_digest(&mac, material);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
+/// The aad a latest record is sealed under.
+pub(crate) fn latest_aad(tenant: &str, device: &str, kind: u8) -> Vec<u8> {
+    format!("latest:{tenant}:{device}:{kind}").into_bytes()
+}
+
+/// The event time stored before a latest record's sealed bytes.
+pub(crate) fn latest_time(value: &[u8]) -> Option<i64> {
+    Some(i64::from_le_bytes(value.get(..8)?.try_into().ok()?))
+}
