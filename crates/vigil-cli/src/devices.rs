@@ -393,7 +393,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let row = table(&[bare.clone()]).rows()[0].clone();
+        let row = table(std::slice::from_ref(&bare)).rows()[0].clone();
         assert_eq!(row[2..7], ["-", "-", "-", "-", "0"]);
         let local = Device {
             host: device().host,
