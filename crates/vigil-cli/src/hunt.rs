@@ -179,7 +179,7 @@ pub async fn run(api: &Api, cmd: HuntCommand, json: bool) -> Result<()> {
             } else {
                 out!(
                     "matched as {}, on {} device(s)",
-                    r.matched_as,
+                    crate::display::clean(&r.matched_as),
                     r.devices.len()
                 );
                 print(&prevalence_table(&r).lines())?;

@@ -11,7 +11,7 @@
 //!       head -1  pid 20313  guid …  started 2026-…
 //! ```
 
-use crate::display::rfc3339;
+use crate::display::{clean, rfc3339};
 use crate::records;
 use serde_json::{Map, Value, json};
 use vigil_proto::v1::{ProcessTree, Record, TreeProcess, record::Payload};
@@ -22,6 +22,7 @@ const MARK: &str = "▶ ";
 /// The tree as lines: the device, the ancestors oldest first, each one
 /// level deeper, the process itself (marked), then its children one level
 /// deeper still. Under each process, up to `events` of its events.
+/// Control characters are escaped, as in every table.
 pub fn lines(t: &ProcessTree, events: usize) -> Vec<String> {
     let mut out = vec![if t.hostname.is_empty() {
         t.device_id.clone()
@@ -41,7 +42,8 @@ pub fn lines(t: &ProcessTree, events: usize) -> Vec<String> {
     for c in &t.children {
         process(&mut out, c, depth, false, events);
     }
-    out
+    // Command lines and paths come from devices: no terminal control characters.
+    out.iter().map(|l| clean(l)).collect()
 }
 
 fn indent(depth: usize) -> String {
@@ -210,6 +212,18 @@ pub(crate) mod tests {
         assert!(
             lines.contains(&"        (2 more events not shown, and more on the server)".to_owned())
         );
+    }
+
+    #[test]
+    fn control_characters_from_devices_are_escaped() {
+        let mut t = tree();
+        t.children = vec![node("g-x", "evil\u{1b}[2J", 0, false)];
+        let lines = lines(&t, 0);
+        assert!(
+            lines.iter().any(|l| l.contains("evil\\u{1b}[2J")),
+            "{lines:#?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains('\u{1b}')));
     }
 
     #[test]
