@@ -20,10 +20,10 @@ pub enum HuntCommand {
     Search {
         #[command(flatten)]
         filters: Filters,
-        /// Only records observed at or after T: RFC 3339 (2026-12-07T10:00:00Z) or back from now (90s, 15m, 2h, 7d).
+        /// Only records observed from T on: RFC 3339 (2026-12-07T10:00:00Z) or back from now (90s, 15m, 2h, 7d).
         #[arg(long, value_name = "T", value_parser = parse_time_arg)]
         since: Option<i64>,
-        /// Only records observed before T (as --since).
+        /// Only records observed up to T (written as for --since).
         #[arg(long, value_name = "T", value_parser = parse_time_arg)]
         until: Option<i64>,
         /// Stop after N records.
