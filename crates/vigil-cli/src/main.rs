@@ -132,7 +132,7 @@ enum Command {
         #[command(subcommand)]
         command: tokens::TokenCommand,
     },
-    /// The tenant's devices (list: any tenant role; revoke: tenant admin).
+    /// The tenant's devices (list, show: admin, analyst, read-only; revoke: tenant admin).
     Device {
         #[command(flatten)]
         out: Output,
