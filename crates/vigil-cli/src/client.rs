@@ -1,5 +1,5 @@
 //! Authenticated gRPC clients for every service (Alerts, Operator, Admin,
-//! Audit), and gRPC errors as people read them.
+//! Audit, Hunt), and gRPC errors as people read them.
 //!
 //! Every call carries `authorization: Bearer <token>`; an operator working in
 //! a tenant under an approved access grant adds `x-vigil-tenant: <tenant_id>`
@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use vigil_proto::v1::{
     admin_client::AdminClient, alerts_client::AlertsClient, audit_client::AuditClient,
-    operator_client::OperatorClient,
+    hunt_client::HuntClient, operator_client::OperatorClient,
 };
 
 /// The header that names the tenant an operator's call is about.
@@ -97,6 +97,10 @@ impl Api {
 
     pub fn audit(&self) -> AuditClient<AuthChannel> {
         AuditClient::new(self.authed())
+    }
+
+    pub fn hunt(&self) -> HuntClient<AuthChannel> {
+        HuntClient::new(self.authed())
     }
 }
 

@@ -54,24 +54,39 @@ impl Table {
                 *w = (*w).max(c.chars().count());
             }
         }
-        all.iter()
-            .map(|r| {
-                let mut line = String::new();
-                for (i, w) in widths.iter().enumerate() {
-                    let cell = r.get(i).map_or("", String::as_str);
-                    if i > 0 {
-                        line.push_str("  ");
-                    }
-                    line.push_str(cell);
-                    if i + 1 < columns {
-                        line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
-                    }
-                }
-                line.truncate(line.trim_end().len());
-                line
-            })
-            .collect()
+        all.iter().map(|r| padded(&widths, r)).collect()
     }
+}
+
+/// One line of cells already cleaned: every column but the last padded to
+/// its width (a wider cell pushes the rest right), two spaces between.
+fn padded(widths: &[usize], cells: &[String]) -> String {
+    let columns = widths.len().max(cells.len());
+    let mut line = String::new();
+    for i in 0..columns {
+        let cell = cells.get(i).map_or("", String::as_str);
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(cell);
+        if i + 1 < columns {
+            let w = widths.get(i).copied().unwrap_or(0);
+            line.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(cell.chars().count()),
+            ));
+        }
+    }
+    line.truncate(line.trim_end().len());
+    line
+}
+
+/// A table row printed on its own, for output that streams (`hunt search`,
+/// `hunt watch`): rows cannot wait for the widest cell, so the columns have
+/// fixed widths, and a wider cell pushes the rest of its row right.
+pub fn row_line(widths: &[usize], cells: &[String]) -> String {
+    let cells: Vec<String> = cells.iter().map(|c| clean(c)).collect();
+    padded(widths, &cells)
 }
 
 /// Key–value lines (`Name       value`), the keys padded to one width: the
@@ -169,6 +184,67 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// A device as people name it: its hostname, or its id when the hostname is not known.
+pub fn host_or_id<'a>(hostname: &'a str, device_id: &'a str) -> &'a str {
+    if hostname.is_empty() {
+        device_id
+    } else {
+        hostname
+    }
+}
+
+/// Text, or `-` when empty.
+pub fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A time bound as given on the command line, in Unix nanoseconds: RFC 3339
+/// (`2026-12-07T10:00:00Z`), or a duration back from `now_ns` in seconds,
+/// minutes, hours or days (`90s`, `15m`, `2h`, `7d`).
+pub fn parse_time(s: &str, now_ns: i64) -> Result<i64> {
+    use anyhow::Context as _;
+    let s = s.trim();
+    if let Some((n, unit)) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .filter(|&i| i > 0 && i + 1 == s.len())
+        .map(|i| s.split_at(i))
+    {
+        let seconds: i64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => anyhow::bail!("time `{s}`: unknown unit `{unit}` (s, m, h, d)"),
+        };
+        let back = n
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(seconds))
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .and_then(|ns| now_ns.checked_sub(ns))
+            .filter(|&t| t > 0)
+            .with_context(|| format!("time `{s}`: too far back"))?;
+        return Ok(back);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("time `{s}`: expected RFC 3339 (2026-12-07T10:00:00Z) or a duration back from now (90s, 15m, 2h, 7d)")
+        })?;
+    i64::try_from(t.unix_timestamp_nanos())
+        .ok()
+        .filter(|&t| t > 0)
+        .with_context(|| format!("time `{s}`: out of range"))
+}
+
+/// Now, in Unix nanoseconds (for [`parse_time`]).
+pub fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
 /// `yes` / `no`.
 pub fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
@@ -215,6 +291,65 @@ mod tests {
         let mut t = Table::new(&["name", "x"]);
         t.row(vec!["Zürich".into(), "1".into()]);
         assert_eq!(t.lines(), ["name    x", "Zürich  1"]);
+    }
+
+    #[test]
+    fn streamed_rows_have_fixed_widths_and_wider_cells_push() {
+        let w = [4, 3];
+        assert_eq!(
+            row_line(&w, &["a".into(), "b".into(), "c".into()]),
+            "a     b    c"
+        );
+        assert_eq!(
+            row_line(&w, &["abcdef".into(), "b".into(), "c".into()]),
+            "abcdef  b    c"
+        );
+        assert_eq!(row_line(&w, &["a\n".into(), String::new()]), "a\\n");
+    }
+
+    const NOW: i64 = 1_700_000_000_000_000_000;
+
+    #[test]
+    fn times_are_rfc3339_or_back_from_now() {
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z", 0).unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20.5+01:00", 0).unwrap(),
+            1_700_000_000_500_000_000
+        );
+        assert_eq!(parse_time("90s", NOW).unwrap(), NOW - 90_000_000_000);
+        assert_eq!(parse_time("15m", NOW).unwrap(), NOW - 900_000_000_000);
+        assert_eq!(parse_time("2h", NOW).unwrap(), NOW - 7_200_000_000_000);
+        assert_eq!(parse_time("7d", NOW).unwrap(), NOW - 604_800_000_000_000);
+        assert_eq!(parse_time("0s", NOW).unwrap(), NOW);
+    }
+
+    #[test]
+    fn bad_times_say_what_is_accepted() {
+        for bad in [
+            "",
+            "yesterday",
+            "2h30m",
+            "h",
+            "-5m",
+            "5w",
+            "2023-11-14",
+            "10",
+        ] {
+            let e = parse_time(bad, NOW).unwrap_err().to_string();
+            assert!(e.contains("time `"), "{bad}: {e}");
+        }
+        assert!(
+            parse_time("5w", NOW)
+                .unwrap_err()
+                .to_string()
+                .contains("unit")
+        );
+        // Before the epoch, or overflowing: refused, not wrapped.
+        assert!(parse_time("99999999999999d", NOW).is_err());
+        assert!(parse_time("20000d", NOW).is_err());
     }
 
     #[test]

@@ -16,13 +16,16 @@ mod audit;
 mod client;
 mod devices;
 mod display;
+mod hunt;
 mod profile;
 mod publish;
+mod records;
 mod role;
 mod rules;
 mod settings;
 mod tenant;
 mod tokens;
+mod tree;
 mod up;
 
 use anyhow::{Context, Result};
@@ -75,6 +78,13 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Investigate stored records: search, process trees, file prevalence, live records (admin, analyst, read-only).
+    Hunt {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: hunt::HuntCommand,
+    },
     /// Tools for rule authors.
     Rules {
         #[command(subcommand)]
@@ -122,7 +132,7 @@ enum Command {
         #[command(subcommand)]
         command: tokens::TokenCommand,
     },
-    /// The tenant's devices (list: any tenant role; revoke: tenant admin).
+    /// The tenant's devices (list, show: admin, analyst, read-only; revoke: tenant admin).
     Device {
         #[command(flatten)]
         out: Output,
@@ -382,6 +392,10 @@ async fn run() -> Result<ExitCode> {
                     alerts::watch(&api, json, min).await?;
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hunt { out, command } => {
+            hunt::run(&connect(&target).await?.0, command, out.json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tenant { out, command } => {
