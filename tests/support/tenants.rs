@@ -84,6 +84,37 @@ impl Fixture {
     pub fn audit(&self) -> AuditClient<Channel> {
         AuditClient::new(self.ch.clone())
     }
+    pub fn hunt(&self) -> vigil_proto::v1::hunt_client::HuntClient<Channel> {
+        vigil_proto::v1::hunt_client::HuntClient::new(self.ch.clone())
+    }
+
+    /// Sends `records` in batches of at most 1,000 on one stream; returns the last ack.
+    pub async fn send_records(
+        &self,
+        d: &Device,
+        records: Vec<vigil_proto::v1::Record>,
+    ) -> pb::BatchAck {
+        let mut ingest = self.server.ingest(Some(d.identity.clone())).await;
+        let batches: Vec<vigil_proto::v1::RecordBatch> = records
+            .chunks(1000)
+            .enumerate()
+            .map(|(i, c)| vigil_proto::v1::RecordBatch {
+                batch_id: i as u64 + 1,
+                records: c.to_vec(),
+            })
+            .collect();
+        let n = batches.len();
+        let mut acks = ingest
+            .stream(tokio_stream::iter(batches))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut last = None;
+        for _ in 0..n {
+            last = Some(acks.next().await.unwrap().unwrap());
+        }
+        last.unwrap()
+    }
 
     pub async fn tenant(&self, name: &str) -> Tenant {
         let r = self

@@ -12,8 +12,10 @@ pub(crate) const DEFAULT_EVENTS: u32 = 200;
 pub(crate) const MAX_EVENTS: u32 = 5000;
 /// Ancestors followed at most (a loop of parent GUIDs cannot hold a call).
 const MAX_DEPTH: usize = 64;
-/// Children listed at most.
-const MAX_CHILDREN: usize = 500;
+/// Children listed at most, and how many of them come with their exits and
+/// events (a lookup each); the rest carry their starts.
+const MAX_CHILDREN: usize = 1000;
+const DETAILED_CHILDREN: usize = 64;
 
 /// Every record a GUID names, sorted into one process.
 fn process(
@@ -100,7 +102,8 @@ pub(crate) fn process_tree(
         ancestors.push(anc);
     }
     let material = Term::Parent.material(guid);
-    let mut child_guids: Vec<(i64, String)> = Vec::new();
+    let mut starts: Vec<Record> = Vec::new();
+    let mut truncated = false;
     store.scan(
         &Scan {
             term: Some(&material),
@@ -108,25 +111,37 @@ pub(crate) fn process_tree(
             ..Scan::default()
         },
         &mut |_, _, bytes| {
-            if let Ok(Record {
-                time_unix_ns,
-                payload: Some(Payload::ProcessStart(s)),
-                ..
-            }) = Record::decode(bytes)
+            let Ok(r) = Record::decode(bytes) else {
+                return true;
+            };
+            if let Some(Payload::ProcessStart(s)) = &r.payload
                 && s.parent_guid == guid
-                && !child_guids.iter().any(|(_, g)| *g == s.guid)
             {
-                child_guids.push((time_unix_ns, s.guid));
+                if starts.len() >= MAX_CHILDREN {
+                    truncated = true;
+                    return false;
+                }
+                starts.push(r);
             }
-            child_guids.len() < MAX_CHILDREN
+            true
         },
     )?;
-    child_guids.sort();
-    let mut children = Vec::with_capacity(child_guids.len());
-    for (_, g) in child_guids {
-        if let Some((_, c)) = process(store, &g, max)? {
-            children.push(c);
-        }
+    starts.sort_by_key(|r| r.time_unix_ns);
+    let mut children = Vec::with_capacity(starts.len());
+    for (i, r) in starts.into_iter().enumerate() {
+        let Some(Payload::ProcessStart(s)) = &r.payload else {
+            continue;
+        };
+        let detailed = if i < DETAILED_CHILDREN {
+            process(store, &s.guid, max)?.map(|(_, c)| c)
+        } else {
+            None
+        };
+        children.push(detailed.unwrap_or_else(|| TreeProcess {
+            guid: s.guid.clone(),
+            start: Some(r.clone()),
+            ..Default::default()
+        }));
     }
     Ok(Some(ProcessTree {
         device_id: device,
@@ -134,5 +149,6 @@ pub(crate) fn process_tree(
         process: Some(me),
         ancestors,
         children,
+        children_truncated: truncated,
     }))
 }
