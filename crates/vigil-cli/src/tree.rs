@@ -42,6 +42,9 @@ pub fn lines(t: &ProcessTree, events: usize) -> Vec<String> {
     for c in &t.children {
         process(&mut out, c, depth, false, events);
     }
+    if t.children_truncated {
+        out.push(format!("{}(more children not shown)", indent(depth)));
+    }
     // Command lines and paths come from devices: no terminal control characters.
     out.iter().map(|l| clean(l)).collect()
 }
@@ -108,6 +111,7 @@ pub fn to_json(t: &ProcessTree) -> Value {
         "process": t.process.as_ref().map_or(Value::Null, process_json),
         "ancestors": t.ancestors.iter().map(process_json).collect::<Vec<_>>(),
         "children": t.children.iter().map(process_json).collect::<Vec<_>>(),
+        "children_truncated": t.children_truncated,
     })
 }
 
@@ -176,6 +180,7 @@ pub(crate) mod tests {
                 node("g-c1", "head -1", 1, false),
                 node("g-c2", "wc", 0, false),
             ],
+            children_truncated: false,
         }
     }
 
