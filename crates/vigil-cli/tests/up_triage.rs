@@ -1,6 +1,8 @@
 //! Triage and rule distribution through `vigil up`, with the kernel: repeats
 //! of `cat /etc/shadow` from one shell make one alert with a count; `vigil
-//! alerts update` resolves it; a rule published with `vigil rules publish`
+//! alerts update` resolves it; `vigil hunt process-tree` shows the shell
+//! that ran it, `vigil hunt prevalence` finds `/usr/bin/cat`'s hash on the
+//! device, `vigil hunt search` finds the commands; a rule published with `vigil rules publish`
 //! fires on the running sensor without a restart. Needs root (the sensor's
 //! kernel sources); says so and passes without.
 
@@ -76,6 +78,61 @@ fn repeats_aggregate_an_update_resolves_and_a_published_rule_fires_without_resta
     let out = vigil(analyst, &["alerts", "show", id, "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["status"], "resolved", "{shown}");
+
+    // The process tree of the alerted `cat` shows the shell that ran it.
+    let guid = alert["process"]["guid"].as_str().unwrap();
+    let out = vigil(analyst, &["hunt", "process-tree", guid, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tree: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shell = &tree["ancestors"][0]["start"];
+    assert!(
+        shell.to_string().contains(&marker) && shell.to_string().contains("sh"),
+        "the parent is the shell that ran the loop: {tree}"
+    );
+    let out = vigil(analyst, &["hunt", "process-tree", guid]);
+    assert!(
+        text(&out.stdout).contains("/etc/shadow"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The alert shows it too, with the rule's ATT&CK ids.
+    let out = vigil(analyst, &["alerts", "show", id]);
+    assert!(text(&out.stdout).contains(&marker), "{}", text(&out.stdout));
+
+    // /usr/bin/cat's hash is found on this device.
+    let exe = std::fs::canonicalize("/usr/bin/cat").unwrap();
+    let sum = Command::new("sha256sum").arg(&exe).output().unwrap();
+    let hash = text(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = vigil(analyst, &["hunt", "prevalence", &hash, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seen: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(seen.len(), 1, "one device: {seen:?}");
+    assert_eq!(seen[0]["device_id"], alert["device"], "{seen:?}");
+    assert!(seen[0]["count"].as_u64().unwrap() >= 3);
+    let out = vigil(
+        analyst,
+        &[
+            "hunt",
+            "search",
+            "--kind",
+            "process_start",
+            &format!("CommandLine*={marker}"),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).lines().count() >= 3,
+        "{}",
+        text(&out.stdout)
+    );
 
     // A rule published to the tenant fires on the running sensor.
     let rule_marker = format!("vigil-published-{}", std::process::id());
