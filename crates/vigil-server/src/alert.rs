@@ -98,7 +98,45 @@ pub(crate) fn group(a: &Alert) -> Vec<u8> {
     out
 }
 
-/// The aggregation rule the store applies in the batch's transaction.
+/// What ListAlerts filters find an alert by: the materials of its index
+/// postings (the store keeps keyed digests of them).
+pub(crate) enum AlertTerm<'a> {
+    Severity(i32),
+    Status(i32),
+    Rule(&'a str),
+    Device(&'a str),
+    Assignee(&'a str),
+}
+
+impl AlertTerm<'_> {
+    pub(crate) fn material(&self) -> Vec<u8> {
+        match self {
+            AlertTerm::Severity(n) => format!("severity\0{n}"),
+            AlertTerm::Status(n) => format!("status\0{n}"),
+            AlertTerm::Rule(r) => format!("rule\0{r}"),
+            AlertTerm::Device(d) => format!("device\0{d}"),
+            AlertTerm::Assignee(a) => format!("assignee\0{a}"),
+        }
+        .into_bytes()
+    }
+}
+
+/// An alert's terms.
+pub(crate) fn alert_terms(a: &Alert) -> Vec<Vec<u8>> {
+    let mut t = vec![
+        AlertTerm::Severity(a.severity).material(),
+        AlertTerm::Status(a.status).material(),
+        AlertTerm::Rule(&a.rule_id).material(),
+        AlertTerm::Device(&a.device_id).material(),
+    ];
+    if !a.assignee.is_empty() {
+        t.push(AlertTerm::Assignee(&a.assignee).material());
+    }
+    t
+}
+
+/// The aggregation rule the store applies in the batch's transaction, and
+/// what it indexes alerts by (also for analysts' updates).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Aggregate {
     pub(crate) window_ns: i64,
@@ -120,6 +158,12 @@ impl vigil_store::AlertMerge for Aggregate {
         a.last_seen_unix_ns = a.last_seen_unix_ns.max(n.received_unix_ns);
         a.latest_detection = n.detection;
         Some(a.encode_to_vec())
+    }
+
+    fn terms(&self, alert: &[u8]) -> Vec<Vec<u8>> {
+        Alert::decode(alert)
+            .map(|a| alert_terms(&a))
+            .unwrap_or_default()
     }
 }
 

@@ -131,6 +131,23 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
             flusher.flush_audit().await;
         }
     }));
+    // Alerts stored before alert postings existed get theirs (once; cheap after).
+    let indexer = Arc::clone(shared);
+    tasks.push(tokio::spawn(async move {
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in indexer.control.tenants().unwrap_or_default() {
+                let Ok(store) = indexer.control.tenant_store(&t.id) else {
+                    continue;
+                };
+                match store.index_unindexed_alerts(&crate::alert::Aggregate { window_ns: 0 }) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tenant = %t.id, alerts = n, "Alerts indexed for filtered listing"),
+                    Err(e) => tracing::warn!(tenant = %t.id, error = %e, "Indexing older alerts failed"),
+                }
+            }
+        })
+        .await;
+    }));
     match shared.control.tenants_mid_rotation() {
         Ok(ids) => {
             for id in ids {

@@ -14,7 +14,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 use vigil_proto::v1::{
     Alert, AlertEvidence, GetAlertRequest, ListAlertsRequest, ListAlertsResponse, ProcessTree,
-    RuleInfo, UpdateAlertRequest, WatchAlertsRequest, alerts_server::Alerts,
+    RuleInfo, Severity, UpdateAlertRequest, WatchAlertsRequest, alerts_server::Alerts,
 };
 
 pub(crate) struct AlertsService {
@@ -32,6 +32,32 @@ fn keep(req: &ListAlertsRequest, a: &Alert) -> bool {
         && (req.since_unix_ns == 0 || a.time_unix_ns >= req.since_unix_ns)
         && (req.until_unix_ns == 0 || a.time_unix_ns < req.until_unix_ns)
         && (req.assignee.is_empty() || a.assignee == req.assignee)
+}
+
+/// How far ahead of the server a device's clock may be for `since` to skip
+/// alerts received before it.
+const CLOCK_SLACK_NS: i64 = 86_400 * 1_000_000_000;
+
+/// The index postings a list request reads: one filter's values, the most
+/// selective first (an assignee, a rule, a device, a status, severities);
+/// none when it has no such filter. `keep` still checks every filter.
+fn postings(req: &ListAlertsRequest) -> Vec<Vec<u8>> {
+    use crate::alert::AlertTerm;
+    if !req.assignee.is_empty() {
+        vec![AlertTerm::Assignee(&req.assignee).material()]
+    } else if !req.rule_id.is_empty() {
+        vec![AlertTerm::Rule(&req.rule_id).material()]
+    } else if !req.device_id.is_empty() {
+        vec![AlertTerm::Device(&req.device_id).material()]
+    } else if req.status != 0 {
+        vec![AlertTerm::Status(req.status).material()]
+    } else if req.min_severity > Severity::Informational as i32 {
+        (req.min_severity..=Severity::Critical as i32)
+            .map(|s| AlertTerm::Severity(s).material())
+            .collect()
+    } else {
+        Vec::new()
+    }
 }
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
@@ -150,10 +176,18 @@ impl AlertsService {
         }
         let store = self.store(&tenant)?;
         let rows = tokio::task::spawn_blocking(move || {
-            let before = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+            let any_of = postings(&req);
+            let q = vigil_store::AlertQuery {
+                before: (!req.page_token.is_empty()).then_some(req.page_token.as_str()),
+                any_of: &any_of,
+                // An alert is received after it happened: none received before
+                // `since` qualifies (a day of slack for device clocks ahead).
+                received_since_ns: (req.since_unix_ns != 0)
+                    .then(|| req.since_unix_ns.saturating_sub(CLOCK_SLACK_NS)),
+            };
             // One more than asked tells whether another page exists.
             store
-                .alerts(before, size + 1, &mut |bytes| {
+                .alerts(&q, size + 1, &mut |bytes| {
                     Alert::decode(bytes).is_ok_and(|a| keep(&req, &a))
                 })
                 .map(|rows| (rows, req))
@@ -211,22 +245,27 @@ impl AlertsService {
         let (outcome, refusal) = tokio::task::spawn_blocking(move || {
             let mut refusal = None;
             // Read, change and re-seal in one write transaction: no lost update.
-            let outcome = store.update_alert(&id, &mut |bytes| {
-                let mut a = match Alert::decode(bytes) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        refusal = Some(internal(e));
-                        return None;
+            let index = crate::alert::Aggregate { window_ns: 0 };
+            let outcome = store.update_alert(
+                &id,
+                &mut |bytes| {
+                    let mut a = match Alert::decode(bytes) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            refusal = Some(internal(e));
+                            return None;
+                        }
+                    };
+                    match change.apply(&mut a, &author, now) {
+                        Ok(()) => Some(a.encode_to_vec()),
+                        Err(s) => {
+                            refusal = Some(s);
+                            None
+                        }
                     }
-                };
-                match change.apply(&mut a, &author, now) {
-                    Ok(()) => Some(a.encode_to_vec()),
-                    Err(s) => {
-                        refusal = Some(s);
-                        None
-                    }
-                }
-            });
+                },
+                &index,
+            );
             (outcome, refusal)
         })
         .await

@@ -7,8 +7,8 @@
 //! data key, bound to tenant, table and key.
 
 use crate::{
-    AlertMerge, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting, StoreError,
-    TenantStore,
+    AlertMerge, AlertQuery, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting,
+    StoreError, TenantStore,
 };
 
 /// One tenant's records and alerts, wherever they live.
@@ -54,21 +54,25 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
     fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError>;
     /// A device's latest record of `kind`, with its event time.
     fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
-    /// Alerts newest first, strictly before `before` (an id), those `keep`
-    /// accepts, at most `limit`.
+    /// Alerts newest first, as `q` chooses them, those `keep` accepts, at
+    /// most `limit`.
     fn alerts(
         &self,
-        before: Option<&str>,
+        q: &AlertQuery<'_>,
         limit: usize,
         keep: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Reads, changes and stores alert `id` in one transaction (no lost update).
+    /// Reads, changes and stores alert `id` in one transaction (no lost
+    /// update), re-indexed by `index`'s terms.
     fn update_alert(
         &self,
         id: &str,
         change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+        index: &dyn AlertMerge,
     ) -> Result<AlertUpdate, StoreError>;
+    /// Gives alerts stored before alert postings existed their postings.
+    fn index_unindexed_alerts(&self, index: &dyn AlertMerge) -> Result<u64, StoreError>;
     /// Removes what was received before `cutoff_ns` (retention).
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError>;
     /// Bytes the tenant's data takes where it lives.
@@ -127,11 +131,11 @@ impl TenantData for TenantStore {
     }
     fn alerts(
         &self,
-        before: Option<&str>,
+        q: &AlertQuery<'_>,
         limit: usize,
         keep: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        TenantStore::alerts(self, before, limit, keep)
+        TenantStore::alerts(self, q, limit, keep)
     }
     fn alert(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         TenantStore::alert(self, id)
@@ -140,11 +144,15 @@ impl TenantData for TenantStore {
         &self,
         id: &str,
         change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+        index: &dyn AlertMerge,
     ) -> Result<AlertUpdate, StoreError> {
-        TenantStore::update_alert(self, id, change)
+        TenantStore::update_alert(self, id, change, index)
     }
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
         TenantStore::purge_before(self, cutoff_ns)
+    }
+    fn index_unindexed_alerts(&self, index: &dyn AlertMerge) -> Result<u64, StoreError> {
+        TenantStore::index_unindexed_alerts(self, index)
     }
     fn size_bytes(&self) -> u64 {
         TenantStore::size_bytes(self)

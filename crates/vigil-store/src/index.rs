@@ -19,9 +19,9 @@
 //! collision costs time, never a wrong answer.
 //!
 //! Entries are made under the current data key and looked up under every key
-//! the tenant still has. Known limit: once a data key rotation has re-sealed
-//! everything and the old key is forgotten, entries made under it are no
-//! longer found by value (a scan by device and time still finds the records).
+//! the tenant still has; each entry's material is also kept sealed beside it
+//! (`chunk_terms`, `sighting_names`, `alert_term_list`), so a data key
+//! rotation re-keys the digests before the old key is destroyed.
 
 use crate::crypto::{KeyRing, LookupMac, short_digest};
 use redb::TableDefinition;
@@ -32,12 +32,16 @@ pub(crate) const CHUNK_META: TableDefinition<(&str, u64), (i64, i64, u32, u64)> 
     TableDefinition::new("chunk_meta");
 /// (digest, device, chunk's first sequence) → ().
 pub(crate) const TERMS: TableDefinition<(&[u8], &str, u64), ()> = TableDefinition::new("terms");
-/// (device, first sequence) → the chunk's digests, 16 bytes each.
+/// (device, first sequence) → the chunk's term materials, sealed: what
+/// removes its postings with it, and re-keys them after a data key rotation.
 pub(crate) const CHUNK_TERMS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("chunk_terms");
 /// (digest, device) → (first seen, last seen, records).
 pub(crate) const SIGHTINGS: TableDefinition<(&[u8], &str), (i64, i64, u64)> =
     TableDefinition::new("sightings");
+/// Digest → its material, sealed: what re-keys sightings after a rotation.
+pub(crate) const SIGHTING_NAMES: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("sighting_names");
 /// (device, kind) → event time (8 bytes, little-endian) || the record, sealed.
 pub(crate) const LATEST: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("latest");
 
@@ -111,22 +115,22 @@ pub struct Sighting {
 pub(crate) struct ChunkIndex {
     bounds: Option<(i64, i64)>,
     kinds: u32,
-    terms: BTreeSet<[u8; 16]>,
+    terms: BTreeSet<Vec<u8>>,
 }
 
 impl ChunkIndex {
-    pub(crate) fn add(&mut self, mac: Option<&LookupMac>, r: &RecordIndex) {
+    pub(crate) fn add(&mut self, r: &RecordIndex) {
         self.bounds = Some(match self.bounds {
             None => (r.time_ns, r.time_ns),
             Some((lo, hi)) => (lo.min(r.time_ns), hi.max(r.time_ns)),
         });
         self.kinds |= 1u32.checked_shl(u32::from(r.kind)).unwrap_or(0);
-        if let Some(mac) = mac {
-            for t in &r.terms {
-                if self.terms.len() >= MAX_TERMS_PER_CHUNK {
-                    break;
-                }
-                self.terms.insert(short_digest(mac, t));
+        for t in &r.terms {
+            if self.terms.len() >= MAX_TERMS_PER_CHUNK {
+                break;
+            }
+            if !self.terms.contains(t) {
+                self.terms.insert(t.clone());
             }
         }
     }
@@ -142,14 +146,18 @@ impl ChunkIndex {
         (lo, hi, kinds, last)
     }
 
-    pub(crate) fn digests(&self) -> impl Iterator<Item = &[u8; 16]> {
+    pub(crate) fn materials(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.terms.iter()
     }
 }
 
-/// A batch's sightings, summed before they meet the table.
+/// A batch's sightings, summed before they meet the table: digest →
+/// (material, (first, last, count)).
 #[derive(Debug, Default)]
-pub(crate) struct BatchSightings(BTreeMap<[u8; 16], (i64, i64, u64)>);
+pub(crate) struct BatchSightings(BTreeMap<[u8; 16], (Vec<u8>, SightingRow)>);
+
+/// (first seen, last seen, records).
+pub(crate) type SightingRow = (i64, i64, u64);
 
 impl BatchSightings {
     pub(crate) fn add(&mut self, mac: &LookupMac, r: &RecordIndex) {
@@ -157,16 +165,26 @@ impl BatchSightings {
             let e = self
                 .0
                 .entry(short_digest(mac, s))
-                .or_insert((r.time_ns, r.time_ns, 0));
-            e.0 = e.0.min(r.time_ns);
-            e.1 = e.1.max(r.time_ns);
-            e.2 += 1;
+                .or_insert_with(|| (s.clone(), (r.time_ns, r.time_ns, 0)));
+            e.1.0 = e.1.0.min(r.time_ns);
+            e.1.1 = e.1.1.max(r.time_ns);
+            e.1.2 += 1;
         }
     }
 
-    pub(crate) fn into_iter(self) -> impl Iterator<Item = ([u8; 16], (i64, i64, u64))> {
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = ([u8; 16], (Vec<u8>, SightingRow))> {
         self.0.into_iter()
     }
+}
+
+pub(crate) fn chunk_terms_aad(tenant: &str, device: &str, first: u64) -> Vec<u8> {
+    format!("chunk_terms:{tenant}:{device}:{first}").into_bytes()
+}
+
+pub(crate) fn sighting_name_aad(tenant: &str, digest: &[u8]) -> Vec<u8> {
+    let mut a = format!("sighting_names:{tenant}:").into_bytes();
+    a.extend_from_slice(digest);
+    a
 }
 
 /// Digests of `material` under every key of the ring, current first.
@@ -189,4 +207,53 @@ pub(crate) fn latest_aad(tenant: &str, device: &str, kind: u8) -> Vec<u8> {
 /// The event time stored before a latest record's sealed bytes.
 pub(crate) fn latest_time(value: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// (digest, alert id) → (): the alerts a filter value names.
+pub(crate) const ALERT_TERMS: TableDefinition<(&[u8], &str), ()> =
+    TableDefinition::new("alert_terms");
+/// Alert id → its term materials, sealed: what removes its postings when it
+/// changes or goes.
+pub(crate) const ALERT_TERM_LIST: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("alert_term_list");
+
+pub(crate) fn alert_terms_aad(tenant: &str, id: &str) -> Vec<u8> {
+    format!("alert_term_list:{tenant}:{id}").into_bytes()
+}
+
+/// Materials as one value: each as a u32 little-endian length and its bytes.
+pub(crate) fn encode_materials(m: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for x in m {
+        out.extend_from_slice(&(x.len() as u32).to_le_bytes());
+        out.extend_from_slice(x);
+    }
+    out
+}
+
+pub(crate) fn decode_materials(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some((len, rest)) = b.split_at_checked(4) {
+        let Ok(len) = <[u8; 4]>::try_from(len) else {
+            break;
+        };
+        let Some((x, rest)) = rest.split_at_checked(u32::from_le_bytes(len) as usize) else {
+            break;
+        };
+        out.push(x.to_vec());
+        b = rest;
+    }
+    out
+}
+
+/// Which alerts [`crate::TenantStore::alerts`] visits, newest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlertQuery<'a> {
+    /// Strictly before this alert id (a page token).
+    pub before: Option<&'a str>,
+    /// Only alerts indexed under one of these materials (see
+    /// [`crate::AlertMerge::terms`]); empty: every alert.
+    pub any_of: &'a [Vec<u8>],
+    /// No alert received before this time is visited.
+    pub received_since_ns: Option<i64>,
 }

@@ -38,7 +38,7 @@ pub use control::{
     Region, StoreOptions, TenantRecord, check_retention,
 };
 pub use data::TenantData;
-pub use index::{RecordIndex, Scan, ScanStats, Sighting};
+pub use index::{AlertQuery, RecordIndex, Scan, ScanStats, Sighting};
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
 pub use rulesets::{MAX_RULE_SET_BYTES, MAX_RULE_SET_VERSIONS, RuleSetVersion, RuleSets};
 pub use tenant::{

@@ -1,9 +1,12 @@
 use crate::StoreError;
 use crate::chunk::{self, ChunkBuilder};
+use crate::crypto::short_digest;
 use crate::crypto::{KeyRing, SealKey, version_of};
 use crate::index::{
-    BatchSightings, CHUNK_META, CHUNK_TERMS, ChunkIndex, LATEST, RecordIndex, SIGHTINGS, Scan,
-    ScanStats, Sighting, TERMS, latest_aad, latest_time, lookup_digests,
+    ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, BatchSightings, CHUNK_META, CHUNK_TERMS, ChunkIndex,
+    LATEST, RecordIndex, SIGHTING_NAMES, SIGHTINGS, Scan, ScanStats, Sighting, TERMS,
+    alert_terms_aad, chunk_terms_aad, decode_materials, encode_materials, latest_aad, latest_time,
+    lookup_digests, sighting_name_aad,
 };
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -104,6 +107,11 @@ pub trait AlertMerge: Sync {
     /// `stored` grown by `new`, or `None` when `new` starts an alert of its
     /// own (the stored one is closed, or was last seen outside the window).
     fn merge(&self, stored: &[u8], new: &[u8]) -> Option<Vec<u8>>;
+    /// The values an alert is found by ([`AlertQuery::any_of`]): indexed as
+    /// keyed digests, replaced whenever the alert is stored again.
+    fn terms(&self, _alert: &[u8]) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 /// Never aggregates.
@@ -148,6 +156,14 @@ pub struct Purged {
     pub alerts: u64,
 }
 
+/// The alert tables a commit or an update writes.
+struct AlertTables<'t> {
+    al: Table<'t, &'static str, &'static [u8]>,
+    groups: Table<'t, &'static [u8], &'static str>,
+    terms: Table<'t, (&'static [u8], &'static str), ()>,
+    list: Table<'t, &'static str, &'static [u8]>,
+}
+
 /// The index tables a commit writes per chunk.
 struct IndexTables<'t> {
     meta: Table<'t, (&'static str, u64), (i64, i64, u32, u64)>,
@@ -158,33 +174,51 @@ struct IndexTables<'t> {
 impl IndexTables<'_> {
     fn put(
         &mut self,
+        keys: &KeyRing,
+        tenant: &str,
         device: &str,
         ci: &ChunkIndex,
         first: u64,
         last: u64,
     ) -> Result<(), StoreError> {
         self.meta.insert((device, first), ci.meta(last))?;
-        let mut all = Vec::new();
-        for d in ci.digests() {
-            self.terms.insert((d.as_slice(), device, first), ())?;
-            all.extend_from_slice(d);
+        let materials: Vec<Vec<u8>> = ci.materials().cloned().collect();
+        if materials.is_empty() {
+            return Ok(());
         }
-        if !all.is_empty() {
-            self.chunk_terms.insert((device, first), all.as_slice())?;
+        if let Some(mac) = keys.lookup_macs().first() {
+            for m in &materials {
+                self.terms
+                    .insert((short_digest(mac, m).as_slice(), device, first), ())?;
+            }
         }
+        let sealed = keys.seal(
+            &chunk_terms_aad(tenant, device, first),
+            &encode_materials(&materials),
+        )?;
+        self.chunk_terms
+            .insert((device, first), sealed.as_slice())?;
         Ok(())
     }
 
-    /// Removes a chunk's index entries (retention).
-    fn remove(&mut self, device: &str, first: u64) -> Result<(), StoreError> {
+    /// Removes a chunk's index entries (retention), under every key.
+    fn remove(
+        &mut self,
+        keys: &KeyRing,
+        tenant: &str,
+        device: &str,
+        first: u64,
+    ) -> Result<(), StoreError> {
         self.meta.remove((device, first))?;
-        let digests = self
-            .chunk_terms
-            .remove((device, first))?
-            .map(|v| v.value().to_vec())
-            .unwrap_or_default();
-        for d in digests.chunks_exact(16) {
-            self.terms.remove((d, device, first))?;
+        let Some(sealed) = self.chunk_terms.remove((device, first))? else {
+            return Ok(());
+        };
+        let plain = keys.open(&chunk_terms_aad(tenant, device, first), sealed.value())?;
+        drop(sealed);
+        for m in decode_materials(&plain) {
+            for d in lookup_digests(keys, &m) {
+                self.terms.remove((d.as_slice(), device, first))?;
+            }
         }
         Ok(())
     }
@@ -229,6 +263,9 @@ impl TenantStore {
         tx.open_table(CHUNK_TERMS)?;
         tx.open_table(SIGHTINGS)?;
         tx.open_table(LATEST)?;
+        tx.open_table(ALERT_TERMS)?;
+        tx.open_table(ALERT_TERM_LIST)?;
+        tx.open_table(SIGHTING_NAMES)?;
         {
             // Chunks stored before the index: bounds that say "any time, any
             // kind", so scans keep finding them.
@@ -370,14 +407,19 @@ impl TenantStore {
             let mut hw = tx.open_table(HIGH_WATER)?;
             let mut chunks = tx.open_table(CHUNKS)?;
             let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
-            let mut al = tx.open_table(ALERTS)?;
-            let mut groups = tx.open_table(ALERT_GROUPS)?;
+            let mut at = AlertTables {
+                al: tx.open_table(ALERTS)?,
+                groups: tx.open_table(ALERT_GROUPS)?,
+                terms: tx.open_table(ALERT_TERMS)?,
+                list: tx.open_table(ALERT_TERM_LIST)?,
+            };
             let mut ix = IndexTables {
                 meta: tx.open_table(CHUNK_META)?,
                 terms: tx.open_table(TERMS)?,
                 chunk_terms: tx.open_table(CHUNK_TERMS)?,
             };
             let mut sightings_t = tx.open_table(SIGHTINGS)?;
+            let mut names_t = tx.open_table(SIGHTING_NAMES)?;
             let mut latest_t = tx.open_table(LATEST)?;
             let mut added = 0u64;
             for b in batches {
@@ -403,14 +445,21 @@ impl TenantStore {
                         continue;
                     }
                     if let Some((full, fi)) = chunk.take_if(|(c, _)| !c.fits(bytes.len())) {
-                        ix.put(device, &fi, full.first(), full.last())?;
+                        ix.put(
+                            &keys,
+                            &self.tenant_id,
+                            device,
+                            &fi,
+                            full.first(),
+                            full.last(),
+                        )?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, device, received, full)?;
                     }
                     let (c, ci) = chunk
                         .get_or_insert_with(|| (ChunkBuilder::new(*seq), ChunkIndex::default()));
                     c.push(*seq, bytes)?;
                     if let Some(r) = b.index.get(i) {
-                        ci.add(mac.as_ref(), r);
+                        ci.add(r);
                         if let Some(mac) = &mac {
                             seen.add(mac, r);
                         }
@@ -426,16 +475,28 @@ impl TenantStore {
                     outcome.accepted += 1;
                 }
                 if let Some((last, li)) = chunk {
-                    ix.put(device, &li, last.first(), last.last())?;
+                    ix.put(
+                        &keys,
+                        &self.tenant_id,
+                        device,
+                        &li,
+                        last.first(),
+                        last.last(),
+                    )?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
                 }
-                for (digest, (lo, hi, n)) in seen.into_iter() {
+                for (digest, (material, (lo, hi, n))) in seen.into_iter() {
                     let key = (digest.as_slice(), device);
                     let next = match sightings_t.get(key)?.map(|v| v.value()) {
                         Some((a, z, c)) => (a.min(lo), z.max(hi), c.saturating_add(n)),
                         None => (lo, hi, n),
                     };
                     sightings_t.insert(key, next)?;
+                    if names_t.get(digest.as_slice())?.is_none() {
+                        let sealed =
+                            keys.seal(&sighting_name_aad(&self.tenant_id, &digest), &material)?;
+                        names_t.insert(digest.as_slice(), sealed.as_slice())?;
+                    }
                 }
                 for (kind, time, i) in latest {
                     let stored = latest_t
@@ -457,7 +518,7 @@ impl TenantStore {
                     if a.seq <= start {
                         continue;
                     }
-                    let stored = self.store_alert(&keys, &mut al, &mut groups, a, merge)?;
+                    let stored = self.store_alert(&keys, &mut at, a, merge)?;
                     outcome.alerts.push(stored);
                 }
                 hw.insert(device, high)?;
@@ -477,11 +538,11 @@ impl TenantStore {
     fn store_alert(
         &self,
         keys: &KeyRing,
-        al: &mut Table<'_, &'static str, &'static [u8]>,
-        groups: &mut Table<'_, &'static [u8], &'static str>,
+        at: &mut AlertTables<'_>,
         a: &NewAlert,
         merge: &dyn AlertMerge,
     ) -> Result<StoredAlert, StoreError> {
+        let AlertTables { al, groups, .. } = at;
         let digests = a
             .group
             .as_deref()
@@ -506,6 +567,7 @@ impl TenantStore {
                 if let Some(d) = digests.first() {
                     groups.insert(d.as_slice(), id.as_str())?;
                 }
+                self.index_alert(keys, at, &id, &merge.terms(&grown))?;
                 return Ok(StoredAlert {
                     id,
                     bytes: grown,
@@ -518,6 +580,7 @@ impl TenantStore {
         if let Some(d) = digests.first() {
             groups.insert(d.as_slice(), a.id.as_str())?;
         }
+        self.index_alert(keys, at, &a.id, &merge.terms(&a.bytes))?;
         Ok(StoredAlert {
             id: a.id.clone(),
             bytes: a.bytes.clone(),
@@ -532,26 +595,79 @@ impl TenantStore {
         &self,
         id: &str,
         change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
+        index: &dyn AlertMerge,
     ) -> Result<AlertUpdate, StoreError> {
         let keys = self.live()?;
         let tx = self.db.begin_write()?;
         let aad = alert_aad(&self.tenant_id, id);
         let out = {
-            let mut al = tx.open_table(ALERTS)?;
-            let plain = match al.get(id)? {
+            let mut at = AlertTables {
+                al: tx.open_table(ALERTS)?,
+                groups: tx.open_table(ALERT_GROUPS)?,
+                terms: tx.open_table(ALERT_TERMS)?,
+                list: tx.open_table(ALERT_TERM_LIST)?,
+            };
+            let plain = match at.al.get(id)? {
                 None => return Ok(AlertUpdate::Missing),
                 Some(v) => keys.open(&aad, v.value())?,
             };
             match change(&plain) {
                 None => return Ok(AlertUpdate::Refused),
                 Some(changed) => {
-                    al.insert(id, keys.seal(&aad, &changed)?.as_slice())?;
+                    at.al.insert(id, keys.seal(&aad, &changed)?.as_slice())?;
+                    self.index_alert(&keys, &mut at, id, &index.terms(&changed))?;
                     changed
                 }
             }
         };
         tx.commit()?;
         Ok(AlertUpdate::Updated(out))
+    }
+
+    /// Replaces alert `id`'s postings with `materials`' (under the current key).
+    fn index_alert(
+        &self,
+        keys: &KeyRing,
+        at: &mut AlertTables<'_>,
+        id: &str,
+        materials: &[Vec<u8>],
+    ) -> Result<(), StoreError> {
+        self.unindex_alert(keys, &mut at.terms, &mut at.list, id)?;
+        if materials.is_empty() {
+            return Ok(());
+        }
+        if let Some(mac) = keys.lookup_macs().first() {
+            for m in materials {
+                at.terms.insert((short_digest(mac, m).as_slice(), id), ())?;
+            }
+        }
+        let sealed = keys.seal(
+            &alert_terms_aad(&self.tenant_id, id),
+            &encode_materials(materials),
+        )?;
+        at.list.insert(id, sealed.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes alert `id`'s postings, under every key the tenant has.
+    fn unindex_alert(
+        &self,
+        keys: &KeyRing,
+        terms: &mut Table<'_, (&'static [u8], &'static str), ()>,
+        list: &mut Table<'_, &'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let Some(old) = list.remove(id)? else {
+            return Ok(());
+        };
+        let plain = keys.open(&alert_terms_aad(&self.tenant_id, id), old.value())?;
+        drop(old);
+        for m in decode_materials(&plain) {
+            for d in lookup_digests(keys, &m) {
+                terms.remove((d.as_slice(), id))?;
+            }
+        }
+        Ok(())
     }
 
     /// Seals a chunk in place and stores it with its retention entry.
@@ -743,31 +859,93 @@ impl TenantStore {
         Ok(Some((time, plain.to_vec())))
     }
 
-    /// Alerts newest first, starting strictly before `before` (an alert id) when
-    /// given, keeping those `keep` accepts, at most `limit`.
+    /// Alerts newest first, as `q` chooses them (see [`AlertQuery`]),
+    /// keeping those `keep` accepts, at most `limit`. With `q.any_of`, only
+    /// the alerts its postings name are opened.
     pub fn alerts(
         &self,
-        before: Option<&str>,
+        q: &AlertQuery<'_>,
         limit: usize,
         mut keep: impl FnMut(&[u8]) -> bool,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let keys = self.live()?;
         let tx = self.db.begin_read()?;
         let t = tx.open_table(ALERTS)?;
-        let iter = match before {
-            Some(b) => t.range(..b)?,
-            None => t.range::<&str>(..)?,
-        };
+        let floor = q.received_since_ns.map(alert_id_floor);
         let mut out = Vec::new();
-        for item in iter.rev() {
-            if out.len() >= limit {
-                break;
+        let mut visit = |id: &str,
+                         sealed: &[u8],
+                         out: &mut Vec<(String, Vec<u8>)>|
+         -> Result<bool, StoreError> {
+            if floor.as_deref().is_some_and(|f| id < f) || out.len() >= limit {
+                return Ok(false);
             }
-            let (k, v) = item?;
-            let id = k.value().to_owned();
-            let plain = keys.open(&alert_aad(&self.tenant_id, &id), v.value())?;
+            let plain = keys.open(&alert_aad(&self.tenant_id, id), sealed)?;
             if keep(&plain) {
-                out.push((id, plain.to_vec()));
+                out.push((id.to_owned(), plain.to_vec()));
+            }
+            Ok(true)
+        };
+        if q.any_of.is_empty() {
+            let iter = match q.before {
+                Some(b) => t.range(..b)?,
+                None => t.range::<&str>(..)?,
+            };
+            for item in iter.rev() {
+                let (k, v) = item?;
+                if !visit(k.value(), v.value(), &mut out)? {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        // Newest first across the postings of every material (and key): a merge.
+        let terms = tx.open_table(ALERT_TERMS)?;
+        let digests: Vec<[u8; 16]> = q
+            .any_of
+            .iter()
+            .flat_map(|m| lookup_digests(&keys, m))
+            .collect();
+        // Ids sort below "~" (they are digits, a dash and hex).
+        let top = q.before.unwrap_or("~");
+        let mut lists = Vec::with_capacity(digests.len());
+        for d in &digests {
+            lists.push(
+                terms
+                    .range((d.as_slice(), "")..(d.as_slice(), top))?
+                    .rev()
+                    .peekable(),
+            );
+        }
+        loop {
+            let mut best: Option<String> = None;
+            for l in lists.iter_mut() {
+                if let Some(Ok((k, _))) = l.peek() {
+                    let id = k.value().1;
+                    if best.as_deref().is_none_or(|b| id > b) {
+                        best = Some(id.to_owned());
+                    }
+                } else if let Some(Err(_)) = l.peek()
+                    && let Some(Err(e)) = l.next()
+                {
+                    return Err(e.into());
+                }
+            }
+            let Some(id) = best else { break };
+            for l in lists.iter_mut() {
+                while let Some(Ok((k, _))) = l.peek() {
+                    if k.value().1 == id.as_str() {
+                        l.next();
+                    } else {
+                        break;
+                    }
+                }
+            }
+            let Some(v) = t.get(id.as_str())? else {
+                continue;
+            };
+            if !visit(&id, v.value(), &mut out)? {
+                break;
             }
         }
         Ok(out)
@@ -819,7 +997,7 @@ impl TenantStore {
                 for (t, d, s, count) in &old {
                     chunks.remove((d.as_str(), *s))?;
                     idx.remove((*t, d.as_str(), *s))?;
-                    ix.remove(d, *s)?;
+                    ix.remove(&_k, &self.tenant_id, d, *s)?;
                     n.records += u64::from(*count);
                 }
                 chunk_rows = old.len();
@@ -832,8 +1010,11 @@ impl TenantStore {
                     .take(CHUNK)
                     .map(|r| r.map(|(k, _)| k.value().to_owned()))
                     .collect::<Result<_, _>>()?;
+                let mut aterms = tx.open_table(ALERT_TERMS)?;
+                let mut alist = tx.open_table(ALERT_TERM_LIST)?;
                 for id in &ids {
                     al.remove(id.as_str())?;
+                    self.unindex_alert(&_k, &mut aterms, &mut alist, id)?;
                 }
                 n.alerts = ids.len() as u64;
                 // Group entries naming alerts gone (the index is as small as the alerts).
@@ -894,8 +1075,14 @@ impl TenantStore {
                     }
                 }
                 done = scanned < CHUNK * 8;
+                let mut names = tx.open_table(SIGHTING_NAMES)?;
                 for (d, dev) in &stale {
                     t.remove((d.as_slice(), dev.as_str()))?;
+                    // The last device's row gone: the name goes too.
+                    let left = t.range((d.as_slice(), "")..)?.next().transpose()?;
+                    if left.is_none_or(|(k, _)| k.value().0 != d.as_slice()) {
+                        names.remove(d.as_slice())?;
+                    }
                 }
             }
             tx.commit()?;
@@ -955,6 +1142,7 @@ impl TenantStore {
                 break;
             }
         }
+        self.rekey_index()?;
         // Latest records: one per device and kind, a single pass.
         {
             let keys = self.live()?;
@@ -1027,6 +1215,196 @@ impl TenantStore {
         }
     }
 
+    /// Indexes the alerts stored before alerts had postings (`index`'s
+    /// terms), [`CHUNK`] per transaction; returns how many. Alerts with
+    /// postings are left as they are.
+    pub fn index_unindexed_alerts(&self, index: &dyn AlertMerge) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        let mut from = String::new();
+        loop {
+            let keys = self.live()?;
+            let tx = self.db.begin_write()?;
+            let done;
+            {
+                let mut at = AlertTables {
+                    al: tx.open_table(ALERTS)?,
+                    groups: tx.open_table(ALERT_GROUPS)?,
+                    terms: tx.open_table(ALERT_TERMS)?,
+                    list: tx.open_table(ALERT_TERM_LIST)?,
+                };
+                let mut todo = Vec::new();
+                let mut scanned = 0;
+                for item in at.al.range(from.as_str()..)? {
+                    let (k, v) = item?;
+                    let id = k.value().to_owned();
+                    scanned += 1;
+                    from = format!("{id}\0");
+                    if at.list.get(id.as_str())?.is_none() {
+                        todo.push((id, v.value().to_vec()));
+                    }
+                    if scanned >= CHUNK * 4 || todo.len() >= CHUNK {
+                        break;
+                    }
+                }
+                done = scanned < CHUNK * 4 && todo.len() < CHUNK;
+                for (id, sealed) in &todo {
+                    let plain = keys.open(&alert_aad(&self.tenant_id, id), sealed)?;
+                    self.index_alert(&keys, &mut at, id, &index.terms(&plain))?;
+                }
+                n += todo.len() as u64;
+            }
+            tx.commit()?;
+            if done {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Re-keys the index after a data key rotation: every entry whose sealed
+    /// material is not under the current key gets its digests made again
+    /// under it (the old ones removed) and its material re-sealed — chunk
+    /// terms, alert terms, sightings — [`CHUNK`] entries per transaction.
+    fn rekey_index(&self) -> Result<(), StoreError> {
+        // Chunk terms, then alert terms: (key, sealed list) rows not current.
+        loop {
+            let keys = self.live()?;
+            let current = keys.current();
+            let Some(mac) = keys.lookup_macs().into_iter().next() else {
+                return Ok(());
+            };
+            let tx = self.db.begin_write()?;
+            let moved;
+            {
+                let mut list = tx.open_table(CHUNK_TERMS)?;
+                let mut terms = tx.open_table(TERMS)?;
+                let rows: Vec<((String, u64), Vec<u8>)> = list
+                    .iter()?
+                    .filter_map(|r| match r {
+                        Ok((k, v)) if version_of(v.value()) != Some(current) => {
+                            let (d, f) = k.value();
+                            Some(Ok(((d.to_owned(), f), v.value().to_vec())))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .take(CHUNK)
+                    .collect::<Result<_, _>>()?;
+                moved = rows.len();
+                for ((d, f), sealed) in &rows {
+                    let aad = chunk_terms_aad(&self.tenant_id, d, *f);
+                    let plain = keys.open(&aad, sealed)?;
+                    for m in decode_materials(&plain) {
+                        for old in lookup_digests(&keys, &m) {
+                            terms.remove((old.as_slice(), d.as_str(), *f))?;
+                        }
+                        terms.insert((short_digest(&mac, &m).as_slice(), d.as_str(), *f), ())?;
+                    }
+                    list.insert((d.as_str(), *f), keys.seal(&aad, &plain)?.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            if moved < CHUNK {
+                break;
+            }
+        }
+        loop {
+            let keys = self.live()?;
+            let current = keys.current();
+            let Some(mac) = keys.lookup_macs().into_iter().next() else {
+                return Ok(());
+            };
+            let tx = self.db.begin_write()?;
+            let moved;
+            {
+                let mut list = tx.open_table(ALERT_TERM_LIST)?;
+                let mut terms = tx.open_table(ALERT_TERMS)?;
+                let rows: Vec<(String, Vec<u8>)> = list
+                    .iter()?
+                    .filter_map(|r| match r {
+                        Ok((k, v)) if version_of(v.value()) != Some(current) => {
+                            Some(Ok((k.value().to_owned(), v.value().to_vec())))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .take(CHUNK)
+                    .collect::<Result<_, _>>()?;
+                moved = rows.len();
+                for (id, sealed) in &rows {
+                    let aad = alert_terms_aad(&self.tenant_id, id);
+                    let plain = keys.open(&aad, sealed)?;
+                    for m in decode_materials(&plain) {
+                        for old in lookup_digests(&keys, &m) {
+                            terms.remove((old.as_slice(), id.as_str()))?;
+                        }
+                        terms.insert((short_digest(&mac, &m).as_slice(), id.as_str()), ())?;
+                    }
+                    list.insert(id.as_str(), keys.seal(&aad, &plain)?.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            if moved < CHUNK {
+                break;
+            }
+        }
+        // Sightings: each old digest's rows move to the new digest, merged.
+        loop {
+            let keys = self.live()?;
+            let current = keys.current();
+            let Some(mac) = keys.lookup_macs().into_iter().next() else {
+                return Ok(());
+            };
+            let tx = self.db.begin_write()?;
+            let moved;
+            {
+                let mut names = tx.open_table(SIGHTING_NAMES)?;
+                let mut t = tx.open_table(SIGHTINGS)?;
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = names
+                    .iter()?
+                    .filter_map(|r| match r {
+                        Ok((k, v)) if version_of(v.value()) != Some(current) => {
+                            Some(Ok((k.value().to_vec(), v.value().to_vec())))
+                        }
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .take(CHUNK)
+                    .collect::<Result<_, _>>()?;
+                moved = rows.len();
+                for (old, sealed) in &rows {
+                    let material = keys.open(&sighting_name_aad(&self.tenant_id, old), sealed)?;
+                    let new = short_digest(&mac, &material);
+                    let devices: Vec<(String, (i64, i64, u64))> = t
+                        .range((old.as_slice(), "")..)?
+                        .map_while(|r| match r {
+                            Ok((k, v)) if k.value().0 == old.as_slice() => {
+                                Some(Ok((k.value().1.to_owned(), v.value())))
+                            }
+                            Ok(_) => None,
+                            Err(e) => Some(Err(e)),
+                        })
+                        .collect::<Result<_, _>>()?;
+                    for (dev, (a, z, c)) in devices {
+                        t.remove((old.as_slice(), dev.as_str()))?;
+                        let merged = match t.get((new.as_slice(), dev.as_str()))?.map(|v| v.value())
+                        {
+                            Some((a2, z2, c2)) => (a.min(a2), z.max(z2), c.saturating_add(c2)),
+                            None => (a, z, c),
+                        };
+                        t.insert((new.as_slice(), dev.as_str()), merged)?;
+                    }
+                    names.remove(old.as_slice())?;
+                    let sealed = keys.seal(&sighting_name_aad(&self.tenant_id, &new), &material)?;
+                    names.insert(new.as_slice(), sealed.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            if moved < CHUNK {
+                return Ok(());
+            }
+        }
+    }
+
     /// Moves the per-record rows of a file written before chunks into chunks
     /// (each run of a device's records received together, as chunks are
     /// made at ingest), [`CHUNK`] records per transaction, then drops the old
@@ -1072,7 +1450,7 @@ impl TenantStore {
                     if let Some((ct, cd, c)) =
                         open.take_if(|(ct, cd, c)| ct != t || cd != d || !c.fits(plain.len()))
                     {
-                        ix.put(&cd, &none, c.first(), c.last())?;
+                        ix.put(&keys, &self.tenant_id, &cd, &none, c.first(), c.last())?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                     }
                     open.get_or_insert_with(|| (*t, d.clone(), ChunkBuilder::new(*s)))
@@ -1081,7 +1459,7 @@ impl TenantStore {
                     n += 1;
                 }
                 if let Some((ct, cd, c)) = open {
-                    ix.put(&cd, &none, c.first(), c.last())?;
+                    ix.put(&keys, &self.tenant_id, &cd, &none, c.first(), c.last())?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                 }
                 if n > 0 {

@@ -160,7 +160,12 @@ fn resent_batches_store_once_and_data_is_sealed_on_disk() {
     let again = t.commit_batch("d", c.now(), &recs, &alerts).unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 3));
     assert_eq!(t.records("d", 1, 100).unwrap().len(), 2);
-    assert_eq!(t.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 1);
+    assert_eq!(
+        t.alerts(&AlertQuery::default(), 10, |_: &[u8]| true)
+            .unwrap()
+            .len(),
+        1
+    );
     drop(t);
     drop(c);
     for f in ["tenants/a/data.redb", "control.redb"] {
@@ -220,7 +225,12 @@ fn retention_removes_only_what_is_older_than_the_tenants_setting() {
     assert_eq!(got("long"), Purged::default());
     let s = c.open_tenant("short").unwrap();
     assert_eq!(s.records("d", 0, 10).unwrap(), vec![(5001, vec![3])]);
-    assert_eq!(s.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 1);
+    assert_eq!(
+        s.alerts(&AlertQuery::default(), 10, |_: &[u8]| true)
+            .unwrap()
+            .len(),
+        1
+    );
     // A re-send of purged sequences is still a duplicate, not new data.
     let again = s.commit_batch("d", t1, &[(3, vec![9])], &[]).unwrap();
     assert_eq!(again.duplicates, 1);
@@ -318,7 +328,12 @@ fn data_key_rotation_reseals_while_both_keys_read() {
     assert_eq!(c.tenant("a").unwrap().unwrap().data_key_versions(), vec![2]);
     let all = t.records("d", 0, 10_000).unwrap();
     assert_eq!(all[41].1, 42u64.to_le_bytes().to_vec());
-    assert_eq!(t.alerts(None, 100, |_: &[u8]| true).unwrap().len(), 10);
+    assert_eq!(
+        t.alerts(&AlertQuery::default(), 100, |_: &[u8]| true)
+            .unwrap()
+            .len(),
+        10
+    );
     // After a restart only v2 exists and everything opens.
     drop(t);
     drop(c);
@@ -624,17 +639,7 @@ fn commit_alerts(
     records: &[(u64, Vec<u8>)],
     alerts: &[NewAlert],
 ) -> BatchOutcome {
-    let b = NewBatch {
-        device: "d",
-        received_ns: now,
-        records,
-        index: &[],
-        alerts,
-    };
-    t.commit_batches(std::slice::from_ref(&b), &Counting)
-        .unwrap()
-        .pop()
-        .unwrap()
+    commit_alerts_with(t, now, records, alerts, &Counting)
 }
 
 #[test]
@@ -679,7 +684,11 @@ fn repeats_of_a_group_grow_one_alert_exactly_once_and_the_index_holds_no_plainte
     );
     assert!(!other.alerts[0].merged);
     let t2 = t
-        .update_alert("00000000000000000001-a", &mut |_| Some(b"closed".to_vec()))
+        .update_alert(
+            "00000000000000000001-a",
+            &mut |_| Some(b"closed".to_vec()),
+            &NoMerge,
+        )
         .unwrap();
     assert_eq!(t2, AlertUpdate::Updated(b"closed".to_vec()));
     let after = commit_alerts(
@@ -689,7 +698,12 @@ fn repeats_of_a_group_grow_one_alert_exactly_once_and_the_index_holds_no_plainte
         &[grouped(4, "00000000000000000004-d", &[0], marker)],
     );
     assert!(!after.alerts[0].merged);
-    assert_eq!(t.alerts(None, 10, |_: &[u8]| true).unwrap().len(), 3);
+    assert_eq!(
+        t.alerts(&AlertQuery::default(), 10, |_: &[u8]| true)
+            .unwrap()
+            .len(),
+        3
+    );
     // The group's latest alert is found after a key rotation too.
     c.rotate_data_key("a").unwrap();
     let t = c.open_tenant("a").unwrap();
@@ -731,11 +745,12 @@ fn update_alert_changes_in_one_transaction_refuses_and_misses() {
     t.commit_batch("d", c.now(), &[(1, vec![1])], &[(1, id.into(), Vec::new())])
         .unwrap();
     assert_eq!(
-        t.update_alert("nope", &mut |_| Some(vec![])).unwrap(),
+        t.update_alert("nope", &mut |_| Some(vec![]), &NoMerge)
+            .unwrap(),
         AlertUpdate::Missing
     );
     assert_eq!(
-        t.update_alert(id, &mut |_| None).unwrap(),
+        t.update_alert(id, &mut |_| None, &NoMerge).unwrap(),
         AlertUpdate::Refused
     );
     // Eight threads append a byte each, 25 times: none is lost.
@@ -744,11 +759,15 @@ fn update_alert_changes_in_one_transaction_refuses_and_misses() {
             let t = Arc::clone(&t);
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    t.update_alert(id, &mut |old| {
-                        let mut v = old.to_vec();
-                        v.push(n);
-                        Some(v)
-                    })
+                    t.update_alert(
+                        id,
+                        &mut |old| {
+                            let mut v = old.to_vec();
+                            v.push(n);
+                            Some(v)
+                        },
+                        &NoMerge,
+                    )
                     .unwrap();
                 }
             })
@@ -1046,21 +1065,272 @@ fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups(
         1
     );
     assert_eq!(t.sightings(b"hash\0ho").unwrap().len(), 1);
-    clock.advance(DAY * 15);
-    let purged = c.enforce_retention().unwrap();
-    assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 1);
-    assert!(
+    // The rotation finished: everything re-sealed, the old key destroyed;
+    // the index was re-keyed first, so old values are still found.
+    c.finish_data_key_rotation("a").unwrap();
+    let found = |m: &[u8]| {
         scanned(
             &t,
             &Scan {
-                term: Some(b"guid\0old"),
+                term: Some(m),
                 ..Scan::default()
-            }
+            },
         )
         .0
+        .len()
+    };
+    assert_eq!(found(b"guid\0old"), 1);
+    let s = t.sightings(b"hash\0ho").unwrap();
+    assert_eq!((s.len(), s[0].count), (1, 1));
+    // A sighting of the same value after the rotation adds to the same row.
+    commit_indexed(&t, "d", c.now(), &[indexed(3, c.now(), 0, "new", "ho")]);
+    assert_eq!(t.sightings(b"hash\0ho").unwrap()[0].count, 2);
+    clock.advance(DAY * 15);
+    let purged = c.enforce_retention().unwrap();
+    assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 1);
+    assert_eq!(found(b"guid\0old"), 0);
+    assert_eq!(found(b"guid\0new"), 2);
+    // Last seen after the cutoff: the sighting stays.
+    assert_eq!(t.sightings(b"hash\0ho").unwrap().len(), 1);
+    assert_eq!(
+        scanned(&t, &Scan::default()).0,
+        vec![("d".into(), 2), ("d".into(), 3)]
+    );
+    assert_eq!(t.sightings(b"hash\0hn").unwrap().len(), 1);
+}
+
+/// Alerts are "<tag>,<tag>,…"; each tag is a term.
+struct Tagged;
+
+impl AlertMerge for Tagged {
+    fn merge(&self, _: &[u8], _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn terms(&self, alert: &[u8]) -> Vec<Vec<u8>> {
+        alert.split(|b| *b == b',').map(<[u8]>::to_vec).collect()
+    }
+}
+
+#[test]
+fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::now());
+    let c = store(dir.path(), Arc::clone(&clock));
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let base = c.now();
+    // 300 alerts: every third is "red", every fifth "big"; all "sev-1".
+    let mut alerts = Vec::new();
+    for i in 1..=300u64 {
+        let mut tags = vec!["sev-1".to_string()];
+        if i % 3 == 0 {
+            tags.push("red".into());
+        }
+        if i % 5 == 0 {
+            tags.push("big".into());
+        }
+        alerts.push(NewAlert {
+            seq: i,
+            id: format!("{:020}-{i:04}", base + i as i64),
+            bytes: tags.join(",").into_bytes(),
+            group: None,
+        });
+    }
+    let records = varied(1..=300);
+    let b = NewBatch {
+        device: "d",
+        received_ns: base,
+        records: &records,
+        index: &[],
+        alerts: &alerts,
+    };
+    t.commit_batches(std::slice::from_ref(&b), &Tagged).unwrap();
+    let ids = |q: &AlertQuery<'_>, limit| -> Vec<u64> {
+        t.alerts(q, limit, |_| true)
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id[21..].parse().unwrap())
+            .collect()
+    };
+    let red = vec![b"red".to_vec()];
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &red,
+                ..Default::default()
+            },
+            3
+        ),
+        [300, 297, 294]
+    );
+    // Pages continue below the token.
+    let tok = format!("{:020}-{:04}", base + 294, 294);
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &red,
+                before: Some(&tok),
+                ..Default::default()
+            },
+            2
+        ),
+        [291, 288]
+    );
+    // Several values: merged newest first, each alert once.
+    let either = vec![b"red".to_vec(), b"big".to_vec()];
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &either,
+                ..Default::default()
+            },
+            5
+        ),
+        [300, 297, 295, 294, 291]
+    );
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &either,
+                ..Default::default()
+            },
+            1000
+        )
+        .len(),
+        140
+    );
+    // Received-since stops the walk.
+    let q = AlertQuery {
+        any_of: &red,
+        received_since_ns: Some(base + 290),
+        ..Default::default()
+    };
+    assert_eq!(ids(&q, 100), [300, 297, 294, 291]);
+    // An update re-indexes: 300 is no longer red, and is green.
+    let id300 = format!("{:020}-0300", base + 300);
+    t.update_alert(&id300, &mut |_| Some(b"sev-1,green".to_vec()), &Tagged)
+        .unwrap();
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &red,
+                ..Default::default()
+            },
+            1
+        ),
+        [297]
+    );
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &[b"green".to_vec()],
+                ..Default::default()
+            },
+            10
+        ),
+        [300]
+    );
+    assert!(
+        ids(
+            &AlertQuery {
+                any_of: &[b"none".to_vec()],
+                ..Default::default()
+            },
+            10
+        )
         .is_empty()
     );
-    assert!(t.sightings(b"hash\0ho").unwrap().is_empty());
-    assert_eq!(scanned(&t, &Scan::default()).0, vec![("d".into(), 2)]);
-    assert_eq!(t.sightings(b"hash\0hn").unwrap().len(), 1);
+    // A data key rotation re-keys the postings before the old key goes.
+    c.rotate_data_key("a").unwrap();
+    c.finish_data_key_rotation("a").unwrap();
+    let red_after = ids(
+        &AlertQuery {
+            any_of: &red,
+            ..Default::default()
+        },
+        2,
+    );
+    assert_eq!(red_after, [297, 294]);
+    let green = vec![b"green".to_vec()];
+    assert_eq!(
+        ids(
+            &AlertQuery {
+                any_of: &green,
+                ..Default::default()
+            },
+            10
+        ),
+        [300]
+    );
+    // Retention takes the postings with the alerts.
+    clock.advance(DAY * 31);
+    c.enforce_retention().unwrap();
+    assert!(
+        ids(
+            &AlertQuery {
+                any_of: &[b"sev-1".to_vec()],
+                ..Default::default()
+            },
+            10
+        )
+        .is_empty()
+    );
+    drop(t);
+    let raw: Vec<u8> = walk(dir.path())
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(!raw.windows(5).any(|w| w == b"green"));
+}
+
+#[test]
+fn alerts_stored_before_postings_get_them_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let now = c.now();
+    let alerts: Vec<NewAlert> = (1..=5u64)
+        .map(|i| NewAlert {
+            seq: i,
+            id: format!("{:020}-{i}", now),
+            bytes: if i % 2 == 0 {
+                b"even".to_vec()
+            } else {
+                b"odd".to_vec()
+            },
+            group: None,
+        })
+        .collect();
+    // Stored without terms, as before postings existed.
+    commit_alerts_with(&t, now, &varied(1..=5), &alerts, &NoMerge);
+    let even = vec![b"even".to_vec()];
+    let q = AlertQuery {
+        any_of: &even,
+        ..Default::default()
+    };
+    assert!(t.alerts(&q, 10, |_| true).unwrap().is_empty());
+    assert_eq!(t.index_unindexed_alerts(&Tagged).unwrap(), 5);
+    assert_eq!(t.alerts(&q, 10, |_| true).unwrap().len(), 2);
+    assert_eq!(t.index_unindexed_alerts(&Tagged).unwrap(), 0, "once");
+}
+
+fn commit_alerts_with(
+    t: &TenantStore,
+    now: i64,
+    records: &[(u64, Vec<u8>)],
+    alerts: &[NewAlert],
+    merge: &dyn AlertMerge,
+) -> BatchOutcome {
+    let b = NewBatch {
+        device: "d",
+        received_ns: now,
+        records,
+        index: &[],
+        alerts,
+    };
+    t.commit_batches(std::slice::from_ref(&b), merge)
+        .unwrap()
+        .pop()
+        .unwrap()
 }
