@@ -55,6 +55,9 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         id: &str,
         change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<AlertUpdate, StoreError>;
+    /// Stores a new alert the server raised itself (not from a batch), durably;
+    /// an id already stored is refused.
+    fn put_alert(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError>;
     /// Removes what was received before `cutoff_ns` (retention).
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError>;
     /// Bytes the tenant's data takes where it lives.
@@ -115,6 +118,9 @@ impl TenantData for TenantStore {
         change: &mut dyn FnMut(&[u8]) -> Option<Vec<u8>>,
     ) -> Result<AlertUpdate, StoreError> {
         TenantStore::update_alert(self, id, change)
+    }
+    fn put_alert(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        TenantStore::put_alert(self, id, bytes)
     }
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
         TenantStore::purge_before(self, cutoff_ns)

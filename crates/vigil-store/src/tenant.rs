@@ -806,6 +806,28 @@ impl TenantStore {
             })
             .collect()
     }
+
+    /// Stores a new alert outside any batch (one the server raised itself,
+    /// e.g. a tenant-wide correlation), durably, in its own transaction. It
+    /// joins no aggregation group. An id already stored is refused, never
+    /// overwritten (it may carry analysts' changes).
+    pub fn put_alert(&self, id: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut al = tx.open_table(ALERTS)?;
+            if al.get(id)?.is_some() {
+                return Err(StoreError::Invalid(format!("alert {id} exists")));
+            }
+            al.insert(
+                id,
+                keys.seal(&alert_aad(&self.tenant_id, id), bytes)?
+                    .as_slice(),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// Adds `n` to (or, with `up` false, takes it from) the stored record count.

@@ -754,3 +754,20 @@ fn update_alert_changes_in_one_transaction_refuses_and_misses() {
     }
     assert_eq!(t.alert(id).unwrap().unwrap().len(), 200);
 }
+
+#[test]
+fn an_alert_put_outside_a_batch_is_stored_sealed_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    let id = "00000000000000000001-abc";
+    t.put_alert(id, b"first").unwrap();
+    assert!(matches!(
+        t.put_alert(id, b"second"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(t.alert(id).unwrap().as_deref(), Some(&b"first"[..]));
+    let listed = t.alerts(None, 10, &mut |_| true).unwrap();
+    assert_eq!(listed, [(id.to_owned(), b"first".to_vec())]);
+}
