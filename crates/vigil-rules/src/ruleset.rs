@@ -399,20 +399,37 @@ impl RuleSet {
 
     /// The part of the set that runs where `scope` says.
     ///
-    /// - [`Scope::Device`], what a sensor runs: every rule and filter, and
-    ///   the correlations of device scope.
+    /// - [`Scope::Device`], what a sensor runs: every filter, the
+    ///   correlations of device scope, and every rule but those only
+    ///   tenant-scope correlations without `generate` reference (they would
+    ///   not alert on their own anyway).
     /// - [`Scope::Tenant`], what the server runs over a tenant's records: the
     ///   correlations of tenant scope, the rules they reference, and the
     ///   filters. The referenced rules are there to feed the correlations;
-    ///   sensors raise their own matches, so the server must not alert on
-    ///   [`crate::Hit::Rule`] of this part.
+    ///   sensors raise their matches where they alert at all (`generate`), so
+    ///   the server must not alert on [`crate::Hit::Rule`] of this part.
     ///
     /// Indices ([`crate::Hit`]) refer to the part, not to `self`. The part
     /// keeps no documents for a bundle.
     pub fn part(&self, scope: Scope) -> RuleSet {
         let keep: Vec<bool> = self.correlations.iter().map(|c| c.scope == scope).collect();
         let rules = match scope {
-            Scope::Device => self.rules.clone(),
+            // A rule only tenant-wide correlations use, none with `generate`,
+            // would be silent on a sensor (Sigma: referenced rules do not
+            // alert): it does not run there at all.
+            Scope::Device => self
+                .rules
+                .iter()
+                .filter(|r| {
+                    let mut users = self
+                        .correlations
+                        .iter()
+                        .filter(|c| c.rules.iter().any(|n| r.is_named(n)))
+                        .peekable();
+                    users.peek().is_none() || users.any(|c| c.scope == Scope::Device || c.generate)
+                })
+                .cloned()
+                .collect(),
             Scope::Tenant => self
                 .rules
                 .iter()

@@ -162,7 +162,8 @@ fn the_set_splits_into_what_sensors_and_the_server_run() {
     };
     assert_eq!(
         ids(&device),
-        (vec!["created".into(), "shell".into()], vec!["burst".into()])
+        // `created` feeds only the tenant-wide correlation, which does not generate.
+        (vec!["shell".into()], vec!["burst".into()])
     );
     assert!(!device.has_tenant_scope());
     let tenant = set.part(Scope::Tenant);
@@ -205,9 +206,19 @@ fn the_set_splits_into_what_sensors_and_the_server_run() {
 
     let mut sensor = Engine::new(Arc::new(device), EngineConfig::default());
     for (i, d) in ["a", "b", "c"].iter().enumerate() {
-        // Its own rule still alerts on the sensor.
-        assert_eq!(sensor.process(&src, &ev(d), i as i64), [Hit::Rule(0)]);
+        assert!(sensor.process(&src, &ev(d), i as i64).is_empty());
     }
+    // With `generate`, the referenced rule alerts: on the sensors.
+    let generating = RULES.replace(
+        "    condition: {field: DeviceId, gte: 3}\n",
+        "    condition: {field: DeviceId, gte: 3}\n    generate: true\n",
+    );
+    let set = ok(&generating);
+    assert!(set.correlations()[0].generate);
+    let device = set.part(Scope::Device);
+    assert_eq!(device.rules().len(), 2);
+    let mut sensor = Engine::new(Arc::new(device), EngineConfig::default());
+    assert_eq!(sensor.process(&src, &ev("a"), 0), [Hit::Rule(0)]);
 }
 
 #[test]
