@@ -266,6 +266,8 @@ struct Waiting {
     started: std::time::Instant,
     received: i64,
     done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
+    /// The records again, for tenant-wide correlation (empty when the tenant runs none).
+    records: Vec<(u64, prost::bytes::Bytes)>,
 }
 
 /// Checks a batch, makes its alerts, and queues it for the tenant's next
@@ -325,6 +327,12 @@ async fn submit(
         }
         records.push((head.sequence, bytes));
     }
+    let correlated = shared.correlators.wants(shared, &device.tenant_id);
+    let kept = if correlated {
+        records.clone()
+    } else {
+        Vec::new()
+    };
     let (done, rx) = tokio::sync::oneshot::channel();
     shared
         .committers
@@ -349,12 +357,13 @@ async fn submit(
         started,
         received,
         done: rx,
+        records: kept,
     })
 }
 
 /// The acknowledgement of a committed batch; raises its new alerts.
 fn acknowledge(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     device: &DeviceRecord,
     w: Waiting,
     outcome: Result<BatchOutcome, Status>,
@@ -381,6 +390,14 @@ fn acknowledge(
         }
         shared.alerts.publish(&device.tenant_id, &a);
     }
+    // Tenant-wide correlations (correlate.rs) see each record once: only those above the old high-water mark.
+    let fresh = w
+        .records
+        .into_iter()
+        .filter(|(seq, _)| *seq > outcome.previous_high);
+    let fresh: Vec<Record> = fresh.filter_map(|(_, b)| Record::decode(b).ok()).collect();
+    let (tenant, id, host) = (&device.tenant_id, &device.device_id, &device.hostname);
+    shared.correlators.observe(tenant, id, host, fresh);
     Ok(BatchAck {
         batch_id: w.batch_id,
         stored_through: outcome.stored_through,
