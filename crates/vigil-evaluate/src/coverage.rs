@@ -155,7 +155,7 @@ mod tests {
             "title: d\nid: d\nlogsource: {product: linux, service: auditd}\n",
             "detection: {s: {type: EXECVE, a11: x}, k: [grep], condition: s and k}\n---\n",
             "title: e\nid: e\nlogsource: {product: linux, category: file_event}\n",
-            "detection: {s: {TargetFilename: x, Hashes: y, Pipe: z}, condition: s}\n---\n",
+            "detection: {s: {TargetFilename: x, Imphash: y, Pipe: z}, condition: s}\n---\n",
             "title: f\nid: f\nlogsource: {product: linux}\n",
             "detection: {s: {DestinationPort: 1}, condition: s}\n",
         ));
@@ -170,7 +170,7 @@ mod tests {
             c.reasons,
             [
                 (NotFed::LogSource("linux/service=syslog".into()), 1),
-                (field(Source::FileEvent, "Hashes"), 1),
+                (field(Source::FileEvent, "Imphash"), 1),
                 (field(Source::FileEvent, "Pipe"), 1),
                 (field(Source::Auditd, "key"), 1),
             ]

@@ -81,39 +81,73 @@ impl Evaluator {
         let process = acting_process(payload);
         hits.into_iter()
             .map(|h| {
-                let (id, title, level, tags, description): (&str, &str, Level, &[String], &str) =
-                    match h {
-                        Hit::Rule(i) => {
-                            let r = &set.rules()[i];
-                            (&r.id, &r.title, r.level, &r.tags, &r.description)
-                        }
-                        Hit::Correlation(i) => {
-                            let c = &set.correlations()[i];
-                            (&c.id, &c.title, c.level, &c.tags, &c.description)
-                        }
-                    };
-                Detection {
-                    rule_id: id.to_owned(),
-                    rule_title: title.to_owned(),
-                    level: level.as_str().to_owned(),
-                    tags: tags.to_vec(),
-                    description: description.to_owned(),
+                let mut d = detection_of(&set, h);
+                d.matched = vec![Record {
                     // The sequence is filled in when the event is spooled.
-                    matched: vec![Record {
-                        sequence: 0,
-                        time_unix_ns,
-                        payload: Some(payload.clone()),
-                    }],
-                    process: process.clone(),
-                    ..Detection::default()
-                }
+                    sequence: 0,
+                    time_unix_ns,
+                    payload: Some(payload.clone()),
+                }];
+                d.process = process.clone();
+                d
             })
             .collect()
     }
 }
 
+/// What a rule or correlation of `set` says about itself, as a detection
+/// (no matched events, no process).
+pub fn detection_of(set: &RuleSet, hit: Hit) -> Detection {
+    let (id, title, level, tags, description, author, references): (
+        &str,
+        &str,
+        Level,
+        &[String],
+        &str,
+        &str,
+        &[String],
+    ) = match hit {
+        Hit::Rule(i) => {
+            let r = &set.rules()[i];
+            let d = &r.description;
+            (
+                &r.id,
+                &r.title,
+                r.level,
+                &r.tags,
+                d,
+                &r.author,
+                &r.references,
+            )
+        }
+        Hit::Correlation(i) => {
+            let c = &set.correlations()[i];
+            let d = &c.description;
+            (
+                &c.id,
+                &c.title,
+                c.level,
+                &c.tags,
+                d,
+                &c.author,
+                &c.references,
+            )
+        }
+    };
+    Detection {
+        rule_id: id.to_owned(),
+        rule_title: title.to_owned(),
+        level: level.as_str().to_owned(),
+        tags: tags.to_vec(),
+        description: description.to_owned(),
+        author: author.to_owned(),
+        references: references.to_vec(),
+        ..Detection::default()
+    }
+}
+
 /// The process a record is about: the one started, or the one that acted.
-pub(crate) fn acting_process(payload: &Payload) -> Option<ProcessRef> {
+pub fn acting_process(payload: &Payload) -> Option<ProcessRef> {
     match payload {
         Payload::ProcessStart(s) => Some(ProcessRef {
             guid: s.guid.clone(),

@@ -28,7 +28,7 @@ mod source;
 
 pub use auditd::{AuditExecve, AuditPath, AuditSyscall};
 pub use coverage::{Coverage, NotFed, coverage};
-pub use evaluator::Evaluator;
+pub use evaluator::{Evaluator, acting_process, detection_of};
 pub use file::FileCreation;
 pub use json::{record_kind, to_json_lines, write_json_lines};
 pub use network::NetworkEvent;

@@ -71,7 +71,8 @@ impl Source {
         }
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// The position of this source in [`Source::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -320,3 +320,43 @@ fn json_lines_keep_vigil_data_beside_the_event_and_give_other_records_their_own_
     };
     assert_eq!(to_json_lines(&health, &[])[0]["health"]["rules_loaded"], 3);
 }
+
+#[test]
+fn a_file_hash_reaches_rules_as_sysmon_writes_it() {
+    let by = pref(7, "/usr/bin/curl", "curl -o /tmp/x");
+    let Payload::File(mut f) = file(FileOperation::Create, "/tmp/x", &by, "u") else {
+        unreachable!()
+    };
+    let fe = vigil_evaluate::FileCreation { file: &f };
+    assert_eq!(fe.field("Hashes"), None);
+    f.hashes = Some(vigil_proto::v1::Hashes {
+        sha256: vec![0xab, 0x01, 0xff],
+        ..Default::default()
+    });
+    let fe = vigil_evaluate::FileCreation { file: &f };
+    assert_eq!(
+        fe.field("Hashes").map(|v| v.as_text().into_owned()),
+        Some("SHA256=AB01FF".into())
+    );
+    let set = rules(&rule(
+        "hash",
+        FE,
+        "  s: {Hashes|contains: 'sha256=ab01ff'}\n  condition: s",
+    ));
+    let mut ev = Evaluator::new(set, EngineConfig::default());
+    assert_eq!(fired(&mut ev, T0, &Payload::File(f), &[]), ["hash"]);
+}
+
+#[test]
+fn detections_carry_the_rules_author_and_references() {
+    let yaml = "title: t\nid: t\nauthor: Vigil project\nreferences: [https://example.org/r]\n\
+                logsource: {product: linux, category: file_event}\n\
+                detection: {s: {TargetFilename: /tmp/x}, condition: s}\n";
+    let mut ev = Evaluator::new(rules(yaml), EngineConfig::default());
+    let by = pref(7, "/usr/bin/curl", "curl");
+    let d = ev.evaluate(T0, &file(FileOperation::Create, "/tmp/x", &by, "u"), &[]);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].author, "Vigil project");
+    assert_eq!(d[0].references, ["https://example.org/r"]);
+    assert!(d[0].devices.is_empty());
+}

@@ -51,12 +51,25 @@
 //!   unconfigured placeholder is a rejection, not a wildcard.
 //! - A rule without `id` is named by its title. A global filter applies to the
 //!   rules it names when its log source covers the event's.
-//! - Correlations are evaluated on a stream; see the `correlation` module
+//! - Correlations are evaluated on a stream; see the `engine` module
 //!   documentation for when conditions are judged.
+//! - Where a correlation runs is Vigil's custom attribute `vigil: {scope:
+//!   device | tenant}` (a namespaced top-level mapping, as the specification
+//!   allows arbitrary custom fields; Sigma's own `scope` is a list of machine
+//!   kinds and means something else). `device`, the default, runs on each
+//!   sensor; `tenant` runs on the server over every device of the tenant.
+//!   [`RuleSet::part`] splits a set into the two; only correlations may be
+//!   tenant-wide, and a correlation references correlations of its own scope.
+//!
+//! Module layering (no import circle): `meta` (shared attributes, a leaf) ←
+//! `rule`, `correlation` ← `document` (one YAML document compiled) ←
+//! `ruleset` ← `engine` (correlation state) ← `testing`.
 
 mod condition;
 mod correlation;
 mod detection;
+mod document;
+mod engine;
 mod error;
 mod eval;
 mod event;
@@ -65,6 +78,7 @@ mod grams;
 mod index;
 mod literals;
 mod logsource;
+mod meta;
 mod pattern;
 mod program;
 mod required;
@@ -74,12 +88,14 @@ mod scan;
 pub mod testing;
 mod value;
 
-pub use correlation::{Correlation, CorrelationType, Engine, EngineConfig, Hit};
+pub use correlation::{Correlation, CorrelationType, Scope};
+pub use engine::{Engine, EngineConfig, Fed, Hit};
 pub use error::{Rejection, RuleError};
 pub use event::{Event, FieldValue, FlatEvent, JsonEvent};
 pub use field::{CompileOptions, MAX_EXPANDED_VALUES};
 #[doc(hidden)]
 pub use index::CacheStats;
 pub use logsource::LogSource;
-pub use rule::{Filter, Level, Rule};
+pub use meta::Level;
+pub use rule::{Filter, Rule};
 pub use ruleset::{LoadReport, Match, RuleSet, SourceRules};

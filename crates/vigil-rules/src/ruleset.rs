@@ -1,15 +1,19 @@
-use crate::correlation::Correlation;
+use crate::correlation::{Correlation, Scope};
+use crate::document::{Document, compile_document};
 use crate::error::{Rejection, RuleError};
 use crate::eval::Ctx;
 use crate::event::Event;
 use crate::field::CompileOptions;
 use crate::index::Index;
 use crate::logsource::LogSource;
-use crate::rule::{Document, Filter, Rule, compile_document};
+use crate::rule::{Filter, Rule};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+/// Rule test files end so; loading rules skips them.
+pub const TEST_SUFFIX: &str = ".tests.yml";
 
 /// A rule file larger than this is rejected unread.
 pub const MAX_RULE_FILE_BYTES: u64 = 1 << 20;
@@ -342,23 +346,36 @@ impl RuleSet {
     }
 
     /// Rejects correlations that reference rules or correlations the set does
-    /// not hold (they could never fire). Call after the last file is loaded;
-    /// [`RuleSet::load_paths`] does.
+    /// not hold (they could never fire), or a correlation of the other
+    /// [`Scope`] (a sensor and the server would each miss one of the two).
+    /// Call after the last file is loaded; [`RuleSet::load_paths`] does.
     pub fn check_references(&mut self, report: &mut LoadReport) {
         loop {
             let bad = self.correlations.iter().enumerate().find_map(|(i, c)| {
-                c.rules
-                    .iter()
-                    .find(|r| {
-                        !self.rules.iter().any(|x| x.is_named(r))
-                            && !self
-                                .correlations
-                                .iter()
-                                .any(|x| x.id != c.id && x.is_named(r))
-                    })
-                    .map(|r| (i, r.clone()))
+                c.rules.iter().find_map(|r| {
+                    let rule = self.rules.iter().any(|x| x.is_named(r));
+                    let other = self
+                        .correlations
+                        .iter()
+                        .find(|x| x.id != c.id && x.is_named(r));
+                    match other {
+                        Some(o) if o.scope != c.scope => Some((
+                            i,
+                            format!(
+                                "correlation of scope {} references `{r}`, a correlation of scope {}",
+                                c.scope.as_str(),
+                                o.scope.as_str()
+                            ),
+                        )),
+                        None if !rule => Some((
+                            i,
+                            format!("correlation references unknown rule `{r}`"),
+                        )),
+                        _ => None,
+                    }
+                })
             });
-            let Some((i, missing)) = bad else { break };
+            let Some((i, why)) = bad else { break };
             let c = self.correlations.remove(i);
             let (path, line) = self.correlation_origins.remove(i);
             if let Some(src) = &mut self.sources {
@@ -370,10 +387,84 @@ impl RuleSet {
                 path,
                 line,
                 id: Some(c.id),
-                error: RuleError::Detection(format!(
-                    "correlation references unknown rule `{missing}`"
-                )),
+                error: RuleError::Detection(why),
             });
+        }
+    }
+
+    /// Whether any correlation runs tenant-wide (on the server).
+    pub fn has_tenant_scope(&self) -> bool {
+        self.correlations.iter().any(|c| c.scope == Scope::Tenant)
+    }
+
+    /// The part of the set that runs where `scope` says.
+    ///
+    /// - [`Scope::Device`], what a sensor runs: every filter, the
+    ///   correlations of device scope, and every rule but those only
+    ///   tenant-scope correlations without `generate` reference (they would
+    ///   not alert on their own anyway).
+    /// - [`Scope::Tenant`], what the server runs over a tenant's records: the
+    ///   correlations of tenant scope, the rules they reference, and the
+    ///   filters. The referenced rules are there to feed the correlations;
+    ///   sensors raise their matches where they alert at all (`generate`), so
+    ///   the server must not alert on [`crate::Hit::Rule`] of this part.
+    ///
+    /// Indices ([`crate::Hit`]) refer to the part, not to `self`. The part
+    /// keeps no documents for a bundle.
+    pub fn part(&self, scope: Scope) -> RuleSet {
+        let keep: Vec<bool> = self.correlations.iter().map(|c| c.scope == scope).collect();
+        let rules = match scope {
+            // A rule only tenant-wide correlations use, none with `generate`,
+            // would be silent on a sensor (Sigma: referenced rules do not
+            // alert): it does not run there at all.
+            Scope::Device => self
+                .rules
+                .iter()
+                .filter(|r| {
+                    let mut users = self
+                        .correlations
+                        .iter()
+                        .filter(|c| c.rules.iter().any(|n| r.is_named(n)))
+                        .peekable();
+                    users.peek().is_none() || users.any(|c| c.scope == Scope::Device || c.generate)
+                })
+                .cloned()
+                .collect(),
+            Scope::Tenant => self
+                .rules
+                .iter()
+                .filter(|r| {
+                    self.correlations
+                        .iter()
+                        .zip(&keep)
+                        .any(|(c, k)| *k && c.rules.iter().any(|n| r.is_named(n)))
+                })
+                .cloned()
+                .collect(),
+        };
+        let pick = |v: &[Correlation]| -> Vec<Correlation> {
+            v.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        RuleSet {
+            rules,
+            filters: self.filters.clone(),
+            correlations: pick(&self.correlations),
+            correlation_origins: self
+                .correlation_origins
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(o, _)| o.clone())
+                .collect(),
+            options: self.options.clone(),
+            // Ids interned by the whole set are still valid in a part.
+            field_ids: self.field_ids.clone(),
+            sources: None,
+            indexes: RwLock::default(),
         }
     }
 
@@ -539,7 +630,7 @@ fn is_rule_file(p: &Path) -> bool {
     matches!(
         p.extension().and_then(|e| e.to_str()),
         Some("yml" | "yaml" | BUNDLE_EXTENSION)
-    ) && !p.to_string_lossy().ends_with(crate::testing::TEST_SUFFIX)
+    ) && !p.to_string_lossy().ends_with(TEST_SUFFIX)
 }
 
 fn first_line(s: &str) -> String {

@@ -3,7 +3,7 @@
 //! for correlations, timed sequences. The format is documented in
 //! rules/README.md; `vigil rules test` runs them.
 
-use crate::correlation::{Engine, EngineConfig, Hit};
+use crate::engine::{Engine, EngineConfig, Hit};
 use crate::event::JsonEvent;
 use crate::logsource::LogSource;
 use crate::ruleset::RuleSet;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The suffix that marks a test file (and keeps it from loading as a rule).
-pub const TEST_SUFFIX: &str = ".tests.yml";
+pub use crate::ruleset::TEST_SUFFIX;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -179,7 +179,8 @@ impl Sensor {
             tracing::warn!(rejection = %r, "Rule rejected");
         }
         tracing::info!(%report, "Rules loaded");
-        let rules = Arc::new(rules);
+        // Tenant-wide correlations run on the server, never on one sensor.
+        let rules = Arc::new(rules.part(vigil_rules::Scope::Device));
         let (reload_tx, reload_rx) = std::sync::mpsc::channel::<Arc<RuleSet>>();
         let published = Arc::new(published::Running::default());
         let watcher = if cfg.rules.paths.is_empty() {

@@ -11,6 +11,9 @@
 //! the built-in pack) entirely, and while one runs, edits of local rule files
 //! are not applied. A sensor that starts with a saved set runs it from the
 //! start, connected or not.
+//!
+//! What runs: the set's device part ([`RuleSet::part`]); tenant-wide
+//! correlations are the server's.
 
 use crate::config::SensorConfig;
 use crate::uplink::{DeviceIdentity, pin};
@@ -22,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use vigil_proto::v1::{RulesRunning, rules_client::RulesClient};
-use vigil_rules::RuleSet;
+use vigil_rules::{RuleSet, Scope};
 
 pub(crate) const FILE: &str = "published-rules.json";
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -39,11 +42,14 @@ fn path(dir: &Path) -> PathBuf {
 }
 
 /// Compiles a bundle; `None` (with the reasons logged) unless it loads whole.
+/// The sensor runs the device part only: correlations of `vigil: {scope:
+/// tenant}` run on the server over every device of the tenant (the server's
+/// `correlate.rs`); the rules they reference still run here and alert as usual.
 fn compile(version: u64, bundle: &str) -> Option<RuleSet> {
     let name = format!("published:v{version}");
     let (set, report) = RuleSet::from_bundle(Path::new(&name), bundle);
     if report.rejected.is_empty() && report.loaded > 0 {
-        return Some(set);
+        return Some(set.part(Scope::Device));
     }
     for r in &report.rejected {
         tracing::error!(rejection = %r, version, "Published rule set refused; the running rules stay");
@@ -189,4 +195,31 @@ async fn session(
 /// Room for the largest published set the server keeps, with framing.
 fn vigil_rules_max() -> usize {
     (16 << 20) + 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_set_runs_without_its_tenant_wide_correlations() {
+        let yaml = "title: r\nid: r\nlogsource: {product: linux, category: file_event}\n\
+                    detection: {s: {TargetFilename: /tmp/x}, condition: s}\n---\n\
+                    title: spread\nid: spread\nvigil: {scope: tenant}\n\
+                    correlation: {type: value_count, rules: [r], group-by: [Hashes], timespan: 10m, \
+                    condition: {field: DeviceId, gte: 3}}\n---\n\
+                    title: local\nid: local\n\
+                    correlation: {type: event_count, rules: [r], timespan: 1m, condition: {gte: 2}}\n";
+        let mut set = RuleSet::for_bundle();
+        let mut report = vigil_rules::LoadReport::default();
+        set.load_str(Path::new("t.yml"), yaml, &mut report);
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let bundle = set.to_bundle().unwrap_or_default();
+        let Some(run) = compile(3, &bundle) else {
+            panic!("the bundle did not load");
+        };
+        assert_eq!(run.rules().len(), 1);
+        let ids: Vec<&str> = run.correlations().iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["local"]);
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vigil_rules::{LoadReport, RuleSet};
+use vigil_rules::{LoadReport, RuleSet, Scope};
 
 /// How long the files must be quiet before reloading (editors write in bursts).
 pub const SETTLE: Duration = Duration::from_millis(300);
@@ -80,7 +80,8 @@ impl RuleWatcher {
                         let now = rejection_keys(&report);
                         if now.is_subset(&known) {
                             known = now;
-                            on_reload(Reload::Swap(Arc::new(set), report));
+                            // Tenant-wide correlations run on the server, never here.
+                            on_reload(Reload::Swap(Arc::new(set.part(Scope::Device)), report));
                         } else {
                             on_reload(Reload::Refused(report));
                         }

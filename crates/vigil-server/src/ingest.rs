@@ -265,7 +265,8 @@ struct Waiting {
     batch_id: u64,
     started: std::time::Instant,
     received: i64,
-    /// The batch's records, decoded: what live watchers get once stored.
+    /// The batch's records, decoded: what live watchers and tenant-wide
+    /// correlations get once stored.
     decoded: Vec<Record>,
     done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
 }
@@ -365,7 +366,7 @@ async fn submit(
 
 /// The acknowledgement of a committed batch; raises its new alerts.
 fn acknowledge(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     device: &DeviceRecord,
     w: Waiting,
     outcome: Result<BatchOutcome, Status>,
@@ -392,20 +393,28 @@ fn acknowledge(
         }
         shared.alerts.publish(&device.tenant_id, &a);
     }
-    // Only records above the old high-water mark were stored: a re-send shows nothing twice.
+    // Only records above the old high-water mark were stored: live watchers
+    // and tenant-wide correlations (correlate.rs) see each record once.
+    let fresh: Vec<Record> = w
+        .decoded
+        .into_iter()
+        .filter(|r| r.sequence > outcome.previous_high)
+        .collect();
     if shared.events.watched(&device.tenant_id) {
         let dev: std::sync::Arc<str> = device.device_id.as_str().into();
-        for r in w.decoded {
-            if r.sequence > outcome.previous_high {
-                shared.events.publish(
-                    &device.tenant_id,
-                    &crate::hunt::Stored {
-                        device: std::sync::Arc::clone(&dev),
-                        record: std::sync::Arc::new(r),
-                    },
-                );
-            }
+        for r in &fresh {
+            shared.events.publish(
+                &device.tenant_id,
+                &crate::hunt::Stored {
+                    device: std::sync::Arc::clone(&dev),
+                    record: std::sync::Arc::new(r.clone()),
+                },
+            );
         }
+    }
+    if shared.correlators.wants(shared, &device.tenant_id) {
+        let (tenant, id, host) = (&device.tenant_id, &device.device_id, &device.hostname);
+        shared.correlators.observe(tenant, id, host, fresh);
     }
     Ok(BatchAck {
         batch_id: w.batch_id,

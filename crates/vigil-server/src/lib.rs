@@ -15,8 +15,11 @@
 //! token (an operator's only under an approved grant). Every API call and
 //! every refusal is written to the audit trail before the call answers.
 //!
-//! What it is not: a rule engine (sensors evaluate rules; the server raises
-//! what they detect) or a certificate store for anything but its own CA.
+//! Rules: sensors evaluate rules and the server raises what they detect;
+//! only correlations of tenant scope (`vigil: {scope: tenant}`) run here,
+//! over the records of every device of a tenant (`correlate`).
+//!
+//! What it is not: a certificate store for anything but its own CA.
 
 mod admin;
 mod alert;
@@ -24,6 +27,7 @@ mod audit;
 mod auth;
 mod commit;
 pub mod config;
+mod correlate;
 mod hunt;
 mod ingest;
 mod live;
@@ -97,6 +101,7 @@ pub(crate) struct Shared {
     pub(crate) committers: commit::Committers,
     pub(crate) rules: rules::Distribution,
     pub(crate) events: hunt::EventBus,
+    pub(crate) correlators: correlate::Correlators,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -167,6 +172,7 @@ impl Server {
             committers: commit::Committers::default(),
             rules: rules::Distribution::default(),
             events: hunt::EventBus::default(),
+            correlators: correlate::Correlators::default(),
         });
         Ok(Server {
             listener,

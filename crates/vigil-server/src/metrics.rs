@@ -116,6 +116,16 @@ fn describe() {
         "vigil_sensor_streams_open",
         "Sensor record streams open now."
     );
+    describe_counter!(
+        "vigil_correlation_skipped_total",
+        "Batches not seen by tenant-wide correlations (their queue was full), by tenant."
+    );
+}
+
+/// A batch of `tenant` was not correlated: its tenant-wide correlations were behind.
+pub(crate) fn correlation_skipped(tenant: &str) {
+    ::metrics::counter!("vigil_correlation_skipped_total", "tenant" => tenant.to_owned())
+        .increment(1);
 }
 
 /// A batch was committed for `tenant`: `records` newly stored, `duplicates`

@@ -227,6 +227,7 @@ impl Operator for OperatorService {
             });
         self.shared.audit.forget(&rec.id);
         self.shared.committers.forget(&rec.id);
+        self.shared.correlators.forget(&rec.id);
         // The tenant's log is gone: the outcome goes to the deployment log.
         self.shared.audited(&caller, M, None, &summary, result)
     }

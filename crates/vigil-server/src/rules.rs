@@ -39,8 +39,9 @@ const MAX_NAMED: usize = 50;
 /// Published sets and the signal that tells open watches about a new version.
 pub(crate) struct Distribution {
     pub(crate) sets: RuleSets,
-    /// (tenant, version) of every publish and rollback.
-    published: broadcast::Sender<(String, u64)>,
+    /// (tenant, version) of every publish and rollback: sensors' watches and
+    /// the tenant-wide correlations (`correlate.rs`) listen.
+    pub(crate) published: broadcast::Sender<(String, u64)>,
 }
 
 impl Default for Distribution {

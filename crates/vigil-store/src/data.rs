@@ -73,6 +73,9 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
     ) -> Result<AlertUpdate, StoreError>;
     /// Gives alerts stored before alert postings existed their postings.
     fn index_unindexed_alerts(&self, index: &dyn AlertMerge) -> Result<u64, StoreError>;
+    /// Stores a new alert the server raised itself (not from a batch), durably;
+    /// an id already stored is refused.
+    fn put_alert(&self, id: &str, bytes: &[u8], index: &dyn AlertMerge) -> Result<(), StoreError>;
     /// Removes what was received before `cutoff_ns` (retention).
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError>;
     /// Bytes the tenant's data takes where it lives.
@@ -147,6 +150,9 @@ impl TenantData for TenantStore {
         index: &dyn AlertMerge,
     ) -> Result<AlertUpdate, StoreError> {
         TenantStore::update_alert(self, id, change, index)
+    }
+    fn put_alert(&self, id: &str, bytes: &[u8], index: &dyn AlertMerge) -> Result<(), StoreError> {
+        TenantStore::put_alert(self, id, bytes, index)
     }
     fn purge_before(&self, cutoff_ns: i64) -> Result<Purged, StoreError> {
         TenantStore::purge_before(self, cutoff_ns)

@@ -1522,6 +1522,39 @@ impl TenantStore {
             })
             .collect()
     }
+
+    /// Stores a new alert outside any batch (one the server raised itself,
+    /// e.g. a tenant-wide correlation), durably, in its own transaction. It
+    /// joins no aggregation group. An id already stored is refused, never
+    /// overwritten (it may carry analysts' changes).
+    pub fn put_alert(
+        &self,
+        id: &str,
+        bytes: &[u8],
+        index: &dyn AlertMerge,
+    ) -> Result<(), StoreError> {
+        let keys = self.live()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut at = AlertTables {
+                al: tx.open_table(ALERTS)?,
+                groups: tx.open_table(ALERT_GROUPS)?,
+                terms: tx.open_table(ALERT_TERMS)?,
+                list: tx.open_table(ALERT_TERM_LIST)?,
+            };
+            if at.al.get(id)?.is_some() {
+                return Err(StoreError::Invalid(format!("alert {id} exists")));
+            }
+            at.al.insert(
+                id,
+                keys.seal(&alert_aad(&self.tenant_id, id), bytes)?
+                    .as_slice(),
+            )?;
+            self.index_alert(&keys, &mut at, id, &index.terms(bytes))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// Adds `n` to (or, with `up` false, takes it from) the stored record count.

@@ -1334,3 +1334,26 @@ fn commit_alerts_with(
         .pop()
         .unwrap()
 }
+
+#[test]
+fn an_alert_put_outside_a_batch_is_stored_sealed_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.tenant_store("a").unwrap();
+    let id = "00000000000000000001-abc";
+    t.put_alert(id, b"first", &Tagged).unwrap();
+    let first = vec![b"first".to_vec()];
+    let q = AlertQuery {
+        any_of: &first,
+        ..Default::default()
+    };
+    assert_eq!(t.alerts(&q, 10, &mut |_| true).unwrap().len(), 1, "indexed");
+    assert!(matches!(
+        t.put_alert(id, b"second", &Tagged),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(t.alert(id).unwrap().as_deref(), Some(&b"first"[..]));
+    let listed = t.alerts(&AlertQuery::default(), 10, &mut |_| true).unwrap();
+    assert_eq!(listed, [(id.to_owned(), b"first".to_vec())]);
+}
