@@ -157,7 +157,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 /// Entries the server's audit logs hold.
 fn entries(t: &Target) -> usize {
     let path = t.server.dir.path().join("server/store");
-    walk(&path)
+    support::walk(&path)
         .iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "audit.log"))
         .map(|p| {
@@ -166,19 +166,6 @@ fn entries(t: &Target) -> usize {
                 .unwrap_or(0)
         })
         .sum()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -716,3 +716,33 @@ async fn live_events_match_the_filters_and_a_slow_watcher_is_cut_off_without_slo
     assert!(end.message().contains("behind"), "{}", end.message());
     assert!(n < 20_003, "{n}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_tells_open_streams_to_reconnect_and_stops_promptly() {
+    let f = Fixture::start().await;
+    let acme = f.tenant("Acme").await;
+    let mut events = f
+        .hunt()
+        .watch_events(req(SearchEventsRequest::default(), &acme.admin, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut alerts = f
+        .alerts()
+        .watch_alerts(req(Default::default(), &acme.admin, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(10), f.server.stop())
+        .await
+        .expect("a graceful stop does not wait for watchers");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    for end in [
+        events.next().await.unwrap().unwrap_err(),
+        alerts.next().await.unwrap().unwrap_err(),
+    ] {
+        assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+        assert!(end.message().contains("shutting down"), "{}", end.message());
+    }
+}

@@ -206,10 +206,24 @@ impl Records {
         }
     }
 
-    /// The next record (sequence numbers 1, 2, 3…).
-    pub fn next_record(&mut self) -> Record {
+    fn tick(&mut self) {
         self.seq += 1;
         self.time += 2_000 + (self.r.next() % 50_000) as i64;
+    }
+
+    /// The next record, a detection (sequence and time as [`Records::next_record`]).
+    pub fn next_detection(&mut self) -> Record {
+        self.tick();
+        Record {
+            sequence: self.seq,
+            time_unix_ns: self.time,
+            payload: Some(Payload::Detection(self.detection())),
+        }
+    }
+
+    /// The next record (sequence numbers 1, 2, 3…).
+    pub fn next_record(&mut self) -> Record {
+        self.tick();
         let mut roll = (self.r.next() % 10_000) as u32;
         let mut kind = MIX.len() - 1;
         for (i, (_, w)) in MIX.iter().enumerate() {

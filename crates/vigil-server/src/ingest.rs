@@ -200,9 +200,9 @@ impl Ingest for IngestService {
                 }
                 tokio::select! {
                     _ = ended.changed() => {
-                        let why = ended.borrow().clone().unwrap_or_default();
-                        tracing::warn!(device = %device.device_id, %why, "Sensor stream closed by the server");
-                        let _ = tx.send(Err(Status::permission_denied(why))).await;
+                        let why = reg.why();
+                        tracing::warn!(device = %device.device_id, why = why.message(), "Sensor stream closed by the server");
+                        let _ = tx.send(Err(why)).await;
                         closing = None;
                         break;
                     }

@@ -254,6 +254,14 @@ impl Server {
         let flush = Maintenance {
             shared: Arc::clone(&self.shared),
         };
+        // Open streams end with UNAVAILABLE once shutdown starts: a graceful
+        // shutdown waits for every call, and these would never end on their own.
+        let live = Arc::clone(&self.shared);
+        let shutdown = async move {
+            shutdown.await;
+            let n = live.live.shutdown();
+            tracing::info!(streams = n, "Shutting down: open streams told to reconnect");
+        };
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(health)

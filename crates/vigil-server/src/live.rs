@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
-/// Set to the reason when a call must end.
-type EndSwitch = watch::Sender<Option<String>>;
+/// Set to the status a call must end with.
+type EndSwitch = watch::Sender<Option<tonic::Status>>;
 
 /// Who a long-lived call belongs to; revoking any of them ends it.
 #[derive(Debug, Clone, Default)]
@@ -40,8 +40,18 @@ pub(crate) struct Registration<'a> {
     live: &'a Live,
     id: u64,
     device: Option<String>,
-    /// Turns to `Some(reason)` when the call must end.
-    pub(crate) ended: watch::Receiver<Option<String>>,
+    /// Turns to `Some(status)` when the call must end.
+    pub(crate) ended: watch::Receiver<Option<tonic::Status>>,
+}
+
+impl Registration<'_> {
+    /// The status the call ends with (once `ended` changed).
+    pub(crate) fn why(&self) -> tonic::Status {
+        self.ended
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| tonic::Status::unavailable("ended by the server"))
+    }
 }
 
 impl Drop for Registration<'_> {
@@ -79,13 +89,28 @@ impl Live {
         }
     }
 
-    /// Ends every open call `pick` selects, telling it why. Returns how many.
+    /// Ends every open call `pick` selects with PERMISSION_DENIED, telling
+    /// it why (a revocation). Returns how many.
     pub(crate) fn end(&self, pick: impl Fn(&Owners) -> bool, why: &str) -> usize {
+        self.end_with(pick, &tonic::Status::permission_denied(why))
+    }
+
+    /// Ends every open call with UNAVAILABLE: the server is stopping, and
+    /// long-lived streams would otherwise hold its graceful shutdown open.
+    /// Sensors reconnect; their unacknowledged batches are sent again.
+    pub(crate) fn shutdown(&self) -> usize {
+        self.end_with(
+            |_| true,
+            &tonic::Status::unavailable("the server is shutting down; reconnect later"),
+        )
+    }
+
+    fn end_with(&self, pick: impl Fn(&Owners) -> bool, status: &tonic::Status) -> usize {
         let Ok(c) = self.calls.lock() else { return 0 };
         let mut n = 0;
         for (owners, tx) in c.values() {
             if pick(owners) {
-                let _ = tx.send(Some(why.to_owned()));
+                let _ = tx.send(Some(status.clone()));
                 n += 1;
             }
         }
@@ -184,8 +209,7 @@ pub(crate) fn until_revoked<T: Send + 'static>(
                     None => break,
                 },
                 _ = ended.changed() => {
-                    let why = ended.borrow().clone().unwrap_or_default();
-                    let _ = tx.send(Err(tonic::Status::permission_denied(why))).await;
+                    let _ = tx.send(Err(reg.why())).await;
                     break;
                 }
                 _ = tx.closed() => break,

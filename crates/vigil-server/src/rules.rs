@@ -268,8 +268,7 @@ impl rules_server::Rules for RulesService {
                 // Which version to send now, if any.
                 let send: Option<u64> = tokio::select! {
                     _ = ended.changed() => {
-                        let why = ended.borrow().clone().unwrap_or_default();
-                        let _ = tx.send(Err(Status::permission_denied(why))).await;
+                        let _ = tx.send(Err(reg.why())).await;
                         break;
                     }
                     next = inbound.next() => match next {
