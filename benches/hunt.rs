@@ -65,6 +65,9 @@ impl Draw {
     }
 }
 
+/// Makes a ListAlerts request from a draw.
+type MakeRequest = Box<dyn Fn(&mut Draw) -> ListAlertsRequest>;
+
 const HOUR: i64 = 3_600 * 1_000_000_000;
 const T0: i64 = 1_765_000_000_000_000_000;
 
@@ -105,12 +108,18 @@ async fn load_device(
         let mut batch = Vec::with_capacity(1000);
         let mut id = 0;
         for i in 0..records {
-            let mut r = if (i + n) % detect_every == 0 {
+            let mut r = if (i + n).is_multiple_of(detect_every) {
                 source.next_detection()
             } else {
                 source.next_record()
             };
             r.time_unix_ns = T0 + i as i64 * step + (r.time_unix_ns % step.max(1));
+            // A detection's alert takes its time from the matched event.
+            if let Some(Payload::Detection(d)) = &mut r.payload {
+                for m in &mut d.matched {
+                    m.time_unix_ns = r.time_unix_ns;
+                }
+            }
             match &r.payload {
                 Some(Payload::ProcessStart(s)) if i % 997 == 0 => {
                     samples.guids.push(s.guid.clone());
@@ -291,7 +300,7 @@ async fn main() -> Result<()> {
 
     let mut stats: Vec<Stat> = Vec::new();
     // ListAlerts, each filter with values drawn from what was stored.
-    let filters: Vec<(&str, Box<dyn Fn(&mut Draw) -> ListAlertsRequest>)> = vec![
+    let filters: Vec<(&str, MakeRequest)> = vec![
         (
             "ListAlerts, no filter",
             Box::new(|_| ListAlertsRequest::default()),

@@ -417,3 +417,157 @@ async fn concurrent_comments_are_all_kept() {
     want.sort();
     assert_eq!(notes, want);
 }
+
+/// Detection `seq` of rule `rule-{seq % 4}`, level by `seq % 3`, at `t`.
+fn detection_at(seq: u64, t: i64) -> Record {
+    Record {
+        sequence: seq,
+        time_unix_ns: t,
+        payload: Some(Payload::Detection(Detection {
+            rule_id: format!("rule-{}", seq % 4),
+            rule_title: "Filtered".into(),
+            level: ["low", "medium", "high"][(seq % 3) as usize].into(),
+            process: Some(ProcessRef {
+                guid: format!("p-{seq}"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_filter_and_page_matches_a_scan_of_all_alerts() {
+    let f = Fixture::start_with(|c| c.alert_aggregation_seconds = 0).await;
+    let acme = f.tenant("Acme").await;
+    let d1 = f.device(&acme).await;
+    let d2 = f.device(&acme).await;
+    let hour = 3_600_000_000_000i64;
+    let t0 = f.server.control.now() - 200 * hour;
+    // 240 alerts over 100 hours on two devices.
+    let recs = |dev: u64| -> Vec<Record> {
+        (1..=120u64)
+            .map(|s| detection_at(s, t0 + (s as i64 * 2 + dev as i64) * hour / 3 * 2))
+            .collect()
+    };
+    f.send_records(&d1, recs(0)).await;
+    f.send_records(&d2, recs(1)).await;
+    let all = f
+        .list(
+            &acme.admin,
+            ListAlertsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(all.len(), 240);
+    // Some assigned and in progress.
+    for a in all.iter().step_by(7) {
+        f.update(
+            &acme.admin,
+            None,
+            UpdateAlertRequest {
+                id: a.id.clone(),
+                status: AlertStatus::InProgress as i32,
+                assignee: Some("bob".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let all = f
+        .list(
+            &acme.admin,
+            ListAlertsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+        )
+        .await;
+    let filters = vec![
+        ListAlertsRequest {
+            rule_id: "rule-2".into(),
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            device_id: d2.id.clone(),
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            assignee: "bob".into(),
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            status: AlertStatus::InProgress as i32,
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            min_severity: pb::Severity::High as i32,
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            since_unix_ns: t0 + 30 * hour,
+            until_unix_ns: t0 + 31 * hour + 5,
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            since_unix_ns: t0 + 90 * hour,
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            until_unix_ns: t0 + 10 * hour,
+            ..Default::default()
+        },
+        ListAlertsRequest {
+            rule_id: "rule-1".into(),
+            device_id: d1.id.clone(),
+            since_unix_ns: t0 + 20 * hour,
+            until_unix_ns: t0 + 70 * hour,
+            min_severity: pb::Severity::Medium as i32,
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let want: Vec<String> = all
+            .iter()
+            .filter(|a| {
+                (filter.rule_id.is_empty() || a.rule_id == filter.rule_id)
+                    && (filter.device_id.is_empty() || a.device_id == filter.device_id)
+                    && (filter.assignee.is_empty() || a.assignee == filter.assignee)
+                    && (filter.status == 0 || a.status == filter.status)
+                    && (filter.min_severity == 0 || a.severity >= filter.min_severity)
+                    && (filter.since_unix_ns == 0 || a.time_unix_ns >= filter.since_unix_ns)
+                    && (filter.until_unix_ns == 0 || a.time_unix_ns < filter.until_unix_ns)
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        assert!(!want.is_empty(), "{filter:?}");
+        // Pages of 7, following the token.
+        let mut got = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = f
+                .alerts()
+                .list_alerts(req(
+                    ListAlertsRequest {
+                        page_size: 7,
+                        page_token: token.clone(),
+                        ..filter.clone()
+                    },
+                    &acme.admin,
+                    None,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            got.extend(r.alerts.into_iter().map(|a| a.id));
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            token = r.next_page_token;
+        }
+        assert_eq!(got, want, "{filter:?}");
+    }
+}

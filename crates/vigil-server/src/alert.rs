@@ -106,7 +106,13 @@ pub(crate) enum AlertTerm<'a> {
     Rule(&'a str),
     Device(&'a str),
     Assignee(&'a str),
+    /// The hour and the day of the alert's event time (since the epoch).
+    Hour(i64),
+    Day(i64),
 }
+
+pub(crate) const HOUR_NS: i64 = 3_600 * 1_000_000_000;
+pub(crate) const DAY_NS: i64 = 24 * HOUR_NS;
 
 impl AlertTerm<'_> {
     pub(crate) fn material(&self) -> Vec<u8> {
@@ -116,6 +122,8 @@ impl AlertTerm<'_> {
             AlertTerm::Rule(r) => format!("rule\0{r}"),
             AlertTerm::Device(d) => format!("device\0{d}"),
             AlertTerm::Assignee(a) => format!("assignee\0{a}"),
+            AlertTerm::Hour(h) => format!("hour\0{h}"),
+            AlertTerm::Day(d) => format!("day\0{d}"),
         }
         .into_bytes()
     }
@@ -132,7 +140,35 @@ pub(crate) fn alert_terms(a: &Alert) -> Vec<Vec<u8>> {
     if !a.assignee.is_empty() {
         t.push(AlertTerm::Assignee(&a.assignee).material());
     }
+    t.push(AlertTerm::Hour(a.time_unix_ns.div_euclid(HOUR_NS)).material());
+    t.push(AlertTerm::Day(a.time_unix_ns.div_euclid(DAY_NS)).material());
     t
+}
+
+/// The hour and day terms that cover event times `lo..hi` (ns, `hi`
+/// exclusive): whole days in the middle, hours at the ends. `None` when the
+/// window spans more than `max_days` (then it is not worth a lookup).
+pub(crate) fn time_terms(lo: i64, hi: i64, max_days: i64) -> Option<Vec<Vec<u8>>> {
+    if hi <= lo {
+        return Some(Vec::new());
+    }
+    let last = hi - 1;
+    if (last - lo) / DAY_NS > max_days {
+        return None;
+    }
+    let (h0, h1) = (lo.div_euclid(HOUR_NS), last.div_euclid(HOUR_NS));
+    // Days wholly inside the window.
+    let d0 = (lo + DAY_NS - 1).div_euclid(DAY_NS);
+    let d1 = (last + 1).div_euclid(DAY_NS);
+    let mut out = Vec::new();
+    if d0 < d1 {
+        out.extend((d0..d1).map(|d| AlertTerm::Day(d).material()));
+        out.extend((h0..d0 * 24).map(|h| AlertTerm::Hour(h).material()));
+        out.extend((d1 * 24..=h1).map(|h| AlertTerm::Hour(h).material()));
+    } else {
+        out.extend((h0..=h1).map(|h| AlertTerm::Hour(h).material()));
+    }
+    Some(out)
 }
 
 /// The aggregation rule the store applies in the batch's transaction, and
@@ -331,3 +367,75 @@ pub(crate) fn attack_ids(tags: &[String]) -> Vec<String> {
 
 /// Per-tenant broadcast of new and grown alerts.
 pub(crate) type AlertBus = crate::live::Bus<Alert>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(m: &[u8]) -> (String, i64) {
+        let s = String::from_utf8(m.to_vec()).unwrap();
+        let (k, v) = s.split_once('\0').unwrap();
+        (k.to_owned(), v.parse().unwrap())
+    }
+
+    /// Every hour from `lo` to `hi` (exclusive) is covered exactly once.
+    fn covered_hours(terms: &[Vec<u8>]) -> Vec<i64> {
+        let mut hours: Vec<i64> = terms
+            .iter()
+            .flat_map(|m| match parse(m) {
+                (k, d) if k == "day" => (d * 24..d * 24 + 24).collect::<Vec<_>>(),
+                (_, h) => vec![h],
+            })
+            .collect();
+        hours.sort();
+        hours
+    }
+
+    #[test]
+    fn time_windows_are_covered_by_days_inside_and_hours_at_the_ends() {
+        let t = 1_765_000_000 * 1_000_000_000i64;
+        for (lo, hi) in [
+            (t, t + 1),
+            (t, t + HOUR_NS),
+            (t + 5, t + 3 * DAY_NS + 7 * HOUR_NS),
+            (t - 40 * DAY_NS, t),
+            (-HOUR_NS * 3, HOUR_NS * 2),
+        ] {
+            let terms = time_terms(lo, hi, 400).unwrap();
+            let want: Vec<i64> = (lo.div_euclid(HOUR_NS)..=(hi - 1).div_euclid(HOUR_NS)).collect();
+            assert_eq!(covered_hours(&terms), want, "{lo}..{hi}");
+            assert!(terms.len() <= 48 + 42, "{}", terms.len());
+        }
+        assert!(time_terms(t, t, 400).unwrap().is_empty());
+        assert!(time_terms(t, t + 500 * DAY_NS, 400).is_none());
+        // An alert's own terms name its hour and day.
+        let a = Alert {
+            time_unix_ns: t,
+            ..Default::default()
+        };
+        let terms = alert_terms(&a);
+        assert!(terms.contains(&AlertTerm::Hour(t / HOUR_NS).material()));
+        assert!(terms.contains(&AlertTerm::Day(t / DAY_NS).material()));
+    }
+
+    #[test]
+    fn attack_ids_come_from_technique_and_tactic_tags() {
+        let tags: Vec<String> = [
+            "attack.credential_access",
+            "attack.t1003.008",
+            "attack.T1059",
+            "attack.t1003.008",
+            "attack.defense-evasion",
+            "cve.2021-1234",
+            "attack.g0032",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(
+            attack_ids(&tags),
+            ["TA0006", "T1003.008", "T1059", "TA0005"]
+        );
+    }
+}

@@ -38,26 +38,53 @@ fn keep(req: &ListAlertsRequest, a: &Alert) -> bool {
 /// alerts received before it.
 const CLOCK_SLACK_NS: i64 = 86_400 * 1_000_000_000;
 
-/// The index postings a list request reads: one filter's values, the most
-/// selective first (an assignee, a rule, a device, a status, severities);
-/// none when it has no such filter. `keep` still checks every filter.
-fn postings(req: &ListAlertsRequest) -> Vec<Vec<u8>> {
-    use crate::alert::AlertTerm;
+/// Alerts older than this are gone (the longest retention, and a day).
+const OLDEST_NS: i64 = 181 * crate::alert::DAY_NS;
+
+/// The index postings a list request reads: for each filter, the values an
+/// alert must be indexed under one of (`vigil_store::AlertQuery::all_of`),
+/// the most selective first — an assignee, a rule, a device, a window of at
+/// most two days, a status, severities, a wider window. `keep` still checks
+/// every filter exactly (time windows are looked up by hours and days).
+fn postings(req: &ListAlertsRequest, now: i64) -> Vec<Vec<Vec<u8>>> {
+    use crate::alert::{AlertTerm, DAY_NS, time_terms};
+    let mut groups = Vec::new();
     if !req.assignee.is_empty() {
-        vec![AlertTerm::Assignee(&req.assignee).material()]
-    } else if !req.rule_id.is_empty() {
-        vec![AlertTerm::Rule(&req.rule_id).material()]
-    } else if !req.device_id.is_empty() {
-        vec![AlertTerm::Device(&req.device_id).material()]
-    } else if req.status != 0 {
-        vec![AlertTerm::Status(req.status).material()]
-    } else if req.min_severity > Severity::Informational as i32 {
-        (req.min_severity..=Severity::Critical as i32)
-            .map(|s| AlertTerm::Severity(s).material())
-            .collect()
-    } else {
-        Vec::new()
+        groups.push(vec![AlertTerm::Assignee(&req.assignee).material()]);
     }
+    if !req.rule_id.is_empty() {
+        groups.push(vec![AlertTerm::Rule(&req.rule_id).material()]);
+    }
+    if !req.device_id.is_empty() {
+        groups.push(vec![AlertTerm::Device(&req.device_id).material()]);
+    }
+    // Since alone is bounded by received time in the store (see `list`).
+    let window = (req.until_unix_ns != 0).then(|| {
+        let lo = match req.since_unix_ns {
+            0 => now.saturating_sub(OLDEST_NS),
+            s => s,
+        };
+        (lo, req.until_unix_ns)
+    });
+    let narrow = window.is_some_and(|(lo, hi)| hi.saturating_sub(lo) <= 2 * DAY_NS);
+    let time = window.and_then(|(lo, hi)| time_terms(lo, hi, 400));
+    if narrow && let Some(t) = &time {
+        groups.push(t.clone());
+    }
+    if req.status != 0 {
+        groups.push(vec![AlertTerm::Status(req.status).material()]);
+    }
+    if req.min_severity > Severity::Informational as i32 {
+        groups.push(
+            (req.min_severity..=Severity::Critical as i32)
+                .map(|s| AlertTerm::Severity(s).material())
+                .collect(),
+        );
+    }
+    if !narrow && let Some(t) = time {
+        groups.push(t);
+    }
+    groups
 }
 
 type AlertStream = Pin<Box<dyn Stream<Item = Result<Alert, Status>> + Send>>;
@@ -175,11 +202,12 @@ impl AlertsService {
             return Err(Status::invalid_argument("malformed page_token"));
         }
         let store = self.store(&tenant)?;
+        let now = self.shared.control.now();
         let rows = tokio::task::spawn_blocking(move || {
-            let any_of = postings(&req);
+            let all_of = postings(&req, now);
             let q = vigil_store::AlertQuery {
                 before: (!req.page_token.is_empty()).then_some(req.page_token.as_str()),
-                any_of: &any_of,
+                all_of: &all_of,
                 // An alert is received after it happened: none received before
                 // `since` qualifies (a day of slack for device clocks ahead).
                 received_since_ns: (req.since_unix_ns != 0)

@@ -251,9 +251,11 @@ pub(crate) fn decode_materials(mut b: &[u8]) -> Vec<Vec<u8>> {
 pub struct AlertQuery<'a> {
     /// Strictly before this alert id (a page token).
     pub before: Option<&'a str>,
-    /// Only alerts indexed under one of these materials (see
-    /// [`crate::AlertMerge::terms`]); empty: every alert.
-    pub any_of: &'a [Vec<u8>],
+    /// Only alerts indexed, for each group, under one of its materials (see
+    /// [`crate::AlertMerge::terms`]): a conjunction of disjunctions. The
+    /// first group's postings are walked, the others are looked up per
+    /// alert; put the most selective first. Empty: every alert.
+    pub all_of: &'a [Vec<Vec<u8>>],
     /// No alert received before this time is visited.
     pub received_since_ns: Option<i64>,
 }

@@ -860,7 +860,7 @@ impl TenantStore {
     }
 
     /// Alerts newest first, as `q` chooses them (see [`AlertQuery`]),
-    /// keeping those `keep` accepts, at most `limit`. With `q.any_of`, only
+    /// keeping those `keep` accepts, at most `limit`. With `q.all_of`, only
     /// the alerts its postings name are opened.
     pub fn alerts(
         &self,
@@ -886,7 +886,7 @@ impl TenantStore {
             }
             Ok(true)
         };
-        if q.any_of.is_empty() {
+        let Some((drive, checks)) = q.all_of.split_first() else {
             let iter = match q.before {
                 Some(b) => t.range(..b)?,
                 None => t.range::<&str>(..)?,
@@ -898,13 +898,18 @@ impl TenantStore {
                 }
             }
             return Ok(out);
-        }
-        // Newest first across the postings of every material (and key): a merge.
+        };
+        // Newest first across the postings of the first group's materials
+        // (under every key): a merge; each candidate then needs a posting in
+        // every other group before it is opened.
         let terms = tx.open_table(ALERT_TERMS)?;
-        let digests: Vec<[u8; 16]> = q
-            .any_of
+        let digests: Vec<[u8; 16]> = drive
             .iter()
             .flat_map(|m| lookup_digests(&keys, m))
+            .collect();
+        let checks: Vec<Vec<[u8; 16]>> = checks
+            .iter()
+            .map(|g| g.iter().flat_map(|m| lookup_digests(&keys, m)).collect())
             .collect();
         // Ids sort below "~" (they are digits, a dash and hex).
         let top = q.before.unwrap_or("~");
@@ -940,6 +945,26 @@ impl TenantStore {
                         break;
                     }
                 }
+            }
+            let mut all = true;
+            for g in &checks {
+                let mut any = false;
+                for d in g {
+                    if terms.get((d.as_slice(), id.as_str()))?.is_some() {
+                        any = true;
+                        break;
+                    }
+                }
+                if !any {
+                    all = false;
+                    break;
+                }
+            }
+            if !all {
+                if floor.as_deref().is_some_and(|f| id.as_str() < f) {
+                    break;
+                }
+                continue;
             }
             let Some(v) = t.get(id.as_str())? else {
                 continue;

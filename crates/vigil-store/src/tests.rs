@@ -1156,7 +1156,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &red,
+                all_of: std::slice::from_ref(&red),
                 ..Default::default()
             },
             3
@@ -1168,7 +1168,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &red,
+                all_of: std::slice::from_ref(&red),
                 before: Some(&tok),
                 ..Default::default()
             },
@@ -1181,7 +1181,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &either,
+                all_of: std::slice::from_ref(&either),
                 ..Default::default()
             },
             5
@@ -1191,7 +1191,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &either,
+                all_of: std::slice::from_ref(&either),
                 ..Default::default()
             },
             1000
@@ -1199,9 +1199,17 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
         .len(),
         140
     );
+    // Both (a conjunction): red and big, i.e. multiples of 15.
+    let both = vec![vec![b"red".to_vec()], vec![b"big".to_vec()]];
+    let q = AlertQuery {
+        all_of: &both,
+        ..Default::default()
+    };
+    assert_eq!(ids(&q, 3), [300, 285, 270]);
+    assert_eq!(ids(&q, 1000).len(), 20);
     // Received-since stops the walk.
     let q = AlertQuery {
-        any_of: &red,
+        all_of: std::slice::from_ref(&red),
         received_since_ns: Some(base + 290),
         ..Default::default()
     };
@@ -1213,7 +1221,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &red,
+                all_of: std::slice::from_ref(&red),
                 ..Default::default()
             },
             1
@@ -1223,7 +1231,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &[b"green".to_vec()],
+                all_of: &[vec![b"green".to_vec()]],
                 ..Default::default()
             },
             10
@@ -1233,7 +1241,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert!(
         ids(
             &AlertQuery {
-                any_of: &[b"none".to_vec()],
+                all_of: &[vec![b"none".to_vec()]],
                 ..Default::default()
             },
             10
@@ -1245,7 +1253,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     c.finish_data_key_rotation("a").unwrap();
     let red_after = ids(
         &AlertQuery {
-            any_of: &red,
+            all_of: std::slice::from_ref(&red),
             ..Default::default()
         },
         2,
@@ -1255,7 +1263,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert_eq!(
         ids(
             &AlertQuery {
-                any_of: &green,
+                all_of: std::slice::from_ref(&green),
                 ..Default::default()
             },
             10
@@ -1268,7 +1276,7 @@ fn alert_postings_find_alerts_by_value_newest_first_and_follow_updates_and_reten
     assert!(
         ids(
             &AlertQuery {
-                any_of: &[b"sev-1".to_vec()],
+                all_of: &[vec![b"sev-1".to_vec()]],
                 ..Default::default()
             },
             10
@@ -1306,7 +1314,7 @@ fn alerts_stored_before_postings_get_them_once() {
     commit_alerts_with(&t, now, &varied(1..=5), &alerts, &NoMerge);
     let even = vec![b"even".to_vec()];
     let q = AlertQuery {
-        any_of: &even,
+        all_of: std::slice::from_ref(&even),
         ..Default::default()
     };
     assert!(t.alerts(&q, 10, |_| true).unwrap().is_empty());
@@ -1345,7 +1353,7 @@ fn an_alert_put_outside_a_batch_is_stored_sealed_and_never_overwritten() {
     t.put_alert(id, b"first", &Tagged).unwrap();
     let first = vec![b"first".to_vec()];
     let q = AlertQuery {
-        any_of: &first,
+        all_of: std::slice::from_ref(&first),
         ..Default::default()
     };
     assert_eq!(t.alerts(&q, 10, &mut |_| true).unwrap().len(), 1, "indexed");
