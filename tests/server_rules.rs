@@ -168,6 +168,8 @@ async fn the_same_file_on_three_devices_is_one_alert_naming_them() {
     assert_eq!(d.devices, [ids[2], ids[0], ids[1]]);
     assert_eq!(d.author, "Vigil project");
     assert_eq!(d.matched.len(), 3);
+    // Each event with its device: one from each, oldest first.
+    assert_eq!(d.matched_devices, [ids[0], ids[1], ids[2]]);
     for m in &d.matched {
         let Some(Payload::File(fe)) = &m.payload else {
             panic!("a file event: {m:?}");

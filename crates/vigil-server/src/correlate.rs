@@ -349,6 +349,7 @@ fn raise(
     let mut d = detection_of(set, Hit::Correlation(ci));
     d.process = record.payload.as_ref().and_then(acting_process);
     d.devices = devices;
+    d.matched_devices = events.iter().map(|c| c.device_id.clone()).collect();
     d.matched = events.into_iter().map(|c| c.record).collect();
     let time = record.time_unix_ns.min(now_ns);
     let id = alert::new_alert_id(now_ns)?;
