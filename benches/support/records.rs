@@ -606,7 +606,7 @@ impl Records {
             process: Some(process),
             author: "Vigil bench".into(),
             references: vec!["https://attack.mitre.org/techniques/T1059/".into()],
-            devices: Vec::new(),
+            ..Detection::default()
         }
     }
 }
