@@ -30,18 +30,68 @@ use std::collections::{BTreeMap, BTreeSet};
 /// (device, first sequence) → (earliest and latest event time, kinds bitmask, last sequence).
 pub(crate) const CHUNK_META: TableDefinition<(&str, u64), (i64, i64, u32, u64)> =
     TableDefinition::new("chunk_meta");
-/// (digest, device, chunk's first sequence) → ().
-pub(crate) const TERMS: TableDefinition<(&[u8], &str, u64), ()> = TableDefinition::new("terms");
+/// (generation, digest, device, chunk's first sequence) → (). Postings are
+/// written into the current generation, which closes after
+/// [`GEN_POSTINGS`]: a commit's random digests then land on the few pages of
+/// one small key range instead of all over the table (each page a commit
+/// touches is copied and checksummed: with keys spread over the whole table
+/// that cost grew with it). A lookup seeks its digest in every generation.
+pub(crate) const TERMS: TableDefinition<(u32, &[u8], &str, u64), ()> =
+    TableDefinition::new("record_postings");
+/// Postings (and sightings) a generation takes before the next one opens
+/// (the unit tests use small generations, so every lookup crosses many).
+#[cfg(not(test))]
+pub(crate) const GEN_POSTINGS: u64 = 1 << 18;
+#[cfg(test)]
+pub(crate) const GEN_POSTINGS: u64 = 2;
 /// (device, first sequence) → the chunk's term materials, sealed: what
 /// removes its postings with it, and re-keys them after a data key rotation.
 pub(crate) const CHUNK_TERMS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("chunk_terms");
-/// (digest, device) → (first seen, last seen, records).
-pub(crate) const SIGHTINGS: TableDefinition<(&[u8], &str), (i64, i64, u64)> =
-    TableDefinition::new("sightings");
-/// Digest → its material, sealed: what re-keys sightings after a rotation.
-pub(crate) const SIGHTING_NAMES: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("sighting_names");
+/// (generation, digest, device) → (first seen, last seen, records) of the
+/// records counted in that generation; a lookup sums the generations.
+pub(crate) const SIGHTINGS: TableDefinition<(u32, &[u8], &str), SightingRow> =
+    TableDefinition::new("value_sightings");
+/// (generation, digest) → its material, sealed: what re-keys sightings
+/// after a rotation.
+pub(crate) const SIGHTING_NAMES: TableDefinition<(u32, &[u8]), &[u8]> =
+    TableDefinition::new("value_names");
+
+/// The generation postings are written into, and how many it holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Generation {
+    pub(crate) id: u32,
+    pub(crate) postings: u64,
+}
+
+impl Generation {
+    /// Counts `n` postings; the next generation opens once this one is full.
+    pub(crate) fn add(&mut self, n: u64) {
+        self.postings += n;
+        if self.postings >= GEN_POSTINGS {
+            self.id = self.id.saturating_add(1);
+            self.postings = 0;
+        }
+    }
+}
+
+/// The materials of a chunk's postings as stored (sealed): the generation
+/// they were written in, then the materials.
+pub(crate) fn encode_chunk_terms(generation: u32, m: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = generation.to_le_bytes().to_vec();
+    out.extend(encode_materials(m));
+    out
+}
+
+pub(crate) fn decode_chunk_terms(b: &[u8]) -> (u32, Vec<Vec<u8>>) {
+    match b.split_at_checked(4) {
+        Some((g, rest)) => (
+            u32::from_le_bytes(g.try_into().unwrap_or_default()),
+            decode_materials(rest),
+        ),
+        None => (0, Vec::new()),
+    }
+}
 /// (device, kind) → event time (8 bytes, little-endian) || the record, sealed.
 pub(crate) const LATEST: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("latest");
 

@@ -4,9 +4,9 @@ use crate::crypto::short_digest;
 use crate::crypto::{KeyRing, SealKey, version_of};
 use crate::index::{
     ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, BatchSightings, CHUNK_META, CHUNK_TERMS, ChunkIndex,
-    LATEST, RecordIndex, SIGHTING_NAMES, SIGHTINGS, Scan, ScanStats, Sighting, TERMS,
-    alert_terms_aad, chunk_terms_aad, decode_materials, encode_materials, latest_aad, latest_time,
-    lookup_digests, sighting_name_aad,
+    Generation, LATEST, RecordIndex, SIGHTING_NAMES, SIGHTINGS, Scan, ScanStats, Sighting, TERMS,
+    alert_terms_aad, chunk_terms_aad, decode_chunk_terms, decode_materials, encode_chunk_terms,
+    encode_materials, latest_aad, latest_time, lookup_digests, sighting_name_aad,
 };
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -167,8 +167,31 @@ struct AlertTables<'t> {
 /// The index tables a commit writes per chunk.
 struct IndexTables<'t> {
     meta: Table<'t, (&'static str, u64), (i64, i64, u32, u64)>,
-    terms: Table<'t, (&'static [u8], &'static str, u64), ()>,
+    terms: Table<'t, (u32, &'static [u8], &'static str, u64), ()>,
     chunk_terms: Table<'t, (&'static str, u64), &'static [u8]>,
+    generation: Generation,
+}
+
+const GEN_ID: &str = "index_generation";
+const GEN_POSTINGS_KEY: &str = "index_generation_postings";
+
+/// The generation postings go into now (from the counts table).
+fn load_generation(counts: &Table<'_, &'static str, u64>) -> Result<Generation, StoreError> {
+    Ok(Generation {
+        id: counts
+            .get(GEN_ID)?
+            .map_or(0, |v| u32::try_from(v.value()).unwrap_or(u32::MAX)),
+        postings: counts.get(GEN_POSTINGS_KEY)?.map_or(0, |v| v.value()),
+    })
+}
+
+fn save_generation(
+    counts: &mut Table<'_, &'static str, u64>,
+    g: Generation,
+) -> Result<(), StoreError> {
+    counts.insert(GEN_ID, u64::from(g.id))?;
+    counts.insert(GEN_POSTINGS_KEY, g.postings)?;
+    Ok(())
 }
 
 impl IndexTables<'_> {
@@ -186,15 +209,20 @@ impl IndexTables<'_> {
         if materials.is_empty() {
             return Ok(());
         }
+        let g = self.generation.id;
         if let Some(mac) = keys.lookup_macs().first() {
-            for m in &materials {
-                self.terms
-                    .insert((short_digest(mac, m).as_slice(), device, first), ())?;
+            let mut digests: Vec<[u8; 16]> =
+                materials.iter().map(|m| short_digest(mac, m)).collect();
+            // In key order: neighbouring inserts share pages.
+            digests.sort_unstable();
+            for d in &digests {
+                self.terms.insert((g, d.as_slice(), device, first), ())?;
             }
         }
+        self.generation.add(materials.len() as u64);
         let sealed = keys.seal(
             &chunk_terms_aad(tenant, device, first),
-            &encode_materials(&materials),
+            &encode_chunk_terms(g, &materials),
         )?;
         self.chunk_terms
             .insert((device, first), sealed.as_slice())?;
@@ -215,9 +243,10 @@ impl IndexTables<'_> {
         };
         let plain = keys.open(&chunk_terms_aad(tenant, device, first), sealed.value())?;
         drop(sealed);
-        for m in decode_materials(&plain) {
+        let (g, materials) = decode_chunk_terms(&plain);
+        for m in materials {
             for d in lookup_digests(keys, &m) {
-                self.terms.remove((d.as_slice(), device, first))?;
+                self.terms.remove((g, d.as_slice(), device, first))?;
             }
         }
         Ok(())
@@ -413,10 +442,12 @@ impl TenantStore {
                 terms: tx.open_table(ALERT_TERMS)?,
                 list: tx.open_table(ALERT_TERM_LIST)?,
             };
+            let mut counts = tx.open_table(COUNTS)?;
             let mut ix = IndexTables {
                 meta: tx.open_table(CHUNK_META)?,
                 terms: tx.open_table(TERMS)?,
                 chunk_terms: tx.open_table(CHUNK_TERMS)?,
+                generation: load_generation(&counts)?,
             };
             let mut sightings_t = tx.open_table(SIGHTINGS)?;
             let mut names_t = tx.open_table(SIGHTING_NAMES)?;
@@ -485,19 +516,26 @@ impl TenantStore {
                     )?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
                 }
+                // In the current generation, like postings (the map is in digest order).
+                let g = ix.generation.id;
+                let mut new_rows = 0;
                 for (digest, (material, (lo, hi, n))) in seen.into_iter() {
-                    let key = (digest.as_slice(), device);
+                    let key = (g, digest.as_slice(), device);
                     let next = match sightings_t.get(key)?.map(|v| v.value()) {
                         Some((a, z, c)) => (a.min(lo), z.max(hi), c.saturating_add(n)),
-                        None => (lo, hi, n),
+                        None => {
+                            new_rows += 1;
+                            (lo, hi, n)
+                        }
                     };
                     sightings_t.insert(key, next)?;
-                    if names_t.get(digest.as_slice())?.is_none() {
+                    if names_t.get((g, digest.as_slice()))?.is_none() {
                         let sealed =
                             keys.seal(&sighting_name_aad(&self.tenant_id, &digest), &material)?;
-                        names_t.insert(digest.as_slice(), sealed.as_slice())?;
+                        names_t.insert((g, digest.as_slice()), sealed.as_slice())?;
                     }
                 }
+                ix.generation.add(new_rows);
                 for (kind, time, i) in latest {
                     let stored = latest_t
                         .get((device, kind))?
@@ -527,8 +565,9 @@ impl TenantStore {
                 outcomes.push(outcome);
             }
             if added > 0 {
-                add_count(&mut tx.open_table(COUNTS)?, added, true)?;
+                add_count(&mut counts, added, true)?;
             }
+            save_generation(&mut counts, ix.generation)?;
         }
         tx.commit()?;
         Ok(outcomes)
@@ -771,15 +810,21 @@ impl TenantStore {
             Some(material) => {
                 let terms = tx.open_table(TERMS)?;
                 let mut found: std::collections::BTreeSet<(String, u64)> = Default::default();
+                let last = generations(&tx)?;
                 for d in lookup_digests(&keys, material) {
-                    let from = (d.as_slice(), q.device.unwrap_or(""), 0u64);
-                    for item in terms.range(from..)? {
-                        let (k, _) = item?;
-                        let (kd, dev, first) = k.value();
-                        if kd != d.as_slice() || q.device.is_some_and(|want| want != dev) {
-                            break;
+                    for g in 0..=last {
+                        let from = (g, d.as_slice(), q.device.unwrap_or(""), 0u64);
+                        for item in terms.range(from..)? {
+                            let (k, _) = item?;
+                            let (kg, kd, dev, first) = k.value();
+                            if kg != g
+                                || kd != d.as_slice()
+                                || q.device.is_some_and(|want| want != dev)
+                            {
+                                break;
+                            }
+                            found.insert((dev.to_owned(), first));
                         }
-                        found.insert((dev.to_owned(), first));
                     }
                 }
                 for (dev, first) in found {
@@ -817,12 +862,16 @@ impl TenantStore {
         let keys = self.live()?;
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SIGHTINGS)?;
+        let last = generations(&tx)?;
         let mut by_device: std::collections::BTreeMap<String, Sighting> = Default::default();
-        for d in lookup_digests(&keys, material) {
-            for item in t.range((d.as_slice(), "")..)? {
+        for (d, g) in lookup_digests(&keys, material)
+            .into_iter()
+            .flat_map(|d| (0..=last).map(move |g| (d, g)))
+        {
+            for item in t.range((g, d.as_slice(), "")..)? {
                 let (k, v) = item?;
-                let (kd, dev) = k.value();
-                if kd != d.as_slice() {
+                let (kg, kd, dev) = k.value();
+                if kg != g || kd != d.as_slice() {
                     break;
                 }
                 let (first, last, count) = v.value();
@@ -1018,6 +1067,9 @@ impl TenantStore {
                     meta: tx.open_table(CHUNK_META)?,
                     terms: tx.open_table(TERMS)?,
                     chunk_terms: tx.open_table(CHUNK_TERMS)?,
+                    // Removal reads each chunk's generation from its terms;
+                    // unindexed legacy chunks add no postings.
+                    generation: Generation::default(),
                 };
                 for (t, d, s, count) in &old {
                     chunks.remove((d.as_str(), *s))?;
@@ -1071,7 +1123,7 @@ impl TenantStore {
     /// looked at per transaction. Event time stands in for received time
     /// here: a value seen again later keeps its row (and its first seen).
     fn purge_sightings(&self, cutoff_ns: i64) -> Result<(), StoreError> {
-        let mut from: Option<(Vec<u8>, String)> = None;
+        let mut from: Option<(u32, Vec<u8>, String)> = None;
         loop {
             let _k = self.live()?;
             let tx = self.db.begin_write()?;
@@ -1082,17 +1134,17 @@ impl TenantStore {
                 let mut scanned = 0;
                 {
                     let iter = match &from {
-                        Some((d, dev)) => t.range((d.as_slice(), dev.as_str())..)?,
-                        None => t.range::<(&[u8], &str)>(..)?,
+                        Some((g, d, dev)) => t.range((*g, d.as_slice(), dev.as_str())..)?,
+                        None => t.range::<(u32, &[u8], &str)>(..)?,
                     };
                     for item in iter {
                         let (k, v) = item?;
-                        let (d, dev) = k.value();
+                        let (g, d, dev) = k.value();
                         scanned += 1;
                         // Resume after this key: the device name with a NUL sorts right after it.
-                        from = Some((d.to_vec(), format!("{dev}\0")));
+                        from = Some((g, d.to_vec(), format!("{dev}\0")));
                         if v.value().1 < cutoff_ns {
-                            stale.push((d.to_vec(), dev.to_owned()));
+                            stale.push((g, d.to_vec(), dev.to_owned()));
                         }
                         if scanned >= CHUNK * 8 {
                             break;
@@ -1101,12 +1153,12 @@ impl TenantStore {
                 }
                 done = scanned < CHUNK * 8;
                 let mut names = tx.open_table(SIGHTING_NAMES)?;
-                for (d, dev) in &stale {
-                    t.remove((d.as_slice(), dev.as_str()))?;
-                    // The last device's row gone: the name goes too.
-                    let left = t.range((d.as_slice(), "")..)?.next().transpose()?;
-                    if left.is_none_or(|(k, _)| k.value().0 != d.as_slice()) {
-                        names.remove(d.as_slice())?;
+                for (g, d, dev) in &stale {
+                    t.remove((*g, d.as_slice(), dev.as_str()))?;
+                    // The generation's last row of the value gone: its name goes too.
+                    let left = t.range((*g, d.as_slice(), "")..)?.next().transpose()?;
+                    if left.is_none_or(|(k, _)| (k.value().0, k.value().1) != (*g, d.as_slice())) {
+                        names.remove((*g, d.as_slice()))?;
                     }
                 }
             }
@@ -1318,11 +1370,12 @@ impl TenantStore {
                 for ((d, f), sealed) in &rows {
                     let aad = chunk_terms_aad(&self.tenant_id, d, *f);
                     let plain = keys.open(&aad, sealed)?;
-                    for m in decode_materials(&plain) {
+                    let (g, materials) = decode_chunk_terms(&plain);
+                    for m in materials {
                         for old in lookup_digests(&keys, &m) {
-                            terms.remove((old.as_slice(), d.as_str(), *f))?;
+                            terms.remove((g, old.as_slice(), d.as_str(), *f))?;
                         }
-                        terms.insert((short_digest(&mac, &m).as_slice(), d.as_str(), *f), ())?;
+                        terms.insert((g, short_digest(&mac, &m).as_slice(), d.as_str(), *f), ())?;
                     }
                     list.insert((d.as_str(), *f), keys.seal(&aad, &plain)?.as_slice())?;
                 }
@@ -1384,11 +1437,14 @@ impl TenantStore {
             {
                 let mut names = tx.open_table(SIGHTING_NAMES)?;
                 let mut t = tx.open_table(SIGHTINGS)?;
-                let rows: Vec<(Vec<u8>, Vec<u8>)> = names
+                // ((generation, old digest), sealed material)
+                type Named = ((u32, Vec<u8>), Vec<u8>);
+                let rows: Vec<Named> = names
                     .iter()?
                     .filter_map(|r| match r {
                         Ok((k, v)) if version_of(v.value()) != Some(current) => {
-                            Some(Ok((k.value().to_vec(), v.value().to_vec())))
+                            let (g, d) = k.value();
+                            Some(Ok(((g, d.to_vec()), v.value().to_vec())))
                         }
                         Ok(_) => None,
                         Err(e) => Some(Err(e)),
@@ -1396,31 +1452,32 @@ impl TenantStore {
                     .take(CHUNK)
                     .collect::<Result<_, _>>()?;
                 moved = rows.len();
-                for (old, sealed) in &rows {
+                for ((g, old), sealed) in &rows {
+                    let g = *g;
                     let material = keys.open(&sighting_name_aad(&self.tenant_id, old), sealed)?;
                     let new = short_digest(&mac, &material);
                     let devices: Vec<(String, (i64, i64, u64))> = t
-                        .range((old.as_slice(), "")..)?
+                        .range((g, old.as_slice(), "")..)?
                         .map_while(|r| match r {
-                            Ok((k, v)) if k.value().0 == old.as_slice() => {
-                                Some(Ok((k.value().1.to_owned(), v.value())))
+                            Ok((k, v)) if (k.value().0, k.value().1) == (g, old.as_slice()) => {
+                                Some(Ok((k.value().2.to_owned(), v.value())))
                             }
                             Ok(_) => None,
                             Err(e) => Some(Err(e)),
                         })
                         .collect::<Result<_, _>>()?;
                     for (dev, (a, z, c)) in devices {
-                        t.remove((old.as_slice(), dev.as_str()))?;
-                        let merged = match t.get((new.as_slice(), dev.as_str()))?.map(|v| v.value())
-                        {
-                            Some((a2, z2, c2)) => (a.min(a2), z.max(z2), c.saturating_add(c2)),
-                            None => (a, z, c),
-                        };
-                        t.insert((new.as_slice(), dev.as_str()), merged)?;
+                        t.remove((g, old.as_slice(), dev.as_str()))?;
+                        let merged =
+                            match t.get((g, new.as_slice(), dev.as_str()))?.map(|v| v.value()) {
+                                Some((a2, z2, c2)) => (a.min(a2), z.max(z2), c.saturating_add(c2)),
+                                None => (a, z, c),
+                            };
+                        t.insert((g, new.as_slice(), dev.as_str()), merged)?;
                     }
-                    names.remove(old.as_slice())?;
+                    names.remove((g, old.as_slice()))?;
                     let sealed = keys.seal(&sighting_name_aad(&self.tenant_id, &new), &material)?;
-                    names.insert(new.as_slice(), sealed.as_slice())?;
+                    names.insert((g, new.as_slice()), sealed.as_slice())?;
                 }
             }
             tx.commit()?;
@@ -1461,6 +1518,9 @@ impl TenantStore {
                     meta: tx.open_table(CHUNK_META)?,
                     terms: tx.open_table(TERMS)?,
                     chunk_terms: tx.open_table(CHUNK_TERMS)?,
+                    // Removal reads each chunk's generation from its terms;
+                    // unindexed legacy chunks add no postings.
+                    generation: Generation::default(),
                 };
                 let none = ChunkIndex::default();
                 let mut open: Option<(u64, String, ChunkBuilder)> = None;
@@ -1507,6 +1567,16 @@ impl TenantStore {
             }
             tx.commit()?;
         }
+    }
+
+    /// The index generation postings go into now: for tests.
+    #[cfg(test)]
+    pub(crate) fn index_generation(&self) -> u32 {
+        self.db
+            .begin_read()
+            .ok()
+            .and_then(|tx| generations(&tx).ok())
+            .unwrap_or(0)
     }
 
     /// Writes records the way files before chunks held them: for the upgrade's tests.
@@ -1580,6 +1650,14 @@ impl TenantStore {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The highest index generation written so far.
+fn generations(tx: &redb::ReadTransaction) -> Result<u32, StoreError> {
+    Ok(tx
+        .open_table(COUNTS)?
+        .get(GEN_ID)?
+        .map_or(0, |v| u32::try_from(v.value()).unwrap_or(u32::MAX)))
 }
 
 /// Adds `n` to (or, with `up` false, takes it from) the stored record count.
