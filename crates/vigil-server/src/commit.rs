@@ -59,6 +59,8 @@ impl StreamFailed {
 #[derive(Debug, Default)]
 pub(crate) struct Committers {
     queues: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
+    /// Woken after each commit: they index what it stored.
+    pub(crate) indexers: Arc<crate::indexer::Indexers>,
 }
 
 impl Committers {
@@ -91,7 +93,7 @@ impl Committers {
         Ok(q.entry(tenant.to_owned())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE);
-                tokio::spawn(run(rx));
+                tokio::spawn(run(rx, tenant.to_owned(), Arc::clone(&self.indexers)));
                 tx
             })
             .clone())
@@ -106,7 +108,11 @@ impl Committers {
 }
 
 /// A committer: groups what is waiting, commits, answers; until every sender is gone.
-async fn run(mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    tenant: String,
+    indexers: Arc<crate::indexer::Indexers>,
+) {
     let mut carry: Option<Pending> = None;
     loop {
         let first = match carry.take() {
@@ -163,6 +169,9 @@ async fn run(mut rx: mpsc::Receiver<Pending>) {
         .await;
         match committed {
             Ok((group, Ok(outcomes))) => {
+                if let Some(p) = group.first() {
+                    indexers.poke(&tenant, &p.store);
+                }
                 for (p, o) in group.into_iter().zip(outcomes) {
                     let _ = p.done.send(Ok(o));
                 }

@@ -292,6 +292,8 @@ async fn submit(
     let received = shared.control.now();
     let mut records = Vec::with_capacity(batch.records.len());
     let mut index = Vec::with_capacity(batch.records.len());
+    let decode_all = shared.events.watched(&device.tenant_id)
+        || shared.correlators.wants(shared, &device.tenant_id);
     let mut decoded = Vec::with_capacity(batch.records.len());
     let mut encoded = Vec::new();
     let mut last = 0;
@@ -304,11 +306,17 @@ async fn submit(
             ));
         }
         last = head.sequence;
-        // Decoded once: for the index, for live watchers, and for alerts.
+        index.push(crate::hunt::index::head_index(head.time, head.payload));
+        // Decoded in full only when something reads it now: a detection
+        // (it becomes an alert), live watchers, tenant-wide correlations.
+        // The indexer reads stored records later, off this path.
+        if !(head.detection || decode_all) {
+            records.push((head.sequence, bytes));
+            continue;
+        }
         let r = Record::decode(bytes.clone()).map_err(|e| {
             Status::invalid_argument(format!("record {} does not decode: {e}", head.sequence))
         })?;
-        index.push(crate::hunt::index::record_index(&r));
         if head.detection
             && let Some(Payload::Detection(d)) = r.payload.clone()
         {
@@ -333,7 +341,9 @@ async fn submit(
             }
         }
         records.push((head.sequence, bytes));
-        decoded.push(r);
+        if decode_all {
+            decoded.push(r);
+        }
     }
     let (done, rx) = tokio::sync::oneshot::channel();
     shared

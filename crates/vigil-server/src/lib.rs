@@ -29,6 +29,7 @@ mod commit;
 pub mod config;
 mod correlate;
 mod hunt;
+mod indexer;
 mod ingest;
 mod live;
 pub mod maintenance;

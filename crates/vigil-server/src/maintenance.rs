@@ -66,8 +66,10 @@ pub(crate) fn finish_rotation(shared: Arc<Shared>, tenant: String, version: u32)
         let s = Arc::clone(&shared);
         let t = tenant.clone();
         let r = tokio::task::spawn_blocking(move || {
-            // Published rule sets first: the older keys are destroyed next.
+            // Published rule sets first, and the record index rebuilt under
+            // the new key: the older keys are destroyed next.
             s.rules.sets.reseal(&s.control, &t)?;
+            s.control.tenant_store(&t)?.rebuild_index(&crate::indexer::derive)?;
             s.control.finish_data_key_rotation(&t)
         })
         .await;
@@ -131,7 +133,8 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
             flusher.flush_audit().await;
         }
     }));
-    // Alerts stored before alert postings existed get theirs (once; cheap after).
+    // Alerts stored before alert postings existed get theirs (once; cheap
+    // after), and every tenant's record indexer catches up.
     let indexer = Arc::clone(shared);
     tasks.push(tokio::spawn(async move {
         let _ = tokio::task::spawn_blocking(move || {
@@ -139,6 +142,7 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
                 let Ok(store) = indexer.control.tenant_store(&t.id) else {
                     continue;
                 };
+                indexer.committers.indexers.poke(&t.id, &store);
                 match store.index_unindexed_alerts(&crate::alert::Aggregate { window_ns: 0 }) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(tenant = %t.id, alerts = n, "Alerts indexed for filtered listing"),

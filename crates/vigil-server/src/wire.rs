@@ -2,8 +2,8 @@
 //! stores each record as the bytes the sensor sent (`RawRecordBatch`), so it
 //! only walks the record's top-level fields — each tag, varint and length
 //! well formed and inside the bytes, the known fields with their wire types —
-//! and takes the sequence and whether the payload is a detection (which is
-//! then decoded in full, to become an alert).
+//! and takes the sequence, the time, and which payload it carries (a
+//! detection is then decoded in full, to become an alert).
 
 /// The parts of a record ingest needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +12,10 @@ pub(crate) struct RecordHead {
     pub(crate) sequence: u64,
     /// The payload (the last of the oneof's fields present) is a `Detection`.
     pub(crate) detection: bool,
+    /// `Record.time_unix_ns` (0 when absent).
+    pub(crate) time: i64,
+    /// The payload's field number (10..=17; 0: none).
+    pub(crate) payload: u64,
 }
 
 /// `Record` field numbers (records.proto).
@@ -43,6 +47,8 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
     let mut head = RecordHead {
         sequence: 0,
         detection: false,
+        time: 0,
+        payload: 0,
     };
     while !b.is_empty() {
         let key = varint(&mut b)?;
@@ -59,6 +65,10 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
                 if field == SEQUENCE {
                     head.sequence = v;
                 }
+                if field == TIME {
+                    // int64 on the wire: two's complement in a varint.
+                    head.time = v as i64;
+                }
             }
             2 => {
                 let len = usize::try_from(varint(&mut b)?).ok()?;
@@ -68,6 +78,7 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
                 }
                 if PAYLOADS.contains(&field) {
                     head.detection = field == DETECTION;
+                    head.payload = field;
                 }
             }
             1 | 5 => {
@@ -117,13 +128,10 @@ mod tests {
             (300, det, true),
         ] {
             let b = rec(seq, payload);
-            assert_eq!(
-                record_head(&b),
-                Some(RecordHead {
-                    sequence: seq,
-                    detection
-                })
-            );
+            let head = record_head(&b).unwrap();
+            assert_eq!((head.sequence, head.detection, head.time), (seq, detection, -5));
+            let r = Record::decode(b.as_slice()).unwrap();
+            assert_eq!(head.payload == 0, r.payload.is_none());
             assert_eq!(Record::decode(b.as_slice()).unwrap().sequence, seq);
         }
         // Repeated scalar: the last wins; oneof: the last payload wins.

@@ -7,7 +7,7 @@
 //! data key, bound to tenant, table and key.
 
 use crate::{
-    AlertMerge, AlertQuery, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting,
+    AlertMerge, AlertQuery, Derive, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting,
     StoreError, TenantStore,
 };
 
@@ -50,8 +50,16 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         q: &Scan<'_>,
         visit: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
     ) -> Result<ScanStats, StoreError>;
-    /// Devices that had records counted under `material`.
-    fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError>;
+    /// Devices that had records counted under `material` (`derive` reads
+    /// the chunks the indexer has not reached).
+    fn sightings(&self, material: &[u8], derive: Derive<'_>)
+    -> Result<Vec<Sighting>, StoreError>;
+    /// Indexes up to `max` stored chunks the indexer has not reached;
+    /// returns how many (`TenantStore::index_pending`).
+    fn index_pending(&self, derive: Derive<'_>, max: usize) -> Result<usize, StoreError>;
+    /// Rebuilds the record index under the current key (before a rotation
+    /// destroys the old one).
+    fn rebuild_index(&self, derive: Derive<'_>) -> Result<u64, StoreError>;
     /// A device's latest record of `kind`, with its event time.
     fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
     /// Alerts newest first, as `q` chooses them, those `keep` accepts, at
@@ -126,8 +134,18 @@ impl TenantData for TenantStore {
     ) -> Result<ScanStats, StoreError> {
         TenantStore::scan(self, q, visit)
     }
-    fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError> {
-        TenantStore::sightings(self, material)
+    fn sightings(
+        &self,
+        material: &[u8],
+        derive: Derive<'_>,
+    ) -> Result<Vec<Sighting>, StoreError> {
+        TenantStore::sightings(self, material, derive)
+    }
+    fn index_pending(&self, derive: Derive<'_>, max: usize) -> Result<usize, StoreError> {
+        TenantStore::index_pending(self, derive, max)
+    }
+    fn rebuild_index(&self, derive: Derive<'_>) -> Result<u64, StoreError> {
+        TenantStore::rebuild_index(self, derive)
     }
     fn latest(&self, device: &str, kind: u8) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
         TenantStore::latest(self, device, kind)

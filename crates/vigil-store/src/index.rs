@@ -1,103 +1,42 @@
-//! The record index: what makes search, process trees, prevalence and device
-//! state fast while records stay sealed. It holds no plaintext value:
+//! The index: what makes search, process trees, prevalence, device state
+//! and alert listing fast while everything stays sealed. It holds no
+//! plaintext value:
 //!
 //! - per chunk, its time bounds (event time), the record kinds it holds and
-//!   its last sequence (`chunk_meta`);
+//!   its last sequence (`chunk_meta`), written with the chunk;
 //! - per value a record can be found by (a process GUID, a hash, a path: the
 //!   server decides, as *material*), a keyed digest → the chunks holding
-//!   such a record (`terms`, and `chunk_terms` to remove them with the chunk);
-//! - per value counted for prevalence, its digest and device → first and
-//!   last seen and how many records named it (`sightings`);
+//!   such a record, and per value counted for prevalence its digest and
+//!   device → first and last seen and how many (`postings.rs`: written by the
+//!   indexer after ingest, in its own file);
 //! - per device and kind, the latest record of that kind (host details,
-//!   sensor health), sealed (`latest`).
+//!   sensor health), sealed (`latest`);
+//! - per alert filter value, a keyed digest → the alerts (`alert_terms`),
+//!   with the alert.
 //!
 //! Digests are the first 16 bytes of HMAC-SHA-256 under a key derived from
 //! the tenant's data key ([`crate::crypto::KeyRing::lookup_macs`]): equal
 //! values of one tenant meet, nothing links them across tenants, and the
 //! index says nothing of a value to whoever lacks the key. A lookup reads
-//! every chunk a digest names and compares records in full, so a digest
-//! collision costs time, never a wrong answer.
-//!
-//! Entries are made under the current data key and looked up under every key
-//! the tenant still has; each entry's material is also kept sealed beside it
-//! (`chunk_terms`, `sighting_names`, `alert_term_list`), so a data key
-//! rotation re-keys the digests before the old key is destroyed.
+//! every chunk or alert a digest names and compares it in full, so a digest
+//! collision costs time, never a wrong answer. Entries are made under the
+//! current data key and looked up under every key the tenant still has; a
+//! rotation re-keys them before the old key is destroyed (alerts from their
+//! sealed materials, records by rebuilding the postings from the chunks).
 
-use crate::crypto::{KeyRing, LookupMac, short_digest};
+use crate::crypto::{KeyRing, short_digest};
 use redb::TableDefinition;
-use std::collections::{BTreeMap, BTreeSet};
 
 /// (device, first sequence) → (earliest and latest event time, kinds bitmask, last sequence).
 pub(crate) const CHUNK_META: TableDefinition<(&str, u64), (i64, i64, u32, u64)> =
     TableDefinition::new("chunk_meta");
-/// (generation, digest, device, chunk's first sequence) → (). Postings are
-/// written into the current generation, which closes after
-/// [`GEN_POSTINGS`]: a commit's random digests then land on the few pages of
-/// one small key range instead of all over the table (each page a commit
-/// touches is copied and checksummed: with keys spread over the whole table
-/// that cost grew with it). A lookup seeks its digest in every generation.
-pub(crate) const TERMS: TableDefinition<(u32, &[u8], &str, u64), ()> =
-    TableDefinition::new("record_postings");
-/// Postings (and sightings) a generation takes before the next one opens
-/// (the unit tests use small generations, so every lookup crosses many).
-#[cfg(not(test))]
-pub(crate) const GEN_POSTINGS: u64 = 1 << 18;
-#[cfg(test)]
-pub(crate) const GEN_POSTINGS: u64 = 2;
-/// (device, first sequence) → the chunk's term materials, sealed: what
-/// removes its postings with it, and re-keys them after a data key rotation.
-pub(crate) const CHUNK_TERMS: TableDefinition<(&str, u64), &[u8]> =
-    TableDefinition::new("chunk_terms");
-/// (generation, digest, device) → (first seen, last seen, records) of the
-/// records counted in that generation; a lookup sums the generations.
-pub(crate) const SIGHTINGS: TableDefinition<(u32, &[u8], &str), SightingRow> =
-    TableDefinition::new("value_sightings");
-/// (generation, digest) → its material, sealed: what re-keys sightings
-/// after a rotation.
-pub(crate) const SIGHTING_NAMES: TableDefinition<(u32, &[u8]), &[u8]> =
-    TableDefinition::new("value_names");
+/// Chunks waiting for the indexer: queue number → (device, first sequence,
+/// received time). Entries at or below the indexer's mark are done.
+pub(crate) const INDEX_QUEUE: TableDefinition<u64, (&str, u64, u64)> =
+    TableDefinition::new("index_queue");
 
-/// The generation postings are written into, and how many it holds.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Generation {
-    pub(crate) id: u32,
-    pub(crate) postings: u64,
-}
-
-impl Generation {
-    /// Counts `n` postings; the next generation opens once this one is full.
-    pub(crate) fn add(&mut self, n: u64) {
-        self.postings += n;
-        if self.postings >= GEN_POSTINGS {
-            self.id = self.id.saturating_add(1);
-            self.postings = 0;
-        }
-    }
-}
-
-/// The materials of a chunk's postings as stored (sealed): the generation
-/// they were written in, then the materials.
-pub(crate) fn encode_chunk_terms(generation: u32, m: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = generation.to_le_bytes().to_vec();
-    out.extend(encode_materials(m));
-    out
-}
-
-pub(crate) fn decode_chunk_terms(b: &[u8]) -> (u32, Vec<Vec<u8>>) {
-    match b.split_at_checked(4) {
-        Some((g, rest)) => (
-            u32::from_le_bytes(g.try_into().unwrap_or_default()),
-            decode_materials(rest),
-        ),
-        None => (0, Vec::new()),
-    }
-}
 /// (device, kind) → event time (8 bytes, little-endian) || the record, sealed.
 pub(crate) const LATEST: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("latest");
-
-/// The most distinct values one chunk is indexed under: a chunk of records
-/// that all differ is still bounded work and space.
-const MAX_TERMS_PER_CHUNK: usize = 4096;
 
 /// What the index keeps of one record, from the server (the store does not
 /// read records). No field of it is stored as given: terms and sightings as
@@ -160,12 +99,11 @@ pub struct Sighting {
     pub count: u64,
 }
 
-/// A chunk's index while the chunk is built.
+/// A chunk's bounds and kinds while the chunk is built.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkIndex {
     bounds: Option<(i64, i64)>,
     kinds: u32,
-    terms: BTreeSet<Vec<u8>>,
 }
 
 impl ChunkIndex {
@@ -175,14 +113,6 @@ impl ChunkIndex {
             Some((lo, hi)) => (lo.min(r.time_ns), hi.max(r.time_ns)),
         });
         self.kinds |= 1u32.checked_shl(u32::from(r.kind)).unwrap_or(0);
-        for t in &r.terms {
-            if self.terms.len() >= MAX_TERMS_PER_CHUNK {
-                break;
-            }
-            if !self.terms.contains(t) {
-                self.terms.insert(t.clone());
-            }
-        }
     }
 
     /// (min time, max time, kinds, last sequence); an unindexed chunk spans all time.
@@ -195,46 +125,6 @@ impl ChunkIndex {
         };
         (lo, hi, kinds, last)
     }
-
-    pub(crate) fn materials(&self) -> impl Iterator<Item = &Vec<u8>> {
-        self.terms.iter()
-    }
-}
-
-/// A batch's sightings, summed before they meet the table: digest →
-/// (material, (first, last, count)).
-#[derive(Debug, Default)]
-pub(crate) struct BatchSightings(BTreeMap<[u8; 16], (Vec<u8>, SightingRow)>);
-
-/// (first seen, last seen, records).
-pub(crate) type SightingRow = (i64, i64, u64);
-
-impl BatchSightings {
-    pub(crate) fn add(&mut self, mac: &LookupMac, r: &RecordIndex) {
-        for s in &r.sightings {
-            let e = self
-                .0
-                .entry(short_digest(mac, s))
-                .or_insert_with(|| (s.clone(), (r.time_ns, r.time_ns, 0)));
-            e.1.0 = e.1.0.min(r.time_ns);
-            e.1.1 = e.1.1.max(r.time_ns);
-            e.1.2 += 1;
-        }
-    }
-
-    pub(crate) fn into_iter(self) -> impl Iterator<Item = ([u8; 16], (Vec<u8>, SightingRow))> {
-        self.0.into_iter()
-    }
-}
-
-pub(crate) fn chunk_terms_aad(tenant: &str, device: &str, first: u64) -> Vec<u8> {
-    format!("chunk_terms:{tenant}:{device}:{first}").into_bytes()
-}
-
-pub(crate) fn sighting_name_aad(tenant: &str, digest: &[u8]) -> Vec<u8> {
-    let mut a = format!("sighting_names:{tenant}:").into_bytes();
-    a.extend_from_slice(digest);
-    a
 }
 
 /// Digests of `material` under every key of the ring, current first.

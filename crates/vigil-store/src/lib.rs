@@ -22,6 +22,7 @@ mod control;
 mod crypto;
 mod data;
 mod index;
+mod postings;
 mod keys;
 mod rulesets;
 mod tenant;
@@ -42,6 +43,7 @@ pub use index::{AlertQuery, RecordIndex, Scan, ScanStats, Sighting};
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
 pub use rulesets::{MAX_RULE_SET_BYTES, MAX_RULE_SET_VERSIONS, RuleSetVersion, RuleSets};
 pub use tenant::{
+    Derive,
     AlertMerge, AlertUpdate, BatchOutcome, NewAlert, NewBatch, NoMerge, Purged, StoredAlert,
     TenantStore,
 };

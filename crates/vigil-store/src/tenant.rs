@@ -3,11 +3,11 @@ use crate::chunk::{self, ChunkBuilder};
 use crate::crypto::short_digest;
 use crate::crypto::{KeyRing, SealKey, version_of};
 use crate::index::{
-    ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, BatchSightings, CHUNK_META, CHUNK_TERMS, ChunkIndex,
-    Generation, LATEST, RecordIndex, SIGHTING_NAMES, SIGHTINGS, Scan, ScanStats, Sighting, TERMS,
-    alert_terms_aad, chunk_terms_aad, decode_chunk_terms, decode_materials, encode_chunk_terms,
-    encode_materials, latest_aad, latest_time, lookup_digests, sighting_name_aad,
+    ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, CHUNK_META, ChunkIndex, INDEX_QUEUE, LATEST,
+    RecordIndex, Scan, ScanStats, Sighting, alert_terms_aad, decode_materials, encode_materials,
+    latest_aad, latest_time, lookup_digests,
 };
+use crate::postings::{ChunkTerms, Indexed, RecordPostings, add_sighting};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
     TableHandle,
@@ -47,11 +47,19 @@ pub const CHUNK: usize = 2_000;
 /// Sealed bytes of record chunks one re-seal transaction copies at most.
 const RESEAL_BYTES: usize = 8 << 20;
 
+/// The server's view of a record for the index: its bytes → what it is
+/// found by (`None`: not indexed).
+pub type Derive<'a> = &'a (dyn Fn(&[u8]) -> Option<RecordIndex> + Sync);
+
 /// One tenant's data: its own file, sealed with its own keys.
 pub struct TenantStore {
     tenant_id: String,
     dir: PathBuf,
     db: Database,
+    /// Record postings and sightings (`postings.rs`), written by the indexer.
+    postings: RecordPostings,
+    /// One indexer at a time (the pending queue, or a rebuild).
+    indexing: std::sync::Mutex<()>,
     keys: RwLock<KeyRing>,
     destroyed: AtomicBool,
 }
@@ -164,91 +172,30 @@ struct AlertTables<'t> {
     list: Table<'t, &'static str, &'static [u8]>,
 }
 
-/// The index tables a commit writes per chunk.
+/// The index tables a commit writes per chunk: its bounds, and its place
+/// in the indexer's queue.
 struct IndexTables<'t> {
     meta: Table<'t, (&'static str, u64), (i64, i64, u32, u64)>,
-    terms: Table<'t, (u32, &'static [u8], &'static str, u64), ()>,
-    chunk_terms: Table<'t, (&'static str, u64), &'static [u8]>,
-    generation: Generation,
+    queue: Table<'t, u64, (&'static str, u64, u64)>,
+    /// The next queue number.
+    next: u64,
 }
 
-const GEN_ID: &str = "index_generation";
-const GEN_POSTINGS_KEY: &str = "index_generation_postings";
-
-/// The generation postings go into now (from the counts table).
-fn load_generation(counts: &Table<'_, &'static str, u64>) -> Result<Generation, StoreError> {
-    Ok(Generation {
-        id: counts
-            .get(GEN_ID)?
-            .map_or(0, |v| u32::try_from(v.value()).unwrap_or(u32::MAX)),
-        postings: counts.get(GEN_POSTINGS_KEY)?.map_or(0, |v| v.value()),
-    })
-}
-
-fn save_generation(
-    counts: &mut Table<'_, &'static str, u64>,
-    g: Generation,
-) -> Result<(), StoreError> {
-    counts.insert(GEN_ID, u64::from(g.id))?;
-    counts.insert(GEN_POSTINGS_KEY, g.postings)?;
-    Ok(())
-}
+/// `counts` key of the next indexer queue number.
+const QUEUE_NEXT: &str = "index_queue_next";
 
 impl IndexTables<'_> {
     fn put(
         &mut self,
-        keys: &KeyRing,
-        tenant: &str,
         device: &str,
         ci: &ChunkIndex,
         first: u64,
         last: u64,
+        received: u64,
     ) -> Result<(), StoreError> {
         self.meta.insert((device, first), ci.meta(last))?;
-        let materials: Vec<Vec<u8>> = ci.materials().cloned().collect();
-        if materials.is_empty() {
-            return Ok(());
-        }
-        let g = self.generation.id;
-        if let Some(mac) = keys.lookup_macs().first() {
-            let mut digests: Vec<[u8; 16]> =
-                materials.iter().map(|m| short_digest(mac, m)).collect();
-            // In key order: neighbouring inserts share pages.
-            digests.sort_unstable();
-            for d in &digests {
-                self.terms.insert((g, d.as_slice(), device, first), ())?;
-            }
-        }
-        self.generation.add(materials.len() as u64);
-        let sealed = keys.seal(
-            &chunk_terms_aad(tenant, device, first),
-            &encode_chunk_terms(g, &materials),
-        )?;
-        self.chunk_terms
-            .insert((device, first), sealed.as_slice())?;
-        Ok(())
-    }
-
-    /// Removes a chunk's index entries (retention), under every key.
-    fn remove(
-        &mut self,
-        keys: &KeyRing,
-        tenant: &str,
-        device: &str,
-        first: u64,
-    ) -> Result<(), StoreError> {
-        self.meta.remove((device, first))?;
-        let Some(sealed) = self.chunk_terms.remove((device, first))? else {
-            return Ok(());
-        };
-        let plain = keys.open(&chunk_terms_aad(tenant, device, first), sealed.value())?;
-        drop(sealed);
-        let (g, materials) = decode_chunk_terms(&plain);
-        for m in materials {
-            for d in lookup_digests(keys, &m) {
-                self.terms.remove((g, d.as_slice(), device, first))?;
-            }
-        }
+        self.queue.insert(self.next, (device, first, received))?;
+        self.next += 1;
         Ok(())
     }
 }
@@ -288,27 +235,31 @@ impl TenantStore {
         tx.open_table(ALERT_GROUPS)?;
         tx.open_table(COUNTS)?;
         tx.open_table(CHUNK_META)?;
-        tx.open_table(TERMS)?;
-        tx.open_table(CHUNK_TERMS)?;
-        tx.open_table(SIGHTINGS)?;
+        tx.open_table(INDEX_QUEUE)?;
         tx.open_table(LATEST)?;
         tx.open_table(ALERT_TERMS)?;
         tx.open_table(ALERT_TERM_LIST)?;
-        tx.open_table(SIGHTING_NAMES)?;
         {
             // Chunks stored before the index: bounds that say "any time, any
-            // kind", so scans keep finding them.
+            // kind", so scans keep finding them, and queued for the indexer.
             let chunks = tx.open_table(CHUNKS)?;
-            let mut meta = tx.open_table(CHUNK_META)?;
+            let meta = tx.open_table(CHUNK_META)?;
             if meta.is_empty()? && !chunks.is_empty()? {
+                let mut counts = tx.open_table(COUNTS)?;
+                let mut ix = IndexTables {
+                    meta,
+                    queue: tx.open_table(INDEX_QUEUE)?,
+                    next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
+                };
                 let none = ChunkIndex::default();
                 for item in chunks.iter()? {
                     let (k, v) = item?;
                     let (device, first) = k.value();
                     // The last sequence is only known opened; scans do not need it.
                     drop(v);
-                    meta.insert((device, first), none.meta(first))?;
+                    ix.put(device, &none, first, first, 0)?;
                 }
+                counts.insert(QUEUE_NEXT, ix.next)?;
             }
         }
         let legacy = tx
@@ -319,6 +270,8 @@ impl TenantStore {
             tenant_id: tenant_id.to_owned(),
             dir: dir.to_owned(),
             db,
+            postings: RecordPostings::open(dir)?,
+            indexing: std::sync::Mutex::new(()),
             keys: RwLock::new(keys),
             destroyed: AtomicBool::new(false),
         };
@@ -429,7 +382,6 @@ impl TenantStore {
         merge: &dyn AlertMerge,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         let keys = self.live()?;
-        let mac = keys.lookup_macs().into_iter().next();
         let tx = self.db.begin_write()?;
         let mut outcomes = Vec::with_capacity(batches.len());
         {
@@ -445,12 +397,9 @@ impl TenantStore {
             let mut counts = tx.open_table(COUNTS)?;
             let mut ix = IndexTables {
                 meta: tx.open_table(CHUNK_META)?,
-                terms: tx.open_table(TERMS)?,
-                chunk_terms: tx.open_table(CHUNK_TERMS)?,
-                generation: load_generation(&counts)?,
+                queue: tx.open_table(INDEX_QUEUE)?,
+                next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
             };
-            let mut sightings_t = tx.open_table(SIGHTINGS)?;
-            let mut names_t = tx.open_table(SIGHTING_NAMES)?;
             let mut latest_t = tx.open_table(LATEST)?;
             let mut added = 0u64;
             for b in batches {
@@ -466,7 +415,6 @@ impl TenantStore {
                 };
                 let mut high = start;
                 let mut chunk: Option<(ChunkBuilder, ChunkIndex)> = None;
-                let mut seen = BatchSightings::default();
                 // (kind) → (time, position in the batch) of the latest record to keep.
                 let mut latest: Vec<(u8, i64, usize)> = Vec::new();
                 for (i, (seq, bytes)) in b.records.iter().enumerate() {
@@ -476,14 +424,7 @@ impl TenantStore {
                         continue;
                     }
                     if let Some((full, fi)) = chunk.take_if(|(c, _)| !c.fits(bytes.len())) {
-                        ix.put(
-                            &keys,
-                            &self.tenant_id,
-                            device,
-                            &fi,
-                            full.first(),
-                            full.last(),
-                        )?;
+                        ix.put(device, &fi, full.first(), full.last(), received)?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, device, received, full)?;
                     }
                     let (c, ci) = chunk
@@ -491,9 +432,6 @@ impl TenantStore {
                     c.push(*seq, bytes)?;
                     if let Some(r) = b.index.get(i) {
                         ci.add(r);
-                        if let Some(mac) = &mac {
-                            seen.add(mac, r);
-                        }
                         if r.latest {
                             match latest.iter_mut().find(|(k, _, _)| *k == r.kind) {
                                 Some(l) if l.1 <= r.time_ns => *l = (r.kind, r.time_ns, i),
@@ -506,36 +444,9 @@ impl TenantStore {
                     outcome.accepted += 1;
                 }
                 if let Some((last, li)) = chunk {
-                    ix.put(
-                        &keys,
-                        &self.tenant_id,
-                        device,
-                        &li,
-                        last.first(),
-                        last.last(),
-                    )?;
+                    ix.put(device, &li, last.first(), last.last(), received)?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, device, received, last)?;
                 }
-                // In the current generation, like postings (the map is in digest order).
-                let g = ix.generation.id;
-                let mut new_rows = 0;
-                for (digest, (material, (lo, hi, n))) in seen.into_iter() {
-                    let key = (g, digest.as_slice(), device);
-                    let next = match sightings_t.get(key)?.map(|v| v.value()) {
-                        Some((a, z, c)) => (a.min(lo), z.max(hi), c.saturating_add(n)),
-                        None => {
-                            new_rows += 1;
-                            (lo, hi, n)
-                        }
-                    };
-                    sightings_t.insert(key, next)?;
-                    if names_t.get((g, digest.as_slice()))?.is_none() {
-                        let sealed =
-                            keys.seal(&sighting_name_aad(&self.tenant_id, &digest), &material)?;
-                        names_t.insert((g, digest.as_slice()), sealed.as_slice())?;
-                    }
-                }
-                ix.generation.add(new_rows);
                 for (kind, time, i) in latest {
                     let stored = latest_t
                         .get((device, kind))?
@@ -567,7 +478,7 @@ impl TenantStore {
             if added > 0 {
                 add_count(&mut counts, added, true)?;
             }
-            save_generation(&mut counts, ix.generation)?;
+            counts.insert(QUEUE_NEXT, ix.next)?;
         }
         tx.commit()?;
         Ok(outcomes)
@@ -808,23 +719,11 @@ impl TenantStore {
             };
         match q.term {
             Some(material) => {
-                let terms = tx.open_table(TERMS)?;
-                let mut found: std::collections::BTreeSet<(String, u64)> = Default::default();
-                let last = generations(&tx)?;
-                for d in lookup_digests(&keys, material) {
-                    for g in 0..=last {
-                        let from = (g, d.as_slice(), q.device.unwrap_or(""), 0u64);
-                        for item in terms.range(from..)? {
-                            let (k, _) = item?;
-                            let (kg, kd, dev, first) = k.value();
-                            if kg != g
-                                || kd != d.as_slice()
-                                || q.device.is_some_and(|want| want != dev)
-                            {
-                                break;
-                            }
-                            found.insert((dev.to_owned(), first));
-                        }
+                // Indexed chunks, and the ones the indexer has not reached.
+                let mut found = self.postings.chunks(&keys, material, q.device)?;
+                for (_, dev, first, _) in self.index_tail(&tx)? {
+                    if q.device.is_none_or(|d| d == dev) {
+                        found.insert((dev, first));
                     }
                 }
                 for (dev, first) in found {
@@ -857,36 +756,157 @@ impl TenantStore {
     }
 
     /// Which devices had records counted under `material` (see
-    /// [`RecordIndex::sightings`]), with first and last event time and how many.
-    pub fn sightings(&self, material: &[u8]) -> Result<Vec<Sighting>, StoreError> {
+    /// [`RecordIndex::sightings`]), with first and last event time and how
+    /// many: from the postings, and from the chunks the indexer has not
+    /// reached yet (`derive` reads their records).
+    pub fn sightings(
+        &self,
+        material: &[u8],
+        derive: Derive<'_>,
+    ) -> Result<Vec<Sighting>, StoreError> {
         let keys = self.live()?;
+        let mut by_device = self.postings.sightings(&keys, material)?;
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(SIGHTINGS)?;
-        let last = generations(&tx)?;
-        let mut by_device: std::collections::BTreeMap<String, Sighting> = Default::default();
-        for (d, g) in lookup_digests(&keys, material)
-            .into_iter()
-            .flat_map(|d| (0..=last).map(move |g| (d, g)))
-        {
-            for item in t.range((g, d.as_slice(), "")..)? {
-                let (k, v) = item?;
-                let (kg, kd, dev) = k.value();
-                if kg != g || kd != d.as_slice() {
-                    break;
+        let chunks = tx.open_table(CHUNKS)?;
+        for (_, dev, first, _) in self.index_tail(&tx)? {
+            let Some(v) = chunks.get((dev.as_str(), first))? else {
+                continue;
+            };
+            let plain = keys.open(&chunk_aad(&self.tenant_id, &dev, first), v.value())?;
+            for (_, bytes) in chunk::records(&plain)? {
+                if let Some(r) = derive(bytes)
+                    && r.sightings.iter().any(|s| s == material)
+                {
+                    add_sighting(&mut by_device, &dev, (r.time_ns, r.time_ns, 1));
                 }
-                let (first, last, count) = v.value();
-                let e = by_device.entry(dev.to_owned()).or_insert(Sighting {
-                    device: dev.to_owned(),
-                    first_ns: first,
-                    last_ns: last,
-                    count: 0,
-                });
-                e.first_ns = e.first_ns.min(first);
-                e.last_ns = e.last_ns.max(last);
-                e.count = e.count.saturating_add(count);
             }
         }
         Ok(by_device.into_values().collect())
+    }
+
+    /// Queue entries the indexer has not reached: (queue number, device,
+    /// first sequence, received).
+    fn index_tail(
+        &self,
+        tx: &redb::ReadTransaction,
+    ) -> Result<Vec<(u64, String, u64, u64)>, StoreError> {
+        let done = self.postings.indexed()?;
+        let q = tx.open_table(INDEX_QUEUE)?;
+        let mut out = Vec::new();
+        for item in q.range(done.saturating_add(1)..)? {
+            let (k, v) = item?;
+            let (dev, first, received) = v.value();
+            out.push((k.value(), dev.to_owned(), first, received));
+        }
+        Ok(out)
+    }
+
+    /// Indexes up to `max` chunks the indexer has not reached, oldest first,
+    /// reading their records through `derive` (the server's view of what a
+    /// record is found by); returns how many it indexed. The postings are
+    /// written to `index.redb` in one transaction, apart from ingest's.
+    pub fn index_pending(&self, derive: Derive<'_>, max: usize) -> Result<usize, StoreError> {
+        let _one = self
+            .indexing
+            .lock()
+            .map_err(|_| StoreError::Db("indexer poisoned".into()))?;
+        let keys = self.live()?;
+        let tx = self.db.begin_read()?;
+        let tail = self.index_tail(&tx)?;
+        let Some(&(through, ..)) = tail.iter().take(max).next_back() else {
+            return Ok(0);
+        };
+        let chunks = tx.open_table(CHUNKS)?;
+        let mut batch = Vec::new();
+        for (_, dev, first, received) in tail.into_iter().take(max) {
+            // Gone already (retention): nothing to index.
+            let Some(v) = chunks.get((dev.as_str(), first))? else {
+                continue;
+            };
+            let plain = keys.open(&chunk_aad(&self.tenant_id, &dev, first), v.value())?;
+            let mut terms = ChunkTerms::default();
+            for (_, bytes) in chunk::records(&plain)? {
+                if let Some(r) = derive(bytes) {
+                    terms.add(&r);
+                }
+            }
+            batch.push(Indexed {
+                device: dev,
+                first,
+                received,
+                terms,
+            });
+        }
+        let n = batch.len();
+        self.postings.apply(&keys, &batch, Some(through))?;
+        Ok(n)
+    }
+
+    /// Rebuilds the record postings from every stored chunk under the
+    /// current data key (a data key rotation calls it before the old key is
+    /// destroyed): written into fresh generations while the old ones keep
+    /// answering, which are then dropped.
+    pub fn rebuild_index(&self, derive: Derive<'_>) -> Result<u64, StoreError> {
+        let _one = self
+            .indexing
+            .lock()
+            .map_err(|_| StoreError::Db("indexer poisoned".into()))?;
+        let start = self.postings.begin_rebuild()?;
+        let keys = self.live()?;
+        // One snapshot: every chunk in it, and the queue up to its end.
+        let tx = self.db.begin_read()?;
+        let through = tx
+            .open_table(INDEX_QUEUE)?
+            .last()?
+            .map_or(0, |(k, _)| k.value());
+        let received: std::collections::HashMap<(String, u64), u64> = tx
+            .open_table(CHUNKS_RECEIVED)?
+            .iter()?
+            .map(|r| {
+                r.map(|(k, _)| {
+                    let (t, d, s) = k.value();
+                    ((d.to_owned(), s), t)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let chunks = tx.open_table(CHUNKS)?;
+        let mut n = 0u64;
+        let mut batch = Vec::new();
+        for item in chunks.iter()? {
+            let (k, v) = item?;
+            let (dev, first) = k.value();
+            let plain = keys.open(&chunk_aad(&self.tenant_id, dev, first), v.value())?;
+            let mut terms = ChunkTerms::default();
+            for (_, bytes) in chunk::records(&plain)? {
+                if let Some(r) = derive(bytes) {
+                    terms.add(&r);
+                }
+            }
+            batch.push(Indexed {
+                device: dev.to_owned(),
+                first,
+                received: received.get(&(dev.to_owned(), first)).copied().unwrap_or(0),
+                terms,
+            });
+            n += 1;
+            if batch.len() >= 256 {
+                self.postings.apply(&keys, &batch, None)?;
+                batch.clear();
+            }
+        }
+        self.postings.apply(&keys, &batch, None)?;
+        self.postings.finish_rebuild(start, through)?;
+        Ok(n)
+    }
+
+    /// Drops queue entries the indexer is done with.
+    fn trim_index_queue(&self) -> Result<(), StoreError> {
+        let done = self.postings.indexed()?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(INDEX_QUEUE)?
+            .retain_in(..=done, |_, _| false)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The latest record of `kind` a device sent (by event time), opened.
@@ -1063,18 +1083,11 @@ impl TenantStore {
                     })
                     .collect::<Result<_, _>>()?;
                 let mut chunks = tx.open_table(CHUNKS)?;
-                let mut ix = IndexTables {
-                    meta: tx.open_table(CHUNK_META)?,
-                    terms: tx.open_table(TERMS)?,
-                    chunk_terms: tx.open_table(CHUNK_TERMS)?,
-                    // Removal reads each chunk's generation from its terms;
-                    // unindexed legacy chunks add no postings.
-                    generation: Generation::default(),
-                };
+                let mut meta = tx.open_table(CHUNK_META)?;
                 for (t, d, s, count) in &old {
                     chunks.remove((d.as_str(), *s))?;
                     idx.remove((*t, d.as_str(), *s))?;
-                    ix.remove(&_k, &self.tenant_id, d, *s)?;
+                    meta.remove((d.as_str(), *s))?;
                     n.records += u64::from(*count);
                 }
                 chunk_rows = old.len();
@@ -1113,58 +1126,10 @@ impl TenantStore {
             total.records += n.records;
             total.alerts += n.alerts;
             if chunk_rows < CHUNK && n.alerts < CHUNK as u64 {
-                self.purge_sightings(cutoff_ns)?;
+                // Postings of chunks gone: whole generations, once all theirs are.
+                self.postings.drop_before(cutoff)?;
+                self.trim_index_queue()?;
                 return Ok(total);
-            }
-        }
-    }
-
-    /// Removes sightings last seen before `cutoff_ns`, [`CHUNK`] * 8 rows
-    /// looked at per transaction. Event time stands in for received time
-    /// here: a value seen again later keeps its row (and its first seen).
-    fn purge_sightings(&self, cutoff_ns: i64) -> Result<(), StoreError> {
-        let mut from: Option<(u32, Vec<u8>, String)> = None;
-        loop {
-            let _k = self.live()?;
-            let tx = self.db.begin_write()?;
-            let done;
-            {
-                let mut t = tx.open_table(SIGHTINGS)?;
-                let mut stale = Vec::new();
-                let mut scanned = 0;
-                {
-                    let iter = match &from {
-                        Some((g, d, dev)) => t.range((*g, d.as_slice(), dev.as_str())..)?,
-                        None => t.range::<(u32, &[u8], &str)>(..)?,
-                    };
-                    for item in iter {
-                        let (k, v) = item?;
-                        let (g, d, dev) = k.value();
-                        scanned += 1;
-                        // Resume after this key: the device name with a NUL sorts right after it.
-                        from = Some((g, d.to_vec(), format!("{dev}\0")));
-                        if v.value().1 < cutoff_ns {
-                            stale.push((g, d.to_vec(), dev.to_owned()));
-                        }
-                        if scanned >= CHUNK * 8 {
-                            break;
-                        }
-                    }
-                }
-                done = scanned < CHUNK * 8;
-                let mut names = tx.open_table(SIGHTING_NAMES)?;
-                for (g, d, dev) in &stale {
-                    t.remove((*g, d.as_slice(), dev.as_str()))?;
-                    // The generation's last row of the value gone: its name goes too.
-                    let left = t.range((*g, d.as_slice(), "")..)?.next().transpose()?;
-                    if left.is_none_or(|(k, _)| (k.value().0, k.value().1) != (*g, d.as_slice())) {
-                        names.remove((*g, d.as_slice()))?;
-                    }
-                }
-            }
-            tx.commit()?;
-            if done {
-                return Ok(());
             }
         }
     }
@@ -1337,54 +1302,13 @@ impl TenantStore {
         }
     }
 
-    /// Re-keys the index after a data key rotation: every entry whose sealed
-    /// material is not under the current key gets its digests made again
-    /// under it (the old ones removed) and its material re-sealed — chunk
-    /// terms, alert terms, sightings — [`CHUNK`] entries per transaction.
+    /// Re-keys the alert postings after a data key rotation: every alert
+    /// whose sealed materials are not under the current key gets its digests
+    /// made again under it (the old ones removed), [`CHUNK`] alerts per
+    /// transaction. (Record postings are rebuilt from the chunks instead:
+    /// [`TenantStore::rebuild_index`].)
     fn rekey_index(&self) -> Result<(), StoreError> {
-        // Chunk terms, then alert terms: (key, sealed list) rows not current.
-        loop {
-            let keys = self.live()?;
-            let current = keys.current();
-            let Some(mac) = keys.lookup_macs().into_iter().next() else {
-                return Ok(());
-            };
-            let tx = self.db.begin_write()?;
-            let moved;
-            {
-                let mut list = tx.open_table(CHUNK_TERMS)?;
-                let mut terms = tx.open_table(TERMS)?;
-                let rows: Vec<((String, u64), Vec<u8>)> = list
-                    .iter()?
-                    .filter_map(|r| match r {
-                        Ok((k, v)) if version_of(v.value()) != Some(current) => {
-                            let (d, f) = k.value();
-                            Some(Ok(((d.to_owned(), f), v.value().to_vec())))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    })
-                    .take(CHUNK)
-                    .collect::<Result<_, _>>()?;
-                moved = rows.len();
-                for ((d, f), sealed) in &rows {
-                    let aad = chunk_terms_aad(&self.tenant_id, d, *f);
-                    let plain = keys.open(&aad, sealed)?;
-                    let (g, materials) = decode_chunk_terms(&plain);
-                    for m in materials {
-                        for old in lookup_digests(&keys, &m) {
-                            terms.remove((g, old.as_slice(), d.as_str(), *f))?;
-                        }
-                        terms.insert((g, short_digest(&mac, &m).as_slice(), d.as_str(), *f), ())?;
-                    }
-                    list.insert((d.as_str(), *f), keys.seal(&aad, &plain)?.as_slice())?;
-                }
-            }
-            tx.commit()?;
-            if moved < CHUNK {
-                break;
-            }
-        }
+        // Alert terms: (id, sealed list) rows not under the current key.
         loop {
             let keys = self.live()?;
             let current = keys.current();
@@ -1425,66 +1349,7 @@ impl TenantStore {
                 break;
             }
         }
-        // Sightings: each old digest's rows move to the new digest, merged.
-        loop {
-            let keys = self.live()?;
-            let current = keys.current();
-            let Some(mac) = keys.lookup_macs().into_iter().next() else {
-                return Ok(());
-            };
-            let tx = self.db.begin_write()?;
-            let moved;
-            {
-                let mut names = tx.open_table(SIGHTING_NAMES)?;
-                let mut t = tx.open_table(SIGHTINGS)?;
-                // ((generation, old digest), sealed material)
-                type Named = ((u32, Vec<u8>), Vec<u8>);
-                let rows: Vec<Named> = names
-                    .iter()?
-                    .filter_map(|r| match r {
-                        Ok((k, v)) if version_of(v.value()) != Some(current) => {
-                            let (g, d) = k.value();
-                            Some(Ok(((g, d.to_vec()), v.value().to_vec())))
-                        }
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    })
-                    .take(CHUNK)
-                    .collect::<Result<_, _>>()?;
-                moved = rows.len();
-                for ((g, old), sealed) in &rows {
-                    let g = *g;
-                    let material = keys.open(&sighting_name_aad(&self.tenant_id, old), sealed)?;
-                    let new = short_digest(&mac, &material);
-                    let devices: Vec<(String, (i64, i64, u64))> = t
-                        .range((g, old.as_slice(), "")..)?
-                        .map_while(|r| match r {
-                            Ok((k, v)) if (k.value().0, k.value().1) == (g, old.as_slice()) => {
-                                Some(Ok((k.value().2.to_owned(), v.value())))
-                            }
-                            Ok(_) => None,
-                            Err(e) => Some(Err(e)),
-                        })
-                        .collect::<Result<_, _>>()?;
-                    for (dev, (a, z, c)) in devices {
-                        t.remove((g, old.as_slice(), dev.as_str()))?;
-                        let merged =
-                            match t.get((g, new.as_slice(), dev.as_str()))?.map(|v| v.value()) {
-                                Some((a2, z2, c2)) => (a.min(a2), z.max(z2), c.saturating_add(c2)),
-                                None => (a, z, c),
-                            };
-                        t.insert((g, new.as_slice(), dev.as_str()), merged)?;
-                    }
-                    names.remove((g, old.as_slice()))?;
-                    let sealed = keys.seal(&sighting_name_aad(&self.tenant_id, &new), &material)?;
-                    names.insert((g, new.as_slice()), sealed.as_slice())?;
-                }
-            }
-            tx.commit()?;
-            if moved < CHUNK {
-                return Ok(());
-            }
-        }
+        Ok(())
     }
 
     /// Moves the per-record rows of a file written before chunks into chunks
@@ -1513,14 +1378,13 @@ impl TenantStore {
                 rows = batch.len();
                 let mut chunks = tx.open_table(CHUNKS)?;
                 let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
-                // Unindexed: its bounds say "any time, any kind", so scans still open it.
+                // Bounds that say "any time, any kind", so scans open it; queued
+                // for the indexer, which reads its records.
+                let mut counts = tx.open_table(COUNTS)?;
                 let mut ix = IndexTables {
                     meta: tx.open_table(CHUNK_META)?,
-                    terms: tx.open_table(TERMS)?,
-                    chunk_terms: tx.open_table(CHUNK_TERMS)?,
-                    // Removal reads each chunk's generation from its terms;
-                    // unindexed legacy chunks add no postings.
-                    generation: Generation::default(),
+                    queue: tx.open_table(INDEX_QUEUE)?,
+                    next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
                 };
                 let none = ChunkIndex::default();
                 let mut open: Option<(u64, String, ChunkBuilder)> = None;
@@ -1535,7 +1399,7 @@ impl TenantStore {
                     if let Some((ct, cd, c)) =
                         open.take_if(|(ct, cd, c)| ct != t || cd != d || !c.fits(plain.len()))
                     {
-                        ix.put(&keys, &self.tenant_id, &cd, &none, c.first(), c.last())?;
+                        ix.put(&cd, &none, c.first(), c.last(), ct)?;
                         self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                     }
                     open.get_or_insert_with(|| (*t, d.clone(), ChunkBuilder::new(*s)))
@@ -1544,12 +1408,13 @@ impl TenantStore {
                     n += 1;
                 }
                 if let Some((ct, cd, c)) = open {
-                    ix.put(&keys, &self.tenant_id, &cd, &none, c.first(), c.last())?;
+                    ix.put(&cd, &none, c.first(), c.last(), ct)?;
                     self.put_chunk(&keys, &mut chunks, &mut idx, &cd, ct, c)?;
                 }
                 if n > 0 {
-                    add_count(&mut tx.open_table(COUNTS)?, n, true)?;
+                    add_count(&mut counts, n, true)?;
                 }
+                counts.insert(QUEUE_NEXT, ix.next)?;
                 moved += n;
                 if rows == 0 {
                     let orphans = old_rec.len()?;
@@ -1572,11 +1437,7 @@ impl TenantStore {
     /// The index generation postings go into now: for tests.
     #[cfg(test)]
     pub(crate) fn index_generation(&self) -> u32 {
-        self.db
-            .begin_read()
-            .ok()
-            .and_then(|tx| generations(&tx).ok())
-            .unwrap_or(0)
+        self.postings.current().unwrap_or(0)
     }
 
     /// Writes records the way files before chunks held them: for the upgrade's tests.
@@ -1650,14 +1511,6 @@ impl TenantStore {
         tx.commit()?;
         Ok(())
     }
-}
-
-/// The highest index generation written so far.
-fn generations(tx: &redb::ReadTransaction) -> Result<u32, StoreError> {
-    Ok(tx
-        .open_table(COUNTS)?
-        .get(GEN_ID)?
-        .map_or(0, |v| u32::try_from(v.value()).unwrap_or(u32::MAX)))
 }
 
 /// Adds `n` to (or, with `up` false, takes it from) the stored record count.

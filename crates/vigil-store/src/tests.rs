@@ -781,7 +781,7 @@ fn update_alert_changes_in_one_transaction_refuses_and_misses() {
 
 /// A record and its index entry: found under `guid:<g>`, counted under `hash:<h>`.
 fn indexed(seq: u64, time: i64, kind: u8, guid: &str, hash: &str) -> ((u64, Vec<u8>), RecordIndex) {
-    let mut body = format!("record {seq} of {guid} hash {hash} ").into_bytes();
+    let mut body = format!("record {seq} of {guid} hash {hash} t {time} k {kind} ").into_bytes();
     body.resize(900, b'.');
     (
         (seq, body),
@@ -793,6 +793,21 @@ fn indexed(seq: u64, time: i64, kind: u8, guid: &str, hash: &str) -> ((u64, Vec<
             latest: kind == 5,
         },
     )
+}
+
+/// What the server's record view would say of a record made by [`indexed`].
+fn derive(bytes: &[u8]) -> Option<RecordIndex> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let w: Vec<&str> = text.split(' ').collect();
+    let (guid, hash) = (w.get(3)?, w.get(5)?);
+    let kind: u8 = w.get(9)?.parse().ok()?;
+    Some(RecordIndex {
+        time_ns: w.get(7)?.parse().ok()?,
+        kind,
+        terms: vec![format!("guid\0{guid}").into_bytes()],
+        sightings: vec![format!("hash\0{hash}").into_bytes()],
+        latest: kind == 5,
+    })
 }
 
 fn commit_indexed(
@@ -859,7 +874,20 @@ fn the_index_finds_records_by_value_time_and_kind_and_holds_no_plaintext() {
         now,
         &[indexed(1, 500_000_000_000, 5, "b-guid", "h7")],
     );
-    // Lookups below cross generations (small ones in tests).
+    // Before the indexer ran, lookups open the chunks it has not reached.
+    let rare = b"guid\0rare-guid-SECRET".to_vec();
+    let before = scanned(
+        &t,
+        &Scan {
+            term: Some(&rare),
+            ..Scan::default()
+        },
+    );
+    assert!(before.0.contains(&("a".into(), 150)));
+    assert_eq!(t.sightings(b"hash\0h7", &derive).unwrap().len(), 2);
+    // The indexer, in steps; then lookups cross generations (small in tests).
+    assert_eq!(t.index_pending(&derive, 3).unwrap(), 3);
+    while t.index_pending(&derive, 2).unwrap() > 0 {}
     assert!(t.index_generation() > 3, "{}", t.index_generation());
 
     // By value: only the chunks holding it are opened; every record of them is visited.
@@ -958,7 +986,7 @@ fn the_index_finds_records_by_value_time_and_kind_and_holds_no_plaintext() {
     assert!(st.stopped && n == 3);
 
     // Sightings: per device, first and last event time, count; a re-send counts nothing.
-    let s = t.sightings(b"hash\0h7").unwrap();
+    let s = t.sightings(b"hash\0h7", &derive).unwrap();
     assert_eq!(s.len(), 2);
     assert_eq!(
         (
@@ -972,8 +1000,8 @@ fn the_index_finds_records_by_value_time_and_kind_and_holds_no_plaintext() {
     assert_eq!(s[1].device, "b");
     let again = commit_indexed(&t, "a", now, &a[..10]);
     assert_eq!(again.duplicates, 10);
-    assert_eq!(t.sightings(b"hash\0h7").unwrap()[0].count, 1);
-    assert_eq!(t.sightings(b"hash\0h").unwrap()[0].count, 199);
+    assert_eq!(t.sightings(b"hash\0h7", &derive).unwrap()[0].count, 1);
+    assert_eq!(t.sightings(b"hash\0h", &derive).unwrap()[0].count, 199);
 
     // Latest: the newest by event time wins, whatever order it arrives in.
     let (time, bytes) = t.latest("b", 5).unwrap().unwrap();
@@ -1038,10 +1066,12 @@ fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups(
     let t = c.open_tenant("a").unwrap();
     let old_time = c.now();
     commit_indexed(&t, "d", c.now(), &[indexed(1, old_time, 0, "old", "ho")]);
+    t.index_pending(&derive, usize::MAX).unwrap();
     // A data key rotation: entries made under the old key are still found.
     c.rotate_data_key("a").unwrap();
     clock.advance(DAY * 20);
     commit_indexed(&t, "d", c.now(), &[indexed(2, c.now(), 0, "new", "hn")]);
+    t.index_pending(&derive, usize::MAX).unwrap();
     assert_eq!(
         scanned(
             &t,
@@ -1066,9 +1096,11 @@ fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups(
         .len(),
         1
     );
-    assert_eq!(t.sightings(b"hash\0ho").unwrap().len(), 1);
-    // The rotation finished: everything re-sealed, the old key destroyed;
-    // the index was re-keyed first, so old values are still found.
+    assert_eq!(t.sightings(b"hash\0ho", &derive).unwrap().len(), 1);
+    // The rotation finished: the record index rebuilt under the new key (the
+    // server does it first), everything re-sealed, the old key destroyed:
+    // old values are still found.
+    assert_eq!(t.rebuild_index(&derive).unwrap(), 2);
     c.finish_data_key_rotation("a").unwrap();
     let found = |m: &[u8]| {
         scanned(
@@ -1082,23 +1114,24 @@ fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups(
         .len()
     };
     assert_eq!(found(b"guid\0old"), 1);
-    let s = t.sightings(b"hash\0ho").unwrap();
+    let s = t.sightings(b"hash\0ho", &derive).unwrap();
     assert_eq!((s.len(), s[0].count), (1, 1));
     // A sighting of the same value after the rotation adds to the same row.
     commit_indexed(&t, "d", c.now(), &[indexed(3, c.now(), 0, "new", "ho")]);
-    assert_eq!(t.sightings(b"hash\0ho").unwrap()[0].count, 2);
+    t.index_pending(&derive, usize::MAX).unwrap();
+    assert_eq!(t.sightings(b"hash\0ho", &derive).unwrap()[0].count, 2);
     clock.advance(DAY * 15);
     let purged = c.enforce_retention().unwrap();
     assert_eq!(purged.iter().find(|p| p.0 == "a").unwrap().1.records, 1);
     assert_eq!(found(b"guid\0old"), 0);
     assert_eq!(found(b"guid\0new"), 2);
     // Last seen after the cutoff: the sighting stays.
-    assert_eq!(t.sightings(b"hash\0ho").unwrap().len(), 1);
+    assert_eq!(t.sightings(b"hash\0ho", &derive).unwrap().len(), 1);
     assert_eq!(
         scanned(&t, &Scan::default()).0,
         vec![("d".into(), 2), ("d".into(), 3)]
     );
-    assert_eq!(t.sightings(b"hash\0hn").unwrap().len(), 1);
+    assert_eq!(t.sightings(b"hash\0hn", &derive).unwrap().len(), 1);
 }
 
 /// Alerts are "<tag>,<tag>,…"; each tag is a term.

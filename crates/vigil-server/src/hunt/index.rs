@@ -146,6 +146,24 @@ impl Builder {
     }
 }
 
+/// What ingest keeps of a record it did not decode (from its top-level
+/// fields: time and payload field number): its chunk's time bounds and
+/// kinds, and whether it is a device's latest state. Its values are indexed
+/// later, from the stored bytes ([`record_index`]).
+pub(crate) fn head_index(time_ns: i64, payload_field: u64) -> RecordIndex {
+    let kind = match payload_field {
+        10..=17 => (payload_field - 10) as u8,
+        // No payload: no kind filter picks it.
+        _ => 31,
+    };
+    RecordIndex {
+        time_ns,
+        kind,
+        latest: kind == HOST || kind == HEALTH,
+        ..RecordIndex::default()
+    }
+}
+
 /// The index entry of one record.
 pub(crate) fn record_index(r: &Record) -> RecordIndex {
     let mut b = Builder {

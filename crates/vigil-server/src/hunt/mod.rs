@@ -317,7 +317,7 @@ impl Hunt for HuntService {
             let names = self.hostnames(&tenant)?;
             let found = tokio::task::spawn_blocking(move || {
                 for (term, name) in terms {
-                    let s = store.sightings(&term.material(&value))?;
+                    let s = store.sightings(&term.material(&value), &crate::indexer::derive)?;
                     if !s.is_empty() {
                         return Ok((name, s));
                     }
