@@ -204,10 +204,17 @@ async fn main() -> Result<()> {
         need >> 30,
         have >> 30
     );
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     std::fs::OpenOptions::new()
         .append(true)
         .open(&server.config)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, b"alert_aggregation_seconds = 0\n"))?;
+        .and_then(|mut f| {
+            std::io::Write::write_all(
+                &mut f,
+                format!("alert_aggregation_seconds = 0\nmetrics_listen = \"{metrics}\"\n")
+                    .as_bytes(),
+            )
+        })?;
     let admin = server.create_tenant("bench")?;
     let enroll = server.enrollment_token("bench")?;
     server.start("warn")?;
@@ -261,6 +268,21 @@ async fn main() -> Result<()> {
     }
     let total = devices * per_device;
     let load = started.elapsed();
+    // The indexer runs after ingest: wait until it has caught up (queries
+    // would open the chunks it has not reached).
+    let mut backlog_at_end = None;
+    let catch_up = loop {
+        let b = index_backlog(metrics).unwrap_or(u64::MAX);
+        backlog_at_end.get_or_insert(b);
+        if b == 0 {
+            break started.elapsed() - load;
+        }
+        ensure!(
+            started.elapsed() - load < Duration::from_secs(3600),
+            "the indexer did not catch up within an hour ({b} chunks left)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     samples.rules.sort();
     samples.rules.dedup();
     ensure!(
@@ -526,10 +548,13 @@ async fn main() -> Result<()> {
     let store = dir_bytes(&server.dir.path().join("server/store"));
     println!(
         "hunt bench: {devices} devices × {per_device} records = {total} records, 1 in {detect_every} a detection \
-         ({} alerts), {span_days} days of event time; loaded in {:.0} s ({:.0} records/s); store {:.1} GB; load average {}",
+         ({} alerts), {span_days} days of event time; loaded in {:.0} s ({:.0} records/s); the indexer \
+         {} chunks behind when the load ended, caught up {:.1} s later; store {:.1} GB; load average {}",
         total / detect_every,
         load.as_secs_f64(),
         total as f64 / load.as_secs_f64(),
+        backlog_at_end.unwrap_or(0),
+        catch_up.as_secs_f64(),
         store as f64 / 1e9,
         support::load_average()
     );
@@ -546,6 +571,21 @@ async fn main() -> Result<()> {
     }
     server.stop()?;
     Ok(())
+}
+
+/// The server's `vigil_index_backlog_chunks` for the bench tenant.
+fn index_backlog(addr: std::net::SocketAddr) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("vigil_index_backlog_chunks{") && l.contains("\"bench\""))
+        .context("no backlog metric yet")?;
+    let v: f64 = line.rsplit(' ').next().context("metric value")?.parse()?;
+    Ok(v as u64)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -39,12 +39,16 @@ impl Indexers {
         let Ok(mut tasks) = self.tasks.lock() else {
             return;
         };
-        let fresh = tasks.get(tenant).is_none_or(|t| {
-            t.store.upgrade().is_none_or(|s| !Arc::ptr_eq(&s, store))
-        });
+        let fresh = tasks
+            .get(tenant)
+            .is_none_or(|t| t.store.upgrade().is_none_or(|s| !Arc::ptr_eq(&s, store)));
         if fresh {
             let wake = Arc::new(Notify::new());
-            tokio::spawn(run(Arc::downgrade(store), Arc::clone(&wake)));
+            tokio::spawn(run(
+                tenant.to_owned(),
+                Arc::downgrade(store),
+                Arc::clone(&wake),
+            ));
             tasks.insert(
                 tenant.to_owned(),
                 Task {
@@ -67,12 +71,20 @@ pub(crate) fn derive(bytes: &[u8]) -> Option<vigil_store::RecordIndex> {
         .map(|r| crate::hunt::index::record_index(&r))
 }
 
-async fn run(store: Weak<dyn TenantData>, wake: Arc<Notify>) {
+async fn run(tenant: String, store: Weak<dyn TenantData>, wake: Arc<Notify>) {
     loop {
         loop {
             // Held only while indexing: a stopped server's store closes.
             let Some(s) = store.upgrade() else { return };
-            match tokio::task::spawn_blocking(move || s.index_pending(&derive, STEP)).await {
+            let step = tokio::task::spawn_blocking(move || {
+                let n = s.index_pending(&derive, STEP)?;
+                Ok::<_, StoreError>((n, s.index_backlog()?))
+            })
+            .await;
+            if let Ok(Ok((_, left))) = &step {
+                crate::metrics::index_backlog(&tenant, *left);
+            }
+            match step.map(|r| r.map(|(n, _)| n)) {
                 Ok(Ok(0)) => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(StoreError::UnknownTenant(_))) | Err(_) => return,

@@ -69,7 +69,9 @@ pub(crate) fn finish_rotation(shared: Arc<Shared>, tenant: String, version: u32)
             // Published rule sets first, and the record index rebuilt under
             // the new key: the older keys are destroyed next.
             s.rules.sets.reseal(&s.control, &t)?;
-            s.control.tenant_store(&t)?.rebuild_index(&crate::indexer::derive)?;
+            s.control
+                .tenant_store(&t)?
+                .rebuild_index(&crate::indexer::derive)?;
             s.control.finish_data_key_rotation(&t)
         })
         .await;

@@ -113,6 +113,10 @@ fn describe() {
         "Analyst and administration calls, by method."
     );
     describe_gauge!(
+        "vigil_index_backlog_chunks",
+        "Stored chunks of records the tenant's indexer has not reached yet (lookups open them whole)."
+    );
+    describe_gauge!(
         "vigil_sensor_streams_open",
         "Sensor record streams open now."
     );
@@ -173,6 +177,11 @@ pub(crate) fn api_call(method: &'static str, seconds: f64) {
 }
 
 /// Sensor streams opened (`delta` > 0) or closed (< 0).
+pub(crate) fn index_backlog(tenant: &str, chunks: u64) {
+    ::metrics::gauge!("vigil_index_backlog_chunks", "tenant" => tenant.to_owned())
+        .set(chunks as f64);
+}
+
 pub(crate) fn streams_open(delta: i64) {
     ::metrics::gauge!("vigil_sensor_streams_open").increment(delta as f64);
 }

@@ -129,7 +129,10 @@ mod tests {
         ] {
             let b = rec(seq, payload);
             let head = record_head(&b).unwrap();
-            assert_eq!((head.sequence, head.detection, head.time), (seq, detection, -5));
+            assert_eq!(
+                (head.sequence, head.detection, head.time),
+                (seq, detection, -5)
+            );
             let r = Record::decode(b.as_slice()).unwrap();
             assert_eq!(head.payload == 0, r.payload.is_none());
             assert_eq!(Record::decode(b.as_slice()).unwrap().sequence, seq);

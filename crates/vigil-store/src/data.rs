@@ -7,8 +7,8 @@
 //! data key, bound to tenant, table and key.
 
 use crate::{
-    AlertMerge, AlertQuery, Derive, AlertUpdate, BatchOutcome, NewBatch, Purged, Scan, ScanStats, Sighting,
-    StoreError, TenantStore,
+    AlertMerge, AlertQuery, AlertUpdate, BatchOutcome, Derive, NewBatch, Purged, Scan, ScanStats,
+    Sighting, StoreError, TenantStore,
 };
 
 /// One tenant's records and alerts, wherever they live.
@@ -52,11 +52,12 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
     ) -> Result<ScanStats, StoreError>;
     /// Devices that had records counted under `material` (`derive` reads
     /// the chunks the indexer has not reached).
-    fn sightings(&self, material: &[u8], derive: Derive<'_>)
-    -> Result<Vec<Sighting>, StoreError>;
+    fn sightings(&self, material: &[u8], derive: Derive<'_>) -> Result<Vec<Sighting>, StoreError>;
     /// Indexes up to `max` stored chunks the indexer has not reached;
     /// returns how many (`TenantStore::index_pending`).
     fn index_pending(&self, derive: Derive<'_>, max: usize) -> Result<usize, StoreError>;
+    /// Stored chunks the indexer has not reached.
+    fn index_backlog(&self) -> Result<u64, StoreError>;
     /// Rebuilds the record index under the current key (before a rotation
     /// destroys the old one).
     fn rebuild_index(&self, derive: Derive<'_>) -> Result<u64, StoreError>;
@@ -134,15 +135,14 @@ impl TenantData for TenantStore {
     ) -> Result<ScanStats, StoreError> {
         TenantStore::scan(self, q, visit)
     }
-    fn sightings(
-        &self,
-        material: &[u8],
-        derive: Derive<'_>,
-    ) -> Result<Vec<Sighting>, StoreError> {
+    fn sightings(&self, material: &[u8], derive: Derive<'_>) -> Result<Vec<Sighting>, StoreError> {
         TenantStore::sightings(self, material, derive)
     }
     fn index_pending(&self, derive: Derive<'_>, max: usize) -> Result<usize, StoreError> {
         TenantStore::index_pending(self, derive, max)
+    }
+    fn index_backlog(&self) -> Result<u64, StoreError> {
+        TenantStore::index_backlog(self)
     }
     fn rebuild_index(&self, derive: Derive<'_>) -> Result<u64, StoreError> {
         TenantStore::rebuild_index(self, derive)

@@ -22,8 +22,8 @@ mod control;
 mod crypto;
 mod data;
 mod index;
-mod postings;
 mod keys;
+mod postings;
 mod rulesets;
 mod tenant;
 #[cfg(test)]
@@ -43,9 +43,8 @@ pub use index::{AlertQuery, RecordIndex, Scan, ScanStats, Sighting};
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
 pub use rulesets::{MAX_RULE_SET_BYTES, MAX_RULE_SET_VERSIONS, RuleSetVersion, RuleSets};
 pub use tenant::{
-    Derive,
-    AlertMerge, AlertUpdate, BatchOutcome, NewAlert, NewBatch, NoMerge, Purged, StoredAlert,
-    TenantStore,
+    AlertMerge, AlertUpdate, BatchOutcome, Derive, NewAlert, NewBatch, NoMerge, Purged,
+    StoredAlert, TenantStore,
 };
 
 #[derive(Debug, thiserror::Error)]

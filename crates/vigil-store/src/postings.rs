@@ -143,8 +143,12 @@ impl RecordPostings {
             let mut g = generation_id(state(&st, "current")?);
             let mut entries = state(&st, "entries")?;
             for c in chunks {
-                let mut digests: Vec<[u8; 16]> =
-                    c.terms.terms.iter().map(|m| short_digest(&mac, m)).collect();
+                let mut digests: Vec<[u8; 16]> = c
+                    .terms
+                    .terms
+                    .iter()
+                    .map(|m| short_digest(&mac, m))
+                    .collect();
                 // In key order: neighbouring inserts share pages.
                 digests.sort_unstable();
                 for d in &digests {
@@ -248,7 +252,10 @@ impl RecordPostings {
             let mut post = tx.open_table(POSTINGS)?;
             let mut seen = tx.open_table(SIGHTINGS)?;
             for g in old {
-                post.retain_in((g, &[][..], "", 0u64)..(g + 1, &[][..], "", 0u64), |_, _| false)?;
+                post.retain_in(
+                    (g, &[][..], "", 0u64)..(g + 1, &[][..], "", 0u64),
+                    |_, _| false,
+                )?;
                 seen.retain_in((g, &[][..], "")..(g + 1, &[][..], ""), |_, _| false)?;
                 gens.remove(g)?;
                 dropped += 1;

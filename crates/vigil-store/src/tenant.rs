@@ -790,15 +790,32 @@ impl TenantStore {
         &self,
         tx: &redb::ReadTransaction,
     ) -> Result<Vec<(u64, String, u64, u64)>, StoreError> {
+        self.index_tail_up_to(tx, usize::MAX)
+    }
+
+    fn index_tail_up_to(
+        &self,
+        tx: &redb::ReadTransaction,
+        max: usize,
+    ) -> Result<Vec<(u64, String, u64, u64)>, StoreError> {
         let done = self.postings.indexed()?;
         let q = tx.open_table(INDEX_QUEUE)?;
         let mut out = Vec::new();
-        for item in q.range(done.saturating_add(1)..)? {
+        for item in q.range(done.saturating_add(1)..)?.take(max) {
             let (k, v) = item?;
             let (dev, first, received) = v.value();
             out.push((k.value(), dev.to_owned(), first, received));
         }
         Ok(out)
+    }
+
+    /// Chunks the indexer has not reached.
+    pub fn index_backlog(&self) -> Result<u64, StoreError> {
+        let done = self.postings.indexed()?;
+        let tx = self.db.begin_read()?;
+        let q = tx.open_table(INDEX_QUEUE)?;
+        let last = q.last()?.map_or(0, |(k, _)| k.value());
+        Ok(last.saturating_sub(done))
     }
 
     /// Indexes up to `max` chunks the indexer has not reached, oldest first,
@@ -812,13 +829,13 @@ impl TenantStore {
             .map_err(|_| StoreError::Db("indexer poisoned".into()))?;
         let keys = self.live()?;
         let tx = self.db.begin_read()?;
-        let tail = self.index_tail(&tx)?;
-        let Some(&(through, ..)) = tail.iter().take(max).next_back() else {
+        let tail = self.index_tail_up_to(&tx, max)?;
+        let Some(&(through, ..)) = tail.last() else {
             return Ok(0);
         };
         let chunks = tx.open_table(CHUNKS)?;
         let mut batch = Vec::new();
-        for (_, dev, first, received) in tail.into_iter().take(max) {
+        for (_, dev, first, received) in tail {
             // Gone already (retention): nothing to index.
             let Some(v) = chunks.get((dev.as_str(), first))? else {
                 continue;
