@@ -32,22 +32,7 @@ use vigil_proto::v1::{
 mod support;
 use support::records::Records;
 use support::server::{ServerProcess, server_bin};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    r
-}
+use support::{env_or, with_token};
 
 /// SplitMix64: the bench's own draws, apart from the record generator's.
 struct Draw(u64);

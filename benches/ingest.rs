@@ -43,15 +43,9 @@ use vigil_proto::v1::{
 };
 
 mod support;
+use support::env_or;
 use support::records::Records;
 use support::server::{ServerProcess, server_bin};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Sends batches already encoded (the bytes of a `RecordBatch`), decodes acks.
 #[derive(Clone, Copy, Default)]

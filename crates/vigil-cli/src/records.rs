@@ -13,16 +13,7 @@ use vigil_proto::v1::{
 };
 
 /// The record kinds `hunt search --kind` takes (`vigil_evaluate::record_kind`'s names).
-pub const KINDS: [&str; 8] = [
-    "process_start",
-    "process_exit",
-    "file",
-    "registry",
-    "network",
-    "host",
-    "health",
-    "detection",
-];
+pub use vigil_evaluate::RECORD_KINDS as KINDS;
 
 /// The columns of `hunt search` and `hunt watch`.
 pub const HEADER: [&str; 5] = ["time", "device", "kind", "process guid", "summary"];

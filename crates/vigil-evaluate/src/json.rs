@@ -23,6 +23,19 @@ use vigil_proto::v1::{
 };
 use vigil_rules::FieldValue;
 
+/// Every record kind, in the order of the payload's field numbers (10..=17):
+/// the names `record_kind` gives.
+pub const RECORD_KINDS: [&str; 8] = [
+    "process_start",
+    "process_exit",
+    "file",
+    "registry",
+    "network",
+    "host",
+    "health",
+    "detection",
+];
+
 /// The kind of a record's payload as the JSON form names it.
 pub fn record_kind(payload: &Payload) -> &'static str {
     match payload {

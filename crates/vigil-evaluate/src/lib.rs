@@ -30,7 +30,7 @@ pub use auditd::{AuditExecve, AuditPath, AuditSyscall};
 pub use coverage::{Coverage, NotFed, coverage};
 pub use evaluator::{Evaluator, acting_process, detection_of};
 pub use file::FileCreation;
-pub use json::{record_kind, to_json_lines, write_json_lines};
+pub use json::{RECORD_KINDS, record_kind, to_json_lines, write_json_lines};
 pub use network::NetworkEvent;
 pub use process::ProcessCreation;
 pub use source::{SigmaEvent, Source, for_each_event};

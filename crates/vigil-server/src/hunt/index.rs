@@ -8,16 +8,7 @@ use vigil_store::RecordIndex;
 
 /// Record kinds by number (the payload's field number − 10), as the index
 /// and `SearchEventsRequest.kind` name them.
-pub(crate) const KINDS: [&str; 8] = [
-    "process_start",
-    "process_exit",
-    "file",
-    "registry",
-    "network",
-    "host",
-    "health",
-    "detection",
-];
+pub(crate) use vigil_evaluate::RECORD_KINDS as KINDS;
 pub(crate) const HOST: u8 = 5;
 pub(crate) const HEALTH: u8 = 6;
 
@@ -292,5 +283,18 @@ mod tests {
         });
         assert!(h.latest && h.terms.is_empty());
         assert_eq!(h.kind, HEALTH);
+        // The numbering names kinds as the JSON form does, and ingest's
+        // reading of the top-level fields agrees with it.
+        for (p, field) in [
+            (Payload::ProcessStart(ProcessStart::default()), 10),
+            (Payload::File(FileEvent::default()), 12),
+            (Payload::Health(SensorHealth::default()), 16),
+        ] {
+            let k = kind_of(&p);
+            assert_eq!(KINDS[k as usize], vigil_evaluate::record_kind(&p));
+            assert_eq!(head_index(7, field).kind, k);
+        }
+        assert_eq!(head_index(7, 0).kind, 31);
+        assert!(head_index(7, 15).latest && !head_index(7, 10).latest);
     }
 }
