@@ -165,6 +165,30 @@ async fn search(
     Ok((out, pages, chunks))
 }
 
+/// Every record matching `conditions`, whatever its device, time or kind.
+async fn matching(f: &Fixture, token: &str, conditions: Vec<FieldCondition>) -> Vec<StoredRecord> {
+    let r = SearchEventsRequest {
+        conditions,
+        ..Default::default()
+    };
+    search(f, token, r).await.unwrap().0
+}
+
+async fn process_tree(
+    f: &Fixture,
+    token: &str,
+    guid: &str,
+) -> Result<vigil_proto::v1::ProcessTree, tonic::Status> {
+    let r = GetProcessTreeRequest {
+        guid: guid.into(),
+        max_events: 0,
+    };
+    Ok(f.hunt()
+        .get_process_tree(req(r, token, None))
+        .await?
+        .into_inner())
+}
+
 fn cond(field: &str, op: MatchOp, value: &str) -> FieldCondition {
     FieldCondition {
         field: field.into(),
@@ -266,42 +290,25 @@ async fn search_filters_by_field_device_time_and_kind_and_streams_pages() {
     );
     assert!(got.iter().any(|r| r.device_id == d2.id));
     // Contains is case-insensitive; prefix is not.
-    let (got, _, _) = search(
+    let got = matching(
         &f,
         tok,
-        SearchEventsRequest {
-            conditions: vec![cond("CommandLine", MatchOp::Contains, "etc/shadow")],
-            ..Default::default()
-        },
+        vec![cond("CommandLine", MatchOp::Contains, "etc/shadow")],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(got.iter().map(guid_of).collect::<Vec<_>>(), ["cat-1"]);
-    let (got, _, _) = search(
+    let got = matching(
         &f,
         tok,
-        SearchEventsRequest {
-            conditions: vec![
-                cond("CommandLine", MatchOp::Prefix, "cat "),
-                cond("DeviceId", MatchOp::Equals, &d1.id),
-            ],
-            ..Default::default()
-        },
+        vec![
+            cond("CommandLine", MatchOp::Prefix, "cat "),
+            cond("DeviceId", MatchOp::Equals, &d1.id),
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(got.len(), 2);
     // A condition on ProcessGuid finds every record the process is in, of every kind.
-    let (got, _, _) = search(
-        &f,
-        tok,
-        SearchEventsRequest {
-            conditions: vec![cond("ProcessGuid", MatchOp::Equals, "cat-1")],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let got = matching(&f, tok, vec![cond("ProcessGuid", MatchOp::Equals, "cat-1")]).await;
     assert_eq!(
         got.iter()
             .map(|r| r.record.as_ref().unwrap().sequence)
@@ -427,19 +434,7 @@ async fn process_trees_prevalence_devices_and_alert_evidence() {
         t0,
     } = world().await;
     let tok = &acme.admin;
-    let tree = f
-        .hunt()
-        .get_process_tree(req(
-            GetProcessTreeRequest {
-                guid: "bash-1".into(),
-                max_events: 0,
-            },
-            tok,
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let tree = process_tree(&f, tok, "bash-1").await.unwrap();
     assert_eq!(tree.device_id, d1.id);
     let me = tree.process.unwrap();
     assert!(me.start.is_some());
@@ -462,51 +457,17 @@ async fn process_trees_prevalence_devices_and_alert_evidence() {
     assert!(cat1.exit.is_some());
     assert_eq!(cat1.events.len(), 1, "the open of /etc/shadow");
     // Event caps.
-    let init = f
-        .hunt()
-        .get_process_tree(req(
-            GetProcessTreeRequest {
-                guid: "init-1".into(),
-                max_events: 0,
-            },
-            tok,
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let init = process_tree(&f, tok, "init-1").await.unwrap();
     assert_eq!(init.children.len(), 1000, "bash and the first 999 sleeps");
     assert!(init.children_truncated);
     assert_eq!(init.children[0].guid, "bash-1");
     assert!(init.children[1].exit.is_none() && init.children[999].start.is_some());
     for (guid, code) in [("nobody", Code::NotFound), ("", Code::InvalidArgument)] {
-        let e = f
-            .hunt()
-            .get_process_tree(req(
-                GetProcessTreeRequest {
-                    guid: guid.into(),
-                    max_events: 0,
-                },
-                tok,
-                None,
-            ))
-            .await
-            .unwrap_err();
+        let e = process_tree(&f, tok, guid).await.unwrap_err();
         assert_eq!(e.code(), code);
     }
     // Another tenant's process is not found.
-    let e = f
-        .hunt()
-        .get_process_tree(req(
-            GetProcessTreeRequest {
-                guid: "bash-1".into(),
-                max_events: 0,
-            },
-            &other.admin,
-            None,
-        ))
-        .await
-        .unwrap_err();
+    let e = process_tree(&f, &other.admin, "bash-1").await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 
     // Prevalence by hash (upper or lower case) and by path: Acme's two devices only.

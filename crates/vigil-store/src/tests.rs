@@ -831,6 +831,19 @@ fn commit_indexed(
         .unwrap()
 }
 
+/// The records of the chunks a lookup of `material` opens.
+fn by_term(t: &TenantStore, material: &[u8], device: Option<&str>) -> Vec<(String, u64)> {
+    scanned(
+        t,
+        &Scan {
+            term: Some(material),
+            device,
+            ..Scan::default()
+        },
+    )
+    .0
+}
+
 fn scanned(t: &TenantStore, q: &Scan<'_>) -> (Vec<(String, u64)>, ScanStats) {
     let mut seen = Vec::new();
     let stats = t
@@ -912,31 +925,8 @@ fn the_index_finds_records_by_value_time_and_kind_and_holds_no_plaintext() {
     assert!(seen.is_empty());
     // A term restricted to a device.
     let bg = b"guid\0b-guid".to_vec();
-    assert_eq!(
-        scanned(
-            &t,
-            &Scan {
-                term: Some(&bg),
-                device: Some("a"),
-                ..Scan::default()
-            }
-        )
-        .0
-        .len(),
-        0
-    );
-    assert_eq!(
-        scanned(
-            &t,
-            &Scan {
-                term: Some(&bg),
-                device: Some("b"),
-                ..Scan::default()
-            }
-        )
-        .0,
-        vec![("b".into(), 1)]
-    );
+    assert_eq!(by_term(&t, &bg, Some("a")).len(), 0);
+    assert_eq!(by_term(&t, &bg, Some("b")), vec![("b".into(), 1)]);
 
     // By time: chunks outside the bounds stay closed.
     let all = scanned(
@@ -1072,47 +1062,15 @@ fn retention_removes_index_entries_with_their_chunks_and_rotation_keeps_lookups(
     clock.advance(DAY * 20);
     commit_indexed(&t, "d", c.now(), &[indexed(2, c.now(), 0, "new", "hn")]);
     t.index_pending(&derive, usize::MAX).unwrap();
-    assert_eq!(
-        scanned(
-            &t,
-            &Scan {
-                term: Some(b"guid\0old"),
-                ..Scan::default()
-            }
-        )
-        .0
-        .len(),
-        1
-    );
-    assert_eq!(
-        scanned(
-            &t,
-            &Scan {
-                term: Some(b"guid\0new"),
-                ..Scan::default()
-            }
-        )
-        .0
-        .len(),
-        1
-    );
+    assert_eq!(by_term(&t, b"guid\0old", None).len(), 1);
+    assert_eq!(by_term(&t, b"guid\0new", None).len(), 1);
     assert_eq!(t.sightings(b"hash\0ho", &derive).unwrap().len(), 1);
     // The rotation finished: the record index rebuilt under the new key (the
     // server does it first), everything re-sealed, the old key destroyed:
     // old values are still found.
     assert_eq!(t.rebuild_index(&derive).unwrap(), 2);
     c.finish_data_key_rotation("a").unwrap();
-    let found = |m: &[u8]| {
-        scanned(
-            &t,
-            &Scan {
-                term: Some(m),
-                ..Scan::default()
-            },
-        )
-        .0
-        .len()
-    };
+    let found = |m: &[u8]| by_term(&t, m, None).len();
     assert_eq!(found(b"guid\0old"), 1);
     let s = t.sightings(b"hash\0ho", &derive).unwrap();
     assert_eq!((s.len(), s[0].count), (1, 1));
