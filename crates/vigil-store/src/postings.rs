@@ -191,10 +191,10 @@ impl RecordPostings {
     ) -> Result<BTreeSet<(String, u64)>, StoreError> {
         let tx = self.db.begin_read()?;
         let post = tx.open_table(POSTINGS)?;
-        let last = generation_id(state(&tx.open_table(STATE)?, "current")?);
+        let live = live_generations(&tx)?;
         let mut found = BTreeSet::new();
         for d in lookup_digests(keys, material) {
-            for g in 0..=last {
+            for &g in &live {
                 for item in post.range((g, d.as_slice(), device.unwrap_or(""), 0u64)..)? {
                     let (k, _) = item?;
                     let (kg, kd, dev, first) = k.value();
@@ -216,10 +216,10 @@ impl RecordPostings {
     ) -> Result<BTreeMap<String, Sighting>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(SIGHTINGS)?;
-        let last = generation_id(state(&tx.open_table(STATE)?, "current")?);
+        let live = live_generations(&tx)?;
         let mut by_device: BTreeMap<String, Sighting> = BTreeMap::new();
         for d in lookup_digests(keys, material) {
-            for g in 0..=last {
+            for &g in &live {
                 for item in t.range((g, d.as_slice(), "")..)? {
                     let (k, v) = item?;
                     let (kg, kd, dev) = k.value();
@@ -295,6 +295,14 @@ impl RecordPostings {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The generations that hold entries (dropped ones are not sought).
+fn live_generations(tx: &redb::ReadTransaction) -> Result<Vec<u32>, StoreError> {
+    tx.open_table(GENERATIONS)?
+        .iter()?
+        .map(|r| r.map(|(k, _)| k.value()).map_err(StoreError::from))
+        .collect()
 }
 
 /// Adds one (first, last, count) row of `device` to `by_device`.
