@@ -339,6 +339,7 @@ mod tests {
                 delivered: [("ebpf_process".to_owned(), 99)].into(),
                 cpu_percent: 1.25,
                 interval_seconds: 60,
+                ..Default::default()
             }),
             health_unix_ns: T,
             lost: 4,

@@ -429,6 +429,12 @@ impl Pipeline {
             rules_loaded: (self.evaluator.rules().len()
                 + self.evaluator.rules().correlations().len()) as u64,
             rss_bytes: rss_bytes(),
+            redacted: self
+                .enricher
+                .redacted
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
         }
     }
 }

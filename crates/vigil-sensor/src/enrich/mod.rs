@@ -89,6 +89,10 @@ pub struct Enricher {
     /// Written files hashed when closed: persistence files, executables, and these prefixes.
     hash_paths: Vec<Vec<u8>>,
     exclude_exes: Vec<Vec<u8>>,
+    /// Secrets in arguments replaced before anything else sees them.
+    redactor: vigil_redact::Redactor,
+    /// Secrets replaced since start, by rule, for health.
+    pub redacted: std::collections::BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -141,6 +145,17 @@ impl Enricher {
             self_pid: None,
             hash_paths: Vec::new(),
             exclude_exes: Vec::new(),
+            redactor: vigil_redact::Redactor::default(),
+            redacted: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Replaces secrets in `argv` (before it is hashed into a command line,
+    /// evaluated, spooled or sent) and counts them.
+    fn redact(&mut self, argv: &mut [Vec<u8>]) {
+        let done = self.redactor.argv(argv);
+        for (rule, n) in done.counts() {
+            *self.redacted.entry(rule.clone()).or_default() += u64::from(*n);
         }
     }
 
@@ -194,7 +209,9 @@ impl Enricher {
         if let Some(e) = self.table.get(&ppid) {
             return Some(e.clone());
         }
-        let info = crate::collect::procfs::exec_info(ppid, 0, crate::collect::Origin::Snapshot)?;
+        let mut info =
+            crate::collect::procfs::exec_info(ppid, 0, crate::collect::Origin::Snapshot)?;
+        self.redact(&mut info.argv);
         let ticks = crate::collect::procfs::start_ticks(ppid).unwrap_or(0);
         let entry = Entry {
             guid: process_guid(&self.machine_id, &self.boot_id, ppid, ticks, 0),
@@ -338,7 +355,8 @@ impl Enricher {
         ));
     }
 
-    fn exec(&mut self, info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
+    fn exec(&mut self, mut info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
+        self.redact(&mut info.argv);
         let ticks = info
             .start_ticks
             .or_else(|| crate::collect::procfs::start_ticks(info.pid))
@@ -590,6 +608,54 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn secrets_in_arguments_are_replaced_before_anything_sees_them() {
+        let mut e = Enricher::new("m".into(), "b".into(), test_hasher());
+        let mut out = Vec::new();
+        let secret = "Hunter2-MARKER-7731";
+        e.enrich(
+            exec(
+                4_000_101,
+                1,
+                10,
+                &["sh", "-c", &format!("DB_PASSWORD={secret} ./run")],
+            ),
+            &mut out,
+        );
+        e.enrich(
+            exec(
+                4_000_102,
+                4_000_101,
+                20,
+                &["mysql", "-uroot", &format!("-p{secret}"), "db"],
+            ),
+            &mut out,
+        );
+        let text = format!("{out:?}");
+        assert!(!text.contains("MARKER"), "{text}");
+        let starts: Vec<_> = out
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Payload::ProcessStart(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts[0].command_line, "sh -c DB_PASSWORD=[REDACTED] ./run");
+        assert_eq!(starts[1].command_line, "mysql -uroot -p[REDACTED] db");
+        assert_eq!(starts[1].argv[2], b"-p[REDACTED]");
+        // The parent as the child's record names it is redacted too.
+        assert!(
+            starts[1]
+                .parent
+                .as_ref()
+                .unwrap()
+                .command_line
+                .contains("[REDACTED]")
+        );
+        assert_eq!(e.redacted.get("secret_assignment"), Some(&1));
+        assert_eq!(e.redacted.get("p_attached"), Some(&1));
     }
 
     #[test]
