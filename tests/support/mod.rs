@@ -293,3 +293,20 @@ pub async fn enroll(server: &TestServer, tenant: &str) -> (Identity, String) {
         resp.device_id,
     )
 }
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .expect("a readable directory")
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -422,7 +422,8 @@ fn acknowledge(
             );
         }
     }
-    if shared.correlators.wants(shared, &device.tenant_id) {
+    // `fresh` is empty unless submit decoded the batch for a watcher or a correlation.
+    if !fresh.is_empty() && shared.correlators.wants(shared, &device.tenant_id) {
         let (tenant, id, host) = (&device.tenant_id, &device.device_id, &device.hostname);
         shared.correlators.observe(tenant, id, host, fresh);
     }

@@ -172,6 +172,17 @@ struct AlertTables<'t> {
     list: Table<'t, &'static str, &'static [u8]>,
 }
 
+impl<'t> AlertTables<'t> {
+    fn open(tx: &'t redb::WriteTransaction) -> Result<AlertTables<'t>, StoreError> {
+        Ok(AlertTables {
+            al: tx.open_table(ALERTS)?,
+            groups: tx.open_table(ALERT_GROUPS)?,
+            terms: tx.open_table(ALERT_TERMS)?,
+            list: tx.open_table(ALERT_TERM_LIST)?,
+        })
+    }
+}
+
 /// The index tables a commit writes per chunk: its bounds, and its place
 /// in the indexer's queue.
 struct IndexTables<'t> {
@@ -388,12 +399,7 @@ impl TenantStore {
             let mut hw = tx.open_table(HIGH_WATER)?;
             let mut chunks = tx.open_table(CHUNKS)?;
             let mut idx = tx.open_table(CHUNKS_RECEIVED)?;
-            let mut at = AlertTables {
-                al: tx.open_table(ALERTS)?,
-                groups: tx.open_table(ALERT_GROUPS)?,
-                terms: tx.open_table(ALERT_TERMS)?,
-                list: tx.open_table(ALERT_TERM_LIST)?,
-            };
+            let mut at = AlertTables::open(&tx)?;
             let mut counts = tx.open_table(COUNTS)?;
             let mut ix = IndexTables {
                 meta: tx.open_table(CHUNK_META)?,
@@ -551,12 +557,7 @@ impl TenantStore {
         let tx = self.db.begin_write()?;
         let aad = alert_aad(&self.tenant_id, id);
         let out = {
-            let mut at = AlertTables {
-                al: tx.open_table(ALERTS)?,
-                groups: tx.open_table(ALERT_GROUPS)?,
-                terms: tx.open_table(ALERT_TERMS)?,
-                list: tx.open_table(ALERT_TERM_LIST)?,
-            };
+            let mut at = AlertTables::open(&tx)?;
             let plain = match at.al.get(id)? {
                 None => return Ok(AlertUpdate::Missing),
                 Some(v) => keys.open(&aad, v.value())?,
@@ -840,13 +841,7 @@ impl TenantStore {
             let Some(v) = chunks.get((dev.as_str(), first))? else {
                 continue;
             };
-            let plain = keys.open(&chunk_aad(&self.tenant_id, &dev, first), v.value())?;
-            let mut terms = ChunkTerms::default();
-            for (_, bytes) in chunk::records(&plain)? {
-                if let Some(r) = derive(bytes) {
-                    terms.add(&r);
-                }
-            }
+            let terms = self.chunk_terms(&keys, &dev, first, v.value(), derive)?;
             batch.push(Indexed {
                 device: dev,
                 first,
@@ -857,6 +852,25 @@ impl TenantStore {
         let n = batch.len();
         self.postings.apply(&keys, &batch, Some(through))?;
         Ok(n)
+    }
+
+    /// What the index keeps of a sealed chunk's records (`derive` reads each).
+    fn chunk_terms(
+        &self,
+        keys: &KeyRing,
+        device: &str,
+        first: u64,
+        sealed: &[u8],
+        derive: Derive<'_>,
+    ) -> Result<ChunkTerms, StoreError> {
+        let plain = keys.open(&chunk_aad(&self.tenant_id, device, first), sealed)?;
+        let mut terms = ChunkTerms::default();
+        for (_, bytes) in chunk::records(&plain)? {
+            if let Some(r) = derive(bytes) {
+                terms.add(&r);
+            }
+        }
+        Ok(terms)
     }
 
     /// Rebuilds the record postings from every stored chunk under the
@@ -892,13 +906,7 @@ impl TenantStore {
         for item in chunks.iter()? {
             let (k, v) = item?;
             let (dev, first) = k.value();
-            let plain = keys.open(&chunk_aad(&self.tenant_id, dev, first), v.value())?;
-            let mut terms = ChunkTerms::default();
-            for (_, bytes) in chunk::records(&plain)? {
-                if let Some(r) = derive(bytes) {
-                    terms.add(&r);
-                }
-            }
+            let terms = self.chunk_terms(&keys, dev, first, v.value(), derive)?;
             batch.push(Indexed {
                 device: dev.to_owned(),
                 first,
@@ -1285,12 +1293,7 @@ impl TenantStore {
             let tx = self.db.begin_write()?;
             let done;
             {
-                let mut at = AlertTables {
-                    al: tx.open_table(ALERTS)?,
-                    groups: tx.open_table(ALERT_GROUPS)?,
-                    terms: tx.open_table(ALERT_TERMS)?,
-                    list: tx.open_table(ALERT_TERM_LIST)?,
-                };
+                let mut at = AlertTables::open(&tx)?;
                 let mut todo = Vec::new();
                 let mut scanned = 0;
                 for item in at.al.range(from.as_str()..)? {
@@ -1509,12 +1512,7 @@ impl TenantStore {
         let keys = self.live()?;
         let tx = self.db.begin_write()?;
         {
-            let mut at = AlertTables {
-                al: tx.open_table(ALERTS)?,
-                groups: tx.open_table(ALERT_GROUPS)?,
-                terms: tx.open_table(ALERT_TERMS)?,
-                list: tx.open_table(ALERT_TERM_LIST)?,
-            };
+            let mut at = AlertTables::open(&tx)?;
             if at.al.get(id)?.is_some() {
                 return Err(StoreError::Invalid(format!("alert {id} exists")));
             }

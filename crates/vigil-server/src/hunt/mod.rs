@@ -48,25 +48,16 @@ pub(crate) struct Stored {
 /// Per-tenant broadcast of stored records (`WatchEvents`).
 pub(crate) type EventBus = crate::live::Bus<Stored>;
 
-/// The process a record is about: the one started or ended, or the one that acted.
+/// The process a record is about: the one started or ended, or the one
+/// that acted (vigil-evaluate's view, which leaves exits out, plus exits).
 pub(crate) fn acting_process(payload: &Payload) -> Option<ProcessRef> {
     match payload {
-        Payload::ProcessStart(s) => Some(ProcessRef {
-            guid: s.guid.clone(),
-            pid: s.pid,
-            executable: s.executable.clone(),
-            command_line: s.command_line.clone(),
-        }),
         Payload::ProcessExit(e) => Some(ProcessRef {
             guid: e.guid.clone(),
             pid: e.pid,
             ..Default::default()
         }),
-        Payload::File(f) => f.process.clone(),
-        Payload::Network(n) => n.process.clone(),
-        Payload::Registry(r) => r.process.clone(),
-        Payload::Detection(d) => d.process.clone(),
-        Payload::Host(_) | Payload::Health(_) => None,
+        other => vigil_evaluate::acting_process(other),
     }
 }
 
