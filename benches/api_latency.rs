@@ -76,6 +76,7 @@ async fn target(bin: &std::path::Path, name: &str) -> Result<Target> {
                 }),
                 ..Detection::default()
             })),
+            ..Default::default()
         })
         .collect();
     let mut acks = IngestClient::new(device)

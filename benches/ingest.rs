@@ -425,6 +425,7 @@ fn size_table(records: impl Iterator<Item = vigil_proto::v1::Record>) -> Vec<(St
             Some(Payload::Host(_)) => "host",
             Some(Payload::Health(_)) => "health",
             Some(Payload::Registry(_)) => "registry",
+            Some(Payload::Diagnostics(_)) => "diagnostics",
             None => "empty",
         };
         let e = by.entry(kind.to_owned()).or_default();

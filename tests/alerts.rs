@@ -97,6 +97,7 @@ fn shadow_read(seq: u64, parent: &str) -> Record {
                 sequence: seq,
                 time_unix_ns: 1,
                 payload: Some(Payload::ProcessStart(start)),
+                ..Default::default()
             }],
             process: Some(ProcessRef {
                 guid: format!("cat-{seq}"),
@@ -106,6 +107,7 @@ fn shadow_read(seq: u64, parent: &str) -> Record {
             }),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 
@@ -433,6 +435,7 @@ fn detection_at(seq: u64, t: i64) -> Record {
             }),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

@@ -479,6 +479,7 @@ fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>, detection_at: Option<u64>
                 sequence: seq,
                 time_unix_ns: 1,
                 payload: Some(payload),
+                ..Default::default()
             }
         })
         .collect();

@@ -46,6 +46,7 @@ fn start(seq: u64, time: i64, guid: &str, parent: &str, exe: &str, cmd: &str) ->
             }),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 
@@ -81,6 +82,7 @@ fn tree_records(t0: i64) -> Vec<Record> {
                 process: pref("cat-1", "/usr/bin/cat"),
                 ..Default::default()
             })),
+            ..Default::default()
         },
         Record {
             sequence: 5,
@@ -89,6 +91,7 @@ fn tree_records(t0: i64) -> Vec<Record> {
                 guid: "cat-1".into(),
                 ..Default::default()
             })),
+            ..Default::default()
         },
         start(
             6,
@@ -110,6 +113,7 @@ fn tree_records(t0: i64) -> Vec<Record> {
                 protocol: 1,
                 ..Default::default()
             })),
+            ..Default::default()
         },
         Record {
             sequence: 8,
@@ -121,6 +125,7 @@ fn tree_records(t0: i64) -> Vec<Record> {
                 sensor_version: "0.1.0".into(),
                 ..Default::default()
             })),
+            ..Default::default()
         },
         Record {
             sequence: 9,
@@ -130,6 +135,7 @@ fn tree_records(t0: i64) -> Vec<Record> {
                 spool_records: 12,
                 ..Default::default()
             })),
+            ..Default::default()
         },
     ];
     for i in 0..2000u64 {
@@ -586,6 +592,7 @@ async fn process_trees_prevalence_devices_and_alert_evidence() {
             process: pref("cat-1", "/usr/bin/cat"),
             ..Default::default()
         })),
+        ..Default::default()
     };
     f.send_records(&d1, vec![det]).await;
     let id = f

@@ -95,6 +95,7 @@ fn batch(id: u64, seqs: std::ops::RangeInclusive<u64>) -> RecordBatch {
                 pid: sequence as u32,
                 ..Default::default()
             })),
+            ..Default::default()
         })
         .collect();
     RecordBatch {

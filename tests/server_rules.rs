@@ -74,6 +74,7 @@ fn dropped(seq: u64, time: i64) -> Record {
             }),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

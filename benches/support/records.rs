@@ -218,6 +218,7 @@ impl Records {
             sequence: self.seq,
             time_unix_ns: self.time,
             payload: Some(Payload::Detection(self.detection())),
+            ..Default::default()
         }
     }
 
@@ -244,6 +245,7 @@ impl Records {
             sequence: self.seq,
             time_unix_ns: self.time,
             payload: Some(payload),
+            ..Default::default()
         }
     }
 
@@ -602,6 +604,7 @@ impl Records {
                 sequence: 0,
                 time_unix_ns: self.time,
                 payload: Some(Payload::ProcessStart(start)),
+                ..Default::default()
             }],
             process: Some(process),
             author: "Vigil bench".into(),

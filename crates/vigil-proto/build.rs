@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vigil/v1/admin.proto",
         "vigil/v1/rules.proto",
         "vigil/v1/hunt.proto",
+        "vigil/v1/privacy.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

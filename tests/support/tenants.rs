@@ -261,6 +261,7 @@ pub fn detection_batch(seq: u64, marker: &str) -> RecordBatch {
                 }),
                 ..Default::default()
             })),
+            ..Default::default()
         }],
     }
 }

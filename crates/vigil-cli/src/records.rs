@@ -40,7 +40,7 @@ pub fn guid(r: &Record) -> &str {
         Some(Payload::Registry(g)) => process(&g.process),
         Some(Payload::Network(n)) => process(&n.process),
         Some(Payload::Detection(d)) => process(&d.process),
-        Some(Payload::Host(_) | Payload::Health(_)) | None => "",
+        Some(Payload::Host(_) | Payload::Health(_) | Payload::Diagnostics(_)) | None => "",
     }
 }
 
@@ -105,6 +105,13 @@ pub fn summary(r: &Record) -> String {
             format!("{state}; lost {lost}; spool {} records", h.spool_records)
         }
         Some(Payload::Detection(d)) => d.rule_title.clone(),
+        Some(Payload::Diagnostics(d)) => {
+            let mut s = format!("diagnostics over {} s", d.interval_seconds);
+            if let Some(c) = &d.crash {
+                s.push_str(&format!("; crashed at {}: {}", c.location, c.message));
+            }
+            s
+        }
         None => String::new(),
     }
 }
@@ -241,6 +248,7 @@ pub(crate) mod tests {
             sequence,
             time_unix_ns: T,
             payload: Some(payload),
+            ..Default::default()
         }
     }
 
@@ -509,6 +517,7 @@ pub(crate) mod tests {
             sequence: 3,
             time_unix_ns: T,
             payload: None,
+            ..Default::default()
         };
         assert_eq!(kind(&r), "unknown");
         assert_eq!(summary(&r), "");

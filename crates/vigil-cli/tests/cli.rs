@@ -205,6 +205,7 @@ fn sensor_json_lines_match_as_the_sensor_decided() {
             sequence: i as u64,
             time_unix_ns: time,
             payload: Some(p.clone()),
+            ..Default::default()
         };
         for d in evaluator.evaluate(time, p, &[]) {
             expected.push((i, d.rule_id));

@@ -33,6 +33,7 @@ fn stored(sequence: u64, command_line: &str) -> StoredRecord {
                 command_line: command_line.into(),
                 ..Default::default()
             })),
+            ..Default::default()
         }),
     }
 }

@@ -87,6 +87,7 @@ impl Evaluator {
                     sequence: 0,
                     time_unix_ns,
                     payload: Some(payload.clone()),
+                    ..Record::default()
                 }];
                 d.process = process.clone();
                 d
@@ -159,6 +160,9 @@ pub fn acting_process(payload: &Payload) -> Option<ProcessRef> {
         Payload::Network(n) => n.process.clone(),
         Payload::Registry(r) => r.process.clone(),
         Payload::Detection(d) => d.process.clone(),
-        Payload::ProcessExit(_) | Payload::Host(_) | Payload::Health(_) => None,
+        Payload::ProcessExit(_)
+        | Payload::Host(_)
+        | Payload::Health(_)
+        | Payload::Diagnostics(_) => None,
     }
 }

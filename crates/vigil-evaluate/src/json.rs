@@ -25,7 +25,7 @@ use vigil_rules::FieldValue;
 
 /// Every record kind, in the order of the payload's field numbers (10..=17):
 /// the names `record_kind` gives.
-pub const RECORD_KINDS: [&str; 8] = [
+pub const RECORD_KINDS: [&str; 9] = [
     "process_start",
     "process_exit",
     "file",
@@ -34,6 +34,7 @@ pub const RECORD_KINDS: [&str; 8] = [
     "host",
     "health",
     "detection",
+    "diagnostics",
 ];
 
 /// The kind of a record's payload as the JSON form names it.
@@ -47,6 +48,7 @@ pub fn record_kind(payload: &Payload) -> &'static str {
         Payload::Host(_) => "host",
         Payload::Health(_) => "health",
         Payload::Detection(_) => "detection",
+        Payload::Diagnostics(_) => "diagnostics",
     }
 }
 
@@ -248,7 +250,9 @@ fn vigil_data(sequence: u64, payload: &Payload) -> Value {
         Payload::File(f) => file(f),
         Payload::Network(n) => network(n),
         Payload::Registry(r) => registry(r),
-        Payload::Host(_) | Payload::Health(_) | Payload::Detection(_) => json!({}),
+        Payload::Host(_) | Payload::Health(_) | Payload::Detection(_) | Payload::Diagnostics(_) => {
+            json!({})
+        }
     };
     if let Value::Object(m) = &mut v {
         m.insert("sequence".into(), sequence.into());

@@ -354,6 +354,7 @@ fn the_whole_linux_corpus_over_many_records() {
             sequence: i as u64 + 1,
             time_unix_ns: t,
             payload: Some(p.clone()),
+            ..Default::default()
         };
         written.clear();
         let n = vigil_evaluate::write_json_lines(&record, &ancestry, &mut written);

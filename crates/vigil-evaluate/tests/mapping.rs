@@ -287,6 +287,7 @@ fn json_lines_keep_vigil_data_beside_the_event_and_give_other_records_their_own_
         sequence: 42,
         time_unix_ns: T0,
         payload: Some(Payload::File(f)),
+        ..Default::default()
     };
     let lines = to_json_lines(&rec, &[]);
     // file_event, SYSCALL, PATH.
@@ -305,6 +306,7 @@ fn json_lines_keep_vigil_data_beside_the_event_and_give_other_records_their_own_
         sequence: 43,
         time_unix_ns: T0,
         payload: Some(Payload::ProcessExit(Default::default())),
+        ..Default::default()
     };
     let lines = to_json_lines(&exit, &[]);
     assert_eq!(lines.len(), 1);
@@ -317,6 +319,7 @@ fn json_lines_keep_vigil_data_beside_the_event_and_give_other_records_their_own_
             rules_loaded: 3,
             ..Default::default()
         })),
+        ..Default::default()
     };
     assert_eq!(to_json_lines(&health, &[])[0]["health"]["rules_loaded"], 3);
 }

@@ -93,10 +93,14 @@ pub struct Redactor {
 }
 
 fn rule(name: &str, pattern: &str) -> Result<Rule, RedactError> {
-    let re = Regex::new(pattern).map_err(|e| RedactError::BadRule {
-        name: name.to_owned(),
-        reason: e.to_string(),
-    })?;
+    // Bounded: a configured pattern cannot make the sensor build a huge automaton.
+    let re = regex::bytes::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| RedactError::BadRule {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
     Ok(Rule {
         name: name.to_owned(),
         re,
@@ -152,7 +156,27 @@ impl Redactor {
             )?,
         ];
         for (name, pattern) in extra {
-            inline.push(rule(name, pattern)?);
+            let bad = |reason: &str| RedactError::BadRule {
+                name: name.clone(),
+                reason: reason.to_owned(),
+            };
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
+                return Err(bad("a name is 1 to 64 letters, digits, `_`, `-` or `.`"));
+            }
+            if name == "option_next" || inline.iter().any(|r| &r.name == name) {
+                return Err(bad("the name is taken (a default rule or an earlier one)"));
+            }
+            let r = rule(name, pattern)?;
+            // A pattern that matches nothing at all would mask between every character.
+            if r.re.is_match(b"") {
+                return Err(bad("the pattern matches the empty string"));
+            }
+            inline.push(r);
         }
         let option_alone = Regex::new(&format!(r"(?i)^--?(?:{SECRET_OPTIONS})$")).map_err(|e| {
             RedactError::BadRule {

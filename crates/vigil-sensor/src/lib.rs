@@ -15,6 +15,7 @@ pub mod config;
 pub mod enrich;
 
 mod pipeline;
+mod privacy;
 mod published;
 pub mod reload;
 pub mod uplink;

@@ -333,7 +333,9 @@ impl Pipeline {
             Record {
                 sequence: seq,
                 time_unix_ns,
+                level: crate::privacy::level_of(&payload) as i32,
                 payload: Some(payload),
+                ..Record::default()
             }
         }
         let mut last_event_seq = 0;

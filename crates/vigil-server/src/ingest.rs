@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::v1::{
-    Alert, BatchAck, EnrollRequest, EnrollResponse, RawRecordBatch, Record,
+    Alert, BatchAck, EnrollRequest, EnrollResponse, RawRecordBatch, Record, WatchPolicyRequest,
     raw::ingest_server::Ingest, record::Payload,
 };
 use vigil_store::{BatchOutcome, DeviceRecord, Redeemed};
@@ -153,11 +153,14 @@ impl Ingest for IngestService {
                 &format!("hostname={hostname:?}"),
                 "ok",
             )?;
+            let (pseudonym_key, policy) = crate::privacy::for_enrollment(&shared, &tenant)?;
             Ok(Response::new(EnrollResponse {
                 device_id,
                 tenant_id: tenant,
                 certificate_pem: cert,
                 ca_pem: shared.ca.cert_pem().to_owned(),
+                pseudonym_key,
+                policy: Some(policy),
             }))
         })
         .await
@@ -165,6 +168,21 @@ impl Ingest for IngestService {
     }
 
     type StreamStream = AckStream;
+
+    type WatchPolicyStream = crate::privacy::PolicyStream;
+
+    async fn watch_policy(
+        &self,
+        req: Request<WatchPolicyRequest>,
+    ) -> Result<Response<Self::WatchPolicyStream>, Status> {
+        let device = device_of(&self.shared, &req)?;
+        let held = req.into_inner().version;
+        Ok(Response::new(crate::privacy::watch(
+            Arc::clone(&self.shared),
+            device,
+            held,
+        )))
+    }
 
     async fn stream(
         &self,
@@ -306,7 +324,9 @@ async fn submit(
             ));
         }
         last = head.sequence;
-        index.push(crate::hunt::index::head_index(head.time, head.payload));
+        let mut ix = crate::hunt::index::head_index(head.time, head.payload);
+        ix.optional = head.level == vigil_proto::v1::DataLevel::Optional as u64;
+        index.push(ix);
         // Decoded in full only when something reads it now: a detection
         // (it becomes an alert), live watchers, tenant-wide correlations.
         // The indexer reads stored records later, off this path.

@@ -37,6 +37,7 @@ mod metrics;
 mod operator;
 mod ops;
 pub mod pki;
+mod privacy;
 mod query;
 mod rules;
 mod tls;
@@ -51,8 +52,8 @@ use tokio::net::TcpListener;
 use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
-    hunt_server::HuntServer, operator_server::OperatorServer, raw::ingest_server::IngestServer,
-    rules_server::RulesServer,
+    hunt_server::HuntServer, operator_server::OperatorServer, privacy_server::PrivacyServer,
+    raw::ingest_server::IngestServer, rules_server::RulesServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
@@ -103,6 +104,7 @@ pub(crate) struct Shared {
     pub(crate) rules: rules::Distribution,
     pub(crate) events: hunt::EventBus,
     pub(crate) correlators: correlate::Correlators,
+    pub(crate) policies: privacy::PolicyBus,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -174,6 +176,7 @@ impl Server {
             rules: rules::Distribution::default(),
             events: hunt::EventBus::default(),
             correlators: correlate::Correlators::default(),
+            policies: privacy::PolicyBus::default(),
         });
         Ok(Server {
             listener,
@@ -228,6 +231,7 @@ impl Server {
         let audit = svc!(AuditServer, audit::AuditService { shared: shared() });
         let rules = svc!(RulesServer, rules::RulesService { shared: shared() });
         let hunt = svc!(HuntServer, hunt::HuntService { shared: shared() });
+        let privacy = svc!(PrivacyServer, privacy::PrivacyService { shared: shared() });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServer<ingest::IngestService>>()
@@ -249,6 +253,9 @@ impl Server {
             .await;
         health_reporter
             .set_serving::<HuntServer<hunt::HuntService>>()
+            .await;
+        health_reporter
+            .set_serving::<PrivacyServer<privacy::PrivacyService>>()
             .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
@@ -274,6 +281,7 @@ impl Server {
             .add_service(audit)
             .add_service(rules)
             .add_service(hunt)
+            .add_service(privacy)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
             .map_err(|e| ServerError::Transport(e.to_string()));

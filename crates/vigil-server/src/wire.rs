@@ -14,14 +14,17 @@ pub(crate) struct RecordHead {
     pub(crate) detection: bool,
     /// `Record.time_unix_ns` (0 when absent).
     pub(crate) time: i64,
-    /// The payload's field number (10..=17; 0: none).
+    /// The payload's field number (10..=18; 0: none).
     pub(crate) payload: u64,
+    /// `Record.level` as sent (0: unspecified, read as required).
+    pub(crate) level: u64,
 }
 
 /// `Record` field numbers (records.proto).
 const SEQUENCE: u64 = 1;
 const TIME: u64 = 2;
-const PAYLOADS: std::ops::RangeInclusive<u64> = 10..=17;
+const LEVEL: u64 = 3;
+const PAYLOADS: std::ops::RangeInclusive<u64> = 10..=18;
 const DETECTION: u64 = 17;
 
 /// Reads one varint (at most 10 bytes, no overflow), as protobuf does.
@@ -49,6 +52,7 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
         detection: false,
         time: 0,
         payload: 0,
+        level: 0,
     };
     while !b.is_empty() {
         let key = varint(&mut b)?;
@@ -69,11 +73,18 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
                     // int64 on the wire: two's complement in a varint.
                     head.time = v as i64;
                 }
+                if field == LEVEL {
+                    head.level = v;
+                }
             }
             2 => {
                 let len = usize::try_from(varint(&mut b)?).ok()?;
                 b = b.get(len..)?;
                 if field == SEQUENCE || field == TIME {
+                    return None;
+                }
+                // A packed repeated enum is legal on the wire; prost reads its last value.
+                if field == LEVEL {
                     return None;
                 }
                 if PAYLOADS.contains(&field) {
@@ -82,7 +93,8 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
                 }
             }
             1 | 5 => {
-                if field == SEQUENCE || field == TIME || PAYLOADS.contains(&field) {
+                if field == SEQUENCE || field == TIME || field == LEVEL || PAYLOADS.contains(&field)
+                {
                     return None;
                 }
                 b = b.get(if wire == 1 { 8 } else { 4 }..)?;
@@ -106,6 +118,7 @@ mod tests {
             sequence: seq,
             time_unix_ns: -5,
             payload,
+            ..Default::default()
         }
         .encode_to_vec()
     }

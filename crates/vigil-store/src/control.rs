@@ -44,6 +44,27 @@ pub struct TenantRecord {
     data_keys: BTreeMap<u32, WrappedKey>,
     /// The key of the tenant's audit log, wrapped.
     audit_key: WrappedKey,
+    /// What the tenant asks of its sensors' privacy.
+    #[serde(default)]
+    pub privacy: PrivacyPolicy,
+    /// The key of the tenant's pseudonyms, wrapped: made on first use, never
+    /// rotated (a new key would give every person a new pseudonym).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pseudonym_key: Option<WrappedKey>,
+}
+
+/// A tenant's privacy policy for its sensors (`SensorPolicy` on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyPolicy {
+    /// Increases with every change (0: never set).
+    pub version: u64,
+    /// Sensors send optional data.
+    pub optional_data: bool,
+    /// Sensors replace user names, host names and home-directory segments by
+    /// keyed pseudonyms.
+    pub pseudonymize: bool,
+    /// Redaction patterns added to the sensors' defaults: (name, regex).
+    pub redact: Vec<(String, String)>,
 }
 
 impl TenantRecord {
@@ -201,6 +222,10 @@ fn data_key_aad(tenant: &str, version: u32) -> Vec<u8> {
     format!("tenant-key:{tenant}:{version}").into_bytes()
 }
 
+fn pseudonym_key_aad(tenant: &str) -> Vec<u8> {
+    format!("vigil pseudonym key\0{tenant}").into_bytes()
+}
+
 fn audit_key_aad(log: &str) -> Vec<u8> {
     format!("audit-key:{log}").into_bytes()
 }
@@ -336,6 +361,8 @@ impl ControlStore {
                 .opts
                 .keys
                 .wrap(&audit_key_aad(&format!("tenant:{id}")), audit_key.as_ref())?,
+            privacy: PrivacyPolicy::default(),
+            pseudonym_key: None,
         };
         let tx = self.db.begin_write()?;
         {
@@ -370,6 +397,45 @@ impl ControlStore {
             Ok(())
         })?
         .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
+    }
+
+    /// Replaces a tenant's privacy policy (its version is the old one's + 1).
+    pub fn set_privacy(&self, id: &str, policy: PrivacyPolicy) -> Result<TenantRecord, StoreError> {
+        update(&self.db, TENANTS, id, |t: &mut TenantRecord| {
+            t.privacy = PrivacyPolicy {
+                version: t.privacy.version + 1,
+                ..policy
+            };
+            Ok(())
+        })?
+        .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))
+    }
+
+    /// The key of a tenant's pseudonyms, made on first use.
+    pub fn tenant_pseudonym_key(&self, id: &str) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+        let aad = pseudonym_key_aad(id);
+        let _k = self.lock_keys()?;
+        let rec = self
+            .tenant(id)?
+            .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
+        if let Some(w) = &rec.pseudonym_key {
+            let k = self.opts.keys.unwrap(w, &aad)?;
+            let mut out = Zeroizing::new([0u8; 32]);
+            if k.len() != out.len() {
+                return Err(StoreError::Crypto("pseudonym key has the wrong length"));
+            }
+            out.copy_from_slice(&k);
+            return Ok(out);
+        }
+        let key = crypto::random_key()?;
+        let wrapped = self.opts.keys.wrap(&aad, key.as_ref())?;
+        // Under the key lock: no other call can make a second key meanwhile.
+        update(&self.db, TENANTS, id, |t: &mut TenantRecord| {
+            t.pseudonym_key = Some(wrapped);
+            Ok(())
+        })?
+        .ok_or_else(|| StoreError::UnknownTenant(id.to_owned()))?;
+        Ok(key)
     }
 
     pub(crate) fn unwrap_ring(&self, rec: &TenantRecord) -> Result<KeyRing, StoreError> {
@@ -535,6 +601,10 @@ impl ControlStore {
                 }
                 let aad = audit_key_aad(&format!("tenant:{}", rec.id));
                 rec.audit_key = keys.wrap(&aad, &keys.unwrap(&rec.audit_key, &aad)?)?;
+                if let Some(w) = &rec.pseudonym_key {
+                    let aad = pseudonym_key_aad(&rec.id);
+                    rec.pseudonym_key = Some(keys.wrap(&aad, &keys.unwrap(w, &aad)?)?);
+                }
                 t.insert(rec.id.as_str(), encode(&rec)?.as_slice())?;
                 count += 1;
             }

@@ -7,8 +7,8 @@
 //! data key, bound to tenant, table and key.
 
 use crate::{
-    AlertMerge, AlertQuery, AlertUpdate, BatchOutcome, Derive, NewBatch, Purged, Scan, ScanStats,
-    Sighting, StoreError, TenantStore,
+    AlertMerge, AlertQuery, AlertUpdate, BatchOutcome, Derive, LevelCounts, NewBatch, Purged, Scan,
+    ScanStats, Sighting, StoreError, TenantStore,
 };
 
 /// One tenant's records and alerts, wherever they live.
@@ -43,6 +43,8 @@ pub trait TenantData: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     fn record_count(&self) -> Result<u64, StoreError>;
+    /// What the tenant holds per data level.
+    fn level_counts(&self) -> Result<LevelCounts, StoreError>;
     /// Visits the records of the chunks `q` chooses until `visit` says stop
     /// (`TenantStore::scan`).
     fn scan(
@@ -127,6 +129,9 @@ impl TenantData for TenantStore {
     }
     fn record_count(&self) -> Result<u64, StoreError> {
         TenantStore::record_count(self)
+    }
+    fn level_counts(&self) -> Result<LevelCounts, StoreError> {
+        TenantStore::level_counts(self)
     }
     fn scan(
         &self,

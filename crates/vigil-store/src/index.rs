@@ -35,6 +35,11 @@ pub(crate) const CHUNK_META: TableDefinition<(&str, u64), (i64, i64, u32, u64)> 
 pub(crate) const INDEX_QUEUE: TableDefinition<u64, (&str, u64, u64)> =
     TableDefinition::new("index_queue");
 
+/// (device, first sequence) → (optional records, optional bytes, bytes of all
+/// records): what retention takes off the tenant's level counts.
+pub(crate) const CHUNK_LEVELS: TableDefinition<(&str, u64), (u32, u64, u64)> =
+    TableDefinition::new("chunk_levels");
+
 /// (device, kind) → event time (8 bytes, little-endian) || the record, sealed.
 pub(crate) const LATEST: TableDefinition<(&str, u8), &[u8]> = TableDefinition::new("latest");
 
@@ -53,6 +58,9 @@ pub struct RecordIndex {
     pub sightings: Vec<Vec<u8>>,
     /// Kept as the device's latest record of its kind ([`crate::TenantStore::latest`]).
     pub latest: bool,
+    /// Optional data (the sensor's own diagnostics): counted apart
+    /// ([`crate::TenantStore::level_counts`]).
+    pub optional: bool,
 }
 
 /// Which records [`crate::TenantStore::scan`] visits: chunks are chosen by
@@ -104,6 +112,8 @@ pub struct Sighting {
 pub(crate) struct ChunkIndex {
     bounds: Option<(i64, i64)>,
     kinds: u32,
+    /// Records and bytes of optional data, and bytes of every record.
+    pub(crate) levels: (u32, u64, u64),
 }
 
 impl ChunkIndex {
@@ -113,6 +123,16 @@ impl ChunkIndex {
             Some((lo, hi)) => (lo.min(r.time_ns), hi.max(r.time_ns)),
         });
         self.kinds |= 1u32.checked_shl(u32::from(r.kind)).unwrap_or(0);
+    }
+
+    /// Counts a record's bytes under its level (`optional`).
+    pub(crate) fn count(&mut self, len: usize, optional: bool) {
+        let len = len as u64;
+        self.levels.2 += len;
+        if optional {
+            self.levels.0 += 1;
+            self.levels.1 += len;
+        }
     }
 
     /// (min time, max time, kinds, last sequence); an unindexed chunk spans all time.

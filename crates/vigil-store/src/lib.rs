@@ -36,15 +36,15 @@ pub use access::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use control::{
     ControlStore, DEFAULT_RETENTION_DAYS, DeletedTenant, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
-    Region, StoreOptions, TenantRecord, check_retention,
+    PrivacyPolicy, Region, StoreOptions, TenantRecord, check_retention,
 };
 pub use data::TenantData;
 pub use index::{AlertQuery, RecordIndex, Scan, ScanStats, Sighting};
 pub use keys::{FileKeyProvider, KeyProvider, WrappedKey};
 pub use rulesets::{MAX_RULE_SET_BYTES, MAX_RULE_SET_VERSIONS, RuleSetVersion, RuleSets};
 pub use tenant::{
-    AlertMerge, AlertUpdate, BatchOutcome, Derive, NewAlert, NewBatch, NoMerge, Purged,
-    StoredAlert, TenantStore,
+    AlertMerge, AlertUpdate, BatchOutcome, Derive, LevelCounts, NewAlert, NewBatch, NoMerge,
+    Purged, StoredAlert, TenantStore,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,9 @@ use crate::chunk::{self, ChunkBuilder};
 use crate::crypto::short_digest;
 use crate::crypto::{KeyRing, SealKey, version_of};
 use crate::index::{
-    ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, CHUNK_META, ChunkIndex, INDEX_QUEUE, LATEST,
-    RecordIndex, Scan, ScanStats, Sighting, alert_terms_aad, decode_materials, encode_materials,
-    latest_aad, latest_time, lookup_digests,
+    ALERT_TERM_LIST, ALERT_TERMS, AlertQuery, CHUNK_LEVELS, CHUNK_META, ChunkIndex, INDEX_QUEUE,
+    LATEST, RecordIndex, Scan, ScanStats, Sighting, alert_terms_aad, decode_materials,
+    encode_materials, latest_aad, latest_time, lookup_digests,
 };
 use crate::postings::{ChunkTerms, Indexed, RecordPostings, add_sighting};
 use redb::{
@@ -183,10 +183,23 @@ impl<'t> AlertTables<'t> {
     }
 }
 
+/// What a tenant holds per data level ([`TenantStore::level_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelCounts {
+    pub required_records: u64,
+    pub required_bytes: u64,
+    pub optional_records: u64,
+    pub optional_bytes: u64,
+}
+
+type LevelTable<'t> = Table<'t, (&'static str, u64), (u32, u64, u64)>;
+
 /// The index tables a commit writes per chunk: its bounds, and its place
 /// in the indexer's queue.
 struct IndexTables<'t> {
     meta: Table<'t, (&'static str, u64), (i64, i64, u32, u64)>,
+    /// `None` for chunks whose records were never counted by level.
+    levels: Option<LevelTable<'t>>,
     queue: Table<'t, u64, (&'static str, u64, u64)>,
     /// The next queue number.
     next: u64,
@@ -205,6 +218,9 @@ impl IndexTables<'_> {
         received: u64,
     ) -> Result<(), StoreError> {
         self.meta.insert((device, first), ci.meta(last))?;
+        if let Some(levels) = &mut self.levels {
+            levels.insert((device, first), ci.levels)?;
+        }
         self.queue.insert(self.next, (device, first, received))?;
         self.next += 1;
         Ok(())
@@ -248,6 +264,7 @@ impl TenantStore {
         tx.open_table(CHUNK_META)?;
         tx.open_table(INDEX_QUEUE)?;
         tx.open_table(LATEST)?;
+        tx.open_table(CHUNK_LEVELS)?;
         tx.open_table(ALERT_TERMS)?;
         tx.open_table(ALERT_TERM_LIST)?;
         {
@@ -259,6 +276,7 @@ impl TenantStore {
                 let mut counts = tx.open_table(COUNTS)?;
                 let mut ix = IndexTables {
                     meta,
+                    levels: None,
                     queue: tx.open_table(INDEX_QUEUE)?,
                     next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
                 };
@@ -403,11 +421,13 @@ impl TenantStore {
             let mut counts = tx.open_table(COUNTS)?;
             let mut ix = IndexTables {
                 meta: tx.open_table(CHUNK_META)?,
+                levels: Some(tx.open_table(CHUNK_LEVELS)?),
                 queue: tx.open_table(INDEX_QUEUE)?,
                 next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
             };
             let mut latest_t = tx.open_table(LATEST)?;
             let mut added = 0u64;
+            let mut levels = (0u64, 0u64, 0u64);
             for b in batches {
                 let device = b.device;
                 let received = u64::try_from(b.received_ns).unwrap_or(0);
@@ -436,6 +456,13 @@ impl TenantStore {
                     let (c, ci) = chunk
                         .get_or_insert_with(|| (ChunkBuilder::new(*seq), ChunkIndex::default()));
                     c.push(*seq, bytes)?;
+                    let optional = b.index.get(i).is_some_and(|r| r.optional);
+                    ci.count(bytes.len(), optional);
+                    levels.2 += bytes.len() as u64;
+                    if optional {
+                        levels.0 += 1;
+                        levels.1 += bytes.len() as u64;
+                    }
                     if let Some(r) = b.index.get(i) {
                         ci.add(r);
                         if r.latest {
@@ -483,6 +510,7 @@ impl TenantStore {
             }
             if added > 0 {
                 add_count(&mut counts, added, true)?;
+                add_levels(&mut counts, levels, true)?;
             }
             counts.insert(QUEUE_NEXT, ix.next)?;
         }
@@ -678,6 +706,29 @@ impl TenantStore {
     }
 
     /// Records stored, all devices.
+    /// What the tenant holds per data level: (records, bytes) of required
+    /// and of optional data. Bytes count records stored since the store kept
+    /// them (older files count their records, not their bytes).
+    pub fn level_counts(&self) -> Result<LevelCounts, StoreError> {
+        let _k = self.live()?;
+        let tx = self.db.begin_read()?;
+        let counts = tx.open_table(COUNTS)?;
+        let get =
+            |k: &str| -> Result<u64, StoreError> { Ok(counts.get(k)?.map_or(0, |v| v.value())) };
+        let records = get(RECORD_COUNT)?;
+        let [optional_records, optional_bytes, bytes] = [
+            get(LEVEL_KEYS[0])?,
+            get(LEVEL_KEYS[1])?,
+            get(LEVEL_KEYS[2])?,
+        ];
+        Ok(LevelCounts {
+            required_records: records.saturating_sub(optional_records),
+            required_bytes: bytes.saturating_sub(optional_bytes),
+            optional_records,
+            optional_bytes,
+        })
+    }
+
     pub fn record_count(&self) -> Result<u64, StoreError> {
         let _k = self.live()?;
         let tx = self.db.begin_read()?;
@@ -1109,15 +1160,23 @@ impl TenantStore {
                     .collect::<Result<_, _>>()?;
                 let mut chunks = tx.open_table(CHUNKS)?;
                 let mut meta = tx.open_table(CHUNK_META)?;
+                let mut chunk_levels = tx.open_table(CHUNK_LEVELS)?;
+                let mut gone = (0u64, 0u64, 0u64);
                 for (t, d, s, count) in &old {
                     chunks.remove((d.as_str(), *s))?;
                     idx.remove((*t, d.as_str(), *s))?;
                     meta.remove((d.as_str(), *s))?;
+                    if let Some(l) = chunk_levels.remove((d.as_str(), *s))? {
+                        let (r, ob, b) = l.value();
+                        gone = (gone.0 + u64::from(r), gone.1 + ob, gone.2 + b);
+                    }
                     n.records += u64::from(*count);
                 }
                 chunk_rows = old.len();
                 if n.records > 0 {
-                    add_count(&mut tx.open_table(COUNTS)?, n.records, false)?;
+                    let mut counts = tx.open_table(COUNTS)?;
+                    add_count(&mut counts, n.records, false)?;
+                    add_levels(&mut counts, gone, false)?;
                 }
                 let mut al = tx.open_table(ALERTS)?;
                 let ids: Vec<String> = al
@@ -1403,6 +1462,7 @@ impl TenantStore {
                 let mut counts = tx.open_table(COUNTS)?;
                 let mut ix = IndexTables {
                     meta: tx.open_table(CHUNK_META)?,
+                    levels: None,
                     queue: tx.open_table(INDEX_QUEUE)?,
                     next: counts.get(QUEUE_NEXT)?.map_or(1, |v| v.value()),
                 };
@@ -1529,6 +1589,26 @@ impl TenantStore {
 }
 
 /// Adds `n` to (or, with `up` false, takes it from) the stored record count.
+/// `counts` keys of the level counts (`TenantStore::level_counts`).
+const LEVEL_KEYS: [&str; 3] = ["optional_records", "optional_bytes", "bytes"];
+
+fn add_levels(
+    counts: &mut Table<'_, &'static str, u64>,
+    (records, optional_bytes, bytes): (u64, u64, u64),
+    up: bool,
+) -> Result<(), StoreError> {
+    for (key, n) in LEVEL_KEYS.into_iter().zip([records, optional_bytes, bytes]) {
+        let now = counts.get(key)?.map_or(0, |v| v.value());
+        let next = if up {
+            now.saturating_add(n)
+        } else {
+            now.saturating_sub(n)
+        };
+        counts.insert(key, next)?;
+    }
+    Ok(())
+}
+
 fn add_count(
     counts: &mut Table<'_, &'static str, u64>,
     n: u64,

@@ -791,6 +791,7 @@ fn indexed(seq: u64, time: i64, kind: u8, guid: &str, hash: &str) -> ((u64, Vec<
             terms: vec![format!("guid\0{guid}").into_bytes()],
             sightings: vec![format!("hash\0{hash}").into_bytes()],
             latest: kind == 5,
+            optional: kind == 8,
         },
     )
 }
@@ -807,6 +808,7 @@ fn derive(bytes: &[u8]) -> Option<RecordIndex> {
         terms: vec![format!("guid\0{guid}").into_bytes()],
         sightings: vec![format!("hash\0{hash}").into_bytes()],
         latest: kind == 5,
+        optional: kind == 8,
     })
 }
 
@@ -1357,4 +1359,72 @@ fn an_alert_put_outside_a_batch_is_stored_sealed_and_never_overwritten() {
     assert_eq!(t.alert(id).unwrap().as_deref(), Some(&b"first"[..]));
     let listed = t.alerts(&AlertQuery::default(), 10, &mut |_| true).unwrap();
     assert_eq!(listed, [(id.to_owned(), b"first".to_vec())]);
+}
+
+#[test]
+fn level_counts_follow_commits_resends_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let now = c.now();
+    // Kind 8 is optional (diagnostics) in `indexed`; each record is 900 bytes.
+    let rows: Vec<_> = (1..=10)
+        .map(|s| indexed(s, now, if s % 5 == 0 { 8 } else { 0 }, "g", "h"))
+        .collect();
+    commit_indexed(&t, "d1", now, &rows);
+    let want = LevelCounts {
+        required_records: 8,
+        required_bytes: 8 * 900,
+        optional_records: 2,
+        optional_bytes: 2 * 900,
+    };
+    assert_eq!(t.level_counts().unwrap(), want);
+    // A re-send counts nothing twice.
+    let out = commit_indexed(&t, "d1", now, &rows);
+    assert_eq!(out.duplicates, 10);
+    assert_eq!(t.level_counts().unwrap(), want);
+    // Another device's optional record.
+    commit_indexed(&t, "d2", now, &[indexed(1, now, 8, "g", "h")]);
+    assert_eq!(t.level_counts().unwrap().optional_records, 3);
+    // Retention takes off what it drops.
+    t.purge_before(i64::MAX).unwrap();
+    assert_eq!(t.level_counts().unwrap(), LevelCounts::default());
+}
+
+#[test]
+fn privacy_policy_versions_and_one_pseudonym_key_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = local(dir.path());
+    c.create_tenant(Some("a"), "A", "local", 90).unwrap();
+    c.create_tenant(Some("b"), "B", "local", 90).unwrap();
+    assert_eq!(
+        c.tenant("a").unwrap().unwrap().privacy,
+        PrivacyPolicy::default()
+    );
+    let p = PrivacyPolicy {
+        version: 99,
+        optional_data: true,
+        pseudonymize: true,
+        redact: vec![("ticket".into(), "TKT-(?P<secret>[0-9]+)".into())],
+    };
+    let rec = c.set_privacy("a", p.clone()).unwrap();
+    // The version is the store's to set: it only ever increases.
+    assert_eq!(rec.privacy.version, 1);
+    assert_eq!(rec.privacy.redact, p.redact);
+    assert_eq!(c.set_privacy("a", p).unwrap().privacy.version, 2);
+    assert!(matches!(
+        c.set_privacy("zz", PrivacyPolicy::default()),
+        Err(StoreError::UnknownTenant(_))
+    ));
+    // The key is made once and kept (across a master key rotation too);
+    // another tenant's differs.
+    let ka = c.tenant_pseudonym_key("a").unwrap();
+    assert_eq!(*ka, *c.tenant_pseudonym_key("a").unwrap());
+    assert_ne!(*ka, *c.tenant_pseudonym_key("b").unwrap());
+    c.rotate_master_key().unwrap();
+    assert_eq!(*ka, *c.tenant_pseudonym_key("a").unwrap());
+    // Not in the control file in the clear.
+    let control = std::fs::read(dir.path().join("control.redb")).unwrap();
+    assert!(!control.windows(32).any(|w| w == ka.as_ref()));
 }

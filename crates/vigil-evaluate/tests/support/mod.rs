@@ -163,6 +163,7 @@ pub fn fired_via_json(
         sequence: 7,
         time_unix_ns: time,
         payload: Some(payload.clone()),
+        ..Default::default()
     };
     let mut engine = Engine::new(Arc::clone(set), EngineConfig::default());
     let mut ids = Vec::new();

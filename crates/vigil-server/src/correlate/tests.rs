@@ -60,6 +60,7 @@ fn file(seq: u64, time: i64, sha: u8) -> Record {
             }),
             ..Default::default()
         })),
+        ..Default::default()
     }
 }
 

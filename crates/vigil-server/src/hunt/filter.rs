@@ -264,6 +264,7 @@ mod tests {
                 command_line: "cat /etc/SHADOW".into(),
                 ..Default::default()
             })),
+            ..Default::default()
         }
     }
 

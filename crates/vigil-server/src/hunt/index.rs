@@ -22,6 +22,7 @@ pub(crate) fn kind_of(p: &Payload) -> u8 {
         Payload::Host(_) => HOST,
         Payload::Health(_) => HEALTH,
         Payload::Detection(_) => 7,
+        Payload::Diagnostics(_) => 8,
     }
 }
 
@@ -143,7 +144,7 @@ impl Builder {
 /// later, from the stored bytes ([`record_index`]).
 pub(crate) fn head_index(time_ns: i64, payload_field: u64) -> RecordIndex {
     let kind = match payload_field {
-        10..=17 => (payload_field - 10) as u8,
+        10..=18 => (payload_field - 10) as u8,
         // No payload: no kind filter picks it.
         _ => 31,
     };
@@ -160,6 +161,7 @@ pub(crate) fn record_index(r: &Record) -> RecordIndex {
     let mut b = Builder {
         ix: RecordIndex {
             time_ns: r.time_unix_ns,
+            optional: r.level == vigil_proto::v1::DataLevel::Optional as i32,
             ..RecordIndex::default()
         },
     };
@@ -200,6 +202,7 @@ pub(crate) fn record_index(r: &Record) -> RecordIndex {
         }
         Payload::Detection(d) => b.process(&d.process),
         Payload::Host(_) | Payload::Health(_) => b.ix.latest = true,
+        Payload::Diagnostics(_) => {}
     }
     b.ix
 }
@@ -229,6 +232,7 @@ mod tests {
                 user_name: "root".into(),
                 ..Default::default()
             })),
+            ..Default::default()
         };
         let ix = record_index(&r);
         assert_eq!((ix.time_ns, ix.kind, ix.latest), (42, 0, false));
