@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use vigil_proto::v1::{
     admin_client::AdminClient, alerts_client::AlertsClient, audit_client::AuditClient,
-    hunt_client::HuntClient, operator_client::OperatorClient,
+    hunt_client::HuntClient, operator_client::OperatorClient, privacy_client::PrivacyClient,
 };
 
 /// The header that names the tenant an operator's call is about.
@@ -101,6 +101,10 @@ impl Api {
 
     pub fn hunt(&self) -> HuntClient<AuthChannel> {
         HuntClient::new(self.authed())
+    }
+
+    pub fn privacy(&self) -> PrivacyClient<AuthChannel> {
+        PrivacyClient::new(self.authed())
     }
 }
 

@@ -17,6 +17,7 @@ mod client;
 mod devices;
 mod display;
 mod hunt;
+mod privacy;
 mod profile;
 mod publish;
 mod records;
@@ -110,6 +111,14 @@ enum Command {
         out: Output,
         #[command(subcommand)]
         command: settings::KeysCommand,
+    },
+    /// The tenant's privacy: the policy its sensors follow, data held per
+    /// level, re-identification of pseudonyms (tenant admin; show: auditors too).
+    Privacy {
+        #[command(flatten)]
+        out: Output,
+        #[command(subcommand)]
+        command: privacy::PrivacyCommand,
     },
     /// The tenant's settings (tenant admin).
     Settings {
@@ -409,6 +418,10 @@ async fn run() -> Result<ExitCode> {
         }
         Command::Keys { out, command } => {
             settings::keys(&connect(&target).await?.0, command, out.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Privacy { out, command } => {
+            privacy::run(&connect(&target).await?.0, command, out.json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Settings { out, command } => {

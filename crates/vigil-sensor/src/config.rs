@@ -22,6 +22,44 @@ pub struct SensorConfig {
     pub uplink: UplinkConfig,
     #[serde(default)]
     pub collect: CollectConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// What this device sends beyond what the tenant's policy decides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Send optional data (the sensor's own diagnostics). Unset: as the
+    /// tenant's policy says (off unless it turns it on); set, this device's
+    /// choice wins either way.
+    #[serde(default)]
+    pub optional_data: Option<bool>,
+    /// Replace user names, host names and home-directory segments by keyed
+    /// pseudonyms even when the tenant's policy does not ask it.
+    #[serde(default)]
+    pub pseudonymize: bool,
+    /// Redaction patterns added to the defaults and the tenant's.
+    #[serde(default)]
+    pub redact: Vec<RedactPattern>,
+}
+
+/// A redaction pattern: a name (counted in health) and a regular expression
+/// whose group `secret` (or whole match) is replaced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactPattern {
+    pub name: String,
+    pub regex: String,
+}
+
+impl PrivacyConfig {
+    pub fn patterns(&self) -> Vec<(String, String)> {
+        self.redact
+            .iter()
+            .map(|p| (p.name.clone(), p.regex.clone()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -313,6 +351,12 @@ impl vigil_config::Validate for SensorConfig {
                 "must be a power of two between 64 and 1048576".into(),
             ));
         }
+        if self.privacy.redact.len() > 64 {
+            return Err(("privacy.redact", "at most 64 patterns".into()));
+        }
+        if let Err(e) = vigil_redact::Redactor::with_rules(&self.privacy.patterns()) {
+            return Err(("privacy.redact", e.to_string()));
+        }
         if !(1..=10_000_000).contains(&self.collect.hash_cache_entries) {
             return Err((
                 "collect.hash_cache_entries",
@@ -452,6 +496,7 @@ ca_file = "/tmp/ca.pem"
             ("SpoolConfig", Some("[spool]")),
             ("UplinkConfig", Some("[uplink]")),
             ("CollectConfig", Some("[collect]")),
+            ("PrivacyConfig", Some("[privacy]")),
         ] {
             let fields = pub_fields(section);
             assert!(!fields.is_empty(), "no fields found in {section}");

@@ -15,6 +15,7 @@ pub mod config;
 pub mod enrich;
 
 mod pipeline;
+mod policy;
 mod privacy;
 mod published;
 pub mod reload;
@@ -71,6 +72,9 @@ pub struct Sensor {
     /// The enrolled device (None for a standalone sensor).
     pub identity: Option<uplink::DeviceIdentity>,
     uplink_status: Option<watch::Receiver<uplink::UplinkStatus>>,
+    /// New privacy settings for the pipeline, and the watch of the tenant's policy.
+    privacy: std::sync::mpsc::Sender<privacy::Settings>,
+    policy_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -145,6 +149,29 @@ impl Sensor {
             Arc::clone(&sensor.published),
             move |set| {
                 let _ = reload.send(Arc::new(set));
+            },
+            sensor.stop_tx.subscribe(),
+        )));
+        let (held, _) = privacy::load(&cfg.data_dir);
+        let (tx, privacy_cfg, dir) = (
+            sensor.privacy.clone(),
+            cfg.privacy.clone(),
+            cfg.data_dir.clone(),
+        );
+        let tx = std::sync::Mutex::new(tx);
+        sensor.policy_watch = Some(tokio::spawn(policy::run(
+            cfg.clone(),
+            identity.clone(),
+            held.version,
+            move |policy| {
+                let (_, mut key) = privacy::load(&dir);
+                if privacy_cfg.pseudonymize || policy.pseudonymize {
+                    key = privacy::key_or_own(&dir, key);
+                }
+                let s = privacy::settings(&privacy_cfg, &policy, key);
+                if let Ok(tx) = tx.lock() {
+                    let _ = tx.send(s);
+                }
             },
             sensor.stop_tx.subscribe(),
         )));
@@ -440,6 +467,33 @@ impl Sensor {
         (host.rules_version, host.rules_loaded) = pipeline::rules_version(&rules);
         let mut initial = vec![(pipeline::now_ns(), Payload::Host(host.clone()))];
         let mut enricher = enrich::Enricher::new(machine_id, boot_id, hasher(cfg));
+        // The tenant's policy as last received (a standalone sensor has only
+        // its configuration), in force before the first record is made.
+        privacy::keep_crash_reports(&cfg.data_dir);
+        let (policy, mut key) = privacy::load(&cfg.data_dir);
+        if cfg.privacy.pseudonymize || policy.pseudonymize {
+            key = privacy::key_or_own(&cfg.data_dir, key);
+        }
+        let settings = privacy::settings(&cfg.privacy, &policy, key);
+        let crash = privacy::take_crash_report(&cfg.data_dir, &settings.redactor);
+        let (privacy_tx, privacy_rx) = std::sync::mpsc::channel();
+        let features: std::collections::HashMap<String, bool> = [
+            ("ebpf", ebpf_running),
+            ("files", cfg.collect.files),
+            ("network", cfg.collect.network),
+            ("audit", cfg.collect.audit),
+            ("proc_connector", cfg.collect.proc_connector),
+            ("inventory", cfg.collect.inventory),
+            ("local_rules", !cfg.rules.paths.is_empty()),
+            ("configured_redaction", !cfg.privacy.redact.is_empty()),
+            ("tenant_redaction", !policy.redact.is_empty()),
+            ("pseudonyms", settings.pseudonyms.is_some()),
+            ("connected", cfg.server.is_some()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        enricher.set_redactor(settings.redactor);
         if cfg.collect.exclude_self {
             enricher.exclude_self(std::process::id());
         }
@@ -495,6 +549,12 @@ impl Sensor {
             totals: BTreeMap::new(),
             blind_spots: BTreeMap::new(),
             cpu_mark: (0, std::time::Instant::now()),
+            pseudonyms: settings.pseudonyms,
+            optional: settings.optional,
+            privacy: privacy_rx,
+            features,
+            stages: BTreeMap::new(),
+            crash,
         };
         let pstop = Arc::clone(&stop);
         threads.push(spawn("vigil-pipeline", move || {
@@ -517,6 +577,8 @@ impl Sensor {
             degraded,
             identity: None,
             uplink_status: None,
+            privacy: privacy_tx,
+            policy_watch: None,
         })
     }
 
@@ -553,6 +615,9 @@ impl Sensor {
             let _ = u.await;
         }
         if let Some(w) = self.rules_watch.take() {
+            let _ = w.await;
+        }
+        if let Some(w) = self.policy_watch.take() {
             let _ = w.await;
         }
     }

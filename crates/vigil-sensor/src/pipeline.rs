@@ -14,7 +14,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 use vigil_evaluate::Evaluator;
-use vigil_proto::v1::{Detection, ProcessRef, Record, SensorHealth, record::Payload};
+use vigil_proto::v1::{
+    Detection, ProcessRef, Record, Redaction, SensorDiagnostics, SensorHealth, StageTiming,
+    record::Payload,
+};
 use vigil_spool::Spool;
 
 /// How long the pipeline sleeps when it has nothing to write.
@@ -49,8 +52,19 @@ impl Output {
     }
 }
 
-/// A record waiting to be written, with the ancestry JSON lines carry.
-pub(crate) type Pending = (i64, Payload, Vec<ProcessRef>);
+/// A record waiting to be written: its time and payload, the ancestry JSON
+/// lines carry, and what privacy changed in it.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) time: i64,
+    pub(crate) payload: Payload,
+    pub(crate) ancestry: Vec<ProcessRef>,
+    pub(crate) redactions: Vec<Redaction>,
+    pub(crate) pseudonymized: Vec<String>,
+}
+
+/// Time spent in one stage of the pipeline: (count, total ns, max ns).
+type Timing = (u64, u64, u64);
 
 pub(crate) struct Pipeline {
     pub(crate) enricher: Enricher,
@@ -71,6 +85,16 @@ pub(crate) struct Pipeline {
     pub(crate) blind_spots: BTreeMap<&'static str, (Instant, u64)>,
     /// CPU time used (ticks) and when, at the last health report.
     pub(crate) cpu_mark: (u64, Instant),
+    /// Privacy settings: pseudonyms, optional data (redaction lives in the enricher).
+    pub(crate) pseudonyms: Option<vigil_pseudonym::Pseudonymizer>,
+    pub(crate) optional: bool,
+    /// New settings when the tenant's policy changes.
+    pub(crate) privacy: Receiver<crate::privacy::Settings>,
+    /// Optional data: the features in use, time per stage since the last
+    /// report, the previous run's crash.
+    pub(crate) features: std::collections::HashMap<String, bool>,
+    pub(crate) stages: BTreeMap<&'static str, Timing>,
+    pub(crate) crash: Option<vigil_proto::v1::CrashReport>,
 }
 
 /// Identifies a rule set: BLAKE3 of its rule and correlation ids in order, and how many.
@@ -136,13 +160,18 @@ impl Pipeline {
         initial: Vec<(i64, Payload)>,
         stop: Arc<AtomicBool>,
     ) {
-        let mut pending: Vec<Pending> = initial
-            .into_iter()
-            .map(|(t, p)| (t, p, Vec::new()))
-            .collect();
+        let mut pending: Vec<Pending> = Vec::with_capacity(initial.len() + 1);
+        for (t, p) in initial {
+            self.admit(&mut pending, t, p);
+        }
         // Health at start too: what runs and what fell back is known at once.
         let h = self.health();
-        pending.push((now_ns(), Payload::Health(h), Vec::new()));
+        self.admit(&mut pending, now_ns(), Payload::Health(h));
+        // Optional data at start too: the features in use, a crash of the last run.
+        if self.optional {
+            let d = self.diagnostics(Duration::ZERO);
+            self.admit(&mut pending, now_ns(), Payload::Diagnostics(d));
+        }
         let mut last_flush = Instant::now();
         let mut last_health = Instant::now();
         let mut staged = Vec::new();
@@ -172,7 +201,30 @@ impl Pipeline {
                 if version != self.host.rules_version {
                     self.host.rules_version = version;
                     self.host.rules_loaded = loaded;
-                    pending.push((now_ns(), Payload::Host(self.host.clone()), Vec::new()));
+                    self.admit(&mut pending, now_ns(), Payload::Host(self.host.clone()));
+                }
+            }
+            if let Ok(s) = self.privacy.try_recv() {
+                let pseudonyms_changed = s.pseudonyms.is_some() != self.pseudonyms.is_some();
+                tracing::info!(
+                    policy = s.policy_version,
+                    pseudonyms = s.pseudonyms.is_some(),
+                    optional = s.optional,
+                    "Privacy settings applied"
+                );
+                self.enricher.set_redactor(s.redactor);
+                self.pseudonyms = s.pseudonyms;
+                let turned_on = s.optional && !self.optional;
+                self.optional = s.optional;
+                if turned_on {
+                    let d = self.diagnostics(last_health.elapsed());
+                    self.admit(&mut pending, now_ns(), Payload::Diagnostics(d));
+                }
+                self.features
+                    .insert("pseudonyms".into(), self.pseudonyms.is_some());
+                // The machine's description as it is now sent (pseudonymized or not).
+                if pseudonyms_changed {
+                    self.admit(&mut pending, now_ns(), Payload::Host(self.host.clone()));
                 }
             }
             // Drain what is already queued without waiting.
@@ -185,7 +237,13 @@ impl Pipeline {
             if last_health.elapsed() >= HEALTH_EVERY {
                 last_health = Instant::now();
                 let h = self.health();
-                pending.push((now_ns(), Payload::Health(h), Vec::new()));
+                self.admit(&mut pending, now_ns(), Payload::Health(h));
+                if self.optional {
+                    let d = self.diagnostics(HEALTH_EVERY);
+                    self.admit(&mut pending, now_ns(), Payload::Diagnostics(d));
+                } else {
+                    self.stages.clear();
+                }
                 // The machine's description is re-sent whenever part of it changed.
                 let mut host =
                     crate::collect::inventory::host_info(&self.host.machine_id, &self.host.boot_id);
@@ -193,7 +251,7 @@ impl Pipeline {
                 host.rules_loaded = self.host.rules_loaded;
                 if host != self.host {
                     self.host = host.clone();
-                    pending.push((now_ns(), Payload::Host(host), Vec::new()));
+                    self.admit(&mut pending, now_ns(), Payload::Host(host));
                 }
             }
             if urgent || pending.len() >= self.batch_max || last_flush.elapsed() >= self.flush_every
@@ -262,27 +320,91 @@ impl Pipeline {
         }
         let keep_ancestry = matches!(self.output, Output::Lines { .. });
         let mut raised = false;
+        let started = Instant::now();
         self.enricher.enrich(ev, staged);
-        for (t, payload) in staged.drain(..) {
-            let ancestry = match &payload {
-                Payload::ProcessStart(p) => self.enricher.ancestry(p.pid),
+        self.time("enrich", started);
+        for (t, mut payload) in staged.drain(..) {
+            let mut ancestry = match &payload {
+                Payload::ProcessStart(p) if keep_ancestry => self.enricher.ancestry(p.pid),
                 _ => Vec::new(),
             };
+            // Rules see what is sent: secrets replaced (in enrich), names pseudonymized.
+            let (redactions, pseudonymized) = self.prepare(&mut payload);
+            if let Some(p) = &self.pseudonyms {
+                for a in &mut ancestry {
+                    crate::privacy::process_ref(p, a);
+                }
+            }
+            let started = Instant::now();
             let detections = self.evaluator.evaluate(t, &payload, &ancestry);
-            pending.push((
-                t,
+            self.time("evaluate", started);
+            pending.push(Pending {
+                time: t,
                 payload,
-                if keep_ancestry { ancestry } else { Vec::new() },
-            ));
+                ancestry,
+                redactions,
+                pseudonymized,
+            });
             for d in detections {
                 tracing::info!(rule = %d.rule_id, title = %d.rule_title, level = %d.level,
                     command_line = d.process.as_ref().map(|p| p.command_line.as_str()).unwrap_or(""), "Detection");
                 let _ = self.detections.send(d.clone());
-                pending.push((t, Payload::Detection(d), Vec::new()));
+                self.admit(pending, t, Payload::Detection(d));
                 raised = true;
             }
         }
         raised
+    }
+
+    /// Applies the privacy settings to a record about to be evaluated or
+    /// written: what enrich redacted in it, and pseudonyms.
+    fn prepare(&mut self, payload: &mut Payload) -> (Vec<Redaction>, Vec<String>) {
+        let redactions = match &*payload {
+            Payload::ProcessStart(s) => self.enricher.take_redactions(&s.guid),
+            _ => Vec::new(),
+        };
+        let pseudonymized = match &self.pseudonyms {
+            Some(p) => crate::privacy::pseudonymize(p, payload),
+            None => Vec::new(),
+        };
+        (redactions, pseudonymized)
+    }
+
+    /// Queues a record that is not evaluated (host, health, detections, diagnostics).
+    fn admit(&mut self, pending: &mut Vec<Pending>, time: i64, mut payload: Payload) {
+        let (redactions, pseudonymized) = self.prepare(&mut payload);
+        pending.push(Pending {
+            time,
+            payload,
+            ancestry: Vec::new(),
+            redactions,
+            pseudonymized,
+        });
+    }
+
+    fn time(&mut self, stage: &'static str, started: Instant) {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let t = self.stages.entry(stage).or_default();
+        *t = (t.0 + 1, t.1.saturating_add(ns), t.2.max(ns));
+    }
+
+    /// Optional data: the performance trace since the last report, the
+    /// features in use, the previous run's crash (once).
+    fn diagnostics(&mut self, interval: Duration) -> SensorDiagnostics {
+        SensorDiagnostics {
+            interval_seconds: u32::try_from(interval.as_secs()).unwrap_or(u32::MAX),
+            stages: std::mem::take(&mut self.stages)
+                .into_iter()
+                .map(|(stage, (count, total_ns, max_ns))| StageTiming {
+                    stage: stage.to_owned(),
+                    count,
+                    total_ns,
+                    max_ns,
+                })
+                .collect(),
+            features: self.features.clone(),
+            crash: self.crash.take(),
+        }
     }
 
     /// Counts lost events of a source and, at most once a minute per source,
@@ -305,7 +427,7 @@ impl Pipeline {
         let d = blind_spot(source, std::mem::take(&mut entry.1));
         entry.0 = now;
         let _ = self.detections.send(d.clone());
-        pending.push((now_ns(), Payload::Detection(d), Vec::new()));
+        self.admit(pending, now_ns(), Payload::Detection(d));
         true
     }
 
@@ -314,12 +436,14 @@ impl Pipeline {
             return;
         }
         // A detection names the event it matched by that event's sequence number.
-        fn record(
-            seq: u64,
-            last_event_seq: &mut u64,
-            time_unix_ns: i64,
-            mut payload: Payload,
-        ) -> Record {
+        fn record(seq: u64, last_event_seq: &mut u64, p: Pending) -> Record {
+            let Pending {
+                time: time_unix_ns,
+                mut payload,
+                redactions,
+                pseudonymized,
+                ..
+            } = p;
             match &mut payload {
                 Payload::Detection(d) => {
                     for m in &mut d.matched {
@@ -335,14 +459,16 @@ impl Pipeline {
                 time_unix_ns,
                 level: crate::privacy::level_of(&payload) as i32,
                 payload: Some(payload),
-                ..Record::default()
+                redactions,
+                pseudonymized,
             }
         }
         let mut last_event_seq = 0;
+        let started = Instant::now();
         match &mut self.output {
             Output::Spool { spool, wake } => {
-                let result = spool.append(pending.drain(..), |seq, (t, payload, _)| {
-                    record(seq, &mut last_event_seq, t, payload).encode_to_vec()
+                let result = spool.append(pending.drain(..), |seq, p| {
+                    record(seq, &mut last_event_seq, p).encode_to_vec()
                 });
                 match result {
                     Ok(_) => wake.notify_one(),
@@ -357,9 +483,10 @@ impl Pipeline {
                 use std::io::Write;
                 let mut failed = 0u64;
                 let mut buf = Vec::with_capacity(64 * 1024);
-                for (t, payload, ancestry) in pending.drain(..) {
+                for mut p in pending.drain(..) {
                     *sequence += 1;
-                    let r = record(*sequence, &mut last_event_seq, t, payload);
+                    let ancestry = std::mem::take(&mut p.ancestry);
+                    let r = record(*sequence, &mut last_event_seq, p);
                     buf.clear();
                     let lines = vigil_evaluate::write_json_lines(&r, &ancestry, &mut buf);
                     if out.write_all(&buf).is_err() {
@@ -375,6 +502,7 @@ impl Pipeline {
                 }
             }
         }
+        self.time("write", started);
     }
 
     fn health(&mut self) -> SensorHealth {
@@ -467,6 +595,10 @@ mod tests {
     }
 
     fn pipeline(out: Shared) -> Pipeline {
+        with_output(Output::lines(Box::new(out)))
+    }
+
+    fn with_output(output: Output) -> Pipeline {
         let hasher = vigil_hash::FileHasher::new(vigil_hash::HashConfig::default(), None);
         Pipeline {
             enricher: Enricher::new("m".into(), "b".into(), hasher),
@@ -475,7 +607,7 @@ mod tests {
                 vigil_rules::EngineConfig::default(),
             ),
             reload: std::sync::mpsc::channel().1,
-            output: Output::lines(Box::new(out)),
+            output,
             host: vigil_proto::v1::HostInfo::default(),
             detections: broadcast::channel(16).0,
             flush_every: Duration::from_millis(100),
@@ -486,7 +618,174 @@ mod tests {
             totals: BTreeMap::new(),
             blind_spots: BTreeMap::new(),
             cpu_mark: (0, Instant::now()),
+            pseudonyms: None,
+            optional: false,
+            privacy: std::sync::mpsc::channel().1,
+            features: Default::default(),
+            stages: BTreeMap::new(),
+            crash: None,
         }
+    }
+
+    fn exec(pid: u32, uid: u32, argv: &[&str]) -> RawEvent {
+        RawEvent::Exec(crate::collect::ExecInfo {
+            pid,
+            ppid: 1,
+            unix_ns: 10,
+            uid,
+            euid: uid,
+            gid: 0,
+            egid: 0,
+            login_uid: u32::MAX,
+            session_id: 0,
+            tty: String::new(),
+            exe: b"/nonexistent/x".to_vec(),
+            cwd: b"/home/alice".to_vec(),
+            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            argv_truncated: false,
+            argv_missing: false,
+            start_ticks: None,
+            cgroup_id: 0,
+            container_id: String::new(),
+            origin: crate::collect::Origin::Kernel,
+        })
+    }
+
+    /// Writes what `events` make through a pipeline with `settings`; the spooled records.
+    fn spooled(settings: crate::privacy::Settings, events: Vec<RawEvent>) -> Vec<Record> {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(&dir.path().join("s.redb"), 1 << 24).unwrap());
+        let mut p = with_output(Output::Spool {
+            spool: Arc::clone(&spool),
+            wake: Arc::new(Notify::new()),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        p.privacy = rx;
+        tx.send(settings).unwrap();
+        p.crash = Some(vigil_proto::v1::CrashReport {
+            message: "boom".into(),
+            ..Default::default()
+        });
+        let (etx, erx) = std::sync::mpsc::sync_channel(16);
+        for e in events {
+            etx.send(e).unwrap();
+        }
+        drop(etx);
+        // The settings are taken in the loop: the events queued first still
+        // find them applied, since the loop drains the channel after one event.
+        let stop = Arc::new(AtomicBool::new(false));
+        p.run(erx, Vec::new(), stop);
+        spool
+            .read_after(0, 10_000, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| Record::decode(b.as_slice()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_carry_their_level_what_was_redacted_and_pseudonymized() {
+        let policy = vigil_proto::v1::SensorPolicy {
+            version: 1,
+            optional_data: false,
+            pseudonymize: true,
+            ..Default::default()
+        };
+        let cfg = crate::config::PrivacyConfig::default();
+        let events = || {
+            vec![
+                exec(4_100_001, 1000, &["true", "warmup"]),
+                exec(
+                    4_100_002,
+                    1000,
+                    &["mysql", "-pS3cret!", "--password=hunter2", "/home/alice/db"],
+                ),
+            ]
+        };
+        let records = spooled(
+            crate::privacy::settings(&cfg, &policy, Some([3; 32])),
+            events(),
+        );
+        let start = records
+            .iter()
+            .find_map(|r| match &r.payload {
+                Some(Payload::ProcessStart(s)) if s.pid == 4_100_002 => Some((r, s)),
+                _ => None,
+            })
+            .unwrap();
+        let (r, s) = start;
+        assert_eq!(r.level, vigil_proto::v1::DataLevel::Required as i32);
+        let mut rules: Vec<(&str, &str, u32)> = r
+            .redactions
+            .iter()
+            .map(|x| (x.field.as_str(), x.rule.as_str(), x.count))
+            .collect();
+        rules.sort();
+        assert_eq!(
+            rules,
+            [("argv", "option_value", 1), ("argv", "p_attached", 1)]
+        );
+        assert!(!s.command_line.contains("hunter2") && !s.command_line.contains("S3cret"));
+        assert_eq!(
+            r.pseudonymized,
+            ["user_name", "argv", "command_line", "cwd"]
+        );
+        assert!(s.user_name.starts_with("pnu-"), "{}", s.user_name);
+        assert!(!s.command_line.contains("alice"), "{}", s.command_line);
+        // Every record has its level; optional data is off: no diagnostics.
+        assert!(
+            records
+                .iter()
+                .all(|r| r.level == vigil_proto::v1::DataLevel::Required as i32)
+        );
+        assert!(
+            !records
+                .iter()
+                .any(|r| matches!(r.payload, Some(Payload::Diagnostics(_))))
+        );
+    }
+
+    #[test]
+    fn optional_diagnostics_are_sent_only_when_turned_on() {
+        let on = vigil_proto::v1::SensorPolicy {
+            version: 1,
+            optional_data: true,
+            ..Default::default()
+        };
+        let cfg = crate::config::PrivacyConfig::default();
+        let mut p = with_output(Output::lines(Box::new(Shared::default())));
+        let (mut staged, mut pending) = (Vec::new(), Vec::new());
+        p.process(exec(4_100_010, 0, &["true"]), &mut staged, &mut pending);
+        assert!(p.stages.contains_key("enrich") && p.stages.contains_key("evaluate"));
+        p.crash = Some(vigil_proto::v1::CrashReport {
+            message: "boom".into(),
+            ..Default::default()
+        });
+        let d = p.diagnostics(Duration::from_secs(60));
+        assert_eq!(d.crash.unwrap().message, "boom");
+        assert!(
+            d.stages
+                .iter()
+                .any(|s| s.stage == "evaluate" && s.count == 1)
+        );
+        assert!(p.stages.is_empty(), "each report covers its own interval");
+        assert!(
+            p.diagnostics(Duration::from_secs(60)).crash.is_none(),
+            "a crash is reported once"
+        );
+        assert_eq!(
+            crate::privacy::level_of(&Payload::Diagnostics(Default::default())),
+            vigil_proto::v1::DataLevel::Optional
+        );
+        // Through the whole pipeline: off by default, on by the policy, off
+        // again when this device's configuration says so.
+        let s = crate::privacy::settings(&cfg, &on, None);
+        assert!(s.optional);
+        let no = crate::config::PrivacyConfig {
+            optional_data: Some(false),
+            ..Default::default()
+        };
+        assert!(!crate::privacy::settings(&no, &on, None).optional);
     }
 
     #[test]
@@ -507,7 +806,7 @@ mod tests {
         assert!(!p.process(totals(160, 9), &mut staged, &mut pending));
         let blind: Vec<&Detection> = pending
             .iter()
-            .filter_map(|(_, pl, _)| match pl {
+            .filter_map(|p| match &p.payload {
                 Payload::Detection(d) => Some(d),
                 _ => None,
             })

@@ -111,21 +111,42 @@ pub(crate) async fn run(
     cfg: SensorConfig,
     identity: DeviceIdentity,
     running: Arc<Running>,
-    apply: impl Fn(RuleSet) + Send + 'static,
+    apply: impl Fn(RuleSet) + Send + Sync + 'static,
+    stop: watch::Receiver<bool>,
+) {
+    let mut state = (cfg, identity, running, apply, pin::Trust::default());
+    reconnecting(
+        "Rule watch",
+        stop,
+        &mut state,
+        |(cfg, id, running, apply, trust)| Box::pin(session(cfg, id, running, apply, trust)),
+    )
+    .await
+}
+
+/// One session of a watch: borrows the watch's state for as long as it runs.
+pub(crate) type Session<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Runs `session` again and again (a stream the server keeps open), with
+/// exponential backoff after each end, until `stop` turns true.
+pub(crate) async fn reconnecting<S: Send>(
+    what: &'static str,
     mut stop: watch::Receiver<bool>,
+    state: &mut S,
+    session: impl for<'a> Fn(&'a mut S) -> Session<'a>,
 ) {
     let mut backoff = Duration::from_millis(250);
-    let mut trust = pin::Trust::default();
     loop {
         if *stop.borrow() {
             return;
         }
         let outcome = tokio::select! {
-            r = session(&cfg, &identity, &running, &apply, &mut trust) => r,
+            r = session(state) => r,
             _ = stop.changed() => return,
         };
         if let Err(e) = outcome {
-            tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Rule watch interrupted");
+            tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what} interrupted");
         } else {
             backoff = Duration::from_millis(250);
         }
@@ -141,7 +162,7 @@ async fn session(
     cfg: &SensorConfig,
     identity: &DeviceIdentity,
     running: &Running,
-    apply: &impl Fn(RuleSet),
+    apply: &(impl Fn(RuleSet) + Sync),
     trust: &mut pin::Trust,
 ) -> Result<(), String> {
     let ca = trust.session_ca(cfg).map_err(|e| e.to_string())?;

@@ -191,9 +191,16 @@ pub async fn ensure_enrolled(
             )));
         }
     }
-    // Pinned before the identity, whose file marks enrollment complete.
+    // Pinned before the identity, whose file marks enrollment complete; so
+    // are the tenant's pseudonym key and privacy policy.
     pin::save(&cfg.data_dir, &ca)
         .map_err(|e| SensorError::Io(format!("saving the server CA: {e}")))?;
+    crate::privacy::save(
+        &cfg.data_dir,
+        Some(&resp.pseudonym_key),
+        &resp.policy.unwrap_or_default(),
+    )
+    .map_err(|e| SensorError::Io(format!("saving the privacy policy: {e}")))?;
     let id = DeviceIdentity {
         device_id: resp.device_id,
         tenant_id: resp.tenant_id,

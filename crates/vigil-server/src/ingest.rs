@@ -133,6 +133,13 @@ impl Ingest for IngestService {
                 .sign_device(&req.csr_pem, &identity, vigil_pki::DEVICE_CERT_VALIDITY)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let hostname: String = req.host.map(|h| h.hostname).unwrap_or_default().chars().take(255).collect();
+            // Under a policy of pseudonyms the registry keeps the host's
+            // pseudonym (the one its records will carry), never its name.
+            let (pseudonym_key, policy) = crate::privacy::for_enrollment(&shared, &tenant)?;
+            let hostname = match <[u8; 32]>::try_from(pseudonym_key.as_slice()) {
+                Ok(k) if policy.pseudonymize => vigil_pseudonym::Pseudonymizer::new(k).host(&hostname).into_owned(),
+                _ => hostname,
+            };
             shared
                 .control
                 .put_device(&DeviceRecord {
@@ -153,7 +160,6 @@ impl Ingest for IngestService {
                 &format!("hostname={hostname:?}"),
                 "ok",
             )?;
-            let (pseudonym_key, policy) = crate::privacy::for_enrollment(&shared, &tenant)?;
             Ok(Response::new(EnrollResponse {
                 device_id,
                 tenant_id: tenant,

@@ -150,6 +150,17 @@ mod tests {
             assert_eq!(head.payload == 0, r.payload.is_none());
             assert_eq!(Record::decode(b.as_slice()).unwrap().sequence, seq);
         }
+        // The level, as prost reads it.
+        let optional = Record {
+            sequence: 9,
+            level: vigil_proto::v1::DataLevel::Optional as i32,
+            payload: Some(Payload::Diagnostics(Default::default())),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let head = record_head(&optional).unwrap();
+        assert_eq!((head.level, head.payload), (2, 18));
+        assert_eq!(record_head(&rec(1, None)).unwrap().level, 0);
         // Repeated scalar: the last wins; oneof: the last payload wins.
         let mut b = rec(5, Some(Payload::Detection(Detection::default())));
         b.extend(rec(9, exit));
@@ -186,6 +197,7 @@ mod tests {
                 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
             ], // overlong varint
             vec![0x0a, 0x00], // sequence as bytes
+            vec![0x1a, 0x01, 0x02], // level as bytes
             vec![0x50, 0x01], // process_start (10) as a varint
             vec![0x52, 0x05, 0x01], // process_start longer than the record
             vec![0x00, 0x01], // field 0

@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use vigil_proto::v1::{
     FileEvent, FileOperation, NetworkConnection, Path as PbPath, ProcessExit, ProcessRef,
-    ProcessStart, record::Payload,
+    ProcessStart, Redaction, record::Payload,
 };
 
 /// Bound on tracked processes (a fork bomb cannot grow the table without end).
@@ -93,7 +93,13 @@ pub struct Enricher {
     redactor: vigil_redact::Redactor,
     /// Secrets replaced since start, by rule, for health.
     pub redacted: std::collections::BTreeMap<String, u64>,
+    /// What was redacted in each reported process's arguments, by GUID, until
+    /// the pipeline writes it on the record ([`Enricher::take_redactions`]).
+    redactions: HashMap<String, Vec<Redaction>>,
 }
+
+/// Notes of redactions waiting for their records, at most.
+const MAX_REDACTION_NOTES: usize = 4096;
 
 impl std::fmt::Debug for Enricher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,16 +153,28 @@ impl Enricher {
             exclude_exes: Vec::new(),
             redactor: vigil_redact::Redactor::default(),
             redacted: std::collections::BTreeMap::new(),
+            redactions: HashMap::new(),
         }
+    }
+
+    /// Replaces the redaction rules (the tenant's policy or the configuration changed).
+    pub fn set_redactor(&mut self, redactor: vigil_redact::Redactor) {
+        self.redactor = redactor;
+    }
+
+    /// What was redacted in the arguments of process `guid` (once).
+    pub fn take_redactions(&mut self, guid: &str) -> Vec<Redaction> {
+        self.redactions.remove(guid).unwrap_or_default()
     }
 
     /// Replaces secrets in `argv` (before it is hashed into a command line,
     /// evaluated, spooled or sent) and counts them.
-    fn redact(&mut self, argv: &mut [Vec<u8>]) {
+    fn redact(&mut self, argv: &mut [Vec<u8>]) -> vigil_redact::Redactions {
         let done = self.redactor.argv(argv);
         for (rule, n) in done.counts() {
             *self.redacted.entry(rule.clone()).or_default() += u64::from(*n);
         }
+        done
     }
 
     /// Excludes `pid` (the sensor) and every process it starts from the records.
@@ -356,7 +374,7 @@ impl Enricher {
     }
 
     fn exec(&mut self, mut info: ExecInfo, out: &mut Vec<(i64, Payload)>) {
-        self.redact(&mut info.argv);
+        let redacted = self.redact(&mut info.argv);
         let ticks = info
             .start_ticks
             .or_else(|| crate::collect::procfs::start_ticks(info.pid))
@@ -385,6 +403,21 @@ impl Enricher {
         self.insert(entry);
         if excluded {
             return;
+        }
+        if !redacted.is_empty() {
+            if self.redactions.len() >= MAX_REDACTION_NOTES {
+                self.redactions.clear();
+            }
+            let notes = redacted
+                .counts()
+                .iter()
+                .map(|(rule, count)| Redaction {
+                    field: "argv".into(),
+                    rule: rule.clone(),
+                    count: *count,
+                })
+                .collect();
+            self.redactions.insert(guid.clone(), notes);
         }
         // Hashed only for a process that is reported.
         let hashes = if info.exe.is_empty() {
