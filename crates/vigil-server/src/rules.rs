@@ -262,8 +262,9 @@ impl rules_server::Rules for RulesService {
                 grant: None,
             });
             let mut ended = reg.ended.clone();
-            // The published version the sensor runs, once it said.
+            // The published version the sensor runs, once it said; the last sent.
             let mut have: Option<u64> = None;
+            let mut sent: Option<u64> = None;
             loop {
                 // Which version to send now, if any.
                 let send: Option<u64> = tokio::select! {
@@ -319,9 +320,12 @@ impl rules_server::Rules for RulesService {
                         break;
                     }
                 };
-                if meta.version == running {
+                // The current version read for the sensor's first message and
+                // the publish that made it can both arrive: send it once.
+                if meta.version == running || sent == Some(meta.version) {
                     continue;
                 }
+                sent = Some(meta.version);
                 let update = RuleSetUpdate {
                     version: meta.version,
                     bundle: bundle.to_vec(),
