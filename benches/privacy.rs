@@ -49,8 +49,17 @@ fn exec(r: &mut Rng) -> (Vec<Vec<u8>>, String, String) {
     let argv: Vec<String> = match r.next() % 12 {
         0 => vec!["ls".into(), "-la".into(), format!("{home}/src/{f}")],
         1 => vec!["cat".into(), format!("{home}/notes/{f}.md")],
-        2 => vec!["grep".into(), "-rn".into(), format!("TODO-{f}"), format!("{home}/work")],
-        3 => vec!["python3".into(), format!("{home}/bin/job_{f}.py"), "--verbose".into()],
+        2 => vec![
+            "grep".into(),
+            "-rn".into(),
+            format!("TODO-{f}"),
+            format!("{home}/work"),
+        ],
+        3 => vec![
+            "python3".into(),
+            format!("{home}/bin/job_{f}.py"),
+            "--verbose".into(),
+        ],
         4 => vec![
             "curl".into(),
             "-sSL".into(),
@@ -58,12 +67,33 @@ fn exec(r: &mut Rng) -> (Vec<Vec<u8>>, String, String) {
             "-o".into(),
             format!("/tmp/{f}.tgz"),
         ],
-        5 => vec!["git".into(), "-C".into(), format!("{home}/repo"), "commit".into(), "-m".into(), format!("fix {f}")],
-        6 => vec!["ssh".into(), "-p".into(), "2222".into(), format!("deploy@10.0.{}.{}", r.next() % 255, r.next() % 255)],
-        7 => vec!["docker".into(), "run".into(), "--rm".into(), format!("registry.example.com/app:{f}")],
+        5 => vec![
+            "git".into(),
+            "-C".into(),
+            format!("{home}/repo"),
+            "commit".into(),
+            "-m".into(),
+            format!("fix {f}"),
+        ],
+        6 => vec![
+            "ssh".into(),
+            "-p".into(),
+            "2222".into(),
+            format!("deploy@10.0.{}.{}", r.next() % 255, r.next() % 255),
+        ],
+        7 => vec![
+            "docker".into(),
+            "run".into(),
+            "--rm".into(),
+            format!("registry.example.com/app:{f}"),
+        ],
         8 => vec!["sha256sum".into(), format!("{home}/Downloads/{f}.iso")],
         9 => vec!["/usr/lib/systemd/systemd-journald".into()],
-        10 => vec!["sh".into(), "-c".into(), format!("cd {home}/build && make -j2 TARGET={f}")],
+        10 => vec![
+            "sh".into(),
+            "-c".into(),
+            format!("cd {home}/build && make -j2 TARGET={f}"),
+        ],
         _ => vec!["vim".into(), format!("{home}/.config/{f}.toml")],
     };
     let mut argv: Vec<Vec<u8>> = argv.into_iter().map(String::into_bytes).collect();
@@ -92,7 +122,10 @@ fn main() {
     let defaults = Redactor::default();
     let tenant = Redactor::with_rules(&[
         ("ticket".into(), r"TKT-(?P<secret>[0-9]{6})".into()),
-        ("internal_key".into(), r"\bik_(?P<secret>[A-Za-z0-9]{24})\b".into()),
+        (
+            "internal_key".into(),
+            r"\bik_(?P<secret>[A-Za-z0-9]{24})\b".into(),
+        ),
     ])
     .unwrap_or_default();
     let p = Pseudonymizer::new([7u8; 32]);

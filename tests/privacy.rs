@@ -473,3 +473,199 @@ async fn pseudonyms_are_stable_in_a_tenant_unlinkable_across_tenants_and_optiona
     }
     server.stop().await;
 }
+
+/// The policy stream a device keeps open: the current policy when it holds
+/// an older one, each change at once, and its end when the device is revoked.
+/// No kernel needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_watching_the_policy_gets_each_change_until_it_is_revoked() {
+    let server = TestServer::start().await;
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
+    let admin = server
+        .control
+        .create_api_token(Some("acme"), vigil_store::Role::Admin, "admin", 0, "test")
+        .unwrap()
+        .0;
+    let (identity, device) = support::enroll(&server, "acme").await;
+    let mut privacy = PrivacyClient::new(server.channel(None).await.unwrap());
+    let set = |optional_data, pseudonymize, redact: Vec<vigil_proto::v1::RedactionPattern>| {
+        with_token(
+            SetPrivacyPolicyRequest {
+                optional_data,
+                pseudonymize,
+                redact,
+            },
+            &admin,
+        )
+    };
+    privacy
+        .set_privacy_policy(set(true, false, Vec::new()))
+        .await
+        .unwrap();
+    let mut ingest = server.ingest(Some(identity)).await;
+    let mut watch = ingest
+        .watch_policy(vigil_proto::v1::WatchPolicyRequest { version: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = async |w: &mut tonic::Streaming<vigil_proto::v1::SensorPolicy>| {
+        tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("within 5 s")
+    };
+    let p = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(
+        (p.version, p.optional_data, p.pseudonymize),
+        (1, true, false)
+    );
+    // A pattern that does not compile is refused naming it; nothing is sent.
+    let bad = vigil_proto::v1::RedactionPattern {
+        name: "ticket".into(),
+        regex: "TKT-(?P<secret>[0-9]+".into(),
+    };
+    let e = privacy
+        .set_privacy_policy(set(true, true, vec![bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("ticket"), "{}", e.message());
+    let good = vigil_proto::v1::RedactionPattern {
+        name: "ticket".into(),
+        regex: "TKT-(?P<secret>[0-9]+)".into(),
+    };
+    privacy
+        .set_privacy_policy(set(false, true, vec![good.clone()]))
+        .await
+        .unwrap();
+    let p = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(
+        (p.version, p.optional_data, p.pseudonymize),
+        (2, false, true)
+    );
+    assert_eq!(p.redact, [good]);
+    // A sensor that holds the current version is sent nothing on connect.
+    let mut current = ingest
+        .watch_policy(vigil_proto::v1::WatchPolicyRequest { version: 2 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), current.next())
+            .await
+            .is_err()
+    );
+    // Revoked: the stream ends with the reason.
+    vigil_proto::v1::admin_client::AdminClient::new(server.channel(None).await.unwrap())
+        .revoke_device(with_token(
+            vigil_proto::v1::RevokeDeviceRequest { device_id: device },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let end = next(&mut watch).await;
+    assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
+    server.stop().await;
+}
+
+/// A policy changed while a kernel sensor runs applies to the next records:
+/// pseudonyms from then on, optional data at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_changed_while_the_sensor_runs_applies_at_once() {
+    let name = "a_policy_changed_while_the_sensor_runs_applies_at_once";
+    let Some(_turn) = support::kernel_test(name).await else {
+        return;
+    };
+    let server = TestServer::start().await;
+    server
+        .control
+        .create_tenant(Some("acme"), "Acme", "local", 90)
+        .unwrap();
+    let admin = server
+        .control
+        .create_api_token(Some("acme"), vigil_store::Role::Admin, "admin", 0, "test")
+        .unwrap()
+        .0;
+    let enroll = server
+        .control
+        .create_enrollment_token("acme", Duration::from_secs(60), "test")
+        .unwrap()
+        .0;
+    let Some(sensor) = support::start_kernel_sensor(name, sensor_config(&server, &enroll)).await
+    else {
+        return;
+    };
+    let device = sensor.identity.as_ref().unwrap().device_id.clone();
+    let mut hunt = HuntClient::new(server.channel(None).await.unwrap());
+    // Runs a process naming a home directory until the server has it; its command line.
+    let run = async |hunt: &mut HuntClient<Channel>, marker: &str| {
+        let started = Instant::now();
+        loop {
+            std::process::Command::new("true")
+                .args(["/home/vigil-live-person/x", marker])
+                .status()
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let found = stored(hunt, &admin, "process_start", &device, Some(marker)).await;
+            if let Some(Payload::ProcessStart(s)) =
+                found.first().and_then(|r| record(r).payload.clone())
+            {
+                return s.command_line;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let all = stored(hunt, &admin, "", &device, None).await;
+                let last: Vec<String> = all
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .map(|r| format!("{:?}", record(r)))
+                    .collect();
+                panic!("{marker} never reached the server; last records: {last:#?}");
+            }
+        }
+    };
+    let pid = std::process::id();
+    let before = run(&mut hunt, &format!("vigil-live-{pid}-before")).await;
+    assert!(before.contains("/home/vigil-live-person/"), "{before}");
+    assert!(
+        stored(&mut hunt, &admin, "diagnostics", &device, None)
+            .await
+            .is_empty()
+    );
+    PrivacyClient::new(server.channel(None).await.unwrap())
+        .set_privacy_policy(with_token(
+            SetPrivacyPolicyRequest {
+                optional_data: true,
+                pseudonymize: true,
+                redact: Vec::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let after = run(&mut hunt, &format!("vigil-live-{pid}-after")).await;
+    let started = Instant::now();
+    let mut after = after;
+    // The policy reaches the sensor within moments; a command run just before is still plain.
+    while after.contains("vigil-live-person") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pseudonyms never applied: {after}"
+        );
+        after = run(
+            &mut hunt,
+            &format!("vigil-live-{pid}-after-{}", started.elapsed().as_millis()),
+        )
+        .await;
+    }
+    assert!(after.contains("/home/pnu-"), "{after}");
+    assert!(
+        !stored(&mut hunt, &admin, "diagnostics", &device, None)
+            .await
+            .is_empty()
+    );
+    sensor.shutdown().await;
+    server.stop().await;
+}
