@@ -18,24 +18,7 @@ use vigil_redact::Redactor;
 
 mod support;
 
-/// xorshift64*: the same inputs on every run, without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-    fn hex(&mut self, n: usize) -> String {
-        (0..n)
-            .map(|_| char::from(b"0123456789abcdef"[(self.next() % 16) as usize]))
-            .collect()
-    }
-}
+use support::events::Rng;
 
 const USERS: [&str; 8] = [
     "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
@@ -117,7 +100,7 @@ fn command_line(argv: &[Vec<u8>]) -> String {
 fn main() {
     let n = support::env_or("PRIVACY_BENCH_EXECS", 200_000) as usize;
     let runs = support::env_or("PRIVACY_BENCH_RUNS", 5) as usize;
-    let mut rng = Rng(0x5eed_cafe);
+    let mut rng = Rng::new(0x5eed_cafe);
     let execs: Vec<_> = (0..n).map(|_| exec(&mut rng)).collect();
     let defaults = Redactor::default();
     let tenant = Redactor::with_rules(&[

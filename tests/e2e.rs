@@ -227,20 +227,7 @@ async fn detections_made_while_the_server_is_down_arrive_once_after_it_returns()
         return;
     };
     let server = TestServer::start().await;
-    server
-        .control
-        .create_tenant(Some("acme"), "Acme", "local", 90)
-        .unwrap();
-    let analyst = server
-        .control
-        .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
-        .map(|t| t.0)
-        .unwrap();
-    let token = server
-        .control
-        .create_enrollment_token("acme", Duration::from_secs(60), "test")
-        .map(|t| t.0)
-        .unwrap();
+    let (analyst, token) = server.tenant("acme", vigil_store::Role::Analyst);
     let Some(sensor) = support::start_kernel_sensor(
         "detections_made_while_the_server_is_down_arrive_once_after_it_returns",
         sensor_config(&server, &token),

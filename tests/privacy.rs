@@ -103,20 +103,7 @@ async fn a_secret_in_a_command_line_never_reaches_the_spool_or_the_server() {
         return;
     };
     let server = TestServer::start().await;
-    server
-        .control
-        .create_tenant(Some("acme"), "Acme", "local", 90)
-        .unwrap();
-    let analyst = server
-        .control
-        .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
-        .map(|t| t.0)
-        .unwrap();
-    let enroll = server
-        .control
-        .create_enrollment_token("acme", Duration::from_secs(60), "test")
-        .map(|t| t.0)
-        .unwrap();
+    let (analyst, enroll) = server.tenant("acme", vigil_store::Role::Analyst);
     let logs = logs();
     let pid = std::process::id();
     let marker = format!("vigil-privacy-{pid}");
@@ -280,24 +267,10 @@ async fn pseudonyms_are_stable_in_a_tenant_unlinkable_across_tenants_and_optiona
         return;
     };
     let server = TestServer::start().await;
-    let mut tokens = Vec::new();
-    for t in ["acme", "globex"] {
-        server
-            .control
-            .create_tenant(Some(t), t, "local", 90)
-            .unwrap();
-        let admin = server
-            .control
-            .create_api_token(Some(t), vigil_store::Role::Admin, "admin", 0, "test")
-            .unwrap()
-            .0;
-        let enroll = server
-            .control
-            .create_enrollment_token(t, Duration::from_secs(300), "test")
-            .unwrap()
-            .0;
-        tokens.push((admin, enroll));
-    }
+    let tokens = [
+        server.tenant("acme", vigil_store::Role::Admin),
+        server.tenant("globex", vigil_store::Role::Admin),
+    ];
     let analyst = server
         .control
         .create_api_token(Some("acme"), vigil_store::Role::Analyst, "a", 0, "test")
@@ -480,15 +453,7 @@ async fn pseudonyms_are_stable_in_a_tenant_unlinkable_across_tenants_and_optiona
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_watching_the_policy_gets_each_change_until_it_is_revoked() {
     let server = TestServer::start().await;
-    server
-        .control
-        .create_tenant(Some("acme"), "Acme", "local", 90)
-        .unwrap();
-    let admin = server
-        .control
-        .create_api_token(Some("acme"), vigil_store::Role::Admin, "admin", 0, "test")
-        .unwrap()
-        .0;
+    let (admin, _) = server.tenant("acme", vigil_store::Role::Admin);
     let (identity, device) = support::enroll(&server, "acme").await;
     let mut privacy = PrivacyClient::new(server.channel(None).await.unwrap());
     let set = |optional_data, pseudonymize, redact: Vec<vigil_proto::v1::RedactionPattern>| {
@@ -579,20 +544,7 @@ async fn a_policy_changed_while_the_sensor_runs_applies_at_once() {
         return;
     };
     let server = TestServer::start().await;
-    server
-        .control
-        .create_tenant(Some("acme"), "Acme", "local", 90)
-        .unwrap();
-    let admin = server
-        .control
-        .create_api_token(Some("acme"), vigil_store::Role::Admin, "admin", 0, "test")
-        .unwrap()
-        .0;
-    let enroll = server
-        .control
-        .create_enrollment_token("acme", Duration::from_secs(60), "test")
-        .unwrap()
-        .0;
+    let (admin, enroll) = server.tenant("acme", vigil_store::Role::Admin);
     let Some(sensor) = support::start_kernel_sensor(name, sensor_config(&server, &enroll)).await
     else {
         return;

@@ -20,7 +20,7 @@ impl Rng {
     pub fn pick<'a>(&mut self, xs: &'a [&'a str]) -> &'a str {
         xs[(self.next() % xs.len() as u64) as usize]
     }
-    fn hex(&mut self, n: usize) -> String {
+    pub fn hex(&mut self, n: usize) -> String {
         (0..n)
             .map(|_| char::from(b"0123456789abcdef"[(self.next() % 16) as usize]))
             .collect()

@@ -102,6 +102,25 @@ impl TestServer {
         }
     }
 
+    /// Creates tenant `id` in the local region; an API token of `role` for
+    /// it and an enrollment token (valid five minutes).
+    pub fn tenant(&self, id: &str, role: vigil_store::Role) -> (String, String) {
+        self.control
+            .create_tenant(Some(id), id, "local", 90)
+            .expect("tenant");
+        let api = self
+            .control
+            .create_api_token(Some(id), role, "test", 0, "test")
+            .expect("api token")
+            .0;
+        let enroll = self
+            .control
+            .create_enrollment_token(id, std::time::Duration::from_secs(300), "test")
+            .expect("enrollment token")
+            .0;
+        (api, enroll)
+    }
+
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.addr)
     }

@@ -629,25 +629,10 @@ mod tests {
 
     fn exec(pid: u32, uid: u32, argv: &[&str]) -> RawEvent {
         RawEvent::Exec(crate::collect::ExecInfo {
-            pid,
-            ppid: 1,
-            unix_ns: 10,
             uid,
             euid: uid,
-            gid: 0,
-            egid: 0,
-            login_uid: u32::MAX,
-            session_id: 0,
-            tty: String::new(),
-            exe: b"/nonexistent/x".to_vec(),
             cwd: b"/home/alice".to_vec(),
-            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            argv_truncated: false,
-            argv_missing: false,
-            start_ticks: None,
-            cgroup_id: 0,
-            container_id: String::new(),
-            origin: crate::collect::Origin::Kernel,
+            ..crate::enrich::test_exec(pid, 1, 10, argv)
         })
     }
 

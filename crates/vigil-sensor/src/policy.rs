@@ -34,10 +34,7 @@ async fn session(
     apply: &(impl Fn(SensorPolicy) + Sync),
     trust: &mut pin::Trust,
 ) -> Result<(), String> {
-    let ca = trust.session_ca(cfg).map_err(|e| e.to_string())?;
-    let ch = crate::uplink::channel(cfg, &ca.pem, Some(identity))
-        .await
-        .map_err(|e| e.to_string())?;
+    let ch = crate::published::device_channel(cfg, identity, trust).await?;
     let mut updates = IngestClient::new(ch)
         .watch_policy(WatchPolicyRequest { version: *held })
         .await

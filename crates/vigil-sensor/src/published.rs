@@ -124,6 +124,18 @@ pub(crate) async fn run(
     .await
 }
 
+/// A connection under the device's identity, to the pinned server, for a watch.
+pub(crate) async fn device_channel(
+    cfg: &SensorConfig,
+    identity: &DeviceIdentity,
+    trust: &mut pin::Trust,
+) -> Result<tonic::transport::Channel, String> {
+    let ca = trust.session_ca(cfg).map_err(|e| e.to_string())?;
+    crate::uplink::channel(cfg, &ca.pem, Some(identity))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// One session of a watch: borrows the watch's state for as long as it runs.
 pub(crate) type Session<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
@@ -165,10 +177,7 @@ async fn session(
     apply: &(impl Fn(RuleSet) + Sync),
     trust: &mut pin::Trust,
 ) -> Result<(), String> {
-    let ca = trust.session_ca(cfg).map_err(|e| e.to_string())?;
-    let ch = crate::uplink::channel(cfg, &ca.pem, Some(identity))
-        .await
-        .map_err(|e| e.to_string())?;
+    let ch = device_channel(cfg, identity, trust).await?;
     let mut client = RulesClient::new(ch)
         .max_decoding_message_size(cfg.uplink.max_message_bytes.max(vigil_rules_max()))
         .max_encoding_message_size(cfg.uplink.max_message_bytes);

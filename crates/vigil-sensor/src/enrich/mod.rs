@@ -559,6 +559,32 @@ impl Enricher {
     }
 }
 
+/// An exec of a root process running `/nonexistent/x` in `/`, for tests.
+#[cfg(test)]
+pub(crate) fn test_exec(pid: u32, ppid: u32, t: i64, argv: &[&str]) -> ExecInfo {
+    ExecInfo {
+        pid,
+        ppid,
+        unix_ns: t,
+        uid: 0,
+        euid: 0,
+        gid: 0,
+        egid: 0,
+        login_uid: u32::MAX,
+        session_id: 0,
+        tty: String::new(),
+        exe: b"/nonexistent/x".to_vec(),
+        cwd: b"/".to_vec(),
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        argv_truncated: false,
+        argv_missing: false,
+        start_ticks: None,
+        cgroup_id: 0,
+        container_id: String::new(),
+        origin: crate::collect::Origin::Kernel,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,27 +601,7 @@ mod tests {
     }
 
     fn exec(pid: u32, ppid: u32, t: i64, argv: &[&str]) -> RawEvent {
-        RawEvent::Exec(ExecInfo {
-            pid,
-            ppid,
-            unix_ns: t,
-            uid: 0,
-            euid: 0,
-            gid: 0,
-            egid: 0,
-            login_uid: u32::MAX,
-            session_id: 0,
-            tty: String::new(),
-            exe: b"/nonexistent/x".to_vec(),
-            cwd: b"/".to_vec(),
-            argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            argv_truncated: false,
-            argv_missing: false,
-            start_ticks: None,
-            cgroup_id: 0,
-            container_id: String::new(),
-            origin: Origin::Kernel,
-        })
+        RawEvent::Exec(super::test_exec(pid, ppid, t, argv))
     }
 
     #[test]
