@@ -81,7 +81,7 @@ fn exec(r: &mut Rng) -> (Vec<Vec<u8>>, String, String) {
     };
     let mut argv: Vec<Vec<u8>> = argv.into_iter().map(String::into_bytes).collect();
     // 2% carry a secret, in one of the forms the defaults know.
-    if r.next() % 50 == 0 {
+    if r.next().is_multiple_of(50) {
         let secret = r.hex(16);
         argv.push(match r.next() % 4 {
             0 => format!("--password={secret}").into_bytes(),
