@@ -588,7 +588,6 @@ pub(crate) fn test_exec(pid: u32, ppid: u32, t: i64, argv: &[&str]) -> ExecInfo 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Origin;
 
     fn test_hasher() -> vigil_hash::FileHasher {
         vigil_hash::FileHasher::new(
