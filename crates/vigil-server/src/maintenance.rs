@@ -122,6 +122,15 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
             let _ = tokio::task::spawn_blocking(move || {
                 for t in shared.control.tenants().unwrap_or_default() {
                     crate::metrics::store_bytes(&t.id, shared.control.tenant_size(&t));
+                    // Only a tenant whose region this server serves has a store here.
+                    if shared.control.tenant_dir(&t).is_ok()
+                        && let Ok(c) = shared
+                            .control
+                            .tenant_store(&t.id)
+                            .and_then(|s| s.level_counts())
+                    {
+                        crate::metrics::records_held(&t.id, c.required_records, c.optional_records);
+                    }
                 }
             })
             .await;

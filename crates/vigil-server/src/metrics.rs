@@ -18,6 +18,7 @@
 //! | `vigil_ingest_batch_seconds` | histogram | |
 //! | `vigil_refused_calls_total` | counter | `reason` |
 //! | `vigil_store_bytes` | gauge | `tenant` |
+//! | `vigil_records_held` | gauge | `tenant`, `level` |
 //! | `vigil_api_call_seconds` | histogram | `method` |
 //! | `vigil_sensor_streams_open` | gauge | |
 
@@ -107,6 +108,10 @@ fn describe() {
         Unit::Bytes,
         "Size of a tenant's store on disk."
     );
+    describe_gauge!(
+        "vigil_records_held",
+        "Records a tenant's store holds, by data level (required, optional)."
+    );
     describe_histogram!(
         "vigil_api_call_seconds",
         Unit::Seconds,
@@ -171,6 +176,14 @@ pub(crate) fn store_bytes(tenant: &str, bytes: u64) {
     ::metrics::gauge!("vigil_store_bytes", "tenant" => tenant.to_owned()).set(bytes as f64);
 }
 
+/// What `tenant`'s store holds per data level now.
+pub(crate) fn records_held(tenant: &str, required: u64, optional: u64) {
+    for (level, n) in [("required", required), ("optional", optional)] {
+        ::metrics::gauge!("vigil_records_held", "tenant" => tenant.to_owned(), "level" => level)
+            .set(n as f64);
+    }
+}
+
 /// An analyst or administration call to `method` (e.g. `ListAlerts`) took `seconds`.
 pub(crate) fn api_call(method: &'static str, seconds: f64) {
     ::metrics::histogram!("vigil_api_call_seconds", "method" => method).record(seconds);
@@ -196,6 +209,7 @@ mod tests {
         refused("unauthenticated");
         refused_status(&tonic::Status::internal("x"));
         store_bytes("acme", 1);
+        records_held("acme", 1, 0);
         api_call("ListAlerts", 0.1);
         streams_open(1);
         streams_open(-1);
