@@ -8,8 +8,16 @@
 //!
 //! What it is not: it does not know what a record is (bytes in, bytes out), and
 //! does no networking.
+//!
+//! [`SpoolView`] opens a spool read only, for `vigil-sensor inspect` while the
+//! sensor is stopped: it never writes to the file (redb refuses to open one
+//! that needs repair rather than repair it), and it cannot open a spool a
+//! running sensor holds.
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -30,6 +38,12 @@ pub enum SpoolError {
     OutOfOrder { seq: u64, next: u64 },
     #[error("a single record of {0} bytes exceeds the spool capacity")]
     TooLarge(usize),
+    #[error("the spool is open in another process (a running sensor)")]
+    InUse,
+    #[error(
+        "the spool was not closed cleanly (the sensor stopped abruptly); the sensor repairs it at its next start, and a read-only open does not"
+    )]
+    NeedsRepair,
 }
 
 macro_rules! db_err {
@@ -146,19 +160,7 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
-        let tx = self.db.begin_read()?;
-        let recs = tx.open_table(RECORDS)?;
-        let mut out = Vec::new();
-        let mut size = 0;
-        for item in recs.range(after.saturating_add(1)..)? {
-            let (k, v) = item?;
-            if out.len() >= max_records || (size > 0 && size + v.value().len() > max_bytes) {
-                break;
-            }
-            size += v.value().len();
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        read_after(&self.db, after, max_records, max_bytes)
     }
 
     /// Removes every record with sequence ≤ `seq`: the server holds them.
@@ -186,18 +188,81 @@ impl Spool {
     }
 
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
-        let tx = self.db.begin_read()?;
-        let recs = tx.open_table(RECORDS)?;
-        let meta = tx.open_table(META)?;
-        let get =
-            |k| -> Result<u64, SpoolError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
-        Ok(SpoolStats {
-            records: recs.len()?,
-            bytes: get(BYTES)?,
-            dropped: get(DROPPED)?,
-            next_seq: get(NEXT_SEQ)?,
-        })
+        stats(&self.db)
     }
+}
+
+/// A spool opened read only: what it holds, and nothing else.
+pub struct SpoolView {
+    db: ReadOnlyDatabase,
+}
+
+impl std::fmt::Debug for SpoolView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolView").finish_non_exhaustive()
+    }
+}
+
+impl SpoolView {
+    /// Opens an existing spool without changing it. Fails with
+    /// [`SpoolError::InUse`] while a sensor has it open.
+    pub fn open(path: &Path) -> Result<SpoolView, SpoolError> {
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => Ok(SpoolView { db }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(SpoolError::InUse),
+            Err(redb::DatabaseError::RepairAborted) => Err(SpoolError::NeedsRepair),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// As [`Spool::read_after`].
+    pub fn read_after(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+        read_after(&self.db, after, max_records, max_bytes)
+    }
+
+    /// As [`Spool::stats`].
+    pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
+        stats(&self.db)
+    }
+}
+
+fn read_after(
+    db: &impl ReadableDatabase,
+    after: u64,
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+    let tx = db.begin_read()?;
+    let recs = tx.open_table(RECORDS)?;
+    let mut out = Vec::new();
+    let mut size = 0;
+    for item in recs.range(after.saturating_add(1)..)? {
+        let (k, v) = item?;
+        if out.len() >= max_records || (size > 0 && size + v.value().len() > max_bytes) {
+            break;
+        }
+        size += v.value().len();
+        out.push((k.value(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn stats(db: &impl ReadableDatabase) -> Result<SpoolStats, SpoolError> {
+    let tx = db.begin_read()?;
+    let recs = tx.open_table(RECORDS)?;
+    let meta = tx.open_table(META)?;
+    let get = |k| -> Result<u64, SpoolError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+    Ok(SpoolStats {
+        records: recs.len()?,
+        bytes: get(BYTES)?,
+        dropped: get(DROPPED)?,
+        next_seq: get(NEXT_SEQ)?,
+    })
 }
 
 #[cfg(test)]
@@ -241,6 +306,31 @@ mod tests {
             s.append(0..1, bytes(11)),
             Err(SpoolError::TooLarge(11))
         ));
+    }
+
+    #[test]
+    fn a_read_only_view_lists_what_a_closed_spool_holds_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spool.redb");
+        {
+            let s = Spool::open(&p, 1 << 20).unwrap();
+            s.append(0..5, bytes(8)).unwrap();
+            s.ack_through(2).unwrap();
+            // A running sensor holds the file: the view cannot open it.
+            assert!(matches!(SpoolView::open(&p), Err(SpoolError::InUse)));
+        }
+        let before = std::fs::read(&p).unwrap();
+        let v = SpoolView::open(&p).unwrap();
+        let all = v.read_after(0, 100, 1 << 20).unwrap();
+        assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(all[0].1, vec![3u8; 8]);
+        let st = v.stats().unwrap();
+        assert_eq!((st.records, st.bytes, st.next_seq), (3, 24, 6));
+        drop(v);
+        assert_eq!(std::fs::read(&p).unwrap(), before, "not a byte changed");
+        // And the sensor opens it again as before.
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(s.stats().unwrap().records, 3);
     }
 
     #[test]
