@@ -25,13 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Records of a raw batch stay slices of the received message.
         .bytes(".vigil.v1.RawRecordBatch.records")
         .compile_fds(fds)?;
-    // The Ingest server once more, reading Stream's batches as RawRecordBatch
+    // The Ingest service once more, with Stream's batches as RawRecordBatch
     // (same service, same wire format); every message is the one generated above.
+    // The server reads batches so, and sensors send their spooled bytes so.
     let raw = out.join("raw");
     std::fs::create_dir_all(&raw)?;
     tonic_prost_build::configure()
         .build_server(true)
-        .build_client(false)
+        .build_client(true)
         .extern_path(".vigil.v1", "crate::v1")
         .extern_path(".vigil.v1.RecordBatch", "crate::v1::RawRecordBatch")
         .out_dir(&raw)

@@ -9,9 +9,10 @@
 pub mod v1 {
     tonic::include_proto!("vigil.v1");
 
-    /// The Ingest server once more, as the server implements it: `Stream`
-    /// reads each batch as a [`RawRecordBatch`] (the same wire format as
-    /// `RecordBatch`, records left as bytes). Every message is `v1`'s.
+    /// The Ingest service once more, as the server implements it and as
+    /// sensors call it: `Stream` carries each batch as a [`RawRecordBatch`]
+    /// (the same wire format as `RecordBatch`, records left as bytes), so a
+    /// record travels as the bytes the sensor spooled. Every message is `v1`'s.
     pub mod raw {
         include!(concat!(env!("OUT_DIR"), "/raw/vigil.v1.rs"));
     }

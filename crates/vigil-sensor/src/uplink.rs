@@ -19,7 +19,10 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_stream::StreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use vigil_proto::v1::{EnrollRequest, HostInfo, Record, RecordBatch, ingest_client::IngestClient};
+use vigil_proto::v1::{
+    EnrollRequest, HostInfo, RawRecordBatch, Record, ingest_client::IngestClient,
+    raw::ingest_client::IngestClient as RawIngestClient,
+};
 use vigil_spool::Spool;
 
 /// Batches sent but not yet acknowledged, at most.
@@ -37,6 +40,10 @@ pub struct UplinkStatus {
     pub connected: bool,
     /// Why the last session failed to open or ended, if one did.
     pub last_error: Option<String>,
+    /// When the server last acknowledged a batch (Unix ns; 0: not yet), and
+    /// the sequence number it then held records through.
+    pub last_ack_unix_ns: i64,
+    pub acked_through: u64,
 }
 
 /// What enrollment left on disk.
@@ -259,10 +266,12 @@ async fn session(
 ) -> Result<(), SensorError> {
     let ca = trust.session_ca(cfg)?;
     let ch = channel(cfg, &ca.pem, Some(identity)).await?;
-    let mut client = IngestClient::new(ch)
+    // Records are sent as the bytes spooled (never decoded and encoded again,
+    // which could reorder map entries): what `inspect` shows is what is sent.
+    let mut client = RawIngestClient::new(ch)
         .max_decoding_message_size(cfg.uplink.max_message_bytes)
         .max_encoding_message_size(cfg.uplink.max_message_bytes);
-    let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(MAX_IN_FLIGHT);
+    let (tx, rx) = tokio::sync::mpsc::channel::<RawRecordBatch>(MAX_IN_FLIGHT);
     let mut acks = client
         .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -305,13 +314,13 @@ async fn session(
             let mut records = Vec::with_capacity(recs.len());
             for (seq, bytes) in recs {
                 match <Record as prost::Message>::decode(bytes.as_slice()) {
-                    Ok(r) => records.push(r),
+                    Ok(_) => records.push(bytes.into()),
                     // Our own spool, but a disk can rot: skip what cannot be read rather than wedge.
                     Err(e) => tracing::error!(seq, error = %e, "Corrupt spool record skipped"),
                 }
             }
             batch_id += 1;
-            tx.send(RecordBatch { batch_id, records })
+            tx.send(RawRecordBatch { batch_id, records })
                 .await
                 .map_err(|_| SensorError::Transport("stream closed".into()))?;
             in_flight.push_back((batch_id, last));
@@ -329,6 +338,10 @@ async fn session(
                 }
                 let sp = Arc::clone(spool);
                 let through = ack.stored_through;
+                status.send_modify(|s| {
+                    s.last_ack_unix_ns = crate::pipeline::now_ns();
+                    s.acked_through = through;
+                });
                 tokio::task::spawn_blocking(move || sp.ack_through(through))
                     .await
                     .map_err(|e| SensorError::Io(e.to_string()))?
