@@ -25,6 +25,7 @@ mod json;
 mod network;
 mod process;
 mod source;
+mod summary;
 
 pub use auditd::{AuditExecve, AuditPath, AuditSyscall};
 pub use coverage::{Coverage, NotFed, coverage};
@@ -34,6 +35,7 @@ pub use json::{RECORD_KINDS, record_kind, to_json_lines, write_json_lines};
 pub use network::NetworkEvent;
 pub use process::ProcessCreation;
 pub use source::{SigmaEvent, Source, for_each_event};
+pub use summary::summary;
 
 use std::borrow::Cow;
 use vigil_proto::v1::Path as PbPath;
