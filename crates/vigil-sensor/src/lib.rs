@@ -12,6 +12,7 @@
 mod builtin;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod enrich;
 
 mod pipeline;
@@ -20,6 +21,7 @@ mod privacy;
 mod published;
 pub mod reload;
 pub mod uplink;
+pub mod viewer;
 
 use collect::{
     Origin, RawEvent, audit::AuditSource, inventory, proc_connector::ProcConnector, procfs,
@@ -75,6 +77,9 @@ pub struct Sensor {
     /// New privacy settings for the pipeline, and the watch of the tenant's policy.
     privacy: std::sync::mpsc::Sender<privacy::Settings>,
     policy_watch: Option<tokio::task::JoinHandle<()>>,
+    /// The pipeline's side of the control socket, and the socket.
+    hooks: control::Hooks,
+    control: Option<control::Server>,
 }
 
 impl std::fmt::Debug for Sensor {
@@ -113,6 +118,7 @@ impl Sensor {
             &cfg.data_dir.join("spool.redb"),
             cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
         )?);
+        let control_spool = Arc::clone(&spool);
         let wake = Arc::new(Notify::new());
         let mut sensor = Self::launch(
             &cfg,
@@ -175,6 +181,18 @@ impl Sensor {
             },
             sensor.stop_tx.subscribe(),
         )));
+        sensor.control = control::Server::start_or_warn(control::Context {
+            hooks: sensor.hooks.clone(),
+            data_dir: cfg.data_dir.clone(),
+            spool: Some((
+                control_spool,
+                cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
+            )),
+            uplink: sensor.uplink_status.clone(),
+            endpoint: cfg.server().ok().map(|s| s.endpoint.clone()),
+            device: Some((identity.device_id.clone(), identity.tenant_id.clone())),
+            published: Arc::clone(&sensor.published),
+        });
         sensor.identity = Some(identity);
         Ok(sensor)
     }
@@ -189,7 +207,17 @@ impl Sensor {
             .map_err(|e| SensorError::Io(format!("data_dir {}: {e}", cfg.data_dir.display())))?;
         let (machine_id, boot_id) = procfs::machine_and_boot_id();
         let host = inventory::host_info(&machine_id, &boot_id);
-        Self::launch(&cfg, host, pipeline::Output::lines(out))
+        let mut sensor = Self::launch(&cfg, host, pipeline::Output::lines(out))?;
+        sensor.control = control::Server::start_or_warn(control::Context {
+            hooks: sensor.hooks.clone(),
+            data_dir: cfg.data_dir.clone(),
+            spool: None,
+            uplink: None,
+            endpoint: None,
+            device: None,
+            published: Arc::clone(&sensor.published),
+        });
+        Ok(sensor)
     }
 
     /// Rules, collectors and the pipeline thread, writing to `output`.
@@ -528,6 +556,7 @@ impl Sensor {
         }
 
         let (detections, _) = broadcast::channel(1024);
+        let hooks = control::Hooks::default();
         let pipe = pipeline::Pipeline {
             enricher,
             evaluator: vigil_evaluate::Evaluator::new(
@@ -555,6 +584,7 @@ impl Sensor {
             features,
             stages: BTreeMap::new(),
             crash,
+            hooks: hooks.clone(),
         };
         let pstop = Arc::clone(&stop);
         threads.push(spawn("vigil-pipeline", move || {
@@ -579,6 +609,8 @@ impl Sensor {
             uplink_status: None,
             privacy: privacy_tx,
             policy_watch: None,
+            hooks,
+            control: None,
         })
     }
 
@@ -610,6 +642,10 @@ impl Sensor {
             }
         })
         .await;
+        // Followers have what the pipeline flushed last; they are told it stops.
+        if let Some(c) = self.control.take() {
+            c.shutdown().await;
+        }
         let _ = self.stop_tx.send(true);
         if let Some(u) = self.uplink.take() {
             let _ = u.await;

@@ -1,5 +1,6 @@
 //! `vigil-sensor`: runs the sensor until interrupted — connected to a server
-//! (`--config FILE`), or standalone (`run --output jsonl[=FILE]`).
+//! (`--config FILE`), or standalone (`run --output jsonl[=FILE]`); `inspect`
+//! and `status` show what a running (or stopped) sensor sends and does.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -31,6 +32,30 @@ enum Command {
         #[arg(long, default_value = "/var/lib/vigil")]
         data_dir: PathBuf,
     },
+    /// Shows the records exactly as spooled and sent, with their level and
+    /// what was redacted or pseudonymized: every record the spool holds, then
+    /// (--follow) each one as it is spooled. A stopped sensor's spool is read
+    /// read only.
+    Inspect {
+        /// Then every record as the sensor spools it, until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object a line: the record decoded, and its exact bytes (`bytes_b64`).
+        #[arg(long)]
+        json: bool,
+        /// The sensor's data directory (default: the configuration's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The running sensor's sources, fallbacks, rules, spool, losses and
+    /// connection; exit code 3 when it is not running.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// The sensor's data directory (default: the configuration's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "/etc/vigil/sensor.toml";
@@ -50,6 +75,50 @@ fn output(spec: &str) -> anyhow::Result<Box<dyn std::io::Write + Send>> {
     }
 }
 
+/// `inspect` and `status`: their exit code, or `None` for the other commands.
+async fn viewer(args: &Args) -> anyhow::Result<Option<i32>> {
+    let (data_dir, config) = match &args.command {
+        Some(Command::Inspect { data_dir, .. } | Command::Status { data_dir, .. }) => {
+            let config = match (&args.config, data_dir) {
+                (Some(path), _) => Some(vigil_sensor::SensorConfig::load(path)?),
+                (None, None) if std::path::Path::new(DEFAULT_CONFIG).exists() => Some(
+                    vigil_sensor::SensorConfig::load(std::path::Path::new(DEFAULT_CONFIG))?,
+                ),
+                (None, _) => None,
+            };
+            let dir = data_dir
+                .clone()
+                .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
+                .unwrap_or_else(|| PathBuf::from("/var/lib/vigil"));
+            (dir, config)
+        }
+        _ => return Ok(None),
+    };
+    let code = match &args.command {
+        Some(Command::Inspect { follow, json, .. }) => {
+            let opts = vigil_sensor::viewer::InspectOptions {
+                data_dir,
+                follow: *follow,
+                json: *json,
+            };
+            let (mut out, mut note) = (std::io::stdout().lock(), std::io::stderr());
+            tokio::select! {
+                r = vigil_sensor::viewer::inspect(&opts, &mut out, &mut note) => r?,
+                r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; 0 }
+            }
+        }
+        _ => {
+            let opts = vigil_sensor::viewer::StatusOptions {
+                data_dir,
+                json: matches!(args.command, Some(Command::Status { json: true, .. })),
+                endpoint: config.and_then(|c| c.server.map(|s| s.endpoint)),
+            };
+            vigil_sensor::viewer::status(&opts, &mut std::io::stdout().lock()).await?
+        }
+    };
+    Ok(Some(code))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to standard error: standard output may carry the records.
@@ -60,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(code) = viewer(&args).await? {
+        std::process::exit(code);
+    }
     let (out, rules, data_dir) = match args.command {
         Some(Command::Run {
             output,
@@ -67,6 +139,8 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
         }) => (output, rules, Some(data_dir)),
         None => (None, Vec::new(), None),
+        // Answered by `viewer` above.
+        Some(Command::Inspect { .. } | Command::Status { .. }) => return Ok(()),
     };
     let mut cfg = match (&args.config, &data_dir, &out) {
         (Some(path), _, _) => vigil_sensor::SensorConfig::load(path)?,

@@ -95,6 +95,9 @@ pub(crate) struct Pipeline {
     pub(crate) features: std::collections::HashMap<String, bool>,
     pub(crate) stages: BTreeMap<&'static str, Timing>,
     pub(crate) crash: Option<vigil_proto::v1::CrashReport>,
+    /// The control socket's view: records spooled go to `inspect --follow`,
+    /// and `status` is answered between two events.
+    pub(crate) hooks: crate::control::Hooks,
 }
 
 /// Identifies a rule set: BLAKE3 of its rule and correlation ids in order, and how many.
@@ -227,6 +230,7 @@ impl Pipeline {
                     self.admit(&mut pending, now_ns(), Payload::Host(self.host.clone()));
                 }
             }
+            self.hooks.offer(&self);
             // Drain what is already queued without waiting.
             while pending.len() < self.batch_max {
                 match rx.try_recv() {
@@ -431,7 +435,7 @@ impl Pipeline {
         true
     }
 
-    fn flush(&mut self, pending: &mut Vec<Pending>) {
+    pub(crate) fn flush(&mut self, pending: &mut Vec<Pending>) {
         if pending.is_empty() {
             return;
         }
@@ -467,11 +471,17 @@ impl Pipeline {
         let started = Instant::now();
         match &mut self.output {
             Output::Spool { spool, wake } => {
+                let mut teed = self.hooks.tee_batch();
                 let result = spool.append(pending.drain(..), |seq, p| {
-                    record(seq, &mut last_event_seq, p).encode_to_vec()
+                    let bytes = record(seq, &mut last_event_seq, p).encode_to_vec();
+                    teed.keep(seq, &bytes);
+                    bytes
                 });
                 match result {
-                    Ok(_) => wake.notify_one(),
+                    Ok(_) => {
+                        self.hooks.teed(teed);
+                        wake.notify_one()
+                    }
                     Err(e) => {
                         // The disk refused (full, I/O error): count what is lost, keep running.
                         *self.dropped.entry("spool_error".into()).or_default() += 1;
@@ -505,7 +515,7 @@ impl Pipeline {
         self.time("write", started);
     }
 
-    fn health(&mut self) -> SensorHealth {
+    pub(crate) fn health(&mut self) -> SensorHealth {
         let stats = match &self.output {
             Output::Spool { spool, .. } => spool.stats().unwrap_or_default(),
             Output::Lines { .. } => Default::default(),
@@ -578,12 +588,12 @@ fn rss_bytes() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A writer whose bytes the test can read back.
     #[derive(Clone, Default)]
-    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+    pub(crate) struct Shared(pub(crate) Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Shared {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -594,11 +604,11 @@ mod tests {
         }
     }
 
-    fn pipeline(out: Shared) -> Pipeline {
+    pub(crate) fn pipeline(out: Shared) -> Pipeline {
         with_output(Output::lines(Box::new(out)))
     }
 
-    fn with_output(output: Output) -> Pipeline {
+    pub(crate) fn with_output(output: Output) -> Pipeline {
         let hasher = vigil_hash::FileHasher::new(vigil_hash::HashConfig::default(), None);
         Pipeline {
             enricher: Enricher::new("m".into(), "b".into(), hasher),
@@ -624,6 +634,7 @@ mod tests {
             features: Default::default(),
             stages: BTreeMap::new(),
             crash: None,
+            hooks: Default::default(),
         }
     }
 

@@ -77,6 +77,14 @@ impl DeviceIdentity {
         })
     }
 
+    /// The device and tenant ids enrollment left in `dir`, without reading
+    /// the key (for `vigil-sensor status` of a stopped sensor).
+    pub fn ids(dir: &Path) -> Option<(String, String)> {
+        let ids = std::fs::read_to_string(dir.join("identity")).ok()?;
+        let (device_id, tenant_id) = ids.trim().split_once(' ')?;
+        Some((device_id.to_owned(), tenant_id.to_owned()))
+    }
+
     fn save(&self, dir: &Path) -> std::io::Result<()> {
         write_private(&dir.join("device.key"), &self.key_pem)?;
         write_private(&dir.join("device.pem"), &self.cert_pem)?;
