@@ -76,10 +76,10 @@ fn output(e: std::io::Error) -> Result<(), ViewerError> {
 /// (with `follow`) every record as the sensor appends it, until the sensor
 /// stops. Records go to `out`; what is said about them (how many, where
 /// they come from, why it stopped) to `note`. Returns the exit code.
-pub async fn inspect(
+pub async fn inspect<O: Write, N: Write>(
     o: &InspectOptions,
-    out: &mut dyn Write,
-    note: &mut dyn Write,
+    out: &mut O,
+    note: &mut N,
 ) -> Result<i32, ViewerError> {
     let mut client = match Client::request(&o.data_dir, &Request::Inspect { follow: o.follow })
         .await
@@ -209,7 +209,7 @@ pub struct StatusOptions {
 /// `vigil-sensor status`: the running sensor's state; or, when none runs,
 /// that it does not (exit code [`NOT_RUNNING`]) and what its data directory
 /// tells: the device's identity and what the spool holds.
-pub async fn status(o: &StatusOptions, out: &mut dyn Write) -> Result<i32, ViewerError> {
+pub async fn status<W: Write>(o: &StatusOptions, out: &mut W) -> Result<i32, ViewerError> {
     let (status, code) = match Client::request(&o.data_dir, &Request::Status {}).await {
         Ok(mut client) => match client.next().await? {
             Some(Frame::Notice(Notice::Status(s))) => (*s, 0),
