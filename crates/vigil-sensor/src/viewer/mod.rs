@@ -7,8 +7,10 @@
 //! (it cannot change or remove anything), and `status` says the sensor is
 //! not running and shows what the data directory tells.
 
+mod leaves;
 mod render;
 
+pub use leaves::what_leaves_the_machine;
 pub use render::{human, json, rfc3339};
 
 use crate::control::{Client, ClientError, Frame, Notice, Request, SpoolStatus, Status};
