@@ -3,7 +3,9 @@
 //! What it is: the library behind the `vigil-sensor` binary and `vigil up`.
 //! Data path, one module each: `collect` (kernel sources) → `enrich` (process
 //! tree, GUIDs, hashes) → `evaluate` (Sigma rules, offline) → spool (the
-//! `vigil-spool` crate, on disk) → `uplink` (gRPC over mutual TLS).
+//! `vigil-spool` crate, on disk) → `uplink` (gRPC over mutual TLS). Beside
+//! it, `control` (a local socket) lets the device's owner see it: `viewer`
+//! holds `vigil-sensor inspect` (the records as spooled and sent) and `status`.
 //!
 //! What it is not: it stores nothing beyond its spool and identity, and raises
 //! no alerts itself; detections travel to the server as records (and are
