@@ -222,6 +222,15 @@ async fn inspect_follow_shows_byte_for_byte_what_the_server_stored() {
             start.2["record"]["process_start"]["command_line"],
             format!("true {marker} --password=[REDACTED]")
         );
+        // What was redacted, never the secret: the field, the rule, how many.
+        let redactions = start.2["redactions"].as_array().unwrap();
+        assert!(
+            redactions.iter().any(|r| r["field"] == "argv"
+                && !r["rule"].as_str().unwrap().is_empty()
+                && r["count"].as_u64().unwrap() >= 1),
+            "{redactions:?}"
+        );
+        assert_eq!(start.2["record"]["redactions"][0]["field"], "argv");
     }
 
     // The server stores each of them, byte for byte.
