@@ -515,33 +515,42 @@ impl Pipeline {
         self.time("write", started);
     }
 
+    /// What was lost since start, by reason, but for the spool's own count
+    /// (`spool_full`, which the spool keeps): health and status report these.
+    pub(crate) fn losses(&self) -> BTreeMap<String, u64> {
+        let mut losses = self.dropped.clone();
+        if self.enricher.evicted > 0 {
+            losses.insert("process_table_evicted".into(), self.enricher.evicted);
+        }
+        if self.evaluator.evictions() > 0 {
+            losses.insert(
+                "correlation_state_evicted".into(),
+                self.evaluator.evictions(),
+            );
+        }
+        for (&source, &(_, lost)) in &self.totals {
+            if lost > 0 {
+                losses.insert(format!("{source}_ring_full"), lost);
+            }
+        }
+        losses
+    }
+
     pub(crate) fn health(&mut self) -> SensorHealth {
         let stats = match &self.output {
             Output::Spool { spool, .. } => spool.stats().unwrap_or_default(),
             Output::Lines { .. } => Default::default(),
         };
         let mut dropped: std::collections::HashMap<String, u64> =
-            self.dropped.clone().into_iter().collect();
+            self.losses().into_iter().collect();
         if stats.dropped > 0 {
             dropped.insert("spool_full".into(), stats.dropped);
-        }
-        if self.enricher.evicted > 0 {
-            dropped.insert("process_table_evicted".into(), self.enricher.evicted);
-        }
-        if self.evaluator.evictions() > 0 {
-            dropped.insert(
-                "correlation_state_evicted".into(),
-                self.evaluator.evictions(),
-            );
         }
         let mut produced = std::collections::HashMap::new();
         let mut delivered = std::collections::HashMap::new();
         for (&source, &(ok, lost)) in &self.totals {
             produced.insert(source.to_owned(), ok + lost);
             delivered.insert(source.to_owned(), ok);
-            if lost > 0 {
-                dropped.insert(format!("{source}_ring_full"), lost);
-            }
         }
         let ticks = cpu_ticks();
         let elapsed = self.cpu_mark.1.elapsed();

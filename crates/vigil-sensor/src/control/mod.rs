@@ -201,18 +201,7 @@ impl Hooks {
 /// What the pipeline knows of itself; the losses are the ones its health
 /// record reports (`Pipeline::health`), but for the spool's own count.
 fn snapshot(p: &Pipeline) -> Snapshot {
-    let mut losses: BTreeMap<String, u64> = p.dropped.clone();
-    if p.enricher.evicted > 0 {
-        losses.insert("process_table_evicted".into(), p.enricher.evicted);
-    }
-    if p.evaluator.evictions() > 0 {
-        losses.insert("correlation_state_evicted".into(), p.evaluator.evictions());
-    }
-    for (&source, &(_, lost)) in &p.totals {
-        if lost > 0 {
-            losses.insert(format!("{source}_ring_full"), lost);
-        }
-    }
+    let losses = p.losses();
     Snapshot {
         sources: p.sources.clone(),
         degraded: p.degraded.clone(),
