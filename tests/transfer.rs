@@ -542,3 +542,64 @@ async fn a_bundle_for_another_server_is_refused() {
     other.server.stop().await;
     f.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrolled_before_keys_were_kept_imports_after_its_next_stream() {
+    let f = Fixture::start().await;
+    let acme = f.tenant("Acme").await;
+    let d = enroll(&f, &acme, "old-host").await;
+    spool(&d, records("old", 3));
+    // The device record as a server before offline transfer wrote it.
+    let mut rec = f.server.control.device(&d.id).unwrap().unwrap();
+    assert_eq!(rec.public_key.len(), 65);
+    rec.public_key.clear();
+    f.server.control.put_device(&rec).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("b.vbd");
+    d.export(&bundle, &ExportOptions::default()).unwrap();
+    let e = import(&f, &acme.admin, &bundle, false).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message()
+            .contains("enrolled before the server kept device keys"),
+        "{}",
+        e.message()
+    );
+    assert!(stored(&f, &acme, &d.id).is_empty());
+
+    // Its next stream (mutual TLS) gives the server its key from the certificate.
+    let mut ingest = f.server.ingest(Some(d.identity())).await;
+    let mut acks = ingest
+        .stream(tokio_stream::iter(Vec::<RecordBatch>::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    while acks.next().await.is_some() {}
+    let r = import(&f, &acme.admin, &bundle, false).await.unwrap();
+    assert_eq!(r.accepted, 3);
+    f.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_larger_than_a_sensor_message_is_imported() {
+    // Past the server's max_message_bytes (4 MiB by default), which bounds sensor batches.
+    let f = Fixture::start().await;
+    let acme = f.tenant("Acme").await;
+    let d = enroll(&f, &acme, "big-host").await;
+    let mut big = records("big", 700);
+    for r in &mut big {
+        r.payload = Some(Payload::ProcessStart(ProcessStart {
+            command_line: "x".repeat(9_000),
+            ..Default::default()
+        }));
+    }
+    spool(&d, big);
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("big.vbd");
+    let e = d.export(&bundle, &ExportOptions::default()).unwrap();
+    assert!(e.bytes > 6 * 1024 * 1024, "{e:?}");
+    let r = import(&f, &acme.admin, &bundle, false).await.unwrap();
+    assert_eq!((r.accepted, r.stored_through), (700, 700));
+    assert_eq!(stored(&f, &acme, &d.id).len(), 700);
+    f.server.stop().await;
+}
