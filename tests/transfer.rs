@@ -44,7 +44,7 @@ impl Device {
 
     /// What the spool holds, as bytes.
     fn spooled(&self) -> Vec<(u64, Vec<u8>)> {
-        let spool = vigil_spool::Spool::open_existing(&self.spool()).unwrap();
+        let spool = vigil_spool::SpoolView::open(&self.spool()).unwrap();
         spool.read_after(0, 100_000, usize::MAX).unwrap()
     }
 
@@ -157,6 +157,7 @@ fn records(marker: &str, n: usize) -> Vec<Record> {
                 sequence: 0,
                 time_unix_ns: 1_700_000_000_000_000_000 + i as i64,
                 payload: Some(payload),
+                ..Default::default()
             }
         })
         .collect()
