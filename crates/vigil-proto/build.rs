@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vigil/v1/rules.proto",
         "vigil/v1/hunt.proto",
         "vigil/v1/privacy.proto",
+        "vigil/v1/transfer.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -1,5 +1,5 @@
 //! Authenticated gRPC clients for every service (Alerts, Operator, Admin,
-//! Audit, Hunt), and gRPC errors as people read them.
+//! Audit, Hunt, Privacy, Transfer), and gRPC errors as people read them.
 //!
 //! Every call carries `authorization: Bearer <token>`; an operator working in
 //! a tenant under an approved access grant adds `x-vigil-tenant: <tenant_id>`
@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use vigil_proto::v1::{
     admin_client::AdminClient, alerts_client::AlertsClient, audit_client::AuditClient,
     hunt_client::HuntClient, operator_client::OperatorClient, privacy_client::PrivacyClient,
+    transfer_client::TransferClient,
 };
 
 /// The header that names the tenant an operator's call is about.
@@ -105,6 +106,12 @@ impl Api {
 
     pub fn privacy(&self) -> PrivacyClient<AuthChannel> {
         PrivacyClient::new(self.authed())
+    }
+
+    /// Its requests carry a whole bundle: past tonic's default 4 MiB.
+    pub fn transfer(&self) -> TransferClient<AuthChannel> {
+        TransferClient::new(self.authed())
+            .max_encoding_message_size(vigil_bundle::MAX_BUNDLE_BYTES + 64 * 1024)
     }
 }
 

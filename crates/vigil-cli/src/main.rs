@@ -17,6 +17,7 @@ mod client;
 mod devices;
 mod display;
 mod hunt;
+mod import;
 mod privacy;
 mod profile;
 mod publish;
@@ -154,6 +155,17 @@ enum Command {
         out: Output,
         #[command(subcommand)]
         command: audit::AuditCommand,
+    },
+    /// Import a bundle `vigil-sensor export` wrote on a device without a connection (tenant admin).
+    Import {
+        #[command(flatten)]
+        out: Output,
+        /// The bundle file.
+        file: PathBuf,
+        /// Store it even when it starts above the first record the server lacks
+        /// for its device (those records are then never stored).
+        #[arg(long)]
+        allow_gap: bool,
     },
 }
 
@@ -443,6 +455,14 @@ async fn run() -> Result<ExitCode> {
         Command::Audit { out, command } => {
             let ok = audit::run(&connect(&target).await?.0, command, out.json).await?;
             Ok(status(ok))
+        }
+        Command::Import {
+            out,
+            file,
+            allow_gap,
+        } => {
+            import::run(&connect(&target).await?.0, &file, allow_gap, out.json).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Rules { command } => match command {
             RulesCommand::Check { paths, json } => Ok(status(rules::check(&paths, json)?)),

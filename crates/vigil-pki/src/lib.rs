@@ -220,6 +220,14 @@ pub fn device_identity(cert_der: &[u8]) -> Result<DeviceIdentity, PkiError> {
     Err(PkiError::NoIdentity)
 }
 
+/// The subject public key of a DER certificate: for a device's ECDSA P-256
+/// key, the uncompressed SEC1 point (what verifies the bundles it signs).
+pub fn certificate_public_key(cert_der: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PkiError::InvalidCertificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// Decodes the first certificate of a PEM text to DER.
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
@@ -244,6 +252,10 @@ mod tests {
         // The CA reloads from its PEM and still signs.
         let ca2 = CertificateAuthority::from_pem(ca.cert_pem(), ca.key_pem()).unwrap();
         assert!(ca2.sign_device(&csr, &id, DEVICE_CERT_VALIDITY).is_ok());
+        // The certificate carries the CSR's key: an uncompressed P-256 point.
+        let key = certificate_public_key(&pem_to_der(&cert).unwrap()).unwrap();
+        assert_eq!((key.len(), key[0]), (65, 4));
+        assert!(certificate_public_key(b"junk").is_err());
     }
 
     #[test]

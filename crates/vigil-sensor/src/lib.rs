@@ -16,6 +16,7 @@ pub mod collect;
 pub mod config;
 pub mod control;
 pub mod enrich;
+pub mod export;
 
 mod pipeline;
 mod policy;
@@ -54,6 +55,8 @@ pub enum SensorError {
     Io(String),
     #[error("spool: {0}")]
     Spool(#[from] vigil_spool::SpoolError),
+    #[error("export: {0}")]
+    Export(String),
 }
 
 /// A running sensor. Drop or [`Sensor::shutdown`] stops it.

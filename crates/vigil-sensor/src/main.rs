@@ -1,6 +1,8 @@
 //! `vigil-sensor`: runs the sensor until interrupted — connected to a server
 //! (`--config FILE`), or standalone (`run --output jsonl[=FILE]`); `inspect`
-//! and `status` show what a running (or stopped) sensor sends and does.
+//! and `status` show what a running (or stopped) sensor sends and does;
+//! `export` writes the spooled records into a bundle for a server it cannot
+//! reach.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -53,6 +55,19 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// The sensor's data directory (default: the configuration's).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Write the spooled records into a bundle for `vigil import`: signed with
+    /// this device's key, encrypted to the server. Stop the sensor first.
+    Export {
+        /// The bundle to write (a new file).
+        #[arg(long)]
+        out: PathBuf,
+        /// Only records with a sequence number above this one.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// The sensor's data directory, instead of the configuration's.
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -119,6 +134,46 @@ async fn viewer(args: &Args) -> anyhow::Result<Option<i32>> {
     Ok(Some(code))
 }
 
+/// `vigil-sensor export`: one bundle, and what to run next when the spool holds more.
+fn export(
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    out: &std::path::Path,
+    after: u64,
+) -> anyhow::Result<()> {
+    let dir = match data_dir {
+        Some(d) => d,
+        None => {
+            let path = config.unwrap_or(std::path::Path::new(DEFAULT_CONFIG));
+            vigil_sensor::SensorConfig::load(path)?.data_dir
+        }
+    };
+    let opts = vigil_sensor::export::ExportOptions {
+        after,
+        ..Default::default()
+    };
+    let e = vigil_sensor::export::export(&dir, out, &opts)?;
+    println!(
+        "Exported {} records (sequences {} to {}) of device {} to {} ({} bytes)",
+        e.records,
+        e.first_sequence,
+        e.last_sequence,
+        e.device_id,
+        out.display(),
+        e.bytes
+    );
+    if e.skipped > 0 {
+        println!("{} corrupt spool records were left out", e.skipped);
+    }
+    if e.more {
+        println!(
+            "More records remain: run `vigil-sensor export --after {} --out FILE` for the next bundle",
+            e.last_sequence
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to standard error: standard output may carry the records.
@@ -133,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(code);
     }
     let (out, rules, data_dir) = match args.command {
+        Some(Command::Export {
+            out,
+            after,
+            data_dir,
+        }) => return export(args.config.as_deref(), data_dir, &out, after),
         Some(Command::Run {
             output,
             rules,

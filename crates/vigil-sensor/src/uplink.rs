@@ -85,6 +85,11 @@ impl DeviceIdentity {
         Some((device_id.to_owned(), tenant_id.to_owned()))
     }
 
+    /// The device's private key (PKCS#8 PEM): it signs offline bundles.
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     fn save(&self, dir: &Path) -> std::io::Result<()> {
         write_private(&dir.join("device.key"), &self.key_pem)?;
         write_private(&dir.join("device.pem"), &self.cert_pem)?;
@@ -210,6 +215,7 @@ pub async fn ensure_enrolled(
     // are the tenant's pseudonym key and privacy policy.
     pin::save(&cfg.data_dir, &ca)
         .map_err(|e| SensorError::Io(format!("saving the server CA: {e}")))?;
+    crate::export::save_transfer_key(&cfg.data_dir, &resp.transfer_public_key)?;
     crate::privacy::save(
         &cfg.data_dir,
         Some(&resp.pseudonym_key),

@@ -98,6 +98,33 @@ pub(crate) fn device_of<T>(shared: &Shared, req: &Request<T>) -> Result<DeviceRe
 
 const METHOD: &str = "Ingest/Stream";
 
+/// A device enrolled before the server kept device keys gets its key from
+/// the certificate it streams with (verified by TLS), so that it can import
+/// offline bundles from now on.
+fn keep_public_key<T>(shared: &Shared, device: &DeviceRecord, req: &Request<T>) {
+    if !device.public_key.is_empty() {
+        return;
+    }
+    let key = req.peer_certs().and_then(|c| {
+        c.first()
+            .map(|leaf| vigil_pki::certificate_public_key(leaf.as_ref()))
+    });
+    match key {
+        Some(Ok(key)) => {
+            if let Err(e) = shared
+                .control
+                .set_device_public_key(&device.device_id, &key)
+            {
+                tracing::warn!(device = %device.device_id, error = %e, "Keeping the device's public key failed");
+            }
+        }
+        Some(Err(e)) => {
+            tracing::warn!(device = %device.device_id, error = %e, "The device certificate's public key is unreadable")
+        }
+        None => {}
+    }
+}
+
 type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -140,6 +167,10 @@ impl Ingest for IngestService {
                 Ok(k) if policy.pseudonymize => vigil_pseudonym::Pseudonymizer::new(k).host(&hostname).into_owned(),
                 _ => hostname,
             };
+            // What verifies the offline bundles this device signs (transfer.rs).
+            let public_key = vigil_pki::pem_to_der(&cert)
+                .and_then(|der| vigil_pki::certificate_public_key(&der))
+                .map_err(internal)?;
             shared
                 .control
                 .put_device(&DeviceRecord {
@@ -149,6 +180,7 @@ impl Ingest for IngestService {
                     enrolled_unix_ns: shared.control.now(),
                     revoked: false,
                     revoked_unix_ns: 0,
+                    public_key,
                 })
                 .map_err(internal)?;
             tracing::info!(tenant = %tenant, device = %device_id, hostname = %hostname, "Device enrolled");
@@ -167,6 +199,7 @@ impl Ingest for IngestService {
                 ca_pem: shared.ca.cert_pem().to_owned(),
                 pseudonym_key,
                 policy: Some(policy),
+                transfer_public_key: shared.transfer.public().to_sec1_bytes(),
             }))
         })
         .await
@@ -195,6 +228,7 @@ impl Ingest for IngestService {
         req: Request<Streaming<RawRecordBatch>>,
     ) -> Result<Response<AckStream>, Status> {
         let device = device_of(&self.shared, &req)?;
+        keep_public_key(&self.shared, &device, &req);
         let store = self
             .shared
             .control
@@ -235,7 +269,7 @@ impl Ingest for IngestService {
                     {
                         let Some(w) = waiting.pop_front() else { break };
                         let outcome = outcome.unwrap_or_else(|_| Err(Status::internal("internal error")));
-                        let result = acknowledge(&shared, &device, w, outcome);
+                        let result = acknowledge(&shared, &device, w, outcome, Via::Stream);
                         let failed = result.is_err();
                         if let Err(s) = &result {
                             crate::metrics::refused_status(s);
@@ -285,20 +319,20 @@ impl Ingest for IngestService {
 const MAX_WAITING: usize = 8;
 
 /// A batch handed to the committer: what its acknowledgement needs.
-struct Waiting {
+pub(crate) struct Waiting {
     batch_id: u64,
     started: std::time::Instant,
     received: i64,
     /// The batch's records, decoded: what live watchers and tenant-wide
     /// correlations get once stored.
     decoded: Vec<Record>,
-    done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
+    pub(crate) done: tokio::sync::oneshot::Receiver<Result<BatchOutcome, Status>>,
 }
 
 /// Checks a batch, makes its alerts, and queues it for the tenant's next
 /// commit. Records are stored as the bytes the sensor sent: each one's
 /// top-level fields are checked (`wire.rs`); detections are decoded in full.
-async fn submit(
+pub(crate) async fn submit(
     shared: &Arc<Shared>,
     store: &Arc<dyn vigil_store::TenantData>,
     device: &DeviceRecord,
@@ -400,17 +434,29 @@ async fn submit(
     })
 }
 
+/// How a batch arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The device's own stream: the device is seen now.
+    Stream,
+    /// An offline bundle a person imported (transfer.rs): the device is not.
+    Import,
+}
+
 /// The acknowledgement of a committed batch; raises its new alerts.
-fn acknowledge(
+pub(crate) fn acknowledge(
     shared: &Arc<Shared>,
     device: &DeviceRecord,
     w: Waiting,
     outcome: Result<BatchOutcome, Status>,
+    via: Via,
 ) -> Result<BatchAck, Status> {
     let outcome = outcome?;
-    shared
-        .live
-        .saw(&device.tenant_id, &device.device_id, w.received);
+    if via == Via::Stream {
+        shared
+            .live
+            .saw(&device.tenant_id, &device.device_id, w.received);
+    }
     crate::metrics::batch_stored(
         &device.tenant_id,
         u64::from(outcome.accepted),

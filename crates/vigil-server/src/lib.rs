@@ -8,7 +8,9 @@
 //! (tenants), `admin` (a tenant's people, sensors, settings), `audit` (the
 //! hash-chained trail and its service), `live` (open streams and the switches
 //! that end them), `maintenance` (retention, audit group commit, key
-//! rotation), `metrics`, `ops` (reflection).
+//! rotation), `metrics`, `ops` (reflection). Offline transfer: `transfer`
+//! (bundles a sensor exported, imported by a tenant admin through ingest's
+//! own commit path).
 //!
 //! Invariants: the tenant of sensor data is taken from the device certificate
 //! verified by TLS, never from a payload; the tenant of an API call from its
@@ -41,6 +43,7 @@ mod privacy;
 mod query;
 mod rules;
 mod tls;
+mod transfer;
 mod wire;
 
 pub use auth::TENANT_HEADER;
@@ -53,7 +56,7 @@ use tonic::Status;
 use vigil_proto::v1::{
     admin_server::AdminServer, alerts_server::AlertsServer, audit_server::AuditServer,
     hunt_server::HuntServer, operator_server::OperatorServer, privacy_server::PrivacyServer,
-    raw::ingest_server::IngestServer, rules_server::RulesServer,
+    raw::ingest_server::IngestServer, rules_server::RulesServer, transfer_server::TransferServer,
 };
 use vigil_store::{Clock, ControlStore, KeyProvider, StoreError, StoreOptions};
 
@@ -105,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) events: hunt::EventBus,
     pub(crate) correlators: correlate::Correlators,
     pub(crate) policies: privacy::PolicyBus,
+    /// What offline bundles are encrypted to (`transfer`).
+    pub(crate) transfer: vigil_bundle::TransferKey,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -177,6 +182,7 @@ impl Server {
             events: hunt::EventBus::default(),
             correlators: correlate::Correlators::default(),
             policies: privacy::PolicyBus::default(),
+            transfer: pki.transfer,
         });
         Ok(Server {
             listener,
@@ -232,6 +238,10 @@ impl Server {
         let rules = svc!(RulesServer, rules::RulesService { shared: shared() });
         let hunt = svc!(HuntServer, hunt::HuntService { shared: shared() });
         let privacy = svc!(PrivacyServer, privacy::PrivacyService { shared: shared() });
+        // A bundle is one message, bounded by its format, not by `max_message_bytes`.
+        let transfer = TransferServer::new(transfer::TransferService::new(shared()))
+            .max_decoding_message_size(transfer::MAX_REQUEST_BYTES)
+            .max_encoding_message_size(max);
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IngestServer<ingest::IngestService>>()
@@ -256,6 +266,9 @@ impl Server {
             .await;
         health_reporter
             .set_serving::<PrivacyServer<privacy::PrivacyService>>()
+            .await;
+        health_reporter
+            .set_serving::<TransferServer<transfer::TransferService>>()
             .await;
         let addr = self.local_addr()?;
         tracing::info!(%addr, "Serving gRPC over TLS 1.3");
@@ -282,6 +295,7 @@ impl Server {
             .add_service(rules)
             .add_service(hunt)
             .add_service(privacy)
+            .add_service(transfer)
             .serve_with_incoming_shutdown(tls::incoming(self.listener, self.tls), shutdown)
             .await
             .map_err(|e| ServerError::Transport(e.to_string()));

@@ -1,5 +1,7 @@
-//! The server's CA and TLS certificate on disk: generated on first start,
-//! reused afterwards.
+//! The server's CA, TLS certificate and transfer key on disk: generated on
+//! first start, reused afterwards. The transfer key is what offline bundles
+//! are encrypted to (`transfer.rs`); its public half is also written beside
+//! the CA, for sensors enrolled before enrollment handed it out.
 
 use crate::ServerError;
 use std::path::{Path, PathBuf};
@@ -29,12 +31,20 @@ impl PkiPaths {
     fn server_key(&self) -> PathBuf {
         self.dir.join("server.key")
     }
+    fn transfer_key(&self) -> PathBuf {
+        self.dir.join("transfer.key")
+    }
+    /// The transfer public key (PEM), to copy to a sensor's data directory.
+    pub fn transfer_public(&self) -> PathBuf {
+        self.dir.join("transfer.pub")
+    }
 }
 
 pub(crate) struct Loaded {
     pub(crate) ca: CertificateAuthority,
     pub(crate) server_cert_pem: String,
     pub(crate) server_key_pem: String,
+    pub(crate) transfer: vigil_bundle::TransferKey,
 }
 
 fn write_file(path: &Path, data: &str, private: bool) -> Result<(), ServerError> {
@@ -73,9 +83,34 @@ pub(crate) fn load_or_create(paths: &PkiPaths, names: &[String]) -> Result<Loade
         write_file(&paths.server_cert(), &server.cert_pem, false)?;
         tracing::info!(names = ?names, "Issued server certificate");
     }
+    let transfer = if paths.transfer_key().exists() {
+        vigil_bundle::TransferKey::from_pkcs8_pem(&read(&paths.transfer_key())?)
+            .map_err(|e| ServerError::Io(format!("{}: {e}", paths.transfer_key().display())))?
+    } else {
+        let key = vigil_bundle::TransferKey::generate();
+        let pem = key
+            .to_pkcs8_pem()
+            .map_err(|e| ServerError::Io(e.to_string()))?;
+        write_file(&paths.transfer_key(), &pem, true)?;
+        tracing::info!(path = %paths.transfer_key().display(), "Created the transfer key");
+        key
+    };
+    // Derived from the key, never read back: written when absent or different.
+    let public = transfer
+        .public()
+        .to_pem()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    if std::fs::read_to_string(paths.transfer_public())
+        .ok()
+        .as_deref()
+        != Some(public.as_str())
+    {
+        write_file(&paths.transfer_public(), &public, false)?;
+    }
     Ok(Loaded {
         ca,
         server_cert_pem: read(&paths.server_cert())?,
         server_key_pem: read(&paths.server_key())?,
+        transfer,
     })
 }

@@ -93,6 +93,24 @@ pub struct DeviceRecord {
     pub revoked: bool,
     #[serde(default)]
     pub revoked_unix_ns: i64,
+    /// The device certificate's public key (an uncompressed SEC1 P-256
+    /// point): what verifies the offline bundles the device signs. Empty for
+    /// a device enrolled before it was kept, until its next stream.
+    #[serde(default, with = "hex_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// Bytes as a hex string in the JSON rows.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,6 +412,18 @@ impl ControlStore {
         v.retain(|d| d.tenant_id == tenant);
         v.sort_by_key(|d| d.enrolled_unix_ns);
         Ok(v)
+    }
+
+    /// Keeps the public key of a device enrolled before keys were kept (read
+    /// from the certificate it streams with). A key already kept stays.
+    pub fn set_device_public_key(&self, device_id: &str, key: &[u8]) -> Result<(), StoreError> {
+        update(&self.db, DEVICES, device_id, |d: &mut DeviceRecord| {
+            if d.public_key.is_empty() {
+                d.public_key = key.to_vec();
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Revokes a device of `tenant`: its certificate is refused from now on.

@@ -442,8 +442,13 @@ fn devices_are_revoked_within_their_tenant_only() {
         enrolled_unix_ns: 1,
         revoked: false,
         revoked_unix_ns: 0,
+        public_key: Vec::new(),
     })
     .unwrap();
+    // A device enrolled before public keys were kept gets one once; it never changes after.
+    c.set_device_public_key("d1", &[4, 1, 2]).unwrap();
+    c.set_device_public_key("d1", &[4, 9, 9]).unwrap();
+    assert_eq!(c.device("d1").unwrap().unwrap().public_key, [4, 1, 2]);
     assert!(matches!(
         c.revoke_device("b", "d1"),
         Err(StoreError::NotFound(_))
@@ -451,6 +456,20 @@ fn devices_are_revoked_within_their_tenant_only() {
     assert!(!c.device("d1").unwrap().unwrap().revoked);
     assert!(c.revoke_device("a", "d1").unwrap().revoked);
     assert_eq!(c.devices("a").unwrap().len(), 1);
+}
+
+#[test]
+fn device_rows_without_a_public_key_still_read() {
+    let old = br#"{"device_id":"d1","tenant_id":"a","hostname":"h","enrolled_unix_ns":1,"revoked":false}"#;
+    let d: DeviceRecord = serde_json::from_slice(old).unwrap();
+    assert!(d.public_key.is_empty());
+    let d = DeviceRecord {
+        public_key: vec![4, 0xab],
+        ..d
+    };
+    let row = serde_json::to_string(&d).unwrap();
+    assert!(row.contains(r#""public_key":"04ab""#), "{row}");
+    assert_eq!(serde_json::from_str::<DeviceRecord>(&row).unwrap(), d);
 }
 
 /// Records of varied sizes (a few larger than a chunk), each naming its sequence.
