@@ -114,24 +114,7 @@ pub fn print(lines: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// A cell as it may reach a terminal: control characters (newlines, tabs,
-/// escape sequences) escaped. Hostnames, reasons and audit summaries come
-/// from devices and other users; they must neither break the table into
-/// more lines nor send the terminal commands.
-pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+pub use vigil_evaluate::clean;
 
 /// A Unix time in nanoseconds as RFC 3339 UTC (empty if out of range).
 pub fn rfc3339(ns: i64) -> String {

@@ -35,7 +35,7 @@ pub use json::{RECORD_KINDS, record_kind, to_json_lines, write_json_lines};
 pub use network::NetworkEvent;
 pub use process::ProcessCreation;
 pub use source::{SigmaEvent, Source, for_each_event};
-pub use summary::summary;
+pub use summary::{clean, summary};
 
 use std::borrow::Cow;
 use vigil_proto::v1::Path as PbPath;

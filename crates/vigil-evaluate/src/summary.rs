@@ -3,6 +3,24 @@
 
 use vigil_proto::v1::{Direction, NetworkConnection, Path as PbPath, Record, record::Payload};
 
+/// Text from a record or another user, safe to print on a terminal: control
+/// characters (newlines, escape sequences) escaped, so it can neither break
+/// a table into more lines nor send the terminal commands.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn path(p: &Option<PbPath>) -> &str {
     p.as_ref().map_or("", |p| p.text.as_str())
 }

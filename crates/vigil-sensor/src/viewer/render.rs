@@ -34,21 +34,7 @@ pub fn rfc3339(ns: i64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Text from a record, made safe for a terminal: control characters escaped.
-fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
+use vigil_evaluate::clean;
 
 fn level(r: &Record) -> &'static str {
     match DataLevel::try_from(r.level) {
