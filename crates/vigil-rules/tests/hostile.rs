@@ -125,7 +125,10 @@ fn pathological_regular_expressions_are_bounded() {
     );
     good_still_works(&set);
     let t = std::time::Instant::now();
-    let hits = matching(&set, serde_json::json!({"CommandLine": format!("{}b", "a".repeat(100_000))}));
+    let hits = matching(
+        &set,
+        serde_json::json!({"CommandLine": format!("{}b", "a".repeat(100_000))}),
+    );
     assert!(!hits.iter().any(|id| id == "re-1"));
     // Not a timing assertion of speed, a bound against exponential blow-up:
     // backtracking would take longer than the age of the universe here.
@@ -145,10 +148,17 @@ fn files_past_the_size_bound_are_refused_unread() {
     let filler = format!("# {}\n", "x".repeat(1000));
     std::fs::write(
         &big,
-        format!("{GOOD}{}", filler.repeat(((1u64 << 20) / 1000) as usize + 10)),
+        format!(
+            "{GOOD}{}",
+            filler.repeat(((1u64 << 20) / 1000) as usize + 10)
+        ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("good.yml"), GOOD.replace("good-1", "good-2")).unwrap();
+    std::fs::write(
+        dir.path().join("good.yml"),
+        GOOD.replace("good-1", "good-2"),
+    )
+    .unwrap();
     let (set, report) = RuleSet::load_paths(&[dir.path()]);
     assert!(
         report

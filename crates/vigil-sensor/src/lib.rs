@@ -119,19 +119,23 @@ impl Sensor {
         let (machine_id, boot_id) = procfs::machine_and_boot_id();
         let host = inventory::host_info(&machine_id, &boot_id);
         let identity = uplink::ensure_enrolled(&cfg, &host).await?;
-        let spool = Arc::new(vigil_spool::Spool::open(
+        // A spool the disk damaged is moved aside, what can be read of it
+        // kept; the loss is logged and reported in health, never fatal.
+        let (spool, recovery) = vigil_spool::Spool::open_recovering(
             &cfg.data_dir.join("spool.redb"),
             cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
-        )?);
+        )?;
+        let spool = Arc::new(spool);
         let control_spool = Arc::clone(&spool);
         let wake = Arc::new(Notify::new());
-        let mut sensor = Self::launch(
+        let mut sensor = Self::launch_with(
             &cfg,
             host,
             pipeline::Output::Spool {
                 spool: Arc::clone(&spool),
                 wake: Arc::clone(&wake),
             },
+            recovery,
         )?;
         let stop_rx = sensor.stop_tx.subscribe();
         let (status_tx, status_rx) = watch::channel(uplink::UplinkStatus::default());
@@ -230,6 +234,16 @@ impl Sensor {
         cfg: &SensorConfig,
         host: vigil_proto::v1::HostInfo,
         output: pipeline::Output,
+    ) -> Result<Sensor, SensorError> {
+        Self::launch_with(cfg, host, output, None)
+    }
+
+    /// [`Sensor::launch`], saying in health what a damaged spool lost.
+    fn launch_with(
+        cfg: &SensorConfig,
+        host: vigil_proto::v1::HostInfo,
+        output: pipeline::Output,
+        spool_recovery: Option<vigil_spool::Recovery>,
     ) -> Result<Sensor, SensorError> {
         let (rules, report) = if cfg.rules.paths.is_empty() {
             builtin::rules()
@@ -560,6 +574,22 @@ impl Sensor {
             tracing::info!(source = %s, "Collecting");
         }
 
+        let mut spool_losses = BTreeMap::new();
+        if let Some(r) = &spool_recovery {
+            let lost = r
+                .lost
+                .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
+            let msg = format!(
+                "the spool was damaged ({}): {} records kept, {lost} records lost; the damaged file is {}",
+                r.reason,
+                r.kept,
+                r.moved_to.display()
+            );
+            tracing::error!("{msg}");
+            degraded.push(msg);
+            // Counted when known; the message above says when it is not.
+            spool_losses.insert("spool_damaged".to_owned(), r.lost.unwrap_or(0));
+        }
         let (detections, _) = broadcast::channel(1024);
         let hooks = control::Hooks::default();
         let pipe = pipeline::Pipeline {
@@ -579,7 +609,7 @@ impl Sensor {
             batch_max: cfg.uplink.batch_max_records,
             sources: sources.clone(),
             degraded: degraded.clone(),
-            dropped: BTreeMap::new(),
+            dropped: spool_losses,
             totals: BTreeMap::new(),
             blind_spots: BTreeMap::new(),
             cpu_mark: (0, std::time::Instant::now()),

@@ -61,6 +61,23 @@ db_err!(
     redb::CommitError
 );
 
+/// What [`Spool::open_recovering`] did with a spool it could not open or
+/// trust: the damaged file is kept beside the new one, for a person to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Why the spool was not usable.
+    pub reason: String,
+    /// Where the damaged file went.
+    pub moved_to: std::path::PathBuf,
+    /// Records read back from it and kept (with their sequence numbers).
+    pub kept: u64,
+    /// Records it said it held that could not be read; `None` when not even
+    /// its counters could be read.
+    pub lost: Option<u64>,
+    /// The first sequence number the new spool hands out.
+    pub next_seq: u64,
+}
+
 /// Counters for health reporting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
@@ -86,7 +103,109 @@ impl std::fmt::Debug for Spool {
     }
 }
 
+/// Runs `f` over a spool file that may be damaged: redb panics on some
+/// corrupted pages, and a damaged file is input from outside the process.
+fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(SpoolError::Db(
+            "the file is corrupted (reading it failed)".into(),
+        ))
+    })
+}
+
+/// Unix time in nanoseconds: the floor of sequence numbers after a spool was
+/// lost, above any number handed out before (those count records one by one
+/// from 1, or from an earlier such floor).
+fn time_floor() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2))
+        .unwrap_or(1)
+}
+
+/// What can be read of a damaged spool: its records in order until the first
+/// that cannot be, and how many it said it held.
+fn salvage(path: &Path) -> (Vec<(u64, Vec<u8>)>, Option<u64>) {
+    // redb cannot walk a tree whose inner pages are damaged, nor open a file
+    // cut short: then nothing is kept (and the loss is said).
+    let Ok(db) = guarded(|| Database::create(path).map_err(SpoolError::from)) else {
+        return (Vec::new(), None);
+    };
+    let held = guarded(|| stats(&db)).ok().map(|s| s.records);
+    let mut kept = Vec::new();
+    let mut after = 0;
+    // In slices, so one bad page loses only what lies past it.
+    while let Ok(part) = guarded(|| read_after(&db, after, 1024, 16 << 20)) {
+        let Some(&(last, _)) = part.last() else { break };
+        after = last;
+        kept.extend(part);
+    }
+    (kept, held)
+}
+
 impl Spool {
+    /// Opens the spool at `path`; when it cannot be opened or fails its
+    /// integrity check (a disk that rotted, a file cut short), moves it aside,
+    /// keeps what can be read of it in a new spool under the same sequence
+    /// numbers, and says what it did. Sequence numbers stay above every one
+    /// handed out before, so the server never takes a new record for a re-send.
+    pub fn open_recovering(
+        path: &Path,
+        capacity_bytes: u64,
+    ) -> Result<(Spool, Option<Recovery>), SpoolError> {
+        let checked = guarded(|| {
+            let mut db = match Database::create(path) {
+                Ok(db) => db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(SpoolError::InUse),
+                Err(e) => return Err(e.into()),
+            };
+            // Ok(false): redb found damage and repaired it; the file is sound again.
+            db.check_integrity().map_err(SpoolError::from)?;
+            Ok(())
+        });
+        let reason = match checked {
+            Ok(()) => return Ok((Spool::open(path, capacity_bytes)?, None)),
+            Err(SpoolError::InUse) => return Err(SpoolError::InUse),
+            Err(e) => e.to_string(),
+        };
+        let moved_to = path.with_extension(format!("redb.damaged-{}", time_floor()));
+        std::fs::rename(path, &moved_to)
+            .map_err(|e| SpoolError::Db(format!("moving the damaged spool aside: {e}")))?;
+        let (kept, held) = salvage(&moved_to);
+        let spool = Spool::open(path, capacity_bytes)?;
+        let last = kept.last().map_or(0, |(s, _)| *s);
+        let next_seq = time_floor().max(last.saturating_add(1));
+        {
+            let tx = spool.db.begin_write()?;
+            {
+                let mut recs = tx.open_table(RECORDS)?;
+                let mut meta = tx.open_table(META)?;
+                let mut bytes = 0u64;
+                for (seq, b) in &kept {
+                    recs.insert(*seq, b.as_slice())?;
+                    bytes += b.len() as u64;
+                }
+                meta.insert(BYTES, bytes)?;
+                meta.insert(NEXT_SEQ, next_seq)?;
+            }
+            tx.commit()?;
+        }
+        if let Ok(mut n) = spool.next.lock() {
+            *n = next_seq;
+        }
+        let kept_n = kept.len() as u64;
+        Ok((
+            spool,
+            Some(Recovery {
+                reason,
+                moved_to,
+                kept: kept_n,
+                lost: held.map(|h| h.saturating_sub(kept_n)),
+                next_seq,
+            }),
+        ))
+    }
+
     pub fn open(path: &Path, capacity_bytes: u64) -> Result<Spool, SpoolError> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
