@@ -277,3 +277,229 @@ async fn a_sensor_killed_ten_times_loses_and_duplicates_nothing_it_spooled() {
     );
     server.stop().await;
 }
+
+/// The `vigil-server` binary of this workspace, built if it is not yet.
+fn server_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", "vigil-server", "--bin", "vigil-server"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building vigil-server");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("debug/vigil-server")
+}
+
+/// A batch of 100 records from `first`.
+fn batch(id: u64, first: u64) -> vigil_proto::v1::RecordBatch {
+    vigil_proto::v1::RecordBatch {
+        batch_id: id,
+        records: (first..first + 100)
+            .map(|seq| vigil_proto::v1::Record {
+                sequence: seq,
+                time_unix_ns: 1_700_000_000_000_000_000 + seq as i64,
+                payload: Some(Payload::ProcessStart(vigil_proto::v1::ProcessStart {
+                    guid: format!("g-{seq}"),
+                    pid: seq as u32,
+                    command_line: format!("/usr/bin/true record-{seq} {}", "z".repeat(200)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// (c) The server process is killed with SIGKILL at random points of a
+/// steady ingest, twenty times, and started again: each time its store opens
+/// (the server serves again), and at the end every record it acknowledged is
+/// there, each once. Needs no kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_twenty_times_keeps_every_acknowledged_record() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let name = "a_server_killed_twenty_times_keeps_every_acknowledged_record";
+    if !enabled(name) {
+        return;
+    }
+    let bin = server_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = dir.path().join("server");
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\n"),
+    )
+    .unwrap();
+    let cfg =
+        vigil_server::ServerConfig::new(format!("127.0.0.1:{port}").parse().unwrap(), data.clone());
+    let enroll = {
+        let store = vigil_server::open_store(&cfg, &Default::default()).unwrap();
+        store
+            .create_tenant(Some("acme"), "acme", "local", 90)
+            .unwrap();
+        store
+            .create_enrollment_token("acme", Duration::from_secs(3600), "test")
+            .unwrap()
+            .0
+    };
+    let start = || {
+        std::process::Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ca_file = vigil_server::pki::PkiPaths::new(&data).ca_cert();
+    let channel = move |identity: Option<tonic::transport::Identity>| {
+        let ca_file = ca_file.clone();
+        async move {
+            let ca = std::fs::read_to_string(&ca_file).ok()?;
+            let mut tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            if let Some(id) = identity {
+                tls = tls.identity(id);
+            }
+            tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
+                .ok()?
+                .tls_config(tls)
+                .ok()?
+                .connect()
+                .await
+                .ok()
+        }
+    };
+    let up = async |channel: &dyn Fn() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<tonic::transport::Channel>> + Send>,
+    >| {
+        let t = Instant::now();
+        loop {
+            if let Some(c) = channel().await {
+                return c;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the server did not come back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut server = start();
+    let anon = {
+        let ch = channel.clone();
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<tonic::transport::Channel>> + Send>> {
+            Box::pin(ch(None))
+        }
+    };
+    let (key, csr) = vigil_pki::device_key_and_csr("kill-test").unwrap();
+    let resp = vigil_proto::v1::ingest_client::IngestClient::new(up(&anon).await)
+        .enroll(vigil_proto::v1::EnrollRequest {
+            enrollment_token: enroll,
+            csr_pem: csr,
+            host: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let device = resp.device_id.clone();
+    let identity = tonic::transport::Identity::from_pem(resp.certificate_pem, key);
+    // The sender: a batch at a time, re-sent from the last acknowledgement
+    // after every broken stream, as the sensor's uplink does.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (acked, stop, channel) = (Arc::clone(&acked), Arc::clone(&stop), channel.clone());
+        tokio::spawn(async move {
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(ch) = channel(Some(identity.clone())).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut client = vigil_proto::v1::ingest_client::IngestClient::new(ch);
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                let Ok(acks) = client
+                    .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                else {
+                    continue;
+                };
+                let mut acks = acks.into_inner();
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    if tx
+                        .send(batch(id, acked.load(Ordering::Relaxed) + 1))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(10), acks.next()).await {
+                        Ok(Some(Ok(a))) => acked.fetch_max(a.stored_through, Ordering::Relaxed),
+                        _ => break,
+                    };
+                }
+            }
+        })
+    };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..20 {
+        tokio::time::sleep(Duration::from_millis(
+            300 + {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % 1200
+            },
+        ))
+        .await;
+        kill(Pid::from_raw(server.id() as i32), Signal::SIGKILL).unwrap();
+        let _ = server.wait();
+        let before = acked.load(Ordering::Relaxed);
+        server = start();
+        // It opens its store and serves again.
+        up(&anon).await;
+        eprintln!("round {round}: killed with {before} acknowledged; serving again");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sender.await;
+    kill(Pid::from_raw(server.id() as i32), Signal::SIGKILL).unwrap();
+    let _ = server.wait();
+    let acked = acked.load(Ordering::Relaxed);
+    let store = vigil_server::open_store(&cfg, &Default::default()).unwrap();
+    let tenant = store.tenant_store("acme").unwrap();
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let part = tenant.records(&device, after, 10_000).unwrap();
+        let Some(&(l, _)) = part.last() else { break };
+        seqs.extend(part.iter().map(|r| r.0));
+        after = l;
+    }
+    eprintln!(
+        "{acked} acknowledged; the store holds {} (mark {})",
+        seqs.len(),
+        tenant.high_water(&device).unwrap()
+    );
+    assert!(acked > 1000, "too little was sent to prove anything");
+    assert!(seqs.len() as u64 >= acked, "acknowledged records missing");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "a gap or a duplicate"
+    );
+}
