@@ -16,6 +16,8 @@ pub struct TestServer {
     pub control: Arc<vigil_store::ControlStore>,
     maintenance: vigil_server::Maintenance,
     pub ca_pem: String,
+    /// The server's data directory (`dir/server` unless a test moved it).
+    data: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -78,10 +80,9 @@ impl TestServer {
         let addr = server.local_addr().expect("addr");
         let control = server.control();
         let maintenance = server.maintenance();
-        let ca_pem = std::fs::read_to_string(
-            vigil_server::pki::PkiPaths::new(&dir.path().join("server")).ca_cert(),
-        )
-        .expect("ca written");
+        let data = cfg.data_dir.clone();
+        let ca_pem = std::fs::read_to_string(vigil_server::pki::PkiPaths::new(&data).ca_cert())
+            .expect("ca written");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             server
@@ -97,6 +98,7 @@ impl TestServer {
             control,
             maintenance,
             ca_pem,
+            data,
             stop: Some(tx),
             task: Some(task),
         }
@@ -126,12 +128,12 @@ impl TestServer {
     }
 
     pub fn ca_file(&self) -> PathBuf {
-        vigil_server::pki::PkiPaths::new(&self.dir.path().join("server")).ca_cert()
+        vigil_server::pki::PkiPaths::new(&self.data).ca_cert()
     }
 
     /// The server's CA, loaded from its data directory (to forge test certificates).
     pub fn ca(&self) -> vigil_pki::CertificateAuthority {
-        let pki = self.dir.path().join("server/pki");
+        let pki = self.data.join("pki");
         vigil_pki::CertificateAuthority::from_pem(
             &std::fs::read_to_string(pki.join("ca.pem")).expect("ca.pem"),
             &std::fs::read_to_string(pki.join("ca.key")).expect("ca.key"),

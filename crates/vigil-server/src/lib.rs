@@ -91,6 +91,16 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::BadIdentifier(_) => Status::invalid_argument(e.to_string()),
         StoreError::NotFound(m) => Status::not_found(format!("no such {m}")),
         StoreError::TenantExists(_) => Status::already_exists(e.to_string()),
+        StoreError::DiskFull(_) => {
+            tracing::error!(error = %e, "Store refused a write: disk full");
+            metrics::refused("disk_full");
+            Status::resource_exhausted(
+                "the server's disk is full: nothing of this was stored; send it again later",
+            )
+        }
+        StoreError::Io { ref source, .. } if matches!(source.raw_os_error(), Some(28 | 122)) => {
+            store_status(StoreError::DiskFull(e.to_string()))
+        }
         other => internal(other),
     }
 }

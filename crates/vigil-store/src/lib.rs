@@ -51,6 +51,9 @@ pub use tenant::{
 pub enum StoreError {
     #[error("database: {0}")]
     Db(String),
+    /// The disk (or the quota) has no room for the write: nothing was stored.
+    #[error("disk full: {0}")]
+    DiskFull(String),
     #[error("I/O on {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -74,10 +77,25 @@ pub enum StoreError {
     BadIdentifier(String),
 }
 
+/// A redb error as a store error; a full disk (ENOSPC, EDQUOT) is told apart,
+/// whichever of redb's error types carries it.
+fn from_redb(e: impl std::fmt::Display) -> StoreError {
+    let text = e.to_string();
+    if text.contains("No space left on device")
+        || text.contains("os error 28")
+        || text.contains("Disk quota exceeded")
+        || text.contains("os error 122")
+    {
+        StoreError::DiskFull(text)
+    } else {
+        StoreError::Db(text)
+    }
+}
+
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+            fn from(e: $t) -> Self { from_redb(e) }
         }
     )*};
 }
