@@ -18,6 +18,9 @@
 //! every bound has a name ([`MAX_BUNDLE_BYTES`], [`MAX_RECORDS`],
 //! [`MAX_RECORD_BYTES`]), and nothing here panics on a bundle's bytes.
 
+/// The fuzz target's entry point (`fuzz/`), shared with the replay of its corpus in `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 #[cfg(test)]
 mod tests;

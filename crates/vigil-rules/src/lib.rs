@@ -74,6 +74,9 @@ mod error;
 mod eval;
 mod event;
 mod field;
+/// The fuzz targets' entry points (`fuzz/`), shared with the replay of their corpora in `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
 mod grams;
 mod index;
 mod literals;

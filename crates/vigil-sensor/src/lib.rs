@@ -17,6 +17,10 @@ pub mod config;
 pub mod control;
 pub mod enrich;
 pub mod export;
+/// The fuzz targets' entry points (`fuzz/`): the kernel-record parsers are
+/// crate-private; this exposes what the fuzzer needs and nothing else.
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod pipeline;
 mod policy;

@@ -30,6 +30,10 @@ mod auth;
 mod commit;
 pub mod config;
 mod correlate;
+/// The fuzz targets' entry points (`fuzz/`): `wire` and `hunt::index` are
+/// crate-private; this exposes what the fuzzer needs and nothing else.
+#[doc(hidden)]
+pub mod fuzzing;
 mod hunt;
 mod indexer;
 mod ingest;

@@ -14,6 +14,10 @@
 //! that needs repair rather than repair it), and it cannot open a spool a
 //! running sensor holds.
 
+/// The fuzz target's entry point (`fuzz/`), shared with the replay of its corpus in `cargo test`.
+#[doc(hidden)]
+pub mod fuzzing;
+
 use redb::{
     Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
