@@ -212,17 +212,38 @@ pub(crate) fn parse(s: &str) -> Result<Cond, String> {
 }
 
 /// Whether `name` matches a selection pattern with `*` (and `?`) wildcards.
+///
+/// Greedy, remembering only the last `*`: at most `pattern × name` steps and
+/// no recursion. (Trying every split at every `*` took exponential time: a
+/// rule with `1 of se***…***lection_*` hung the loader; found by `fuzz/`'s
+/// `sigma_rules`, reproducer in `fuzz/regressions/sigma_rules`.)
 pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    let (mut pi, mut ni) = (0, 0);
+    // Where to resume after the last `*`: (pattern after it, name it has taken up to).
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                pi += 1;
+                star = Some((pi, ni));
+            }
+            Some(&c) if c == b'?' || c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                // The last `*` takes one more byte; try the rest from there.
+                Some((sp, taken)) => {
+                    pi = sp;
+                    ni = taken + 1;
+                    star = Some((sp, taken + 1));
+                }
+                None => return false,
+            },
         }
     }
-    go(pattern.as_bytes(), name.as_bytes())
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -231,6 +252,56 @@ mod tests {
 
     fn id(s: &str) -> Cond {
         Cond::Ident(s.into())
+    }
+
+    #[test]
+    fn name_patterns() {
+        for (p, n, m) in [
+            ("selection_*", "selection_a", true),
+            ("selection_*", "selection_", true),
+            ("selection_*", "selectio", false),
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbYcZ", false),
+            ("a*b*c", "abcbc", true),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*sel*", "my_selection", true),
+            ("**a**", "bab", true),
+            ("*a", "aab", false),
+        ] {
+            assert_eq!(name_matches(p, n), m, "{p} {n}");
+        }
+    }
+
+    /// fuzz/regressions/sigma_rules/timeout-of-many-stars.yml: many `*` against
+    /// a name that does not match took exponential time.
+    #[test]
+    fn many_stars_are_linear_enough() {
+        let pattern = format!("se{}lection_*", "*".repeat(130));
+        let started = std::time::Instant::now();
+        assert!(!name_matches(&pattern, &"s".repeat(200)));
+        assert!(name_matches(&pattern, "selection_x"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    proptest::proptest! {
+        /// The same answers as trying every split at every `*` (the former code).
+        #[test]
+        fn name_matches_as_exhaustive_search(p in "[ab*?]{0,8}", n in "[ab]{0,10}") {
+            fn go(p: &[u8], n: &[u8]) -> bool {
+                match (p.first(), n.first()) {
+                    (None, None) => true,
+                    (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+                    (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+                    (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+                    _ => false,
+                }
+            }
+            proptest::prop_assert_eq!(name_matches(&p, &n), go(p.as_bytes(), n.as_bytes()));
+        }
     }
 
     #[test]

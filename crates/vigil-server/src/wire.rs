@@ -44,6 +44,50 @@ fn varint(b: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// `Record`'s fields below the payloads: 1 to 5 (records.proto).
+const LAST_PLAIN: u64 = 5;
+
+/// How deep prost skips nested groups (its recursion limit).
+const GROUP_DEPTH: usize = 100;
+
+/// Skips an unknown field sent as a group, as prost does: every field inside
+/// skipped up to the end of the same field number, groups nested at most
+/// [`GROUP_DEPTH`] deep. `None` when prost would refuse it.
+fn skip_group(b: &mut &[u8], field: u64) -> Option<()> {
+    let mut open = vec![field];
+    while let Some(&top) = open.last() {
+        let key = varint(b)?;
+        let (inner, wire) = (key >> 3, key & 7);
+        if inner == 0 || inner > (1 << 29) - 1 {
+            return None;
+        }
+        if wire == 4 {
+            if inner != top {
+                return None;
+            }
+            open.pop();
+            continue;
+        }
+        if open.len() >= GROUP_DEPTH {
+            return None;
+        }
+        match wire {
+            0 => {
+                varint(b)?;
+            }
+            1 => *b = b.get(8..)?,
+            5 => *b = b.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(b)?).ok()?;
+                *b = b.get(len..)?;
+            }
+            3 => open.push(inner),
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
 /// Walks the top-level fields of an encoded `Record`; `None` when they are not
 /// well formed (anything `prost` would refuse at this level).
 pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
@@ -99,7 +143,15 @@ pub(crate) fn record_head(mut b: &[u8]) -> Option<RecordHead> {
                 }
                 b = b.get(if wire == 1 { 8 } else { 4 }..)?;
             }
-            // Groups (3, 4) are not in proto3, and 6 and 7 are not wire types.
+            // Groups are not in proto3, but prost skips an unknown field sent
+            // as one (and refuses a known field sent as one, and a stray end).
+            3 => {
+                if field <= LAST_PLAIN || PAYLOADS.contains(&field) {
+                    return None;
+                }
+                skip_group(&mut b, field)?;
+            }
+            // 4 ends a group never started; 6 and 7 are not wire types.
             _ => return None,
         }
     }
@@ -182,6 +234,40 @@ mod tests {
         assert!(Record::decode(b.as_slice()).is_ok());
     }
 
+    /// Found by the fuzzer (fuzz/regressions/server_record): prost skips an
+    /// unknown field sent as a group; ingest refused the whole record.
+    #[test]
+    fn skips_unknown_groups_as_prost_does() {
+        let crash = [
+            0x08, 0x03, 0x62, 0x00, 0x08, 0x00, 0x10, 0x2c, 0x80, 0x3b, 0x30, 0x30, 0x30, 0x30,
+            0x30, 0x30, 0xd4, 0x30, 0x30, 0x30, 0x33, 0x39, 0x36, 0x35, 0xa4, 0x39, 0x35, 0x33,
+            0x30, 0x36, 0x2d, 0x67, 0x79, 0x79, 0x79, 0x79, 0x79, 0x36, 0x38, 0x34, 0x37, 0x34,
+            0x39, 0x31, 0x34, 0x31, 0xdf, 0x08, 0x03, 0x62, 0xd4, 0x00, 0xff, 0xdf,
+        ];
+        let r = Record::decode(crash.as_slice());
+        let head = record_head(&crash);
+        assert_eq!(head.is_some(), r.is_ok());
+        // Field 100 as a group holding a varint, a nested group, bytes, fixed64 and fixed32.
+        let mut b = rec(7, None);
+        b.extend([
+            0xa3, 0x06, 0x08, 0x01, 0xab, 0x06, 0xac, 0x06, 0x12, 0x01, 0x00,
+        ]);
+        b.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x25, 1, 2, 3, 4, 0xa4, 0x06]);
+        assert!(Record::decode(b.as_slice()).is_ok());
+        assert_eq!(record_head(&b).unwrap().sequence, 7);
+        // Nested as deep as prost goes, and one deeper.
+        for depth in [99, 100, 101] {
+            let mut b = rec(7, None);
+            b.extend(std::iter::repeat_n([0xa3, 0x06], depth).flatten());
+            b.extend(std::iter::repeat_n([0xa4, 0x06], depth).flatten());
+            assert_eq!(
+                record_head(&b).is_some(),
+                Record::decode(b.as_slice()).is_ok(),
+                "{depth}"
+            );
+        }
+    }
+
     #[test]
     fn refuses_what_is_not_well_formed() {
         let good = rec(42, Some(Payload::Detection(Detection::default())));
@@ -202,6 +288,10 @@ mod tests {
             vec![0x52, 0x05, 0x01], // process_start longer than the record
             vec![0x00, 0x01], // field 0
             vec![0x0b], // a group
+            vec![0x1b, 0x1c], // level as a group
+            vec![0xa3, 0x06], // an unknown group never ended
+            vec![0xa3, 0x06, 0xac, 0x06], // ended by another field's end
+            vec![0xa4, 0x06], // an end never started
             vec![0x0e], // wire type 6
         ] {
             assert_eq!(record_head(&bad), None, "{bad:?}");

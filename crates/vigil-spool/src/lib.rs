@@ -48,6 +48,28 @@ pub enum SpoolError {
         "the spool was not closed cleanly (the sensor stopped abruptly); the sensor repairs it at its next start, and a read-only open does not"
     )]
     NeedsRepair,
+    #[error("the spool file is corrupted: {0}")]
+    Corrupted(String),
+}
+
+/// Runs a call into redb that reads the file, with a panic turned into
+/// [`SpoolError::Corrupted`]. redb 4.5 panics on some corrupted files (an
+/// `unreachable!` in its B-tree walk, found by `fuzz/`'s `spool_file` target;
+/// reproducer in `fuzz/regressions/spool_file`) where it should return
+/// `StorageError::Corrupted`. A spool file is the device's disk, outside the
+/// process: never a reason to stop it.
+fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the database reader panicked".into());
+            Err(SpoolError::Corrupted(why))
+        }
+    }
 }
 
 macro_rules! db_err {
@@ -211,6 +233,10 @@ impl Spool {
     }
 
     pub fn open(path: &Path, capacity_bytes: u64) -> Result<Spool, SpoolError> {
+        guarded(|| Spool::open_unguarded(path, capacity_bytes))
+    }
+
+    fn open_unguarded(path: &Path, capacity_bytes: u64) -> Result<Spool, SpoolError> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         let next = {
@@ -233,6 +259,14 @@ impl Spool {
     /// Encodes and appends records in one durable transaction. `encode` gets
     /// each record's sequence number and returns its bytes.
     pub fn append<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        encode: impl FnMut(u64, T) -> Vec<u8>,
+    ) -> Result<u64, SpoolError> {
+        guarded(|| self.append_unguarded(items, encode))
+    }
+
+    fn append_unguarded<T>(
         &self,
         items: impl IntoIterator<Item = T>,
         mut encode: impl FnMut(u64, T) -> Vec<u8>,
@@ -283,11 +317,15 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
-        read_after(&self.db, after, max_records, max_bytes)
+        guarded(|| read_after(&self.db, after, max_records, max_bytes))
     }
 
     /// Removes every record with sequence ≤ `seq`: the server holds them.
     pub fn ack_through(&self, seq: u64) -> Result<u64, SpoolError> {
+        guarded(|| self.ack_unguarded(seq))
+    }
+
+    fn ack_unguarded(&self, seq: u64) -> Result<u64, SpoolError> {
         let tx = self.db.begin_write()?;
         let mut removed = 0;
         {
@@ -311,7 +349,7 @@ impl Spool {
     }
 
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
-        stats(&self.db)
+        guarded(|| stats(&self.db))
     }
 }
 
@@ -330,12 +368,12 @@ impl SpoolView {
     /// Opens an existing spool without changing it. Fails with
     /// [`SpoolError::InUse`] while a sensor has it open.
     pub fn open(path: &Path) -> Result<SpoolView, SpoolError> {
-        match ReadOnlyDatabase::open(path) {
+        guarded(|| match ReadOnlyDatabase::open(path) {
             Ok(db) => Ok(SpoolView { db }),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(SpoolError::InUse),
             Err(redb::DatabaseError::RepairAborted) => Err(SpoolError::NeedsRepair),
             Err(e) => Err(e.into()),
-        }
+        })
     }
 
     /// As [`Spool::read_after`].
@@ -345,12 +383,12 @@ impl SpoolView {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
-        read_after(&self.db, after, max_records, max_bytes)
+        guarded(|| read_after(&self.db, after, max_records, max_bytes))
     }
 
     /// As [`Spool::stats`].
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
-        stats(&self.db)
+        guarded(|| stats(&self.db))
     }
 }
 
@@ -394,6 +432,24 @@ mod tests {
 
     fn bytes(n: usize) -> impl FnMut(u64, usize) -> Vec<u8> {
         move |seq, _| vec![seq as u8; n]
+    }
+
+    /// Found by the fuzzer (fuzz/regressions/spool_file): redb panicked
+    /// opening this file; the spool reports it as corrupted instead.
+    #[test]
+    fn a_file_redb_panics_on_is_an_error() {
+        let crash = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/regressions/spool_file/crash-e235a1e87acefd65e329a5f80d05310004b60c8c"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("spool.redb");
+        std::fs::copy(crash, &p).unwrap();
+        assert!(matches!(SpoolView::open(&p), Err(SpoolError::Corrupted(_))));
+        // Opened for writing, redb may repair it or refuse it: never a panic.
+        if let Ok(s) = Spool::open(&p, 1 << 20) {
+            let _ = s.read_after(0, 100, 1 << 20);
+        }
     }
 
     #[test]
