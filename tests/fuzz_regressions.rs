@@ -16,8 +16,11 @@ use vigil_proto::v1::{
     Record, record::Payload,
 };
 
+/// A target's entry function.
+type Entry = fn(&[u8]);
+
 /// Each target and the function it fuzzes.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Entry)] = &[
     ("sigma_rules", vigil_rules::fuzzing::rule_text),
     ("rule_bundle", vigil_rules::fuzzing::rule_bundle),
     ("server_record", vigil_server::fuzzing::record),

@@ -129,16 +129,6 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-/// Runs `f` over a spool file that may be damaged: redb panics on some
-/// corrupted pages, and a damaged file is input from outside the process.
-fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-        Err(SpoolError::Db(
-            "the file is corrupted (reading it failed)".into(),
-        ))
-    })
-}
-
 /// Unix time in nanoseconds: the floor of sequence numbers after a spool was
 /// lost, above any number handed out before (those count records one by one
 /// from 1, or from an earlier such floor).
