@@ -11,7 +11,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{TestServer, sensor_config, with_token};
+use support::{SmallDisk, TestServer, sensor_config, with_token};
 use tokio_stream::StreamExt;
 use vigil_proto::v1::record::Payload;
 use vigil_proto::v1::{FieldCondition, MatchOp, SearchEventsRequest, hunt_client::HuntClient};
@@ -504,77 +504,6 @@ async fn a_server_killed_twenty_times_keeps_every_acknowledged_record() {
     );
 }
 
-/// A small filesystem of its own (an ext4 image on a loop device), so a test
-/// can fill it without touching the machine's disk; unmounted on drop.
-struct SmallDisk {
-    mount: tempfile::TempDir,
-    _image: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    /// `None` (the reason printed) where loop mounts are not possible.
-    fn new(name: &str, mib: u64) -> Option<SmallDisk> {
-        if let Some(why) = support::root_skip_reason() {
-            eprintln!("SKIPPED {name}: {why}");
-            return None;
-        }
-        let image = tempfile::tempdir().unwrap();
-        let file = image.path().join("disk.img");
-        std::fs::File::create(&file)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
-        let mkfs = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&file)
-            .status();
-        let mount = tempfile::tempdir().unwrap();
-        let mounted = mkfs.is_ok_and(|s| s.success())
-            && std::process::Command::new("mount")
-                .args(["-o", "loop"])
-                .arg(&file)
-                .arg(mount.path())
-                .status()
-                .is_ok_and(|s| s.success());
-        if !mounted {
-            eprintln!("SKIPPED {name}: cannot make and loop-mount an ext4 image here");
-            return None;
-        }
-        Some(SmallDisk {
-            mount,
-            _image: image,
-        })
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.mount.path()
-    }
-
-    /// Fills the filesystem with one file, `filler`, until no byte is left.
-    fn fill(&self) -> std::path::PathBuf {
-        use std::io::Write;
-        let filler = self.path().join("filler");
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 1 << 20];
-        while f.write_all(&block).is_ok() {}
-        let mut small = vec![0u8; 4096];
-        while f.write_all(&small).is_ok() {}
-        small.truncate(1);
-        while f.write_all(&small).is_ok() {}
-        let _ = f.sync_all();
-        filler
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.mount.path())
-            .status();
-    }
-}
-
 /// (d) The server's disk fills up: ingest refuses with RESOURCE_EXHAUSTED
 /// saying so, stores nothing of the refused batch and keeps answering; once
 /// space returns (and the server restarted: see below), the same batch, sent
@@ -687,4 +616,343 @@ async fn stored_any(
         out.extend(p.unwrap().records);
     }
     out
+}
+
+/// Free bytes on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let vfs = nix::sys::statvfs::statvfs(path).unwrap();
+    vfs.blocks_available() * vfs.fragment_size()
+}
+
+/// (e), the spool's part, without the kernel: on a 64 MiB filesystem left
+/// with 12 MiB, a spool told to leave 4 MiB free takes 40 MB of records with
+/// no server to acknowledge them. It never cuts into the free space it
+/// leaves, drops bulk records oldest first, keeps every priority record, and
+/// every sequence number it handed out is either held or counted as dropped.
+/// Then the disk is filled to the last byte: no panic, every refusal is a
+/// clear `DiskFull`, and once space returns the same spool writes again —
+/// not reopened by its caller.
+#[test]
+fn a_spool_on_a_full_disk_drops_bulk_oldest_first_keeps_priority_and_counts_every_drop() {
+    use vigil_spool::{Priority, Spool, SpoolError};
+    let name =
+        "a_spool_on_a_full_disk_drops_bulk_oldest_first_keeps_priority_and_counts_every_drop";
+    if !enabled(name) {
+        return;
+    }
+    let Some(disk) = SmallDisk::new(name, 64) else {
+        return;
+    };
+    let filler = disk.fill_leaving("filler", 12 << 20);
+    let spool = Spool::open(&disk.path().join("spool.redb"), 1 << 30).unwrap();
+    spool.set_min_free(4 << 20);
+    let keep = |seq: u64| seq.is_multiple_of(100);
+    let record = |seq: u64, _| {
+        let p = if keep(seq) {
+            Priority::Keep
+        } else {
+            Priority::Bulk
+        };
+        (format!("{seq:020} {}", "x".repeat(380)).into_bytes(), p)
+    };
+    let mut lowest_free = u64::MAX;
+    for _ in 0..500 {
+        spool.append(0..200, record).unwrap();
+        lowest_free = lowest_free.min(free_bytes(disk.path()));
+    }
+    let held = |spool: &Spool| -> Vec<u64> {
+        let mut out = Vec::new();
+        loop {
+            let part = spool.read_after(out.last().copied().unwrap_or(0), 10_000, 64 << 20);
+            let part = part.unwrap();
+            if part.is_empty() {
+                return out;
+            }
+            out.extend(part.iter().map(|r| r.0));
+        }
+    };
+    let st = spool.stats().unwrap();
+    let seqs = held(&spool);
+    eprintln!(
+        "100,000 records of 400 bytes into 12 MiB: {} held, {st:?}, lowest free {} KiB",
+        seqs.len(),
+        lowest_free >> 10
+    );
+    assert!(
+        lowest_free >= 3 << 20,
+        "the spool cut into the 4 MiB it leaves free: {lowest_free} bytes were left"
+    );
+    assert_eq!(
+        seqs.len() as u64 + st.dropped + st.dropped_disk_full + st.dropped_priority,
+        100_000,
+        "every record is held or counted"
+    );
+    assert_eq!((st.dropped, st.dropped_priority), (0, 0));
+    assert!(st.dropped_disk_full > 50_000, "{st:?}");
+    let set: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+    assert!(
+        (1..=100_000).filter(|&s| keep(s)).all(|s| set.contains(&s)),
+        "a priority record was dropped"
+    );
+    let bulk: Vec<u64> = seqs.iter().copied().filter(|&s| !keep(s)).collect();
+    let newest: Vec<u64> = (bulk[0]..=100_000).filter(|&s| !keep(s)).collect();
+    assert_eq!(bulk, newest, "bulk records were not dropped oldest first");
+
+    // To the last byte.
+    drop(std::fs::remove_file(&filler));
+    let filler = disk.fill();
+    let (mut written, mut refused) = (0, 0);
+    for _ in 0..100 {
+        match spool.append(0..200, record) {
+            Ok(n) => written += n,
+            Err(SpoolError::DiskFull) => refused += 1,
+            Err(e) => panic!("a full disk is DiskFull, not: {e}"),
+        }
+    }
+    let st = spool.stats().unwrap();
+    let seqs = held(&spool);
+    eprintln!(
+        "a full disk: {written} written, {refused} batches refused; {} held, {st:?}",
+        seqs.len()
+    );
+    // Sequence numbers are handed out only to what was written.
+    assert_eq!(
+        seqs.len() as u64 + st.dropped + st.dropped_disk_full + st.dropped_priority,
+        st.next_seq - 1
+    );
+    assert_eq!(st.next_seq - 1, 100_000 + written);
+    std::fs::remove_file(&filler).unwrap();
+    spool.append(0..200, record).unwrap();
+    let st = spool.stats().unwrap();
+    assert_eq!(st.next_seq - 1, 100_200 + written);
+    let set: std::collections::HashSet<u64> = held(&spool).into_iter().collect();
+    assert!(
+        (1..=100_000).filter(|&s| keep(s)).all(|s| set.contains(&s)),
+        "a priority record was dropped on the full disk"
+    );
+}
+
+/// (e) The sensor's disk fills up while the server is away: on a 96 MiB
+/// filesystem left with 24 MiB (the spool told to leave 8 MiB), the kernel
+/// sensor records 100,000 file creations and three reads of /etc/shadow (one
+/// before the flood, one after, one with the disk full to the last byte). The
+/// sensor keeps running; once space and the server return, the server holds
+/// every detection and health record, the records missing from its sequence
+/// are exactly the bulk ones dropped oldest first, and their number is the
+/// one the sensor's health reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sensor_disk_keeps_detections_and_health_and_counts_every_drop() {
+    let name = "a_full_sensor_disk_keeps_detections_and_health_and_counts_every_drop";
+    if !enabled(name) {
+        return;
+    }
+    let Some(_turn) = support::kernel_test(name).await else {
+        return;
+    };
+    let Some(disk) = SmallDisk::new(name, 96) else {
+        return;
+    };
+    const N: usize = 100_000;
+    let server = TestServer::start().await;
+    let (_, enroll) = server.tenant("acme", vigil_store::Role::Analyst);
+    let mut cfg = sensor_config(&server, &enroll);
+    cfg.data_dir = disk.path().join("sensor");
+    cfg.collect.ring_buffer_kb = 16 * 1024;
+    cfg.spool.capacity_mb = 1024;
+    cfg.spool.min_free_mb = 8;
+    let spool_file = cfg.data_dir.join("spool.redb");
+    let Some(sensor) = support::start_kernel_sensor(name, cfg).await else {
+        return;
+    };
+    if !sensor.sources.iter().any(|s| s.contains("eBPF")) {
+        eprintln!(
+            "SKIPPED {name}: file events need eBPF: {:?}",
+            sensor.degraded
+        );
+        sensor.shutdown().await;
+        return;
+    }
+    let device = loop {
+        if let Some(d) = server.control.devices("acme").unwrap().first() {
+            break d.device_id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let down = server.pause().await;
+    let filler = disk.fill_leaving("filler", 24 << 20);
+    let t0 = Instant::now();
+    let files = tempfile::Builder::new()
+        .prefix("vigil-diskfull-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let make = |from: usize, to: usize| {
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "i={from}; while [ $i -lt {to} ]; do : > {}/f$i; i=$((i+1)); done",
+                files.path().display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let shadow = || {
+        let out = std::process::Command::new("cat")
+            .arg("/etc/shadow")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    shadow();
+    make(0, N * 9 / 10);
+    shadow();
+    eprintln!(
+        "{:?}: {} files made; filling the disk",
+        t0.elapsed(),
+        N * 9 / 10
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // To the last byte: the spool's writes now fail outright.
+    std::fs::remove_file(&filler).unwrap();
+    let filler = disk.fill();
+    make(N * 9 / 10, N);
+    shadow();
+    eprintln!(
+        "{:?}: all files made; space and server return",
+        t0.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::remove_file(&filler).unwrap();
+    let server = down.resume().await;
+    let store = server.control.tenant_store("acme").unwrap();
+    let decoded = |store: &std::sync::Arc<dyn vigil_store::TenantData>| {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let part = store.records(&device, after, 10_000).unwrap();
+            let Some(&(l, _)) = part.last() else { break };
+            for (seq, b) in &part {
+                let r = <vigil_proto::v1::Record as prost::Message>::decode(b.as_slice());
+                out.push((*seq, r.unwrap().payload.unwrap()));
+            }
+            after = l;
+        }
+        out
+    };
+    // Until it has taken everything (its mark still for 5 s).
+    let mut last = (0, Instant::now());
+    let back = Instant::now();
+    while last.0 == 0 || last.1.elapsed() < Duration::from_secs(5) {
+        let hw = store.high_water(&device).unwrap();
+        if hw != last.0 {
+            last = (hw, Instant::now());
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(300),
+            "the server never caught up (mark {hw}; uplink {:?})",
+            sensor.uplink_status()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("{:?}: the server holds through {}", t0.elapsed(), last.0);
+    let records = decoded(&store);
+    // The account the sensor gives at stop: its last health record, sent or
+    // still spooled.
+    sensor.shutdown().await;
+    let mut after_stop: Vec<(u64, Vec<u8>)> = store.records(&device, last.0, 10_000).unwrap();
+    after_stop.extend(
+        vigil_spool::SpoolView::open(&spool_file)
+            .unwrap()
+            .read_after(last.0, 10_000, 64 << 20)
+            .unwrap(),
+    );
+    let seqs: Vec<u64> = records.iter().map(|r| r.0).collect();
+    let last = *seqs.last().unwrap();
+    let held: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+    let missing: Vec<u64> = (1..=last).filter(|s| !held.contains(s)).collect();
+    let health = after_stop
+        .iter()
+        .rev()
+        .find_map(|(_, b)| {
+            match <vigil_proto::v1::Record as prost::Message>::decode(b.as_slice()) {
+                Ok(vigil_proto::v1::Record {
+                    payload: Some(Payload::Health(h)),
+                    ..
+                }) => Some(h),
+                _ => None,
+            }
+        })
+        .expect("a health record at stop");
+    let count = |k: &str| health.dropped.get(k).copied().unwrap_or(0);
+    let detections = records
+        .iter()
+        .filter(|(_, p)| {
+            matches!(p, Payload::Detection(d) if d.rule_title.to_lowercase().contains("shadow"))
+        })
+        .count();
+    let dir = files.path().display().to_string();
+    let stored_files = records
+        .iter()
+        .filter(|(_, p)| {
+            matches!(p, Payload::File(f) if f.path.as_ref().is_some_and(|p| p.text.starts_with(&dir)))
+        })
+        .count();
+    eprintln!(
+        "{} records held up to {last}; {} missing; {stored_files} file records of {N} files; \
+         {detections} /etc/shadow detections; health dropped {:?}",
+        seqs.len(),
+        missing.len(),
+        health.dropped
+    );
+    assert_eq!(detections, 3, "a detection was lost");
+    let blind_spots = records
+        .iter()
+        .filter(|(_, p)| {
+            matches!(p, Payload::Detection(d)
+                if d.rule_id == "vigil-sensor-blind-spot" && d.description.contains("unsent records"))
+        })
+        .count();
+    assert!(
+        blind_spots >= 1,
+        "no blind spot told an analyst of the drops"
+    );
+    assert!(
+        count("disk_full") > 0,
+        "nothing was dropped: {:?}",
+        health.dropped
+    );
+    assert_eq!(
+        missing.len() as u64,
+        count("disk_full") + count("spool_full") + count("priority_evicted"),
+        "a record is missing that no count names"
+    );
+    assert_eq!(count("priority_evicted"), 0);
+    // Oldest first: from the first missing record on, what is held up to the
+    // last missing one is priority records only (kept while bulk went).
+    let (lo, hi) = (missing[0], *missing.last().unwrap());
+    for (seq, p) in &records {
+        if (lo..=hi).contains(seq) {
+            assert!(
+                matches!(
+                    p,
+                    Payload::Detection(_) | Payload::Health(_) | Payload::Host(_)
+                ),
+                "bulk record {seq} kept while older ones were dropped"
+            );
+        }
+    }
+    // Every file record is stored or counted; the kernel lost none unsaid.
+    let lost = count("disk_full")
+        + count("disk_full_unspooled")
+        + health
+            .dropped
+            .iter()
+            .filter(|(k, _)| k.ends_with("_ring_full"))
+            .map(|(_, v)| v)
+            .sum::<u64>();
+    assert!(
+        stored_files as u64 + lost >= N as u64,
+        "{stored_files} stored + {lost} counted < {N}"
+    );
+    server.stop().await;
 }

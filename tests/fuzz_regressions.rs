@@ -230,7 +230,7 @@ fn write_seeds() {
             .append(records.iter().take(3), |seq, r| {
                 let mut r = r.clone();
                 r.sequence = seq;
-                r.encode_to_vec()
+                (r.encode_to_vec(), vigil_spool::Priority::Bulk)
             })
             .unwrap();
         spool.ack_through(1).unwrap();

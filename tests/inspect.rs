@@ -400,7 +400,7 @@ async fn inspect_lists_a_stopped_sensors_spool_and_changes_nothing() {
                 .encode_to_vec();
                 // Field 99, varint 1: unknown to this build.
                 bytes.extend_from_slice(&[0x98, 0x06, 0x01]);
-                bytes
+                (bytes, vigil_spool::Priority::Keep)
             })
             .unwrap();
     }

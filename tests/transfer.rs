@@ -170,7 +170,7 @@ fn spool(d: &Device, records: Vec<Record>) {
     spool
         .append(records, |seq, mut r| {
             r.sequence = seq;
-            r.encode_to_vec()
+            (r.encode_to_vec(), vigil_spool::Priority::Bulk)
         })
         .unwrap();
 }

@@ -64,12 +64,12 @@ impl TestServer {
         let mut cfg = vigil_server::ServerConfig::new(listen, dir.path().join("server"));
         configure(&mut cfg);
         // A restarted server may find its store still held by connections that
-        // are closing, or its port in TIME_WAIT: retry briefly.
+        // are closing, or its port in TIME_WAIT: retry (up to 30 s on a busy machine).
         let mut tries = 0;
         let server = loop {
             match vigil_server::Server::bind_with(cfg.clone(), opts.clone()).await {
                 Ok(s) => break s,
-                Err(e) if tries < 50 => {
+                Err(e) if tries < 300 => {
                     tries += 1;
                     eprintln!("server bind retry: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -330,4 +330,94 @@ pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A small filesystem of its own (an ext4 image on a loop device), so a test
+/// can fill it without touching the machine's disk; unmounted on drop.
+pub struct SmallDisk {
+    mount: tempfile::TempDir,
+    _image: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (the reason printed) where loop mounts are not possible.
+    pub fn new(name: &str, mib: u64) -> Option<SmallDisk> {
+        if let Some(why) = root_skip_reason() {
+            eprintln!("SKIPPED {name}: {why}");
+            return None;
+        }
+        let image = tempfile::tempdir().unwrap();
+        let file = image.path().join("disk.img");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        let mkfs = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&file)
+            .status();
+        let mount = tempfile::tempdir().unwrap();
+        let mounted = mkfs.is_ok_and(|s| s.success())
+            && std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&file)
+                .arg(mount.path())
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("SKIPPED {name}: cannot make and loop-mount an ext4 image here");
+            return None;
+        }
+        Some(SmallDisk {
+            mount,
+            _image: image,
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.mount.path()
+    }
+
+    /// Fills the filesystem with one file, `name`, until `left` bytes are free
+    /// (about: to a block).
+    pub fn fill_leaving(&self, name: &str, left: u64) -> std::path::PathBuf {
+        let path = self.path().join(name);
+        let vfs = nix::sys::statvfs::statvfs(self.path()).unwrap();
+        let free = vfs.blocks_available() * vfs.fragment_size();
+        let f = std::fs::File::create(&path).unwrap();
+        // Allocated, not a hole: it takes the space at once.
+        nix::fcntl::fallocate(
+            &f,
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            free.saturating_sub(left) as i64,
+        )
+        .unwrap();
+        f.sync_all().unwrap();
+        path
+    }
+
+    /// Fills the filesystem with one file, `filler`, until no byte is left.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path().join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        let mut small = vec![0u8; 4096];
+        while f.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while f.write_all(&small).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.mount.path())
+            .status();
+    }
 }

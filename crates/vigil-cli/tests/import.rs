@@ -58,7 +58,7 @@ fn a_bundle_imports_once_and_a_changed_one_is_refused() {
         let spool = vigil_spool::Spool::open(&device.path().join("spool.redb"), 64 << 20).unwrap();
         spool
             .append(0..50u32, |seq, i| {
-                Record {
+                let b = Record {
                     sequence: seq,
                     time_unix_ns: 1_700_000_000_000_000_000 + i64::from(i),
                     payload: Some(Payload::ProcessStart(ProcessStart {
@@ -69,7 +69,8 @@ fn a_bundle_imports_once_and_a_changed_one_is_refused() {
                     })),
                     ..Default::default()
                 }
-                .encode_to_vec()
+                .encode_to_vec();
+                (b, vigil_spool::Priority::Bulk)
             })
             .unwrap();
     }

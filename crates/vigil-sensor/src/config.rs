@@ -125,18 +125,28 @@ pub struct SpoolConfig {
     /// Disk the spool may use before it evicts the oldest unsent records.
     #[serde(default = "default_spool_mb")]
     pub capacity_mb: u64,
+    /// Free space the spool leaves on its filesystem: below it the spool stops
+    /// growing and drops bulk telemetry, oldest first, to write what is new
+    /// (detections and health go last). Counted as `disk_full` in health.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
             capacity_mb: default_spool_mb(),
+            min_free_mb: default_min_free_mb(),
         }
     }
 }
 
 fn default_spool_mb() -> u64 {
     512
+}
+
+fn default_min_free_mb() -> u64 {
+    vigil_spool::DEFAULT_MIN_FREE_BYTES >> 20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +320,9 @@ impl vigil_config::Validate for SensorConfig {
         }
         if self.spool.capacity_mb == 0 || self.spool.capacity_mb > 1024 * 1024 {
             return Err(("spool.capacity_mb", "must be between 1 and 1048576".into()));
+        }
+        if self.spool.min_free_mb > 1024 * 1024 {
+            return Err(("spool.min_free_mb", "must be at most 1048576".into()));
         }
         if self.uplink.batch_max_records == 0 || self.uplink.batch_max_records > 10_000 {
             return Err((

@@ -129,6 +129,7 @@ impl Sensor {
             &cfg.data_dir.join("spool.redb"),
             cfg.spool.capacity_mb.saturating_mul(1024 * 1024),
         )?;
+        spool.set_min_free(cfg.spool.min_free_mb.saturating_mul(1024 * 1024));
         let spool = Arc::new(spool);
         let control_spool = Arc::clone(&spool);
         let wake = Arc::new(Notify::new());
@@ -596,6 +597,15 @@ impl Sensor {
         }
         let (detections, _) = broadcast::channel(1024);
         let hooks = control::Hooks::default();
+        // The spool counts its drops since it was made: only new ones are a blind spot.
+        let spool_drops_seen = match &output {
+            pipeline::Output::Spool { spool, .. } => {
+                let mut losses = std::collections::BTreeMap::new();
+                pipeline::spool_losses(&spool.stats().unwrap_or_default(), &mut losses);
+                losses.values().sum()
+            }
+            pipeline::Output::Lines { .. } => 0,
+        };
         let pipe = pipeline::Pipeline {
             enricher,
             evaluator: vigil_evaluate::Evaluator::new(
@@ -624,6 +634,8 @@ impl Sensor {
             stages: BTreeMap::new(),
             crash,
             hooks: hooks.clone(),
+            held: Vec::new(),
+            spool_drops_seen,
         };
         let pstop = Arc::clone(&stop);
         threads.push(spawn("vigil-pipeline", move || {

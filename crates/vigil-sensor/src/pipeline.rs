@@ -18,6 +18,7 @@ use vigil_proto::v1::{
     Detection, ProcessRef, Record, Redaction, SensorDiagnostics, SensorHealth, StageTiming,
     record::Payload,
 };
+use vigil_spool::Priority;
 use vigil_spool::Spool;
 
 /// How long the pipeline sleeps when it has nothing to write.
@@ -54,7 +55,7 @@ impl Output {
 
 /// A record waiting to be written: its time and payload, the ancestry JSON
 /// lines carry, and what privacy changed in it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) time: i64,
     pub(crate) payload: Payload,
@@ -98,6 +99,38 @@ pub(crate) struct Pipeline {
     /// The control socket's view: records spooled go to `inspect --follow`,
     /// and `status` is answered between two events.
     pub(crate) hooks: crate::control::Hooks,
+    /// Detections and health the spool could not take (a disk error): written
+    /// first at the next flush; at most [`MAX_HELD`].
+    pub(crate) held: Vec<Pending>,
+    /// Records the spool dropped (all reasons) at the last look.
+    pub(crate) spool_drops_seen: u64,
+}
+
+/// Records of [`Priority::Keep`] held in memory while the spool's disk
+/// refuses writes; beyond it they are counted as `priority_lost`.
+const MAX_HELD: usize = 10_000;
+
+/// Which records the spool keeps longest when its disk or capacity runs out:
+/// what an analyst cannot get back (detections) and what says the sensor is
+/// blind (health), and the machine's details.
+pub(crate) fn priority(payload: &Payload) -> Priority {
+    match payload {
+        Payload::Detection(_) | Payload::Health(_) | Payload::Host(_) => Priority::Keep,
+        _ => Priority::Bulk,
+    }
+}
+
+/// The spool's own loss counts, by the reason health reports.
+pub(crate) fn spool_losses(st: &vigil_spool::SpoolStats, losses: &mut BTreeMap<String, u64>) {
+    for (reason, n) in [
+        ("spool_full", st.dropped),
+        ("disk_full", st.dropped_disk_full),
+        ("priority_evicted", st.dropped_priority),
+    ] {
+        if n > 0 {
+            *losses.entry(reason.into()).or_default() += n;
+        }
+    }
 }
 
 /// Identifies a rule set: BLAKE3 of its rule and correlation ids in order, and how many.
@@ -123,18 +156,30 @@ const BLIND_SPOT_EVERY: Duration = Duration::from_secs(60);
 
 /// Detection raised when a source loses events: analysts must know what the sensor did not see.
 fn blind_spot(source: &str, lost: u64) -> Detection {
+    let description = if source == SPOOL {
+        format!(
+            "The sensor dropped {lost} unsent records (its spool's capacity or disk was full while the \
+             server could not be reached): activity in that window may be missing. See the dropped \
+             counts in its health; raise spool.capacity_mb or free disk space."
+        )
+    } else {
+        format!(
+            "The sensor's {source} source lost {lost} events (kernel ring buffer full or queue overflow): \
+             activity in that window may be missing. Raise collect.ring_buffer_kb or look for an event storm."
+        )
+    };
     Detection {
         rule_id: "vigil-sensor-blind-spot".into(),
         rule_title: "Sensor blind spot: events lost".into(),
         level: "high".into(),
         tags: vec!["vigil.sensor".into()],
-        description: format!(
-            "The sensor's {source} source lost {lost} events (kernel ring buffer full or queue overflow): \
-             activity in that window may be missing. Raise collect.ring_buffer_kb or look for an event storm."
-        ),
+        description,
         ..Detection::default()
     }
 }
+
+/// The blind spot source of records dropped before they were sent.
+const SPOOL: &str = "spool";
 
 /// This process's CPU time in clock ticks (utime + stime).
 fn cpu_ticks() -> u64 {
@@ -193,10 +238,7 @@ impl Pipeline {
             match rx.recv_timeout(wait) {
                 Ok(ev) => urgent |= self.process(ev, &mut staged, &mut pending),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush(&mut pending);
-                    break;
-                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
             if let Ok(set) = self.reload.try_recv() {
                 self.evaluator.replace(set);
@@ -273,11 +315,15 @@ impl Pipeline {
                     tracing::warn!(
                         "Collectors still sending after the stop grace; flushing what arrived"
                     );
-                    self.flush(&mut pending);
                     break;
                 }
             }
         }
+        // A last account at stop, so what was lost up to the end is said
+        // (sent now, or at the next start).
+        let h = self.health();
+        self.admit(&mut pending, now_ns(), Payload::Health(h));
+        self.flush(&mut pending);
     }
 
     /// Enriches and evaluates one event; true when it raised a detection.
@@ -456,7 +502,9 @@ impl Pipeline {
                         }
                     }
                 }
-                _ => *last_event_seq = seq,
+                // Health and host details are not events a rule matches.
+                p if priority(p) == Priority::Bulk => *last_event_seq = seq,
+                _ => {}
             }
             Record {
                 sequence: seq,
@@ -471,11 +519,25 @@ impl Pipeline {
         let started = Instant::now();
         match &mut self.output {
             Output::Spool { spool, wake } => {
+                if !self.held.is_empty() {
+                    // Held first: older, and a detection among them names no event of this batch.
+                    let mut all = std::mem::take(&mut self.held);
+                    all.append(pending);
+                    *pending = all;
+                }
+                // Copies of the few records to hold if the write fails.
+                let keep: Vec<Pending> = pending
+                    .iter()
+                    .filter(|p| priority(&p.payload) == Priority::Keep)
+                    .cloned()
+                    .collect();
+                let bulk = pending.len() - keep.len();
                 let mut teed = self.hooks.tee_batch();
                 let result = spool.append(pending.drain(..), |seq, p| {
+                    let keep = priority(&p.payload);
                     let bytes = record(seq, &mut last_event_seq, p).encode_to_vec();
                     teed.keep(seq, &bytes);
-                    bytes
+                    (bytes, keep)
                 });
                 match result {
                     Ok(_) => {
@@ -483,10 +545,40 @@ impl Pipeline {
                         wake.notify_one()
                     }
                     Err(e) => {
-                        // The disk refused (full, I/O error): count what is lost, keep running.
-                        *self.dropped.entry("spool_error".into()).or_default() += 1;
-                        tracing::error!(error = %e, "Could not write to the spool; batch dropped");
+                        // The disk refused even after the spool made room:
+                        // bulk is lost and counted; detections and health
+                        // wait in memory for the next write. Keep running.
+                        let reason = match e {
+                            vigil_spool::SpoolError::DiskFull => "disk_full_unspooled",
+                            _ => "spool_error",
+                        };
+                        *self.dropped.entry(reason.into()).or_default() += bulk as u64;
+                        let room = MAX_HELD.saturating_sub(self.held.len());
+                        let over = keep.len().saturating_sub(room);
+                        if over > 0 {
+                            *self.dropped.entry("priority_lost".into()).or_default() += over as u64;
+                        }
+                        self.held.extend(keep.into_iter().take(room));
+                        tracing::error!(
+                            error = %e,
+                            bulk_dropped = bulk,
+                            held = self.held.len(),
+                            "Could not write to the spool"
+                        );
                     }
+                }
+                // Records dropped to make room are a blind spot like a kernel loss.
+                let mut losses = BTreeMap::new();
+                spool_losses(&spool.stats().unwrap_or_default(), &mut losses);
+                let dropped = losses.values().sum::<u64>()
+                    + ["disk_full_unspooled", "spool_error", "priority_lost"]
+                        .iter()
+                        .filter_map(|k| self.dropped.get(*k))
+                        .sum::<u64>();
+                if dropped > self.spool_drops_seen {
+                    let new = dropped - self.spool_drops_seen;
+                    self.spool_drops_seen = dropped;
+                    self.raise_blind_spot(SPOOL, new, pending);
                 }
             }
             Output::Lines { out, sequence } => {
@@ -515,8 +607,8 @@ impl Pipeline {
         self.time("write", started);
     }
 
-    /// What was lost since start, by reason, but for the spool's own count
-    /// (`spool_full`, which the spool keeps): health and status report these.
+    /// What was lost since start, by reason, but for the spool's own counts
+    /// ([`spool_losses`]): health and status report these.
     pub(crate) fn losses(&self) -> BTreeMap<String, u64> {
         let mut losses = self.dropped.clone();
         if self.enricher.evicted > 0 {
@@ -541,11 +633,9 @@ impl Pipeline {
             Output::Spool { spool, .. } => spool.stats().unwrap_or_default(),
             Output::Lines { .. } => Default::default(),
         };
-        let mut dropped: std::collections::HashMap<String, u64> =
-            self.losses().into_iter().collect();
-        if stats.dropped > 0 {
-            dropped.insert("spool_full".into(), stats.dropped);
-        }
+        let mut losses = self.losses();
+        spool_losses(&stats, &mut losses);
+        let dropped: std::collections::HashMap<String, u64> = losses.into_iter().collect();
         let mut produced = std::collections::HashMap::new();
         let mut delivered = std::collections::HashMap::new();
         for (&source, &(ok, lost)) in &self.totals {
@@ -644,6 +734,8 @@ pub(crate) mod tests {
             stages: BTreeMap::new(),
             crash: None,
             hooks: Default::default(),
+            held: Vec::new(),
+            spool_drops_seen: 0,
         }
     }
 

@@ -49,7 +49,7 @@ fn stopped_sensor(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     ];
     spool
         .append(payloads, |seq, p| {
-            Record {
+            let b = Record {
                 sequence: seq,
                 time_unix_ns: 1_700_000_000_000_000_000,
                 level: DataLevel::Required as i32,
@@ -65,7 +65,8 @@ fn stopped_sensor(dir: &Path) -> Vec<(u64, Vec<u8>)> {
                 pseudonymized: Vec::new(),
                 payload: Some(p),
             }
-            .encode_to_vec()
+            .encode_to_vec();
+            (b, vigil_spool::Priority::Bulk)
         })
         .unwrap();
     spool.ack_through(1).unwrap();

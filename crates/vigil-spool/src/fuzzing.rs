@@ -26,7 +26,7 @@ pub fn spool_file(data: &[u8]) {
     if let Ok(spool) = Spool::open(&path, 1 << 20) {
         let _ = spool.stats();
         read_all(|after| spool.read_after(after, 1024, 1 << 20));
-        let _ = spool.append([b"fuzz".to_vec()], |_, b| b);
+        let _ = spool.append([b"fuzz".to_vec()], |_, b| (b, crate::Priority::Bulk));
         let _ = spool.ack_through(u64::MAX / 2);
         let _ = spool.stats();
     }

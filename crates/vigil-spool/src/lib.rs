@@ -6,6 +6,16 @@
 //! Records leave only when the server acknowledges them ([`Spool::ack_through`])
 //! or, when the spool is full, oldest first — and those are counted.
 //!
+//! Full has two meanings: the spool's capacity, and the disk it lives on. The
+//! spool keeps `min_free` bytes of its filesystem free (counting the holes
+//! redb leaves in its file as taken: they fill as it writes), and when a write
+//! would cut into that, or the disk fills anyway, it stops growing and makes
+//! room the same way. Either way [`Priority::Bulk`] records go first, oldest
+//! first; [`Priority::Keep`] records (detections, health) only when nothing
+//! else is left. After an I/O error redb refuses every further call until the
+//! file is reopened: the spool reopens it at the next call, so a disk that
+//! filled and emptied again needs no restart.
+//!
 //! What it is not: it does not know what a record is (bytes in, bytes out), and
 //! does no networking.
 //!
@@ -22,17 +32,34 @@ use redb::{
     Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     TableDefinition,
 };
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// The sequence numbers of [`Priority::Keep`] records (few: a set beside the records).
+const KEPT: TableDefinition<u64, ()> = TableDefinition::new("kept");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 const BYTES: &str = "bytes";
 const DROPPED: &str = "dropped";
+const DROPPED_DISK: &str = "dropped_disk_full";
+const DROPPED_KEPT: &str = "dropped_priority";
 
 /// Default capacity: 512 MiB of encoded records.
 pub const DEFAULT_CAPACITY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Default free space the spool leaves on its filesystem: 256 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Which records go last when the spool must make room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Kept while anything else can go (detections, health).
+    Keep,
+    /// Telemetry: dropped oldest first when room is needed.
+    Bulk,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -50,6 +77,17 @@ pub enum SpoolError {
     NeedsRepair,
     #[error("the spool file is corrupted: {0}")]
     Corrupted(String),
+    #[error("the disk holding the spool is full: nothing of this batch was written")]
+    DiskFull,
+    #[error("the spool's disk failed: {0} (the file is reopened at the next call)")]
+    Io(String),
+}
+
+impl SpoolError {
+    /// After these redb refuses every call until the file is reopened.
+    fn breaks_the_file(&self) -> bool {
+        matches!(self, SpoolError::DiskFull | SpoolError::Io(_))
+    }
 }
 
 /// Runs a call into redb that reads the file, with a panic turned into
@@ -72,20 +110,34 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError
     }
 }
 
+impl From<redb::StorageError> for SpoolError {
+    fn from(e: redb::StorageError) -> Self {
+        use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+        match e {
+            redb::StorageError::Io(io) if matches!(io.kind(), StorageFull | QuotaExceeded) => {
+                SpoolError::DiskFull
+            }
+            redb::StorageError::Io(io) => SpoolError::Io(io.to_string()),
+            redb::StorageError::PreviousIo => SpoolError::Io("an earlier write failed".into()),
+            e => SpoolError::Db(e.to_string()),
+        }
+    }
+}
+
+/// redb's other errors, with the storage error inside told apart (a full disk).
 macro_rules! db_err {
-    ($($t:ty),*) => {$(
-        impl From<$t> for SpoolError {
-            fn from(e: $t) -> Self { SpoolError::Db(e.to_string()) }
+    ($($t:ident),*) => {$(
+        impl From<redb::$t> for SpoolError {
+            fn from(e: redb::$t) -> Self {
+                match e {
+                    redb::$t::Storage(s) => s.into(),
+                    e => SpoolError::Db(e.to_string()),
+                }
+            }
         }
     )*};
 }
-db_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+db_err!(DatabaseError, TransactionError, TableError, CommitError);
 
 /// What [`Spool::open_recovering`] did with a spool it could not open or
 /// trust: the damaged file is kept beside the new one, for a person to look at.
@@ -109,16 +161,33 @@ pub struct Recovery {
 pub struct SpoolStats {
     pub records: u64,
     pub bytes: u64,
-    /// Records evicted unsent because the spool was full (since creation).
+    /// Bulk records evicted unsent because the spool was at its capacity (since creation).
     pub dropped: u64,
+    /// Bulk records evicted unsent because the disk was full (since creation).
+    pub dropped_disk_full: u64,
+    /// Keep records evicted because nothing else was left to make room.
+    pub dropped_priority: u64,
     pub next_seq: u64,
 }
 
 pub struct Spool {
-    db: Database,
+    path: PathBuf,
+    /// `None` only between a failed reopen and the next try.
+    db: RwLock<Option<Database>>,
+    /// An I/O error happened: redb needs the file reopened.
+    broken: AtomicBool,
     capacity: u64,
+    min_free: AtomicU64,
     /// Guards sequence allocation so numbers are handed out exactly once.
-    next: Mutex<u64>,
+    next: Mutex<Cursor>,
+}
+
+/// The next sequence number, and where eviction resumes: no bulk record lies
+/// below `bulk_floor` (every one there was evicted or acknowledged).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    next: u64,
+    bulk_floor: u64,
 }
 
 impl std::fmt::Debug for Spool {
@@ -191,8 +260,8 @@ impl Spool {
         let spool = Spool::open(path, capacity_bytes)?;
         let last = kept.last().map_or(0, |(s, _)| *s);
         let next_seq = time_floor().max(last.saturating_add(1));
-        {
-            let tx = spool.db.begin_write()?;
+        spool.with_db(|db| {
+            let tx = db.begin_write()?;
             {
                 let mut recs = tx.open_table(RECORDS)?;
                 let mut meta = tx.open_table(META)?;
@@ -205,9 +274,10 @@ impl Spool {
                 meta.insert(NEXT_SEQ, next_seq)?;
             }
             tx.commit()?;
-        }
+            Ok(())
+        })?;
         if let Ok(mut n) = spool.next.lock() {
-            *n = next_seq;
+            n.next = next_seq;
         }
         let kept_n = kept.len() as u64;
         Ok((
@@ -232,6 +302,7 @@ impl Spool {
         let next = {
             let mut meta = tx.open_table(META)?;
             let recs = tx.open_table(RECORDS)?;
+            tx.open_table(KEPT)?;
             let stored = meta.get(NEXT_SEQ)?.map(|v| v.value()).unwrap_or(1);
             let after_last = recs.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
             let next = stored.max(after_last).max(1);
@@ -240,64 +311,137 @@ impl Spool {
         };
         tx.commit()?;
         Ok(Spool {
-            db,
+            path: path.to_owned(),
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
             capacity: capacity_bytes,
-            next: Mutex::new(next),
+            min_free: AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
+            next: Mutex::new(Cursor {
+                next,
+                bulk_floor: 0,
+            }),
         })
     }
 
+    /// Free space to leave on the spool's filesystem (default
+    /// [`DEFAULT_MIN_FREE_BYTES`]); 0 still keeps the spool from filling it.
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Runs `f` on the database, reopening it first when an earlier call
+    /// failed on I/O, and marking it for that when this one does.
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, SpoolError>,
+    ) -> Result<R, SpoolError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        let guard = self
+            .db
+            .read()
+            .map_err(|_| SpoolError::Db("spool lock poisoned".into()))?;
+        let Some(db) = guard.as_ref() else {
+            return Err(SpoolError::Io("the spool could not be reopened".into()));
+        };
+        let r = guarded(|| f(db));
+        if let Err(e) = &r
+            && e.breaks_the_file()
+        {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn reopen(&self) -> Result<(), SpoolError> {
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| SpoolError::Db("spool lock poisoned".into()))?;
+        if !self.broken.load(Ordering::Acquire) {
+            return Ok(()); // another caller did it
+        }
+        // redb allows one open handle per file: close before opening again.
+        drop(slot.take());
+        let db = guarded(|| Database::create(&self.path).map_err(SpoolError::from))?;
+        *slot = Some(db);
+        self.broken.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "Spool reopened after a disk error");
+        Ok(())
+    }
+
+    /// Bytes the spool may still take from its filesystem before it cuts into
+    /// `min_free`: negative when it already has. The holes in redb's file
+    /// (its length beyond the blocks it has) count as taken. `None` when the
+    /// filesystem cannot say.
+    fn disk_room(&self) -> Option<i64> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty())?;
+        let vfs = nix::sys::statvfs::statvfs(dir).ok()?;
+        let avail = vfs.blocks_available().saturating_mul(vfs.fragment_size());
+        let meta = std::fs::metadata(&self.path).ok()?;
+        let holes = meta.len().saturating_sub(meta.blocks().saturating_mul(512));
+        let min_free = self.min_free.load(Ordering::Relaxed);
+        let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Some(signed(avail) - signed(holes) - signed(min_free))
+    }
+
     /// Encodes and appends records in one durable transaction. `encode` gets
-    /// each record's sequence number and returns its bytes.
+    /// each record's sequence number and returns its bytes and priority.
+    /// Room is made first as the module describes; a batch the disk refuses
+    /// even then is [`SpoolError::DiskFull`], and its sequence numbers are
+    /// handed out again.
     pub fn append<T>(
         &self,
         items: impl IntoIterator<Item = T>,
-        encode: impl FnMut(u64, T) -> Vec<u8>,
+        mut encode: impl FnMut(u64, T) -> (Vec<u8>, Priority),
     ) -> Result<u64, SpoolError> {
-        guarded(|| self.append_unguarded(items, encode))
-    }
-
-    fn append_unguarded<T>(
-        &self,
-        items: impl IntoIterator<Item = T>,
-        mut encode: impl FnMut(u64, T) -> Vec<u8>,
-    ) -> Result<u64, SpoolError> {
-        let mut next = self
+        let mut cursor = self
             .next
             .lock()
             .map_err(|_| SpoolError::Db("sequence lock poisoned".into()))?;
-        let tx = self.db.begin_write()?;
-        let mut appended = 0;
-        {
-            let mut recs = tx.open_table(RECORDS)?;
-            let mut meta = tx.open_table(META)?;
-            let mut bytes = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
-            let mut dropped = meta.get(DROPPED)?.map(|v| v.value()).unwrap_or(0);
-            let mut seq = *next;
-            for item in items {
-                let data = encode(seq, item);
-                let len = data.len() as u64;
-                if len > self.capacity {
-                    return Err(SpoolError::TooLarge(data.len()));
-                }
-                while bytes + len > self.capacity {
-                    let Some((_, v)) = recs.pop_first()? else {
-                        break;
-                    };
-                    bytes = bytes.saturating_sub(v.value().len() as u64);
-                    dropped += 1;
-                }
-                recs.insert(seq, data.as_slice())?;
-                bytes += len;
-                seq += 1;
-                appended += 1;
+        let mut entries = Vec::new();
+        for (seq, item) in (cursor.next..).zip(items) {
+            let (data, priority) = encode(seq, item);
+            if data.len() as u64 > self.capacity {
+                return Err(SpoolError::TooLarge(data.len()));
             }
-            meta.insert(BYTES, bytes)?;
-            meta.insert(DROPPED, dropped)?;
-            meta.insert(NEXT_SEQ, seq)?;
-            *next = seq;
+            entries.push((seq, data, priority));
         }
-        tx.commit()?;
-        Ok(appended)
+        let Some(&(last, ..)) = entries.last() else {
+            return Ok(0);
+        };
+        let incoming: u64 = entries.iter().map(|e| e.1.len() as u64).sum();
+        // A B-tree page holds less than its size in records, and redb copies
+        // what it changes: growth of the file is taken as twice the bytes.
+        let disk_limit = |room: i64, held: u64| {
+            (room < 2 * incoming as i64).then(|| held + u64::try_from(room / 2).unwrap_or(0))
+        };
+        let room = self.disk_room();
+        // The floor moves only with a transaction that commits.
+        let mut floor = cursor.bulk_floor;
+        let written = self.with_db(|db| {
+            write(db, &entries, self.capacity, &mut floor, |held| {
+                room.and_then(|r| disk_limit(r, held))
+            })
+        });
+        match written {
+            Ok(()) => cursor.bulk_floor = floor,
+            // The disk filled between the look and the write: make room in a
+            // transaction of its own (its pages are free for the next), then once more.
+            Err(SpoolError::DiskFull) => {
+                tracing::warn!("The spool's disk is full; dropping bulk records to make room");
+                let mut floor = cursor.bulk_floor;
+                self.with_db(|db| evict(db, 2 * incoming, &mut floor))?;
+                cursor.bulk_floor = floor;
+                self.with_db(|db| write(db, &entries, self.capacity, &mut floor, Some))?;
+                cursor.bulk_floor = floor;
+            }
+            Err(e) => return Err(e),
+        }
+        cursor.next = last + 1;
+        Ok(entries.len() as u64)
     }
 
     /// Up to `max_records` records (and about `max_bytes`) with sequence > `after`, in order.
@@ -307,40 +451,175 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
-        guarded(|| read_after(&self.db, after, max_records, max_bytes))
+        self.with_db(|db| read_after(db, after, max_records, max_bytes))
     }
 
     /// Removes every record with sequence ≤ `seq`: the server holds them.
     pub fn ack_through(&self, seq: u64) -> Result<u64, SpoolError> {
-        guarded(|| self.ack_unguarded(seq))
-    }
-
-    fn ack_unguarded(&self, seq: u64) -> Result<u64, SpoolError> {
-        let tx = self.db.begin_write()?;
-        let mut removed = 0;
-        {
-            let mut recs = tx.open_table(RECORDS)?;
-            let mut meta = tx.open_table(META)?;
-            let mut bytes = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
-            loop {
-                let first = recs.first()?.map(|(k, v)| (k.value(), v.value().len()));
-                let Some((k, v)) = first else { break };
-                if k > seq {
-                    break;
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut recs = tx.open_table(RECORDS)?;
+                let mut kept = tx.open_table(KEPT)?;
+                let mut meta = tx.open_table(META)?;
+                let mut bytes = meta.get(BYTES)?.map(|v| v.value()).unwrap_or(0);
+                loop {
+                    let first = recs.first()?.map(|(k, v)| (k.value(), v.value().len()));
+                    let Some((k, v)) = first else { break };
+                    if k > seq {
+                        break;
+                    }
+                    recs.remove(k)?;
+                    bytes = bytes.saturating_sub(v as u64);
+                    removed += 1;
                 }
-                recs.remove(k)?;
-                bytes = bytes.saturating_sub(v as u64);
-                removed += 1;
+                kept.retain_in(..=seq, |_, _| false)?;
+                meta.insert(BYTES, bytes)?;
             }
-            meta.insert(BYTES, bytes)?;
-        }
-        tx.commit()?;
-        Ok(removed)
+            tx.commit()?;
+            Ok(removed)
+        })
     }
 
     pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
-        guarded(|| stats(&self.db))
+        self.with_db(stats)
     }
+}
+
+/// Appends `entries` in one transaction, evicting first what the capacity, or
+/// the disk limit `disk(held bytes)`, requires; the evictions are counted by
+/// their reason.
+fn write(
+    db: &Database,
+    entries: &[(u64, Vec<u8>, Priority)],
+    capacity: u64,
+    floor: &mut u64,
+    disk: impl Fn(u64) -> Option<u64>,
+) -> Result<(), SpoolError> {
+    let tx = db.begin_write()?;
+    {
+        let mut recs = tx.open_table(RECORDS)?;
+        let mut kept = tx.open_table(KEPT)?;
+        let mut meta = tx.open_table(META)?;
+        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, SpoolError> {
+            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let mut bytes = get(&meta, BYTES)?;
+        let mut dropped = [
+            get(&meta, DROPPED)?,
+            get(&meta, DROPPED_DISK)?,
+            get(&meta, DROPPED_KEPT)?,
+        ];
+        let disk_limit = disk(bytes);
+        for (seq, data, priority) in entries {
+            let len = data.len() as u64;
+            loop {
+                let over_capacity = bytes + len > capacity;
+                let over_disk = disk_limit.is_some_and(|l| bytes + len > l);
+                if !over_capacity && !over_disk {
+                    break;
+                }
+                match evict_one(&mut recs, &mut kept, floor)? {
+                    Some((freed, Priority::Bulk)) => {
+                        bytes = bytes.saturating_sub(freed);
+                        dropped[if over_capacity { 0 } else { 1 }] += 1;
+                    }
+                    Some((freed, Priority::Keep)) => {
+                        bytes = bytes.saturating_sub(freed);
+                        dropped[2] += 1;
+                    }
+                    // Nothing left to evict: written all the same, the
+                    // capacity is one record over, or the disk's margin
+                    // takes it.
+                    None => break,
+                }
+            }
+            recs.insert(*seq, data.as_slice())?;
+            if *priority == Priority::Keep {
+                kept.insert(*seq, ())?;
+            }
+            bytes += len;
+        }
+        meta.insert(BYTES, bytes)?;
+        meta.insert(DROPPED, dropped[0])?;
+        meta.insert(DROPPED_DISK, dropped[1])?;
+        meta.insert(DROPPED_KEPT, dropped[2])?;
+        if let Some(&(last, ..)) = entries.last() {
+            meta.insert(NEXT_SEQ, last + 1)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Evicts records worth `bytes` in a transaction of its own, for a full disk.
+fn evict(db: &Database, bytes: u64, floor: &mut u64) -> Result<(), SpoolError> {
+    let tx = db.begin_write()?;
+    {
+        let mut recs = tx.open_table(RECORDS)?;
+        let mut kept = tx.open_table(KEPT)?;
+        let mut meta = tx.open_table(META)?;
+        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, SpoolError> {
+            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let mut held = get(&meta, BYTES)?;
+        let (mut bulk, mut keep) = (get(&meta, DROPPED_DISK)?, get(&meta, DROPPED_KEPT)?);
+        let mut freed = 0;
+        while freed < bytes {
+            let Some((n, priority)) = evict_one(&mut recs, &mut kept, floor)? else {
+                break;
+            };
+            freed += n;
+            held = held.saturating_sub(n);
+            match priority {
+                Priority::Bulk => bulk += 1,
+                Priority::Keep => keep += 1,
+            }
+        }
+        meta.insert(BYTES, held)?;
+        meta.insert(DROPPED_DISK, bulk)?;
+        meta.insert(DROPPED_KEPT, keep)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Removes the oldest bulk record at or above `floor`, or when there is none
+/// the oldest kept one; its size and priority.
+fn evict_one(
+    recs: &mut redb::Table<u64, &[u8]>,
+    kept: &mut redb::Table<u64, ()>,
+    floor: &mut u64,
+) -> Result<Option<(u64, Priority)>, SpoolError> {
+    let mut victim = None;
+    for item in recs.range(*floor..)? {
+        let (k, v) = item?;
+        let k = k.value();
+        if kept.get(k)?.is_none() {
+            victim = Some((k, v.value().len() as u64, Priority::Bulk));
+            break;
+        }
+    }
+    if victim.is_none() {
+        let first = kept.first()?.map(|(k, _)| k.value());
+        if let Some(k) = first {
+            let len = recs.get(k)?.map_or(0, |v| v.value().len() as u64);
+            victim = Some((k, len, Priority::Keep));
+        }
+    }
+    let Some((k, len, priority)) = victim else {
+        return Ok(None);
+    };
+    recs.remove(k)?;
+    match priority {
+        // Everything below it was kept: the next search starts after it.
+        Priority::Bulk => *floor = k + 1,
+        Priority::Keep => {
+            kept.remove(k)?;
+        }
+    }
+    Ok(Some((len, priority)))
 }
 
 /// A spool opened read only: what it holds, and nothing else.
@@ -412,6 +691,8 @@ fn stats(db: &impl ReadableDatabase) -> Result<SpoolStats, SpoolError> {
         records: recs.len()?,
         bytes: get(BYTES)?,
         dropped: get(DROPPED)?,
+        dropped_disk_full: get(DROPPED_DISK)?,
+        dropped_priority: get(DROPPED_KEPT)?,
         next_seq: get(NEXT_SEQ)?,
     })
 }
@@ -420,8 +701,8 @@ fn stats(db: &impl ReadableDatabase) -> Result<SpoolStats, SpoolError> {
 mod tests {
     use super::*;
 
-    fn bytes(n: usize) -> impl FnMut(u64, usize) -> Vec<u8> {
-        move |seq, _| vec![seq as u8; n]
+    fn bytes(n: usize) -> impl FnMut(u64, usize) -> (Vec<u8>, Priority) {
+        move |seq, _| (vec![seq as u8; n], Priority::Bulk)
     }
 
     /// Found by the fuzzer (fuzz/regressions/spool_file): redb panicked
@@ -475,6 +756,54 @@ mod tests {
             s.append(0..1, bytes(11)),
             Err(SpoolError::TooLarge(11))
         ));
+    }
+
+    #[test]
+    fn bulk_goes_first_oldest_first_and_kept_records_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("s.redb"), 100).unwrap();
+        // Seqs 1..=10 of 10 bytes, every third kept: 3, 6, 9.
+        let every_third = |seq: u64, _| {
+            let p = if seq.is_multiple_of(3) {
+                Priority::Keep
+            } else {
+                Priority::Bulk
+            };
+            (vec![0; 10], p)
+        };
+        s.append(0..10, every_third).unwrap();
+        s.append(0..4, every_third).unwrap(); // 11..=14: four bulk go, 1 2 4 5
+        let seqs = |s: &Spool| -> Vec<u64> {
+            s.read_after(0, 100, 1 << 20)
+                .unwrap()
+                .iter()
+                .map(|r| r.0)
+                .collect()
+        };
+        assert_eq!(seqs(&s), [3, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        let st = s.stats().unwrap();
+        assert_eq!((st.dropped, st.dropped_priority), (4, 0));
+        // A newer bulk record goes before an older kept one: 7 8 10 11 13 14,
+        // then 15 of this very batch.
+        s.append(0..7, |_, _| (vec![0; 10], Priority::Bulk))
+            .unwrap();
+        assert_eq!(seqs(&s), [3, 6, 9, 12, 16, 17, 18, 19, 20, 21]);
+        // Kept records go only when no bulk is left, oldest first.
+        s.append(0..8, |_, _| (vec![0; 10], Priority::Keep))
+            .unwrap();
+        assert_eq!(seqs(&s), [9, 12, 22, 23, 24, 25, 26, 27, 28, 29]);
+        let st = s.stats().unwrap();
+        assert_eq!((st.dropped, st.dropped_priority), (17, 2));
+        // An acknowledged kept record leaves the kept set: a later eviction
+        // neither counts it nor spares a bulk record for it.
+        s.ack_through(12).unwrap();
+        s.append(0..4, |_, _| (vec![0; 10], Priority::Bulk))
+            .unwrap();
+        s.append(0..3, |_, _| (vec![0; 10], Priority::Keep))
+            .unwrap();
+        assert_eq!(seqs(&s), [23, 24, 25, 26, 27, 28, 29, 34, 35, 36]);
+        let st = s.stats().unwrap();
+        assert_eq!((st.dropped, st.dropped_priority), (21, 3));
     }
 
     #[test]

@@ -12,7 +12,8 @@ fn made(p: &std::path::Path) -> Vec<u8> {
     let s = Spool::open(p, 1 << 30).unwrap();
     for _ in 0..20 {
         s.append(0..500u32, |seq, i| {
-            format!("record {seq} {i} {}", "x".repeat(200)).into_bytes()
+            let b = format!("record {seq} {i} {}", "x".repeat(200)).into_bytes();
+            (b, vigil_spool::Priority::Bulk)
         })
         .unwrap();
     }
@@ -75,8 +76,10 @@ fn a_damaged_spool_keeps_what_it_can_and_numbers_stay_above_the_old_ones() {
             assert_eq!(lost + r.kept, 10_000, "{what}");
         }
         // New records come after every old number, and survive a restart.
-        s.append(0..3u32, |seq, _| seq.to_le_bytes().to_vec())
-            .unwrap();
+        s.append(0..3u32, |seq, _| {
+            (seq.to_le_bytes().to_vec(), vigil_spool::Priority::Bulk)
+        })
+        .unwrap();
         drop(s);
         let (s, again) = Spool::open_recovering(&p, 1 << 30).unwrap();
         assert_eq!(again, None, "{what}: the new spool is sound");

@@ -92,9 +92,7 @@ pub(crate) async fn gather(ctx: &Context) -> Status {
             let sp = std::sync::Arc::clone(spool);
             match tokio::task::spawn_blocking(move || sp.stats()).await {
                 Ok(Ok(st)) => {
-                    if st.dropped > 0 {
-                        losses.insert("spool_full".into(), st.dropped);
-                    }
+                    crate::pipeline::spool_losses(&st, &mut losses);
                     Some(SpoolStatus {
                         records: st.records,
                         bytes: st.bytes,

@@ -326,7 +326,7 @@ impl Served {
             .append(0..n, |seq, _| {
                 let b = vec![seq as u8; 5];
                 teed.keep(seq, &b);
-                b
+                (b, vigil_spool::Priority::Bulk)
             })
             .unwrap();
         self.hooks.teed(teed);
