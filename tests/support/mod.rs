@@ -14,6 +14,8 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     pub control: Arc<vigil_store::ControlStore>,
+    /// Ingest's admission control: streams and batch bytes held, and their peaks.
+    pub admission: Arc<vigil_server::Admission>,
     maintenance: vigil_server::Maintenance,
     pub ca_pem: String,
     /// The server's data directory (`dir/server` unless a test moved it).
@@ -79,6 +81,7 @@ impl TestServer {
         };
         let addr = server.local_addr().expect("addr");
         let control = server.control();
+        let admission = server.admission();
         let maintenance = server.maintenance();
         let data = cfg.data_dir.clone();
         let ca_pem = std::fs::read_to_string(vigil_server::pki::PkiPaths::new(&data).ca_cert())
@@ -96,6 +99,7 @@ impl TestServer {
             dir,
             addr,
             control,
+            admission,
             maintenance,
             ca_pem,
             data,

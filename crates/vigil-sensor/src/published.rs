@@ -21,14 +21,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use vigil_proto::v1::{RulesRunning, rules_client::RulesClient};
 use vigil_rules::{RuleSet, Scope};
 
 pub(crate) const FILE: &str = "published-rules.json";
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// A published set as saved on disk.
 #[derive(Serialize, Deserialize)]
@@ -141,14 +139,15 @@ pub(crate) type Session<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Runs `session` again and again (a stream the server keeps open), with
-/// exponential backoff after each end, until `stop` turns true.
+/// jittered exponential backoff after each end (`uplink::Backoff`: sensors
+/// cut off together do not come back together), until `stop` turns true.
 pub(crate) async fn reconnecting<S: Send>(
     what: &'static str,
     mut stop: watch::Receiver<bool>,
     state: &mut S,
     session: impl for<'a> Fn(&'a mut S) -> Session<'a>,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = crate::uplink::Backoff::new();
     loop {
         if *stop.borrow() {
             return;
@@ -157,16 +156,17 @@ pub(crate) async fn reconnecting<S: Send>(
             r = session(state) => r,
             _ = stop.changed() => return,
         };
+        if outcome.is_ok() {
+            backoff.reset();
+        }
+        let wait = backoff.next_delay(None);
         if let Err(e) = outcome {
-            tracing::debug!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{what} interrupted");
-        } else {
-            backoff = Duration::from_millis(250);
+            tracing::debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} interrupted");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -5,10 +5,19 @@
 //! (`pin`): later connections trust that CA, not the configuration's. The
 //! stream then runs over mutual TLS: batches are read from the spool, sent,
 //! and removed from the spool only when the server acknowledges them. A
-//! dropped connection is retried with backoff and resumes from the first
-//! unacknowledged record.
+//! dropped connection is retried with jittered exponential backoff (`backoff`;
+//! the server's retry hint a floor) and resumes from the first unacknowledged
+//! record: a refused or cut stream loses nothing, the spool keeps it all.
+//!
+//! Memory is bounded on this side too: at most `MAX_IN_FLIGHT` batches (each
+//! at most half of `uplink.max_message_bytes`) are read from the spool and not
+//! yet acknowledged; the rest waits on disk. A server that reads slowly
+//! (HTTP/2 flow control) slows the reading of the spool, nothing more.
 
+pub mod backoff;
 pub mod pin;
+
+pub use backoff::Backoff;
 
 use crate::SensorError;
 use crate::config::{SensorConfig, ServerConfig};
@@ -27,7 +36,35 @@ use vigil_spool::Spool;
 
 /// Batches sent but not yet acknowledged, at most.
 const MAX_IN_FLIGHT: usize = 8;
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A session that stayed open this long worked, acknowledged or not (an idle
+/// sensor): the next reconnect starts from the shortest wait again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Why a session ended, and what that means for the next attempt.
+#[derive(Debug)]
+struct Ended {
+    error: SensorError,
+    /// The server's `retry-after-ms`, when it said when to come back.
+    retry_after: Option<Duration>,
+}
+
+impl Ended {
+    fn status(what: &str, s: &tonic::Status) -> Ended {
+        Ended {
+            error: SensorError::Transport(format!("{what}{}: {}", s.code(), s.message())),
+            retry_after: backoff::retry_hint(s),
+        }
+    }
+}
+
+impl From<SensorError> for Ended {
+    fn from(error: SensorError) -> Ended {
+        Ended {
+            error,
+            retry_after: None,
+        }
+    }
+}
 
 /// What the uplink is doing, for the operator (and tests).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -234,8 +271,10 @@ pub async fn ensure_enrolled(
     Ok(id)
 }
 
-/// Streams the spool to the server until `stop` turns true.
-pub(crate) async fn run(
+/// Streams the spool to the server until `stop` turns true. Public (hidden)
+/// so that tests drive the sensor's own uplink over a spool they fill.
+#[doc(hidden)]
+pub async fn run(
     cfg: SensorConfig,
     identity: DeviceIdentity,
     spool: Arc<Spool>,
@@ -243,32 +282,50 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
     status: watch::Sender<UplinkStatus>,
 ) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new();
     let mut trust = pin::Trust::default();
     loop {
         if *stop.borrow() {
             return;
         }
+        let started = tokio::time::Instant::now();
+        let mut acknowledged = false;
         let outcome = session(
-            &cfg, &identity, &spool, &wake, &mut stop, &mut trust, &status,
+            &cfg,
+            &identity,
+            &spool,
+            &wake,
+            &mut stop,
+            &mut trust,
+            &status,
+            &mut acknowledged,
         )
         .await;
         status.send_modify(|s| s.connected = false);
-        match outcome {
+        let ended = match outcome {
             Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Uplink interrupted");
-                status.send_modify(|s| s.last_error = Some(e.to_string()));
-            }
+            Err(e) => e,
+        };
+        if acknowledged || started.elapsed() >= HEALTHY_SESSION {
+            backoff.reset();
         }
+        let wait = backoff.next_delay(ended.retry_after);
+        tracing::warn!(
+            error = %ended.error,
+            retry_in_ms = wait.as_millis() as u64,
+            server_hint_ms = ended.retry_after.map(|h| h.as_millis() as u64),
+            "Uplink interrupted"
+        );
+        status.send_modify(|s| s.last_error = Some(ended.error.to_string()));
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
+/// One stream, until it ends; `acknowledged` turns true at the first ack.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     cfg: &SensorConfig,
     identity: &DeviceIdentity,
@@ -277,7 +334,8 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
     trust: &mut pin::Trust,
     status: &watch::Sender<UplinkStatus>,
-) -> Result<(), SensorError> {
+    acknowledged: &mut bool,
+) -> Result<(), Ended> {
     let ca = trust.session_ca(cfg)?;
     let ch = channel(cfg, &ca.pem, Some(identity)).await?;
     // Records are sent as the bytes spooled (never decoded and encoded again,
@@ -289,7 +347,7 @@ async fn session(
     let mut acks = client
         .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| SensorError::Transport(format!("open stream: {}: {}", s.code(), s.message())))?
+        .map_err(|s| Ended::status("open stream: ", &s))?
         .into_inner();
     tracing::info!(endpoint = %server(cfg)?.endpoint, "Uplink connected");
     status.send_modify(|s| {
@@ -334,9 +392,9 @@ async fn session(
                 }
             }
             batch_id += 1;
-            tx.send(RawRecordBatch { batch_id, records })
-                .await
-                .map_err(|_| SensorError::Transport("stream closed".into()))?;
+            if tx.send(RawRecordBatch { batch_id, records }).await.is_err() {
+                return Err(ended_by_server(&mut acks).await);
+            }
             in_flight.push_back((batch_id, last));
             sent_through = last;
         }
@@ -344,9 +402,10 @@ async fn session(
             ack = acks.next() => {
                 let ack = match ack {
                     Some(Ok(a)) => a,
-                    Some(Err(s)) => return Err(SensorError::Transport(format!("{}: {}", s.code(), s.message()))),
-                    None => return Err(SensorError::Transport("server closed the stream".into())),
+                    Some(Err(s)) => return Err(Ended::status("", &s)),
+                    None => return Err(SensorError::Transport("server closed the stream".into()).into()),
                 };
+                *acknowledged = true;
                 while in_flight.front().is_some_and(|(id, _)| *id <= ack.batch_id) {
                     in_flight.pop_front();
                 }
@@ -376,6 +435,22 @@ async fn session(
                     }
                 }
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// The server stopped reading the stream: why (and its retry hint) comes
+/// last on the acks. Acks before it are dropped: their records are sent
+/// again and counted as duplicates, which is safe.
+async fn ended_by_server(acks: &mut tonic::Streaming<vigil_proto::v1::BatchAck>) -> Ended {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, acks.next()).await {
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(s))) => return Ended::status("", &s),
+            Ok(None) | Err(_) => {
+                return SensorError::Transport("the server closed the stream".into()).into();
             }
         }
     }

@@ -39,6 +39,20 @@ pub struct ServerConfig {
     /// (count, last seen) instead of raising another; 0: never aggregate.
     #[serde(default = "default_alert_aggregation")]
     pub alert_aggregation_seconds: u64,
+    /// Sensor record streams open at once, at most; a stream past it is
+    /// refused with `RESOURCE_EXHAUSTED` and a retry hint (`admission.rs`).
+    #[serde(default = "default_max_sensor_streams")]
+    pub max_sensor_streams: usize,
+    /// Bytes of sensor batches read and not yet stored, at most, over
+    /// all streams; a stream whose next batch does not fit waits, unread (at
+    /// least `max_message_bytes`).
+    #[serde(default = "default_max_ingest_bytes")]
+    pub max_ingest_bytes_in_flight: usize,
+    /// The retry hint (`retry-after-ms`) sent with a refusal for load and when
+    /// shutdown ends open streams: sensors wait at least this long, plus
+    /// jitter of as much again, before they reconnect.
+    #[serde(default = "default_retry_after")]
+    pub retry_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -65,6 +79,17 @@ fn default_retention_check() -> u64 {
 fn default_alert_aggregation() -> u64 {
     600
 }
+fn default_max_sensor_streams() -> usize {
+    4096
+}
+fn default_max_ingest_bytes() -> usize {
+    256 * 1024 * 1024
+}
+fn default_retry_after() -> u64 {
+    2000
+}
+/// The most bytes in flight that can be configured: 64 GiB.
+const MAX_INGEST_BYTES: usize = 64 << 30;
 /// The longest aggregation window: a day.
 const MAX_ALERT_AGGREGATION: u64 = 86_400;
 
@@ -83,6 +108,9 @@ impl ServerConfig {
             retention_check_seconds: default_retention_check(),
             metrics_listen: None,
             alert_aggregation_seconds: default_alert_aggregation(),
+            max_sensor_streams: default_max_sensor_streams(),
+            max_ingest_bytes_in_flight: default_max_ingest_bytes(),
+            retry_after_ms: default_retry_after(),
         }
     }
 
@@ -138,6 +166,22 @@ impl vigil_config::Validate for ServerConfig {
                 "alert_aggregation_seconds",
                 format!("must be at most {MAX_ALERT_AGGREGATION} (0 disables)"),
             ));
+        }
+        if !(1..=1_000_000).contains(&self.max_sensor_streams) {
+            return Err(("max_sensor_streams", "must be between 1 and 1000000".into()));
+        }
+        // A batch as large as a message must fit, or its stream would wait forever.
+        if !(self.max_message_bytes..=MAX_INGEST_BYTES).contains(&self.max_ingest_bytes_in_flight) {
+            return Err((
+                "max_ingest_bytes_in_flight",
+                format!(
+                    "must be between max_message_bytes ({}) and {MAX_INGEST_BYTES}",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if !(100..=60_000).contains(&self.retry_after_ms) {
+            return Err(("retry_after_ms", "must be between 100 and 60000".into()));
         }
         let mut seen = std::collections::HashSet::new();
         for r in &self.regions {
@@ -197,6 +241,20 @@ mod tests {
         assert_eq!(c.served_regions().len(), 2);
         assert_eq!(c.served_regions()[0].name, "eu");
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        // The admission limits it shows are the defaults.
+        let d = ServerConfig::new(c.listen, c.data_dir.clone());
+        assert_eq!(
+            (
+                c.max_sensor_streams,
+                c.max_ingest_bytes_in_flight,
+                c.retry_after_ms
+            ),
+            (
+                d.max_sensor_streams,
+                d.max_ingest_bytes_in_flight,
+                d.retry_after_ms
+            )
+        );
     }
 
     #[test]
@@ -235,6 +293,13 @@ mod tests {
                 "alert_aggregation_seconds",
             ),
             ("max_batch_records = 0\n", "max_batch_records"),
+            ("max_sensor_streams = 0\n", "max_sensor_streams"),
+            (
+                "max_ingest_bytes_in_flight = 65536\n",
+                "max_ingest_bytes_in_flight",
+            ),
+            ("retry_after_ms = 99\n", "retry_after_ms"),
+            ("retry_after_ms = 60001\n", "retry_after_ms"),
             ("retention_days = 30\n", "retention_days"),
         ] {
             let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();

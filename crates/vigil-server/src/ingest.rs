@@ -1,6 +1,7 @@
 //! The Ingest service: enrollment (token → device certificate) and the record
 //! stream (mutual TLS; tenant from the certificate, never from the payload).
 
+use crate::admission::Held;
 use crate::audit::{Who, result_text};
 use crate::auth::peer_of;
 use crate::commit::{Pending, StreamFailed};
@@ -227,6 +228,10 @@ impl Ingest for IngestService {
         &self,
         req: Request<Streaming<RawRecordBatch>>,
     ) -> Result<Response<AckStream>, Status> {
+        // First, before the control store or a tenant's store is touched: a
+        // storm of reconnects past the limit costs little and is told when
+        // to come back (`admission.rs`).
+        let slot = self.shared.admission.open_stream()?;
         let device = device_of(&self.shared, &req)?;
         keep_public_key(&self.shared, &device, &req);
         let store = self
@@ -239,6 +244,7 @@ impl Ingest for IngestService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<BatchAck, Status>>(16);
         tracing::info!(tenant = %device.tenant_id, device = %device.device_id, "Sensor stream opened");
         tokio::spawn(async move {
+            let _slot = slot;
             let reg = shared.live.register(Owners {
                 tenant: device.tenant_id.clone(),
                 device: Some(device.device_id.clone()),
@@ -246,10 +252,13 @@ impl Ingest for IngestService {
                 grant: None,
             });
             let mut ended = reg.ended.clone();
-            crate::metrics::streams_open(1);
             let failed = Arc::new(StreamFailed::default());
-            // Batches handed to the committer, oldest first: acknowledged in this order.
-            let mut waiting: VecDeque<Waiting> = VecDeque::new();
+            // Batches handed to the committer, oldest first: acknowledged in
+            // this order; each holds its bytes of the ingest budget until stored.
+            let mut waiting: VecDeque<(Waiting, Held)> = VecDeque::new();
+            // A batch read, waiting for room in the budget; nothing more is
+            // read meanwhile, so HTTP/2 flow control holds the sensor back.
+            let mut unadmitted: Option<(RawRecordBatch, HoldFuture)> = None;
             // Set once nothing more is read: `Some(status)` is sent after the waiting acks.
             let mut closing: Option<Option<Status>> = None;
             loop {
@@ -258,18 +267,25 @@ impl Ingest for IngestService {
                 }
                 tokio::select! {
                     _ = ended.changed() => {
-                        let why = reg.why();
+                        let mut why = reg.why();
                         tracing::warn!(device = %device.device_id, why = why.message(), "Sensor stream closed by the server");
+                        if why.code() == tonic::Code::Unavailable {
+                            // Shutdown: every sensor hears it at once; the hint spreads their return.
+                            why = shared.admission.hinted(why);
+                        }
                         let _ = tx.send(Err(why)).await;
                         closing = None;
                         break;
                     }
-                    outcome = async { (&mut waiting.front_mut().expect("checked non-empty").done).await },
+                    outcome = async { (&mut waiting.front_mut().expect("checked non-empty").0.done).await },
                         if !waiting.is_empty() =>
                     {
-                        let Some(w) = waiting.pop_front() else { break };
+                        let Some((w, held)) = waiting.pop_front() else { break };
                         let outcome = outcome.unwrap_or_else(|_| Err(Status::internal("internal error")));
                         let result = acknowledge(&shared, &device, w, outcome, Via::Stream);
+                        // Stored (or refused) and its records freed: its room is given back
+                        // before the ack is sent, so a sensor slow to read acks holds none.
+                        drop(held);
                         let failed = result.is_err();
                         if let Err(s) = &result {
                             crate::metrics::refused_status(s);
@@ -280,7 +296,22 @@ impl Ingest for IngestService {
                             break;
                         }
                     }
-                    next = inbound.next(), if closing.is_none() && waiting.len() < MAX_WAITING => {
+                    held = async { (&mut unadmitted.as_mut().expect("checked some").1).await },
+                        if unadmitted.is_some() =>
+                    {
+                        let Some((batch, _)) = unadmitted.take() else { break };
+                        match submit(&shared, &store, &device, &failed, batch).await {
+                            Ok(w) => waiting.push_back((w, held)),
+                            Err(s) => {
+                                crate::metrics::refused_status(&s);
+                                tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
+                                closing = Some(Some(s));
+                            }
+                        }
+                    }
+                    next = inbound.next(),
+                        if closing.is_none() && unadmitted.is_none() && waiting.len() < MAX_WAITING =>
+                    {
                         match next {
                             None => closing = Some(None),
                             Some(Err(status)) => {
@@ -289,14 +320,10 @@ impl Ingest for IngestService {
                                 // Tell the sensor why, when it is still listening.
                                 closing = Some(Some(status));
                             }
-                            Some(Ok(batch)) => match submit(&shared, &store, &device, &failed, batch).await {
-                                Ok(w) => waiting.push_back(w),
-                                Err(s) => {
-                                    crate::metrics::refused_status(&s);
-                                    tracing::warn!(device = %device.device_id, code = ?s.code(), message = s.message(), "Batch rejected");
-                                    closing = Some(Some(s));
-                                }
-                            },
+                            Some(Ok(batch)) => {
+                                let room = Box::pin(shared.admission.hold(batch.encoded_len()));
+                                unadmitted = Some((batch, room));
+                            }
                         }
                     }
                 }
@@ -305,7 +332,6 @@ impl Ingest for IngestService {
                 let _ = tx.send(Err(status)).await;
             }
             drop(reg);
-            crate::metrics::streams_open(-1);
             tracing::info!(device = %device.device_id, "Sensor stream closed");
         });
         Ok(Response::new(Box::pin(
@@ -313,6 +339,9 @@ impl Ingest for IngestService {
         )))
     }
 }
+
+/// Room in the ingest budget, once there is.
+type HoldFuture = Pin<Box<dyn std::future::Future<Output = Held> + Send>>;
 
 /// Batches of one stream handed to the committer and not yet acknowledged, at
 /// most (the sensor keeps 8 in flight): the next is read once one is answered.

@@ -10,7 +10,8 @@
 //! that end them), `maintenance` (retention, audit group commit, key
 //! rotation), `metrics`, `ops` (reflection). Offline transfer: `transfer`
 //! (bundles a sensor exported, imported by a tenant admin through ingest's
-//! own commit path).
+//! own commit path). Backpressure: `admission` (sensor streams and batch
+//! bytes in flight, bounded; refusals carry a retry hint).
 //!
 //! Invariants: the tenant of sensor data is taken from the device certificate
 //! verified by TLS, never from a payload; the tenant of an API call from its
@@ -24,6 +25,7 @@
 //! What it is not: a certificate store for anything but its own CA.
 
 mod admin;
+pub mod admission;
 mod alert;
 mod audit;
 mod auth;
@@ -50,6 +52,7 @@ mod tls;
 mod transfer;
 mod wire;
 
+pub use admission::{Admission, IngestLoad};
 pub use auth::TENANT_HEADER;
 pub use config::{RegionConfig, ServerConfig};
 pub use maintenance::Maintenance;
@@ -124,6 +127,8 @@ pub(crate) struct Shared {
     pub(crate) policies: privacy::PolicyBus,
     /// What offline bundles are encrypted to (`transfer`).
     pub(crate) transfer: vigil_bundle::TransferKey,
+    /// Sensor streams and batch bytes held, against their limits.
+    pub(crate) admission: Arc<admission::Admission>,
 }
 
 /// What a server is built with besides its configuration (tests inject a clock).
@@ -184,6 +189,7 @@ impl Server {
             .await
             .map_err(|e| ServerError::Io(format!("listen on {}: {e}", config.listen)))?;
         let audit = audit::AuditLogs::open(Arc::clone(&control))?;
+        let admission = admission::Admission::new(&config);
         let shared = Arc::new(Shared {
             control,
             ca: pki.ca,
@@ -197,6 +203,7 @@ impl Server {
             correlators: correlate::Correlators::default(),
             policies: privacy::PolicyBus::default(),
             transfer: pki.transfer,
+            admission,
         });
         Ok(Server {
             listener,
@@ -214,6 +221,11 @@ impl Server {
     /// The control store, for bootstrap (the first operator token, `vigil up`).
     pub fn control(&self) -> Arc<ControlStore> {
         Arc::clone(&self.shared.control)
+    }
+
+    /// Ingest's admission control: what it holds against its limits.
+    pub fn admission(&self) -> Arc<Admission> {
+        Arc::clone(&self.shared.admission)
     }
 
     /// The server's background work, to run a pass now.

@@ -21,6 +21,7 @@
 //! | `vigil_records_held` | gauge | `tenant`, `level` |
 //! | `vigil_api_call_seconds` | histogram | `method` |
 //! | `vigil_sensor_streams_open` | gauge | |
+//! | `vigil_ingest_bytes_in_flight` | gauge | |
 
 use crate::ServerError;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -125,6 +126,11 @@ fn describe() {
         "vigil_sensor_streams_open",
         "Sensor record streams open now."
     );
+    describe_gauge!(
+        "vigil_ingest_bytes_in_flight",
+        Unit::Bytes,
+        "Encoded bytes of sensor batches read and not yet stored (at most max_ingest_bytes_in_flight)."
+    );
     describe_counter!(
         "vigil_correlation_skipped_total",
         "Batches not seen by tenant-wide correlations (their queue was full), by tenant."
@@ -152,7 +158,8 @@ pub(crate) fn batch_stored(tenant: &str, records: u64, duplicates: u64, seconds:
 /// A call (or a batch within a stream) was refused. `reason` is one of a fixed
 /// set: `unauthenticated`, `permission_denied`, `revoked`, `wrong_tenant`,
 /// `resource_exhausted`, `invalid_argument`, `region_not_served`,
-/// `tls_handshake`.
+/// `tls_handshake`, `disk_full`, `overloaded` (a sensor stream past
+/// `max_sensor_streams`).
 pub(crate) fn refused(reason: &'static str) {
     ::metrics::counter!("vigil_refused_calls_total", "reason" => reason).increment(1);
 }
@@ -189,14 +196,20 @@ pub(crate) fn api_call(method: &'static str, seconds: f64) {
     ::metrics::histogram!("vigil_api_call_seconds", "method" => method).record(seconds);
 }
 
-/// Sensor streams opened (`delta` > 0) or closed (< 0).
+/// Stored chunks `tenant`'s indexer has not reached yet.
 pub(crate) fn index_backlog(tenant: &str, chunks: u64) {
     ::metrics::gauge!("vigil_index_backlog_chunks", "tenant" => tenant.to_owned())
         .set(chunks as f64);
 }
 
+/// Sensor streams opened (`delta` > 0) or closed (< 0).
 pub(crate) fn streams_open(delta: i64) {
     ::metrics::gauge!("vigil_sensor_streams_open").increment(delta as f64);
+}
+
+/// Bytes of sensor batches ingest took on (`delta` > 0) or gave back (< 0).
+pub(crate) fn ingest_bytes_in_flight(delta: i64) {
+    ::metrics::gauge!("vigil_ingest_bytes_in_flight").increment(delta as f64);
 }
 
 #[cfg(test)]
@@ -213,5 +226,7 @@ mod tests {
         api_call("ListAlerts", 0.1);
         streams_open(1);
         streams_open(-1);
+        ingest_bytes_in_flight(1);
+        ingest_bytes_in_flight(-1);
     }
 }
