@@ -34,7 +34,7 @@ pub struct Backoff {
     cap: Duration,
     /// Failed attempts since the last reset: the ceiling is `base · 2^attempt`.
     attempt: u32,
-    rng: SplitMix64,
+    rng: fastrand::Rng,
 }
 
 impl Default for Backoff {
@@ -63,7 +63,7 @@ impl Backoff {
             base,
             cap: cap.max(base),
             attempt: 0,
-            rng: SplitMix64(seed),
+            rng: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -99,24 +99,7 @@ impl Backoff {
     /// Uniform in `[0, max]`, to the nanosecond.
     fn uniform(&mut self, max: Duration) -> Duration {
         let span = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        // Multiply-shift: no modulo bias worth the name for spans this far below 2^64.
-        let n = (u128::from(self.rng.next()) * (u128::from(span) + 1)) >> 64;
-        Duration::from_nanos(n as u64)
-    }
-}
-
-/// SplitMix64: small, fast, and good enough to decorrelate reconnects (not
-/// for anything secret).
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Duration::from_nanos(self.rng.u64(0..=span))
     }
 }
 
