@@ -34,9 +34,11 @@ pub fn record(bytes: &[u8]) {
         (Some(_), Err(_)) | (None, Err(_)) => {}
     }
     if let Ok(d) = Detection::decode(bytes) {
-        // What ingest makes of a detection: re-encoded, it decodes to the same bytes.
-        let once = d.encode_to_vec();
-        let again = Detection::decode(once.as_slice()).map(|d| d.encode_to_vec());
-        assert_eq!(again.ok(), Some(once));
+        // What ingest makes of a detection: re-encoded, it decodes to the
+        // same detection. (Not to the same bytes: prost writes a map's
+        // entries in its HashMap's order, which differs between two decodes;
+        // fuzz/regressions/server_record/crash-a799….)
+        let again = Detection::decode(d.encode_to_vec().as_slice());
+        assert_eq!(again.ok().as_ref(), Some(&d));
     }
 }
