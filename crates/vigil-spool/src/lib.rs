@@ -487,6 +487,65 @@ impl Spool {
     }
 }
 
+/// Why a record was evicted, as counted in META.
+#[derive(Clone, Copy)]
+enum Reason {
+    Capacity,
+    Disk,
+}
+
+/// The tables of one write transaction, with the counters kept in META.
+struct Tables<'t> {
+    recs: redb::Table<'t, u64, &'static [u8]>,
+    kept: redb::Table<'t, u64, ()>,
+    meta: redb::Table<'t, &'static str, u64>,
+    bytes: u64,
+    /// Bulk evicted for capacity, bulk evicted for the disk, kept evicted.
+    dropped: [u64; 3],
+}
+
+impl<'t> Tables<'t> {
+    fn open(tx: &'t redb::WriteTransaction) -> Result<Tables<'t>, SpoolError> {
+        let meta = tx.open_table(META)?;
+        let get =
+            |k| -> Result<u64, SpoolError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
+        let (bytes, dropped) = (
+            get(BYTES)?,
+            [get(DROPPED)?, get(DROPPED_DISK)?, get(DROPPED_KEPT)?],
+        );
+        Ok(Tables {
+            recs: tx.open_table(RECORDS)?,
+            kept: tx.open_table(KEPT)?,
+            meta,
+            bytes,
+            dropped,
+        })
+    }
+
+    /// Evicts one record (see [`evict_one`]) and counts it; its size, `None`
+    /// when nothing is left.
+    fn evict(&mut self, floor: &mut u64, reason: Reason) -> Result<Option<u64>, SpoolError> {
+        let Some((freed, priority)) = evict_one(&mut self.recs, &mut self.kept, floor)? else {
+            return Ok(None);
+        };
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.dropped[match (priority, reason) {
+            (Priority::Keep, _) => 2,
+            (Priority::Bulk, Reason::Capacity) => 0,
+            (Priority::Bulk, Reason::Disk) => 1,
+        }] += 1;
+        Ok(Some(freed))
+    }
+
+    fn save(mut self) -> Result<(), SpoolError> {
+        self.meta.insert(BYTES, self.bytes)?;
+        self.meta.insert(DROPPED, self.dropped[0])?;
+        self.meta.insert(DROPPED_DISK, self.dropped[1])?;
+        self.meta.insert(DROPPED_KEPT, self.dropped[2])?;
+        Ok(())
+    }
+}
+
 /// Appends `entries` in one transaction, evicting first what the capacity, or
 /// the disk limit `disk(held bytes)`, requires; the evictions are counted by
 /// their reason.
@@ -499,55 +558,34 @@ fn write(
 ) -> Result<(), SpoolError> {
     let tx = db.begin_write()?;
     {
-        let mut recs = tx.open_table(RECORDS)?;
-        let mut kept = tx.open_table(KEPT)?;
-        let mut meta = tx.open_table(META)?;
-        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, SpoolError> {
-            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
-        };
-        let mut bytes = get(&meta, BYTES)?;
-        let mut dropped = [
-            get(&meta, DROPPED)?,
-            get(&meta, DROPPED_DISK)?,
-            get(&meta, DROPPED_KEPT)?,
-        ];
-        let disk_limit = disk(bytes);
+        let mut t = Tables::open(&tx)?;
+        let disk_limit = disk(t.bytes);
         for (seq, data, priority) in entries {
             let len = data.len() as u64;
             loop {
-                let over_capacity = bytes + len > capacity;
-                let over_disk = disk_limit.is_some_and(|l| bytes + len > l);
-                if !over_capacity && !over_disk {
+                let reason = if t.bytes + len > capacity {
+                    Reason::Capacity
+                } else if disk_limit.is_some_and(|l| t.bytes + len > l) {
+                    Reason::Disk
+                } else {
+                    break;
+                };
+                // Nothing left to evict: written all the same, the capacity
+                // is one record over, or the disk's margin takes it.
+                if t.evict(floor, reason)?.is_none() {
                     break;
                 }
-                match evict_one(&mut recs, &mut kept, floor)? {
-                    Some((freed, Priority::Bulk)) => {
-                        bytes = bytes.saturating_sub(freed);
-                        dropped[if over_capacity { 0 } else { 1 }] += 1;
-                    }
-                    Some((freed, Priority::Keep)) => {
-                        bytes = bytes.saturating_sub(freed);
-                        dropped[2] += 1;
-                    }
-                    // Nothing left to evict: written all the same, the
-                    // capacity is one record over, or the disk's margin
-                    // takes it.
-                    None => break,
-                }
             }
-            recs.insert(*seq, data.as_slice())?;
+            t.recs.insert(*seq, data.as_slice())?;
             if *priority == Priority::Keep {
-                kept.insert(*seq, ())?;
+                t.kept.insert(*seq, ())?;
             }
-            bytes += len;
+            t.bytes += len;
         }
-        meta.insert(BYTES, bytes)?;
-        meta.insert(DROPPED, dropped[0])?;
-        meta.insert(DROPPED_DISK, dropped[1])?;
-        meta.insert(DROPPED_KEPT, dropped[2])?;
         if let Some(&(last, ..)) = entries.last() {
-            meta.insert(NEXT_SEQ, last + 1)?;
+            t.meta.insert(NEXT_SEQ, last + 1)?;
         }
+        t.save()?;
     }
     tx.commit()?;
     Ok(())
@@ -557,29 +595,15 @@ fn write(
 fn evict(db: &Database, bytes: u64, floor: &mut u64) -> Result<(), SpoolError> {
     let tx = db.begin_write()?;
     {
-        let mut recs = tx.open_table(RECORDS)?;
-        let mut kept = tx.open_table(KEPT)?;
-        let mut meta = tx.open_table(META)?;
-        let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, SpoolError> {
-            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
-        };
-        let mut held = get(&meta, BYTES)?;
-        let (mut bulk, mut keep) = (get(&meta, DROPPED_DISK)?, get(&meta, DROPPED_KEPT)?);
+        let mut t = Tables::open(&tx)?;
         let mut freed = 0;
         while freed < bytes {
-            let Some((n, priority)) = evict_one(&mut recs, &mut kept, floor)? else {
+            let Some(n) = t.evict(floor, Reason::Disk)? else {
                 break;
             };
             freed += n;
-            held = held.saturating_sub(n);
-            match priority {
-                Priority::Bulk => bulk += 1,
-                Priority::Keep => keep += 1,
-            }
         }
-        meta.insert(BYTES, held)?;
-        meta.insert(DROPPED_DISK, bulk)?;
-        meta.insert(DROPPED_KEPT, keep)?;
+        t.save()?;
     }
     tx.commit()?;
     Ok(())
