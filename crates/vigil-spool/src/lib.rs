@@ -110,6 +110,13 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError
     }
 }
 
+/// Drops a redb handle with a panic caught: closing a corrupted file writes
+/// its allocator state, and redb 4.5 can panic doing that (found by `fuzz/`'s
+/// `spool_file`; reproducers in `fuzz/regressions/spool_file`).
+fn drop_guarded<T>(handle: T) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handle)));
+}
+
 impl From<redb::StorageError> for SpoolError {
     fn from(e: redb::StorageError) -> Self {
         use std::io::ErrorKind::{QuotaExceeded, StorageFull};
@@ -190,6 +197,14 @@ struct Cursor {
     bulk_floor: u64,
 }
 
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.db.get_mut() {
+            drop_guarded(slot.take());
+        }
+    }
+}
+
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
@@ -225,6 +240,7 @@ fn salvage(path: &Path) -> (Vec<(u64, Vec<u8>)>, Option<u64>) {
         after = last;
         kept.extend(part);
     }
+    drop_guarded(db);
     (kept, held)
 }
 
@@ -235,6 +251,46 @@ impl Spool {
     /// numbers, and says what it did. Sequence numbers stay above every one
     /// handed out before, so the server never takes a new record for a re-send.
     pub fn open_recovering(
+        path: &Path,
+        capacity_bytes: u64,
+    ) -> Result<(Spool, Option<Recovery>), SpoolError> {
+        // redb can abort the process on some damaged files (a panic while a
+        // panic unwinds, which nothing can catch; fuzz/known/spool_file). A
+        // marker lives while the file is checked and salvaged: found at the
+        // next start, it says that stopped the process, and the file is moved
+        // aside unread instead of stopping every start after it.
+        let marker = path.with_extension("redb.checking");
+        if marker.exists() {
+            let moved_to = path.with_extension(format!("redb.damaged-{}", time_floor()));
+            if path.exists() {
+                std::fs::rename(path, &moved_to)
+                    .map_err(|e| SpoolError::Db(format!("moving the damaged spool aside: {e}")))?;
+            }
+            let spool = Spool::open(path, capacity_bytes)?;
+            let next_seq = time_floor();
+            spool.restore(&[], next_seq)?;
+            let _ = std::fs::remove_file(&marker);
+            return Ok((
+                spool,
+                Some(Recovery {
+                    reason: "opening it stopped the sensor the last time".into(),
+                    moved_to,
+                    kept: 0,
+                    lost: None,
+                    next_seq,
+                }),
+            ));
+        }
+        std::fs::write(&marker, b"")
+            .and_then(|()| std::fs::File::open(&marker)?.sync_all())
+            .map_err(|e| SpoolError::Io(format!("{}: {e}", marker.display())))?;
+        let opened = Spool::check_or_salvage(path, capacity_bytes);
+        let _ = std::fs::remove_file(&marker);
+        opened
+    }
+
+    /// [`Spool::open_recovering`] under its marker.
+    fn check_or_salvage(
         path: &Path,
         capacity_bytes: u64,
     ) -> Result<(Spool, Option<Recovery>), SpoolError> {
@@ -260,25 +316,7 @@ impl Spool {
         let spool = Spool::open(path, capacity_bytes)?;
         let last = kept.last().map_or(0, |(s, _)| *s);
         let next_seq = time_floor().max(last.saturating_add(1));
-        spool.with_db(|db| {
-            let tx = db.begin_write()?;
-            {
-                let mut recs = tx.open_table(RECORDS)?;
-                let mut meta = tx.open_table(META)?;
-                let mut bytes = 0u64;
-                for (seq, b) in &kept {
-                    recs.insert(*seq, b.as_slice())?;
-                    bytes += b.len() as u64;
-                }
-                meta.insert(BYTES, bytes)?;
-                meta.insert(NEXT_SEQ, next_seq)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })?;
-        if let Ok(mut n) = spool.next.lock() {
-            n.next = next_seq;
-        }
+        spool.restore(&kept, next_seq)?;
         let kept_n = kept.len() as u64;
         Ok((
             spool,
@@ -290,6 +328,31 @@ impl Spool {
                 next_seq,
             }),
         ))
+    }
+
+    /// Fills a new spool with what was kept of a damaged one, and numbers
+    /// from `next_seq` on.
+    fn restore(&self, kept: &[(u64, Vec<u8>)], next_seq: u64) -> Result<(), SpoolError> {
+        self.with_db(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut recs = tx.open_table(RECORDS)?;
+                let mut meta = tx.open_table(META)?;
+                let mut bytes = 0u64;
+                for (seq, b) in kept {
+                    recs.insert(*seq, b.as_slice())?;
+                    bytes += b.len() as u64;
+                }
+                meta.insert(BYTES, bytes)?;
+                meta.insert(NEXT_SEQ, next_seq)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        if let Ok(mut n) = self.next.lock() {
+            n.next = next_seq;
+        }
+        Ok(())
     }
 
     pub fn open(path: &Path, capacity_bytes: u64) -> Result<Spool, SpoolError> {
@@ -363,7 +426,7 @@ impl Spool {
             return Ok(()); // another caller did it
         }
         // redb allows one open handle per file: close before opening again.
-        drop(slot.take());
+        drop_guarded(slot.take());
         let db = guarded(|| Database::create(&self.path).map_err(SpoolError::from))?;
         *slot = Some(db);
         self.broken.store(false, Ordering::Release);

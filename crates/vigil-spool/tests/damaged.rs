@@ -89,3 +89,36 @@ fn a_damaged_spool_keeps_what_it_can_and_numbers_stay_above_the_old_ones() {
         eprintln!("{what}: kept {}, lost {:?} ({})", r.kept, r.lost, r.reason);
     }
 }
+
+/// A start that died while checking the spool (redb can abort the process on
+/// some damaged files: a panic in a destructor while a panic unwinds, which
+/// nothing in the process can catch) leaves its marker: the next start sets
+/// the file aside unread and starts a sound spool numbered from the clock.
+#[test]
+fn a_spool_whose_check_stopped_the_process_is_set_aside_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("spool.redb");
+    made(&p);
+    std::fs::write(dir.path().join("spool.redb.checking"), b"").unwrap();
+    let (s, recovery) = Spool::open_recovering(&p, 1 << 30).unwrap();
+    let r = recovery.expect("the file was set aside");
+    assert!(r.reason.contains("stopped the sensor"), "{r:?}");
+    assert_eq!((r.kept, r.lost), (0, None));
+    assert!(r.moved_to.exists(), "kept for a person to look at");
+    assert!(
+        r.next_seq > 1_000_000_000_000_000_000,
+        "numbered from the clock"
+    );
+    assert!(!dir.path().join("spool.redb.checking").exists());
+    assert_eq!(s.stats().unwrap().records, 0);
+    s.append(0..3u32, |_, _| {
+        (b"new".to_vec(), vigil_spool::Priority::Bulk)
+    })
+    .unwrap();
+    assert_eq!(s.read_after(0, 10, 1 << 20).unwrap()[0].0, r.next_seq);
+    // A clean start leaves no marker behind.
+    drop(s);
+    let (_, again) = Spool::open_recovering(&p, 1 << 30).unwrap();
+    assert_eq!(again, None);
+    assert!(!dir.path().join("spool.redb.checking").exists());
+}
