@@ -210,7 +210,11 @@ fn load(path: &Path) -> Result<Loaded, LoadError> {
         }
         other => LoadError::Unusable(other.to_string()),
     };
-    let db = Database::create(path).map_err(|e| unusable(e.into()))?;
+    // redb's default page cache is 1 GiB; the sensor's budget is tens of MiB.
+    let db = Database::builder()
+        .set_cache_size(16 << 20)
+        .create(path)
+        .map_err(|e| unusable(e.into()))?;
     // A read transaction: opening an existing cache costs no commit (no fsync).
     let read = || -> Result<_, redb::Error> {
         let tx = db.begin_read()?;

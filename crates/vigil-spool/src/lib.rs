@@ -110,6 +110,14 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SpoolError>) -> Result<T, SpoolError
     }
 }
 
+/// redb's page cache is 1 GiB by default: a queue written once and read once
+/// needs little of it, and the sensor's budget is tens of MiB.
+const CACHE_BYTES: usize = 16 << 20;
+
+fn create_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// Drops a redb handle with a panic caught: closing a corrupted file writes
 /// its allocator state, and redb 4.5 can panic doing that (found by `fuzz/`'s
 /// `spool_file`; reproducers in `fuzz/regressions/spool_file`).
@@ -228,7 +236,7 @@ fn time_floor() -> u64 {
 fn salvage(path: &Path) -> (Vec<(u64, Vec<u8>)>, Option<u64>) {
     // redb cannot walk a tree whose inner pages are damaged, nor open a file
     // cut short: then nothing is kept (and the loss is said).
-    let Ok(db) = guarded(|| Database::create(path).map_err(SpoolError::from)) else {
+    let Ok(db) = guarded(|| create_db(path).map_err(SpoolError::from)) else {
         return (Vec::new(), None);
     };
     let held = guarded(|| stats(&db)).ok().map(|s| s.records);
@@ -295,7 +303,7 @@ impl Spool {
         capacity_bytes: u64,
     ) -> Result<(Spool, Option<Recovery>), SpoolError> {
         let checked = guarded(|| {
-            let mut db = match Database::create(path) {
+            let mut db = match create_db(path) {
                 Ok(db) => db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(SpoolError::InUse),
                 Err(e) => return Err(e.into()),
@@ -360,7 +368,7 @@ impl Spool {
     }
 
     fn open_unguarded(path: &Path, capacity_bytes: u64) -> Result<Spool, SpoolError> {
-        let db = Database::create(path)?;
+        let db = create_db(path)?;
         let tx = db.begin_write()?;
         let next = {
             let mut meta = tx.open_table(META)?;
@@ -427,7 +435,7 @@ impl Spool {
         }
         // redb allows one open handle per file: close before opening again.
         drop_guarded(slot.take());
-        let db = guarded(|| Database::create(&self.path).map_err(SpoolError::from))?;
+        let db = guarded(|| create_db(&self.path).map_err(SpoolError::from))?;
         *slot = Some(db);
         self.broken.store(false, Ordering::Release);
         tracing::info!(path = %self.path.display(), "Spool reopened after a disk error");

@@ -247,7 +247,7 @@ impl ControlStore {
             return Err(StoreError::Invalid("no region to serve".into()));
         }
         std::fs::create_dir_all(&opts.dir).map_err(io(&opts.dir))?;
-        let db = Database::create(opts.dir.join("control.redb"))?;
+        let db = crate::open_db(opts.dir.join("control.redb"), crate::CONTROL_CACHE_BYTES)?;
         let tx = db.begin_write()?;
         for t in [
             TENANTS,

@@ -77,6 +77,25 @@ pub enum StoreError {
     BadIdentifier(String),
 }
 
+/// redb keeps up to 1 GiB of pages in memory per database unless told, and a
+/// server holds three a tenant: these bound it (the kernel's page cache
+/// serves the rest). The records and index caches hold the pages ingest and
+/// the indexer are writing and the recent chunks hunts read.
+pub(crate) const CONTROL_CACHE_BYTES: usize = 32 << 20;
+pub(crate) const DATA_CACHE_BYTES: usize = 128 << 20;
+pub(crate) const INDEX_CACHE_BYTES: usize = 128 << 20;
+pub(crate) const RULES_CACHE_BYTES: usize = 4 << 20;
+
+/// Opens (or creates) a redb file with a bounded page cache.
+pub(crate) fn open_db(
+    path: impl AsRef<std::path::Path>,
+    cache_bytes: usize,
+) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+}
+
 /// A redb error as a store error; a full disk (ENOSPC, EDQUOT) is told apart,
 /// whichever of redb's error types carries it.
 fn from_redb(e: impl std::fmt::Display) -> StoreError {

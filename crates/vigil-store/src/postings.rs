@@ -100,7 +100,7 @@ fn generation_id(v: u64) -> u32 {
 
 impl RecordPostings {
     pub(crate) fn open(dir: &Path) -> Result<RecordPostings, StoreError> {
-        let db = Database::create(dir.join("index.redb"))?;
+        let db = crate::open_db(dir.join("index.redb"), crate::INDEX_CACHE_BYTES)?;
         let tx = db.begin_write()?;
         tx.open_table(POSTINGS)?;
         tx.open_table(SIGHTINGS)?;

@@ -121,7 +121,10 @@ impl RuleSets {
                 Some(db) => Arc::clone(db),
                 None => {
                     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                    let db = Arc::new(Database::create(dir.join("rules.redb"))?);
+                    let db = Arc::new(crate::open_db(
+                        dir.join("rules.redb"),
+                        crate::RULES_CACHE_BYTES,
+                    )?);
                     let tx = db.begin_write()?;
                     tx.open_table(META)?;
                     tx.open_table(CONTENT)?;

@@ -252,7 +252,7 @@ impl TenantStore {
         dir: &Path,
         keys: KeyRing,
     ) -> Result<TenantStore, StoreError> {
-        let db = Database::create(dir.join("data.redb"))?;
+        let db = crate::open_db(dir.join("data.redb"), crate::DATA_CACHE_BYTES)?;
         // Create the tables up front so readers never see them missing.
         let tx = db.begin_write()?;
         tx.open_table(CHUNKS)?;
