@@ -527,7 +527,8 @@ async fn an_overloaded_server_refuses_with_a_hint_stays_in_budget_and_the_uplink
         Arc::new(vigil_spool::Spool::open(&cfg.data_dir.join("spool.redb"), 64 << 20).unwrap());
     spool
         .append(0..RECORDS, |seq, _| {
-            prost::Message::encode_to_vec(&record(seq, 300))
+            let b = prost::Message::encode_to_vec(&record(seq, 300));
+            (b, vigil_spool::Priority::Bulk)
         })
         .unwrap();
     let (status_tx, mut status) = tokio::sync::watch::channel(Default::default());
