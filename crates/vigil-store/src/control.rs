@@ -4,9 +4,10 @@
 use crate::clock::{Clock, NS_PER_DAY};
 use crate::crypto::{self, KeyRing, SealKey};
 use crate::keys::{KeyProvider, WrappedKey};
+use crate::reopen::ReopeningDb;
 use crate::tenant::{Purged, TenantStore, dir_size};
 use crate::{StoreError, check_id, new_id};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -114,7 +115,7 @@ impl StoreOptions {
 
 /// The control database and the gate to every tenant's store.
 pub struct ControlStore {
-    pub(crate) db: Database,
+    pub(crate) db: ReopeningDb,
     opts: StoreOptions,
     open_tenants: Mutex<HashMap<String, Arc<TenantStore>>>,
     /// Serializes everything that wraps or unwraps keys, so a master key is
@@ -152,7 +153,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 pub(crate) fn get<T: DeserializeOwned>(
-    db: &Database,
+    db: &ReopeningDb,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
@@ -165,7 +166,7 @@ pub(crate) fn get<T: DeserializeOwned>(
 }
 
 pub(crate) fn all<T: DeserializeOwned>(
-    db: &Database,
+    db: &ReopeningDb,
     table: TableDefinition<&str, &[u8]>,
 ) -> Result<Vec<T>, StoreError> {
     let tx = db.begin_read()?;
@@ -179,7 +180,7 @@ pub(crate) fn all<T: DeserializeOwned>(
 }
 
 pub(crate) fn put<T: Serialize>(
-    db: &Database,
+    db: &ReopeningDb,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
     value: &T,
@@ -193,7 +194,7 @@ pub(crate) fn put<T: Serialize>(
 
 /// Reads, changes and writes back one row in one transaction.
 pub(crate) fn update<T: Serialize + DeserializeOwned>(
-    db: &Database,
+    db: &ReopeningDb,
     table: TableDefinition<&str, &[u8]>,
     key: &str,
     change: impl FnOnce(&mut T) -> Result<(), StoreError>,
@@ -247,7 +248,7 @@ impl ControlStore {
             return Err(StoreError::Invalid("no region to serve".into()));
         }
         std::fs::create_dir_all(&opts.dir).map_err(io(&opts.dir))?;
-        let db = crate::open_db(opts.dir.join("control.redb"), crate::CONTROL_CACHE_BYTES)?;
+        let db = ReopeningDb::create(opts.dir.join("control.redb"), crate::CONTROL_CACHE_BYTES)?;
         let tx = db.begin_write()?;
         for t in [
             TENANTS,

@@ -24,6 +24,7 @@ mod data;
 mod index;
 mod keys;
 mod postings;
+mod reopen;
 mod rulesets;
 mod tenant;
 #[cfg(test)]
@@ -97,9 +98,11 @@ pub(crate) fn open_db(
 }
 
 /// A redb error as a store error; a full disk (ENOSPC, EDQUOT) is told apart,
-/// whichever of redb's error types carries it.
+/// whichever of redb's error types carries it. One that leaves its database
+/// refusing every later call makes the store reopen it (`reopen.rs`).
 fn from_redb(e: impl std::fmt::Display) -> StoreError {
     let text = e.to_string();
+    reopen::note(&text);
     if text.contains("No space left on device")
         || text.contains("os error 28")
         || text.contains("Disk quota exceeded")

@@ -21,7 +21,8 @@
 use crate::StoreError;
 use crate::crypto::{KeyRing, short_digest};
 use crate::index::{Sighting, lookup_digests};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use crate::reopen::ReopeningDb;
+use redb::{ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -87,7 +88,7 @@ pub(crate) struct Indexed {
 
 /// The tenant's `index.redb`.
 pub(crate) struct RecordPostings {
-    db: Database,
+    db: ReopeningDb,
 }
 
 fn state(t: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
@@ -100,7 +101,7 @@ fn generation_id(v: u64) -> u32 {
 
 impl RecordPostings {
     pub(crate) fn open(dir: &Path) -> Result<RecordPostings, StoreError> {
-        let db = crate::open_db(dir.join("index.redb"), crate::INDEX_CACHE_BYTES)?;
+        let db = ReopeningDb::create(dir.join("index.redb"), crate::INDEX_CACHE_BYTES)?;
         let tx = db.begin_write()?;
         tx.open_table(POSTINGS)?;
         tx.open_table(SIGHTINGS)?;

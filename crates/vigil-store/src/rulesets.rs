@@ -14,8 +14,9 @@
 
 use crate::control::{ControlStore, decode, encode, io};
 use crate::crypto::KeyRing;
+use crate::reopen::ReopeningDb;
 use crate::{StoreError, check_id};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,7 @@ pub type Published = (RuleSetVersion, Zeroizing<Vec<u8>>);
 /// The open `rules.redb` files, one per tenant (a redb file is opened once per process).
 #[derive(Default)]
 pub struct RuleSets {
-    open: Mutex<HashMap<String, Arc<Database>>>,
+    open: Mutex<HashMap<String, Arc<ReopeningDb>>>,
 }
 
 impl std::fmt::Debug for RuleSets {
@@ -72,7 +73,7 @@ fn aad(tenant: &str, table: &str, key: &str) -> Vec<u8> {
 
 /// A tenant's rule-set file with the keys to read it.
 struct Opened {
-    db: Arc<Database>,
+    db: Arc<ReopeningDb>,
     ring: KeyRing,
     tenant: String,
 }
@@ -121,7 +122,7 @@ impl RuleSets {
                 Some(db) => Arc::clone(db),
                 None => {
                     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                    let db = Arc::new(crate::open_db(
+                    let db = Arc::new(ReopeningDb::create(
                         dir.join("rules.redb"),
                         crate::RULES_CACHE_BYTES,
                     )?);

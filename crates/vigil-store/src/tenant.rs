@@ -8,10 +8,8 @@ use crate::index::{
     encode_materials, latest_aad, latest_time, lookup_digests,
 };
 use crate::postings::{ChunkTerms, Indexed, RecordPostings, add_sighting};
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
-    TableHandle,
-};
+use crate::reopen::ReopeningDb;
+use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, TableHandle};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,7 +53,7 @@ pub type Derive<'a> = &'a (dyn Fn(&[u8]) -> Option<RecordIndex> + Sync);
 pub struct TenantStore {
     tenant_id: String,
     dir: PathBuf,
-    db: Database,
+    db: ReopeningDb,
     /// Record postings and sightings (`postings.rs`), written by the indexer.
     postings: RecordPostings,
     /// One indexer at a time (the pending queue, or a rebuild).
@@ -252,7 +250,7 @@ impl TenantStore {
         dir: &Path,
         keys: KeyRing,
     ) -> Result<TenantStore, StoreError> {
-        let db = crate::open_db(dir.join("data.redb"), crate::DATA_CACHE_BYTES)?;
+        let db = ReopeningDb::create(dir.join("data.redb"), crate::DATA_CACHE_BYTES)?;
         // Create the tables up front so readers never see them missing.
         let tx = db.begin_write()?;
         tx.open_table(CHUNKS)?;

@@ -1447,3 +1447,154 @@ fn privacy_policy_versions_and_one_pseudonym_key_per_tenant() {
     let control = std::fs::read(dir.path().join("control.redb")).unwrap();
     assert!(!control.windows(32).any(|w| w == ka.as_ref()));
 }
+
+/// A tmpfs of `mib` MiB on a new directory, unmounted when dropped; `None`,
+/// with the reason printed, where mounting is not allowed (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(mib: u32) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
+            Ok(o) => {
+                eprintln!(
+                    "skipped: no tmpfs could be mounted (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: `mount` did not run: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Writes `path` until the filesystem has no room left.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0xA5u8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// Issue 16, item 1(d): redb refuses every call on a database whose write
+/// failed until it is opened again. The store reopens its files in place:
+/// on a full disk commits are refused with `DiskFull` and nothing panics;
+/// once space returns the same `TenantStore` (records and index) and
+/// `ControlStore` write again, and what was committed before is intact.
+#[test]
+fn a_full_disk_refuses_cleanly_and_the_same_store_writes_again_once_space_returns() {
+    let Some(disk) = Tmpfs::mount(16) else {
+        return;
+    };
+    let c = local(disk.path());
+    c.create_tenant(Some("a"), "A", "local", 30).unwrap();
+    let t = c.open_tenant("a").unwrap();
+    let now = c.now();
+    let rows = |from: u64| -> Vec<_> {
+        (from..from + 50)
+            .map(|s| indexed(s, now, 1, &format!("g{s}"), "h"))
+            .collect()
+    };
+    let commit = |from: u64| {
+        let rows = rows(from);
+        let records: Vec<(u64, Vec<u8>)> = rows.iter().map(|r| r.0.clone()).collect();
+        let index: Vec<RecordIndex> = rows.iter().map(|r| r.1.clone()).collect();
+        let b = NewBatch {
+            device: "d",
+            received_ns: now,
+            records: &records,
+            index: &index,
+            alerts: &[],
+        };
+        t.commit_batches(std::slice::from_ref(&b), &NoMerge)
+            .map(|mut o| o.pop().unwrap())
+    };
+    commit(1).unwrap();
+    t.index_pending(&derive, 100).unwrap();
+    // Chunks the indexer has yet to reach when the disk fills.
+    let mut next = 51;
+    while next < 4_001 {
+        commit(next).unwrap();
+        next += 50;
+    }
+
+    let filler = disk.path().join("filler");
+    fill(&filler);
+    let indexing = t.index_pending(&derive, 1_000);
+    assert!(
+        matches!(indexing, Err(StoreError::DiskFull(_))),
+        "{indexing:?}"
+    );
+    // Until the store's own slack in its file is used up too.
+    let refused = loop {
+        match commit(next) {
+            Ok(o) => {
+                assert_eq!(o.accepted, 50);
+                next += 50;
+                assert!(next < 100_000, "the full disk never refused a batch");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(refused, StoreError::DiskFull(_)), "{refused}");
+    // While the disk stays full, every call answers or fails cleanly (the
+    // file is reopened and fails again), and nothing is stored.
+    for _ in 0..3 {
+        match commit(next) {
+            Err(StoreError::DiskFull(_) | StoreError::Db(_)) => {}
+            other => panic!("a commit on a full disk: {other:?}"),
+        }
+    }
+    if let Ok(h) = t.high_water("d") {
+        assert_eq!(h, next - 1);
+    }
+    let _ = t.index_pending(&derive, 1_000);
+    let _ = t.records("d", 0, 10);
+    let _ = c.create_api_token(Some("a"), Role::Analyst, "ann", 0, "full");
+
+    // Space returns: the same stores write again, without being reopened by
+    // their caller.
+    std::fs::remove_file(&filler).unwrap();
+    let again = commit(next).unwrap();
+    assert_eq!((again.accepted, again.stored_through), (50, next + 49));
+    assert_eq!(commit(next).unwrap().duplicates, 50, "stored once");
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let part = t.records("d", after, 1_000).unwrap();
+        let Some(&(l, _)) = part.last() else { break };
+        seqs.extend(part.iter().map(|r| r.0));
+        after = l;
+    }
+    assert_eq!(seqs, (1..next + 50).collect::<Vec<_>>());
+    while t.index_pending(&derive, 100).unwrap() > 0 {}
+    assert_eq!(t.index_backlog().unwrap(), 0);
+    assert!(by_term(&t, b"guid\0g1", None).contains(&("d".into(), 1)));
+    assert!(by_term(&t, format!("guid\0g{next}").as_bytes(), None).contains(&("d".into(), next)));
+    c.create_api_token(Some("a"), Role::Analyst, "ann", 0, "after")
+        .unwrap();
+    drop(t);
+    drop(c);
+}
