@@ -278,15 +278,25 @@ async fn inspect_lists_a_stopped_sensors_spool_and_changes_nothing() {
     let paused = server.pause().await;
     sensor.replace_rules(other_rules(2));
     sensor.replace_rules(other_rules(4));
-    // Running: status over the socket.
-    let mut status = Buf::default();
+    // Running: status over the socket — until both reloads are spooled (the
+    // pipeline takes one a turn, and an idle turn is a second).
     let opts = StatusOptions {
         data_dir: data_dir.clone(),
         json: true,
         endpoint: None,
     };
-    assert_eq!(viewer::status(&opts, &mut status).await.unwrap(), 0);
-    let st: vigil_sensor::control::Status = serde_json::from_str(&status.text()).unwrap();
+    let started = std::time::Instant::now();
+    let st = loop {
+        let mut status = Buf::default();
+        assert_eq!(viewer::status(&opts, &mut status).await.unwrap(), 0);
+        let st: vigil_sensor::control::Status = serde_json::from_str(&status.text()).unwrap();
+        if st.spool.as_ref().is_some_and(|s| s.records >= 2)
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(st.running);
     assert_eq!(st.mode, "connected");
     assert_eq!(st.connection.as_ref().unwrap().device_id, device);
